@@ -1,0 +1,164 @@
+# vfio-userd build.
+#
+#   make                 build the daemon, the CLI, the plugins and the tests
+#   make check           build, then run every test (installs build deps as root)
+#   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
+#   make fuzz            run the libFuzzer target over the message decoder
+#   make install         install under $(DESTDIR)$(PREFIX)
+#   make format          reformat every C file with the committed .clang-format
+#
+# Layout: lib/*.c is the protocol core (a static archive), plugins/NAME/*.c
+# become plugins/NAME.so, daemon/*.c is vfio-userd, ctl/*.c is vfio-userctl,
+# each tests/{unit,integration}/test_*.c is one check binary that links
+# tests/common/*.c. New files are picked up without editing this file.
+
+PREFIX        ?= /usr/local
+SYSCONFDIR    ?= /etc
+LIBDIR        ?= $(PREFIX)/lib
+PLUGINDIR     ?= $(LIBDIR)/vfio-userd/plugins
+MANDIR        ?= $(PREFIX)/share/man
+INCLUDEDIR    ?= $(PREFIX)/include
+PKGCONFIGDIR  ?= $(LIBDIR)/pkgconfig
+UNITDIR       ?= $(LIBDIR)/systemd/system
+VERSION       := 0.1.0
+
+CC            ?= cc
+CFLAGS        ?= -O2 -g
+WARNINGS      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+                 -Wno-unused-parameter -Wformat=2 -Wvla
+PKGS          := libsystemd yaml-0.1 jansson
+
+ifeq ($(SANITIZE),1)
+BUILD         ?= build/sanitize
+SANITIZE_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD         ?= build/plain
+SANITIZE_FLAGS :=
+endif
+
+DEPS_STAMP    := build/.deps-ok
+PKG_CFLAGS     = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS       = $(shell pkg-config --libs $(PKGS))
+CHECK_CFLAGS   = $(shell pkg-config --cflags check)
+CHECK_LIBS     = $(shell pkg-config --libs check)
+
+ALL_CFLAGS     = -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
+                 -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
+                 -Iinclude -Ilib $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(PKG_CFLAGS) -MMD -MP
+ALL_LDFLAGS    = $(LDFLAGS) $(SANITIZE_FLAGS)
+
+LIB_SRCS       := $(wildcard lib/*.c)
+LIB_OBJS       := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_ARCHIVE    := $(BUILD)/libvfio-userd-core.a
+
+PLUGIN_NAMES   := $(notdir $(patsubst %/,%,$(wildcard plugins/*/)))
+PLUGIN_SOS     := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so)
+
+DAEMON_SRCS    := $(wildcard daemon/*.c)
+DAEMON_OBJS    := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
+DAEMON_LIB_OBJS := $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
+DAEMON         := $(if $(DAEMON_SRCS),$(BUILD)/vfio-userd)
+
+CTL_SRCS       := $(wildcard ctl/*.c)
+CTL_OBJS       := $(CTL_SRCS:%.c=$(BUILD)/%.o)
+CTL            := $(if $(CTL_SRCS),$(BUILD)/vfio-userctl)
+
+TEST_COMMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/common/*.c))
+TEST_SRCS      := $(wildcard tests/unit/test_*.c tests/integration/test_*.c)
+TEST_BINS      := $(TEST_SRCS:%.c=$(BUILD)/%)
+
+BENCH_SRCS     := $(wildcard bench/*.c)
+BENCH_BINS     := $(BENCH_SRCS:%.c=$(BUILD)/%)
+
+.PHONY: all deps check fuzz install clean format format-check bench
+.DEFAULT_GOAL := all
+
+all: $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory binaries
+
+.PHONY: binaries
+binaries: $(LIB_ARCHIVE) $(PLUGIN_SOS) $(DAEMON) $(CTL) $(TEST_BINS) $(BENCH_BINS)
+
+deps $(DEPS_STAMP): scripts/ensure-deps.sh
+	@sh scripts/ensure-deps.sh
+	@mkdir -p build && touch $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+$(LIB_ARCHIVE): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+
+.SECONDEXPANSION:
+
+# A plugin sees only include/: it is compiled without -Ilib on purpose.
+$(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) include/vfio-userd/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
+	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
+	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS)
+
+$(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)
+	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
+
+$(BUILD)/vfio-userctl: $(CTL_OBJS) $(LIB_ARCHIVE)
+	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
+
+# Tests link the core, the daemon's modules (not its main) and the shared
+# test helpers; integration tests find binaries and plugins through
+# VFIO_USERD_BUILD_DIR.
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
+	    $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
+
+$(BUILD)/tests/common/%.o: tests/common/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common $(CHECK_CFLAGS) -c $< -o $@
+
+$(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
+
+check: all format-check
+	@sh tests/run-tests.sh $(BUILD) $(TEST_BINS)
+
+# The fuzz target is built with clang's libFuzzer; FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+FUZZ_BIN     := build/fuzz/fuzz_message
+fuzz: $(DEPS_STAMP)
+	@mkdir -p build/fuzz build/fuzz/corpus
+	clang -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -O1 -g -fsanitize=fuzzer,address,undefined \
+	    $(PKG_CFLAGS) tests/fuzz/fuzz_message.c $(LIB_SRCS) -o $(FUZZ_BIN) $(PKG_LIBS) -lpthread
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	    build/fuzz/corpus tests/fuzz/seeds
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@out=$$(for f in $$(git ls-files '*.c' '*.h'); do \
+	    clang-format --dry-run --Werror $$f >/dev/null 2>&1 || echo $$f; done); \
+	if [ -n "$$out" ]; then echo "not clang-formatted (run make format):" $$out; exit 1; fi
+
+install: all
+	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(INCLUDEDIR)/vfio-userd $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0644 include/vfio-userd/plugin.h $(DESTDIR)$(INCLUDEDIR)/vfio-userd/
+	for so in $(PLUGIN_SOS); do install -m 0755 $$so $(DESTDIR)$(PLUGINDIR)/; done
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	    -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    include/vfio-userd-plugin.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/vfio-userd-plugin.pc
+	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 \
+	    $(DESTDIR)$(MANDIR)/man8
+	for page in $(wildcard man/*.[1-8]); do \
+	    section=$${page##*.}; install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/; done
+	if [ -n "$(DAEMON)" ]; then install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/vfio-userd; fi
+	if [ -n "$(CTL)" ]; then install -D -m 0755 $(CTL) $(DESTDIR)$(PREFIX)/bin/vfio-userctl; fi
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,52 @@
+/*
+ * Core logging: level filter and sink; see log.h.
+ */
+#include <stdio.h>
+
+#include "log.h"
+
+static enum vfio_userd_log_level log_level = VFIO_USERD_LOG_INFO;
+static vu_log_sink_fn log_sink;
+
+void vu_log_set_level(enum vfio_userd_log_level level)
+{
+    __atomic_store_n(&log_level, level, __ATOMIC_RELAXED);
+}
+
+enum vfio_userd_log_level vu_log_get_level(void)
+{
+    return __atomic_load_n(&log_level, __ATOMIC_RELAXED);
+}
+
+void vu_log_set_sink(vu_log_sink_fn sink)
+{
+    log_sink = sink;
+}
+
+void vu_log_va(enum vfio_userd_log_level level, const char *device, const char *format,
+               va_list args)
+{
+    char message[1024];
+
+    if (level > vu_log_get_level())
+        return;
+    vsnprintf(message, sizeof(message), format, args);
+    if (log_sink != NULL) {
+        log_sink(level, device, message);
+        return;
+    }
+    /* One fprintf per line keeps lines from different threads whole. */
+    if (device != NULL)
+        fprintf(stderr, "<%d>%s: %s\n", (int)level, device, message);
+    else
+        fprintf(stderr, "<%d>%s\n", (int)level, message);
+}
+
+void vu_log(enum vfio_userd_log_level level, const char *device, const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    vu_log_va(level, device, format, args);
+    va_end(args);
+}
