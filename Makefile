@@ -57,11 +57,11 @@ PLUGIN_SOS     := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so)
 DAEMON_SRCS    := $(wildcard daemon/*.c)
 DAEMON_OBJS    := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 DAEMON_LIB_OBJS := $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
-DAEMON         := $(if $(DAEMON_SRCS),$(BUILD)/vfio-userd)
+DAEMON         := $(if $(wildcard daemon/main.c),$(BUILD)/vfio-userd)
 
 CTL_SRCS       := $(wildcard ctl/*.c)
 CTL_OBJS       := $(CTL_SRCS:%.c=$(BUILD)/%.o)
-CTL            := $(if $(CTL_SRCS),$(BUILD)/vfio-userctl)
+CTL            := $(if $(wildcard ctl/main.c),$(BUILD)/vfio-userctl)
 
 TEST_COMMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/common/*.c))
 TEST_SRCS      := $(wildcard tests/unit/test_*.c tests/integration/test_*.c)

@@ -185,7 +185,8 @@ struct vfio_userd_host {
     int (*pci_add_power_management)(struct vfio_userd_device *device);
     /* vectors: 1, 2, 4, 8, 16 or 32; always 64-bit capable. */
     int (*pci_add_msi)(struct vfio_userd_device *device, uint32_t vectors, bool per_vector_mask);
-    /* The host emulates the table and PBA inside the given BARs (16 and 8 byte aligned). */
+    /* The host emulates the table and PBA inside the given BARs (each 8-byte aligned:
+     * the low 3 bits of their offsets hold the BAR index). */
     int (*pci_add_msix)(struct vfio_userd_device *device, uint32_t vectors, uint32_t table_bar,
                         uint32_t table_offset, uint32_t pba_bar, uint32_t pba_offset);
     /* A PCI Express endpoint capability; config space grows to 4 KiB. */

@@ -1,0 +1,1087 @@
+/*
+ * The per-device engine: plugin host table, regions, interrupts, DMA ranges and the device
+ * side of each vfio-user command. See device.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "log.h"
+#include "session.h"
+
+static struct vu_device *device_of(struct vfio_userd_device *public)
+{
+    return (struct vu_device *)public;
+}
+
+static bool is_power_of_two(uint64_t value)
+{
+    return value != 0 && (value & (value - 1)) == 0;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* Signals an eventfd; the descriptors are non-blocking, so this never stalls. */
+static void signal_eventfd(int fd)
+{
+    uint64_t one = 1;
+
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        vu_log(VFIO_USERD_LOG_DEBUG, NULL, "eventfd write failed: %m");
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Declaration (plugin create()).
+ */
+
+static int host_set_ops(struct vfio_userd_device *public, const struct vfio_userd_device_ops *ops,
+                        void *instance)
+{
+    struct vu_device *device = device_of(public);
+
+    if (!device->declaring || ops == NULL)
+        return -EINVAL;
+    device->ops = *ops;
+    device->instance = instance;
+    device->ops_set = true;
+    return 0;
+}
+
+static int host_pci_set_identity(struct vfio_userd_device *public,
+                                 const struct vfio_userd_pci_identity *identity)
+{
+    struct vu_device *device = device_of(public);
+    int ret;
+
+    if (!device->declaring || identity == NULL)
+        return -EINVAL;
+    ret = vu_pci_config_set_identity(&device->config, identity);
+    if (ret < 0)
+        return ret;
+    device->identity = *identity;
+    device->irqs[VFIO_USERD_IRQ_INTX].count = identity->interrupt_pin != 0 ? 1 : 0;
+    return 0;
+}
+
+static int check_sparse_areas(const struct vfio_userd_region *region)
+{
+    long page_size = sysconf(_SC_PAGESIZE);
+    uint64_t previous_end = 0;
+
+    if (region->sparse_area_count == 0)
+        return 0;
+    if (!(region->flags & VFIO_USERD_REGION_MAPPABLE) || region->sparse_areas == NULL ||
+        region->sparse_area_count > 64)
+        return -EINVAL;
+    for (uint32_t i = 0; i < region->sparse_area_count; i++) {
+        const struct vfio_userd_sparse_area *area = &region->sparse_areas[i];
+        if (area->size == 0 || area->offset % (uint64_t)page_size ||
+            area->size % (uint64_t)page_size || area->offset < previous_end ||
+            area->offset > region->size || area->size > region->size - area->offset)
+            return -EINVAL;
+        previous_end = area->offset + area->size;
+    }
+    return 0;
+}
+
+static int check_region(const struct vu_device *device, enum vfio_userd_region_index index,
+                        const struct vfio_userd_region *region)
+{
+    const uint32_t known = VFIO_USERD_REGION_READABLE | VFIO_USERD_REGION_WRITABLE |
+                           VFIO_USERD_REGION_MEMORY | VFIO_USERD_REGION_MAPPABLE |
+                           VFIO_USERD_BAR_IO | VFIO_USERD_BAR_64BIT | VFIO_USERD_BAR_PREFETCHABLE;
+    const uint32_t bar_kind =
+        VFIO_USERD_BAR_IO | VFIO_USERD_BAR_64BIT | VFIO_USERD_BAR_PREFETCHABLE;
+
+    if ((unsigned)index > VFIO_USERD_REGION_ROM || region == NULL || (region->flags & ~known))
+        return -EINVAL;
+    if (device->regions[index].present)
+        return -EEXIST;
+    if (!is_power_of_two(region->size))
+        return -EINVAL;
+    if ((region->flags & VFIO_USERD_REGION_MAPPABLE) && !(region->flags & VFIO_USERD_REGION_MEMORY))
+        return -EINVAL;
+    if (!(region->flags & VFIO_USERD_REGION_MEMORY) && region->access == NULL)
+        return -EINVAL;
+    if (index == VFIO_USERD_REGION_ROM &&
+        ((region->flags & (bar_kind | VFIO_USERD_REGION_WRITABLE)) || region->size < 2048))
+        return -EINVAL;
+    if ((region->flags & VFIO_USERD_BAR_IO) &&
+        (region->flags &
+         (VFIO_USERD_BAR_64BIT | VFIO_USERD_BAR_PREFETCHABLE | VFIO_USERD_REGION_MAPPABLE)))
+        return -EINVAL;
+    if (region->flags & VFIO_USERD_BAR_64BIT) {
+        if (index >= VFIO_USERD_REGION_BAR5 || device->regions[index + 1].present)
+            return -EINVAL;
+    }
+    if (index > VFIO_USERD_REGION_BAR0 && index <= VFIO_USERD_REGION_BAR5 &&
+        device->regions[index - 1].present &&
+        (device->regions[index - 1].description.flags & VFIO_USERD_BAR_64BIT))
+        return -EBUSY; /* upper half of a 64-bit BAR */
+    return check_sparse_areas(region);
+}
+
+static int allocate_region_memory(struct vu_device *device, struct vu_region_state *state)
+{
+    uint64_t size = state->description.size;
+    void *memory;
+    int fd;
+
+    if (size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX)
+        return -EFBIG;
+    fd = memfd_create(device->name, MFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int ret = -errno;
+        close(fd);
+        return ret;
+    }
+    memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (memory == MAP_FAILED) {
+        int ret = -errno;
+        close(fd);
+        return ret;
+    }
+    state->memory_fd = fd;
+    state->memory = memory;
+    return 0;
+}
+
+static void release_region(struct vu_region_state *state)
+{
+    if (state->memory != NULL)
+        munmap(state->memory, state->description.size);
+    close_fd(&state->memory_fd);
+    free(state->sparse_areas);
+    *state = (struct vu_region_state){.memory_fd = -1};
+}
+
+static int host_add_region(struct vfio_userd_device *public, enum vfio_userd_region_index index,
+                           const struct vfio_userd_region *region)
+{
+    struct vu_device *device = device_of(public);
+    struct vu_region_state state = {.memory_fd = -1};
+    int ret;
+
+    if (!device->declaring)
+        return -EINVAL;
+    ret = check_region(device, index, region);
+    if (ret < 0)
+        return ret;
+    state.description = *region;
+    if (region->sparse_area_count > 0) {
+        state.sparse_areas = calloc(region->sparse_area_count, sizeof(*state.sparse_areas));
+        if (state.sparse_areas == NULL)
+            return -ENOMEM;
+        memcpy(state.sparse_areas, region->sparse_areas,
+               region->sparse_area_count * sizeof(*state.sparse_areas));
+    }
+    state.description.sparse_areas = state.sparse_areas;
+    if (region->flags & VFIO_USERD_REGION_MEMORY) {
+        ret = allocate_region_memory(device, &state);
+        if (ret < 0)
+            goto out;
+    }
+    if (index == VFIO_USERD_REGION_ROM)
+        ret = vu_pci_config_set_rom(&device->config, region->size);
+    else
+        ret = vu_pci_config_set_bar(&device->config, index, region->size,
+                                    region->flags & (VFIO_USERD_BAR_IO | VFIO_USERD_BAR_64BIT |
+                                                     VFIO_USERD_BAR_PREFETCHABLE));
+    if (ret < 0)
+        goto out;
+    state.present = true;
+    device->regions[index] = state;
+    return 0;
+out:
+    release_region(&state);
+    return ret;
+}
+
+static int host_pci_add_power_management(struct vfio_userd_device *public)
+{
+    struct vu_device *device = device_of(public);
+
+    if (!device->declaring)
+        return -EINVAL;
+    return vu_pci_config_add_power_management(&device->config);
+}
+
+static int host_pci_add_msi(struct vfio_userd_device *public, uint32_t vectors,
+                            bool per_vector_mask)
+{
+    struct vu_device *device = device_of(public);
+    int ret;
+
+    if (!device->declaring)
+        return -EINVAL;
+    ret = vu_pci_config_add_msi(&device->config, vectors, per_vector_mask);
+    if (ret == 0)
+        device->irqs[VFIO_USERD_IRQ_MSI].count = vectors;
+    return ret;
+}
+
+static int host_pci_add_msix(struct vfio_userd_device *public, uint32_t vectors, uint32_t table_bar,
+                             uint32_t table_offset, uint32_t pba_bar, uint32_t pba_offset)
+{
+    struct vu_device *device = device_of(public);
+    int ret;
+
+    if (!device->declaring || device->msix.vectors != 0)
+        return -EINVAL;
+    ret = vu_pci_config_add_msix(&device->config, vectors, table_bar, table_offset, pba_bar,
+                                 pba_offset);
+    if (ret < 0)
+        return ret;
+    ret = vu_msix_init(&device->msix, vectors);
+    if (ret < 0)
+        return ret;
+    device->irqs[VFIO_USERD_IRQ_MSIX].count = vectors;
+    return 0;
+}
+
+static int host_pci_add_express(struct vfio_userd_device *public)
+{
+    struct vu_device *device = device_of(public);
+
+    if (!device->declaring)
+        return -EINVAL;
+    return vu_pci_config_add_express(&device->config);
+}
+
+static int host_pci_add_vendor_specific(struct vfio_userd_device *public, const void *data,
+                                        uint8_t length)
+{
+    struct vu_device *device = device_of(public);
+
+    if (!device->declaring)
+        return -EINVAL;
+    return vu_pci_config_add_vendor_specific(&device->config, data, length);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Run time services.
+ */
+
+static void *host_region_memory(struct vfio_userd_device *public,
+                                enum vfio_userd_region_index index)
+{
+    struct vu_device *device = device_of(public);
+
+    if ((unsigned)index >= VFIO_USERD_REGION_COUNT)
+        return NULL;
+    return device->regions[index].memory;
+}
+
+static uint32_t dma_flags_of(uint32_t access)
+{
+    uint32_t flags = 0;
+
+    if (access & VFIO_USERD_DMA_READ)
+        flags |= VU_DMA_FLAG_READABLE;
+    if (access & VFIO_USERD_DMA_WRITE)
+        flags |= VU_DMA_FLAG_WRITABLE;
+    return flags;
+}
+
+static void *host_dma_translate(struct vfio_userd_device *public, uint64_t address, uint64_t length,
+                                uint32_t access)
+{
+    struct vu_device *device = device_of(public);
+
+    return vu_dma_table_translate(&device->dma, address, length, dma_flags_of(access));
+}
+
+static int host_dma_submit(struct vfio_userd_device *public, struct vfio_userd_dma_request *request)
+{
+    struct vu_device *device = device_of(public);
+    const struct vu_dma_range *range;
+    uint32_t needed;
+    uint8_t *host;
+
+    if (request == NULL || (request->length > 0 && request->buffer == NULL))
+        return -EINVAL;
+    if (device->session == NULL)
+        return -ENOTCONN;
+    if (request->length == 0)
+        return 0;
+    if (request->address + request->length < request->address)
+        return -EFAULT;
+    range = vu_dma_table_lookup(&device->dma, request->address, request->length);
+    if (range == NULL)
+        return -EFAULT;
+    needed = request->to_client ? VU_DMA_FLAG_WRITABLE : VU_DMA_FLAG_READABLE;
+    if (!(range->flags & needed))
+        return -EACCES;
+    if (range->host == NULL)
+        return vu_session_dma_submit(device->session, request);
+    host = range->host + (request->address - range->address);
+    if (request->to_client)
+        memcpy(host, request->buffer, request->length);
+    else
+        memcpy(request->buffer, host, request->length);
+    return 0;
+}
+
+static int host_irq_trigger(struct vfio_userd_device *public, uint32_t vector)
+{
+    return vu_device_irq_trigger(device_of(public), vector);
+}
+
+/* Delivers, or records as pending, one interrupt of a given type and sub-index. */
+static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector)
+{
+    struct vu_irq_state *irq = &device->irqs[index];
+    bool masked = irq->masked[vector];
+
+    if (index == VFIO_USERD_IRQ_MSIX)
+        masked = masked || vu_pci_config_msix_function_masked(&device->config) ||
+                 vu_msix_vector_masked(&device->msix, vector);
+    else if (index == VFIO_USERD_IRQ_MSI)
+        masked = masked || vu_pci_config_msi_vector_masked(&device->config, vector);
+
+    if (masked || irq->trigger_fds[vector] < 0) {
+        irq->pending[vector] = true;
+        if (index == VFIO_USERD_IRQ_MSIX)
+            vu_msix_set_pending(&device->msix, vector, true);
+        return;
+    }
+    irq->pending[vector] = false;
+    if (index == VFIO_USERD_IRQ_MSIX)
+        vu_msix_set_pending(&device->msix, vector, false);
+    signal_eventfd(irq->trigger_fds[vector]);
+    /* INTx is level-triggered: it stays masked until the client unmasks it. */
+    if (index == VFIO_USERD_IRQ_INTX) {
+        irq->masked[vector] = true;
+        signal_eventfd(irq->mask_fds[vector]);
+    }
+}
+
+/* Re-delivers pending interrupts after something unmasked them. */
+static void deliver_pending(struct vu_device *device)
+{
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
+        struct vu_irq_state *irq = &device->irqs[index];
+        for (uint32_t vector = 0; vector < irq->count; vector++)
+            if (irq->pending[vector])
+                fire_vector(device, index, vector);
+    }
+}
+
+int vu_device_irq_trigger(struct vu_device *device, uint32_t vector)
+{
+    uint32_t msi_vectors;
+
+    if (device->irqs[VFIO_USERD_IRQ_MSIX].count > 0 &&
+        vu_pci_config_msix_enabled(&device->config)) {
+        if (vector >= device->irqs[VFIO_USERD_IRQ_MSIX].count)
+            return -EINVAL;
+        fire_vector(device, VFIO_USERD_IRQ_MSIX, vector);
+        return 0;
+    }
+    if (device->irqs[VFIO_USERD_IRQ_MSI].count > 0 &&
+        vu_pci_config_msi_enabled(&device->config, &msi_vectors)) {
+        if (vector >= msi_vectors)
+            return -EINVAL;
+        fire_vector(device, VFIO_USERD_IRQ_MSI, vector);
+        return 0;
+    }
+    if (device->irqs[VFIO_USERD_IRQ_INTX].count > 0 &&
+        !vu_pci_config_intx_disabled(&device->config)) {
+        /* Every vector shares the one INTx line. */
+        fire_vector(device, VFIO_USERD_IRQ_INTX, 0);
+        return 0;
+    }
+    return -ENOTCONN;
+}
+
+static int host_irq_signal(struct vfio_userd_device *public, enum vfio_userd_irq_index index,
+                           uint32_t subindex)
+{
+    struct vu_device *device = device_of(public);
+
+    if ((unsigned)index >= VFIO_USERD_IRQ_COUNT || subindex >= device->irqs[index].count)
+        return -EINVAL;
+    fire_vector(device, index, subindex);
+    return 0;
+}
+
+static int host_pci_config_read(struct vfio_userd_device *public, uint32_t offset, void *data,
+                                uint32_t count)
+{
+    return vu_pci_config_read(&device_of(public)->config, offset, data, count);
+}
+
+static void host_log(struct vfio_userd_device *public, enum vfio_userd_log_level level,
+                     const char *format, va_list args)
+{
+    vu_log_va(level, device_of(public)->name, format, args);
+}
+
+static const char *host_name(struct vfio_userd_device *public)
+{
+    return device_of(public)->name;
+}
+
+static const uint64_t *host_message_counters(struct vfio_userd_device *public)
+{
+    return device_of(public)->statistics.messages;
+}
+
+_Static_assert(VFIO_USERD_MESSAGE_COUNTERS == VU_COMMAND_MAX + 1, "counter array size");
+
+/* ---------------------------------------------------------------------------------------
+ * Parameter helpers.
+ */
+
+static int host_params_check_keys(const json_t *params, const char *const *allowed,
+                                  struct vfio_userd_error *error)
+{
+    const char *key;
+    json_t *value;
+
+    if (params == NULL)
+        return 0;
+    if (!json_is_object(params))
+        return vfio_userd_error_set(error, -EINVAL, "", "parameters must be a mapping");
+    json_object_foreach((json_t *)params, key, value)
+    {
+        bool known = false;
+        for (size_t i = 0; allowed != NULL && allowed[i] != NULL && !known; i++)
+            known = strcmp(key, allowed[i]) == 0;
+        if (!known)
+            return vfio_userd_error_set(error, -EINVAL, key, "unknown parameter '%s'", key);
+    }
+    return 0;
+}
+
+static int parse_size_string(const char *text, uint64_t *value)
+{
+    uint64_t number, multiplier = 1;
+    char *end;
+
+    if (*text == '\0' || *text == '-' || *text == '+' || *text == ' ')
+        return -EINVAL;
+    errno = 0;
+    number = strtoull(text, &end, 0);
+    if (errno != 0 || end == text)
+        return -EINVAL;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        multiplier = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        multiplier = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        multiplier = 1ull << 30;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (multiplier > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+        end += strlen(end);
+    if (*end != '\0')
+        return -EINVAL;
+    if (number > UINT64_MAX / multiplier)
+        return -ERANGE;
+    *value = number * multiplier;
+    return 0;
+}
+
+static int host_params_get_u64(const json_t *params, const char *key, uint64_t fallback,
+                               uint64_t min, uint64_t max, uint64_t *value,
+                               struct vfio_userd_error *error)
+{
+    json_t *member = params != NULL ? json_object_get(params, key) : NULL;
+    uint64_t number;
+
+    if (member == NULL || json_is_null(member)) {
+        *value = fallback;
+        return 0;
+    }
+    if (json_is_integer(member)) {
+        if (json_integer_value(member) < 0)
+            return vfio_userd_error_set(error, -ERANGE, key, "'%s' must not be negative", key);
+        number = (uint64_t)json_integer_value(member);
+    } else if (json_is_string(member)) {
+        int ret = parse_size_string(json_string_value(member), &number);
+        if (ret < 0)
+            return vfio_userd_error_set(error, ret, key,
+                                        "'%s': '%s' is not a number (examples: 4096, 0x1000, 4K)",
+                                        key, json_string_value(member));
+    } else {
+        return vfio_userd_error_set(error, -EINVAL, key, "'%s' must be a number", key);
+    }
+    if (number < min || number > max)
+        return vfio_userd_error_set(error, -ERANGE, key,
+                                    "'%s' is %" PRIu64 ", outside %" PRIu64 "..%" PRIu64, key,
+                                    number, min, max);
+    *value = number;
+    return 0;
+}
+
+static const struct vfio_userd_host host_table = {
+    .size = sizeof(struct vfio_userd_host),
+    .set_ops = host_set_ops,
+    .pci_set_identity = host_pci_set_identity,
+    .add_region = host_add_region,
+    .pci_add_power_management = host_pci_add_power_management,
+    .pci_add_msi = host_pci_add_msi,
+    .pci_add_msix = host_pci_add_msix,
+    .pci_add_express = host_pci_add_express,
+    .pci_add_vendor_specific = host_pci_add_vendor_specific,
+    .region_memory = host_region_memory,
+    .dma_translate = host_dma_translate,
+    .dma_submit = host_dma_submit,
+    .irq_trigger = host_irq_trigger,
+    .irq_signal = host_irq_signal,
+    .pci_config_read = host_pci_config_read,
+    .log = host_log,
+    .name = host_name,
+    .params_check_keys = host_params_check_keys,
+    .params_get_u64 = host_params_get_u64,
+    .message_counters = host_message_counters,
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Life cycle.
+ */
+
+int vu_device_check_plugin(const struct vfio_userd_plugin *plugin, char *message, size_t size)
+{
+    if (plugin->abi_major != VFIO_USERD_ABI_MAJOR || plugin->abi_minor > VFIO_USERD_ABI_MINOR) {
+        snprintf(message, size, "built for plugin ABI %u.%u, this host speaks %u.%u",
+                 plugin->abi_major, plugin->abi_minor, VFIO_USERD_ABI_MAJOR, VFIO_USERD_ABI_MINOR);
+        return -EPROTONOSUPPORT;
+    }
+    if (plugin->name == NULL || plugin->create == NULL) {
+        snprintf(message, size, "plugin descriptor lacks a name or a create function");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int allocate_irqs(struct vu_device *device)
+{
+    device->irqs[VFIO_USERD_IRQ_ERR].count = 1;
+    device->irqs[VFIO_USERD_IRQ_REQ].count = 1;
+    device->irqs[VFIO_USERD_IRQ_INTX].info_flags =
+        VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
+    device->irqs[VFIO_USERD_IRQ_MSI].info_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE;
+    device->irqs[VFIO_USERD_IRQ_MSIX].info_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE;
+    device->irqs[VFIO_USERD_IRQ_ERR].info_flags = VFIO_IRQ_INFO_EVENTFD;
+    device->irqs[VFIO_USERD_IRQ_REQ].info_flags = VFIO_IRQ_INFO_EVENTFD;
+
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
+        struct vu_irq_state *irq = &device->irqs[index];
+        uint32_t count = irq->count > 0 ? irq->count : 1;
+
+        irq->trigger_fds = malloc(count * sizeof(int));
+        irq->mask_fds = malloc(count * sizeof(int));
+        irq->unmask_fds = malloc(count * sizeof(int));
+        irq->masked = calloc(count, sizeof(bool));
+        irq->pending = calloc(count, sizeof(bool));
+        if (!irq->trigger_fds || !irq->mask_fds || !irq->unmask_fds || !irq->masked ||
+            !irq->pending)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < count; i++)
+            irq->trigger_fds[i] = irq->mask_fds[i] = irq->unmask_fds[i] = -1;
+    }
+    return 0;
+}
+
+static void close_irq_fds(struct vu_irq_state *irq, uint32_t start, uint32_t count)
+{
+    for (uint32_t i = start; i < start + count; i++) {
+        close_fd(&irq->trigger_fds[i]);
+        close_fd(&irq->mask_fds[i]);
+        close_fd(&irq->unmask_fds[i]);
+    }
+}
+
+static void release_irqs(struct vu_device *device)
+{
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
+        struct vu_irq_state *irq = &device->irqs[index];
+        if (irq->trigger_fds != NULL && irq->mask_fds != NULL && irq->unmask_fds != NULL)
+            close_irq_fds(irq, 0, irq->count);
+        free(irq->trigger_fds);
+        free(irq->mask_fds);
+        free(irq->unmask_fds);
+        free(irq->masked);
+        free(irq->pending);
+        *irq = (struct vu_irq_state){0};
+    }
+}
+
+static void free_device(struct vu_device *device)
+{
+    for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
+        release_region(&device->regions[i]);
+    release_irqs(device);
+    vu_msix_destroy(&device->msix);
+    vu_dma_table_destroy(&device->dma);
+    json_decref(device->params);
+    free(device->name);
+    free(device);
+}
+
+int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, const json_t *params,
+                     struct vu_device **result, struct vfio_userd_error *error)
+{
+    static const struct vfio_userd_pci_identity no_identity = {0};
+    struct vu_device *device;
+    char message[200];
+    int ret;
+
+    *result = NULL;
+    ret = vu_device_check_plugin(plugin, message, sizeof(message));
+    if (ret < 0)
+        return vfio_userd_error_set(error, ret, NULL, "%s", message);
+    if (params != NULL && !json_is_object(params))
+        return vfio_userd_error_set(error, -EINVAL, NULL, "parameters must be a mapping");
+
+    device = calloc(1, sizeof(*device));
+    if (device == NULL)
+        return vfio_userd_error_set(error, -ENOMEM, NULL, "out of memory");
+    device->public.host = &host_table;
+    for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
+        device->regions[i].memory_fd = -1;
+    device->plugin = plugin;
+    device->name = strdup(name);
+    device->params = params != NULL ? json_deep_copy(params) : json_object();
+    vu_dma_table_init(&device->dma, VU_SERVER_MAX_DMA_MAPS);
+    vu_pci_config_init(&device->config, &no_identity);
+    if (device->name == NULL || device->params == NULL) {
+        ret = vfio_userd_error_set(error, -ENOMEM, NULL, "out of memory");
+        goto fail;
+    }
+
+    device->declaring = true;
+    ret = plugin->create(&device->public, device->params, error);
+    device->declaring = false;
+    if (ret < 0) {
+        if (error != NULL && error->message[0] == '\0')
+            vfio_userd_error_set(error, ret, NULL, "plugin '%s' refused the device: %s",
+                                 plugin->name, strerror(-ret));
+        goto fail;
+    }
+    ret = vu_pci_config_finalize(&device->config);
+    if (ret < 0) {
+        vfio_userd_error_set(error, ret, NULL,
+                             "plugin '%s' declared an inconsistent PCI device: %s", plugin->name,
+                             strerror(-ret));
+        goto fail;
+    }
+    ret = allocate_irqs(device);
+    if (ret < 0) {
+        vfio_userd_error_set(error, ret, NULL, "out of memory");
+        goto fail;
+    }
+    *result = device;
+    return 0;
+
+fail:
+    if (device->ops_set && device->ops.destroy != NULL)
+        device->ops.destroy(device->instance);
+    free_device(device);
+    return ret < 0 ? ret : -EINVAL;
+}
+
+void vu_device_destroy(struct vu_device *device)
+{
+    if (device == NULL)
+        return;
+    if (device->ops.destroy != NULL)
+        device->ops.destroy(device->instance);
+    free_device(device);
+}
+
+void vu_device_attach_session(struct vu_device *device, struct vu_session *session,
+                              uint32_t max_dma_maps)
+{
+    device->session = session;
+    device->dma.limit =
+        max_dma_maps < VU_SERVER_MAX_DMA_MAPS ? max_dma_maps : VU_SERVER_MAX_DMA_MAPS;
+    device->statistics.connections++;
+    if (device->ops.client_connect != NULL)
+        device->ops.client_connect(device->instance);
+}
+
+static void remove_dma_range(struct vu_device *device, uint32_t index)
+{
+    const struct vu_dma_range *range = &device->dma.ranges[index];
+
+    if (device->ops.dma_unmap != NULL)
+        device->ops.dma_unmap(device->instance, range->address, range->size);
+    vu_dma_table_remove(&device->dma, index);
+}
+
+void vu_device_detach_session(struct vu_device *device)
+{
+    while (device->dma.count > 0)
+        remove_dma_range(device, device->dma.count - 1);
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
+        struct vu_irq_state *irq = &device->irqs[index];
+        close_irq_fds(irq, 0, irq->count);
+        memset(irq->masked, 0, irq->count * sizeof(bool));
+        memset(irq->pending, 0, irq->count * sizeof(bool));
+    }
+    device->session = NULL;
+    device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
+    if (device->ops.client_disconnect != NULL)
+        device->ops.client_disconnect(device->instance);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Commands.
+ */
+
+void vu_device_get_info(const struct vu_device *device, struct vu_device_info *info)
+{
+    *info = (struct vu_device_info){
+        .argsz = sizeof(*info),
+        .flags = VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET,
+        .num_regions = VFIO_PCI_NUM_REGIONS,
+        .num_irqs = VFIO_PCI_NUM_IRQS,
+    };
+}
+
+static uint64_t region_size(const struct vu_device *device, uint32_t index)
+{
+    if (index == VFIO_USERD_REGION_CONFIG)
+        return device->config.size;
+    return device->regions[index].present ? device->regions[index].description.size : 0;
+}
+
+int vu_device_get_region_info(const struct vu_device *device, uint32_t index, uint32_t argsz,
+                              void *buffer, size_t capacity, size_t *length, int *fd)
+{
+    struct vfio_region_info info = {.index = index};
+    const struct vu_region_state *state;
+    size_t caps_size = 0, needed;
+
+    *fd = -1;
+    if (index >= VFIO_PCI_NUM_REGIONS || argsz < sizeof(info))
+        return -EINVAL;
+    info.size = region_size(device, index);
+    if (index == VFIO_USERD_REGION_CONFIG) {
+        info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    } else if (index < VFIO_USERD_REGION_COUNT && device->regions[index].present) {
+        state = &device->regions[index];
+        if (state->description.flags & VFIO_USERD_REGION_READABLE)
+            info.flags |= VFIO_REGION_INFO_FLAG_READ;
+        if (state->description.flags & VFIO_USERD_REGION_WRITABLE)
+            info.flags |= VFIO_REGION_INFO_FLAG_WRITE;
+        if (state->description.flags & VFIO_USERD_REGION_MAPPABLE) {
+            info.flags |= VFIO_REGION_INFO_FLAG_MMAP;
+            *fd = state->memory_fd;
+            if (state->description.sparse_area_count > 0) {
+                info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
+                caps_size = sizeof(struct vfio_region_info_cap_sparse_mmap) +
+                            state->description.sparse_area_count *
+                                sizeof(struct vfio_region_sparse_mmap_area);
+            }
+        }
+    }
+    needed = sizeof(info) + caps_size;
+    info.argsz = (uint32_t)needed;
+    if (caps_size > 0 && argsz >= needed) {
+        struct vfio_region_info_cap_sparse_mmap sparse = {
+            .header = {.id = VFIO_REGION_INFO_CAP_SPARSE_MMAP, .version = 1, .next = 0},
+            .nr_areas = device->regions[index].description.sparse_area_count,
+        };
+        if (capacity < needed)
+            return -ENOSPC;
+        info.cap_offset = sizeof(info);
+        memcpy((uint8_t *)buffer + sizeof(info), &sparse, sizeof(sparse));
+        for (uint32_t i = 0; i < sparse.nr_areas; i++) {
+            struct vfio_region_sparse_mmap_area area = {
+                .offset = device->regions[index].sparse_areas[i].offset,
+                .size = device->regions[index].sparse_areas[i].size,
+            };
+            memcpy((uint8_t *)buffer + sizeof(info) + sizeof(sparse) + i * sizeof(area), &area,
+                   sizeof(area));
+        }
+        *length = needed;
+    } else {
+        /* Too small an argsz: the fixed part, with argsz saying what is needed. */
+        *length = sizeof(info);
+    }
+    memcpy(buffer, &info, sizeof(info));
+    return 0;
+}
+
+int vu_device_get_irq_info(const struct vu_device *device, uint32_t index,
+                           struct vfio_irq_info *info)
+{
+    if (index >= VFIO_USERD_IRQ_COUNT)
+        return -EINVAL;
+    *info = (struct vfio_irq_info){
+        .argsz = sizeof(*info),
+        .flags = device->irqs[index].info_flags,
+        .index = index,
+        .count = device->irqs[index].count,
+    };
+    return 0;
+}
+
+static void close_fds(int *fds, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        close_fd(&fds[i]);
+}
+
+static void set_masked(struct vu_irq_state *irq, uint32_t vector, bool masked)
+{
+    if (irq->masked[vector] == masked)
+        return;
+    irq->masked[vector] = masked;
+    signal_eventfd(masked ? irq->mask_fds[vector] : irq->unmask_fds[vector]);
+}
+
+int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
+                       const uint8_t *data, size_t data_length, int *fds, size_t fd_count)
+{
+    const uint32_t data_flags =
+        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_DATA_EVENTFD;
+    const uint32_t action_flags =
+        VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER;
+    uint32_t data_type = set->flags & data_flags, action = set->flags & action_flags;
+    struct vu_irq_state *irq;
+    int ret = -EINVAL;
+
+    if ((set->flags & ~(data_flags | action_flags)) || !is_power_of_two(data_type) ||
+        !is_power_of_two(action) || set->index >= VFIO_USERD_IRQ_COUNT)
+        goto out;
+    irq = &device->irqs[set->index];
+    if (fd_count > 0 && (data_type != VFIO_IRQ_SET_DATA_EVENTFD || fd_count != set->count))
+        goto out;
+
+    if (set->count == 0) {
+        /* count 0 with DATA_NONE|TRIGGER tears down every vector of the type. */
+        if (data_type != VFIO_IRQ_SET_DATA_NONE || action != VFIO_IRQ_SET_ACTION_TRIGGER ||
+            set->start != 0)
+            goto out;
+        close_irq_fds(irq, 0, irq->count);
+        memset(irq->masked, 0, irq->count * sizeof(bool));
+        memset(irq->pending, 0, irq->count * sizeof(bool));
+        ret = 0;
+        goto notify;
+    }
+    if (set->start >= irq->count || set->count > irq->count - set->start)
+        goto out;
+    if (data_type == VFIO_IRQ_SET_DATA_BOOL && data_length < set->count)
+        goto out;
+    if (action != VFIO_IRQ_SET_ACTION_TRIGGER && !(irq->info_flags & VFIO_IRQ_INFO_MASKABLE))
+        goto out;
+    for (size_t i = 0; i < fd_count; i++) {
+        int flags = fcntl(fds[i], F_GETFL);
+        if (flags < 0 || fcntl(fds[i], F_SETFL, flags | O_NONBLOCK) < 0)
+            goto out;
+    }
+
+    for (uint32_t i = 0; i < set->count; i++) {
+        uint32_t vector = set->start + i;
+        bool selected = data_type != VFIO_IRQ_SET_DATA_BOOL || data[i] != 0;
+
+        if (data_type == VFIO_IRQ_SET_DATA_EVENTFD) {
+            int *slot = action == VFIO_IRQ_SET_ACTION_TRIGGER ? &irq->trigger_fds[vector]
+                        : action == VFIO_IRQ_SET_ACTION_MASK  ? &irq->mask_fds[vector]
+                                                              : &irq->unmask_fds[vector];
+            close_fd(slot);
+            /* No descriptors at all means "de-assign these vectors". */
+            if (fd_count > 0) {
+                *slot = fds[i];
+                fds[i] = -1;
+            }
+            continue;
+        }
+        if (!selected)
+            continue;
+        if (action == VFIO_IRQ_SET_ACTION_TRIGGER)
+            fire_vector(device, set->index, vector);
+        else
+            set_masked(irq, vector, action == VFIO_IRQ_SET_ACTION_MASK);
+    }
+    deliver_pending(device);
+    ret = 0;
+notify:
+    if (device->ops.irq_state != NULL)
+        device->ops.irq_state(device->instance, set->index);
+out:
+    close_fds(fds, fd_count);
+    return ret;
+}
+
+/* Which emulated MSI-X structure [offset, offset + count) of `region` touches, if any. */
+enum msix_part { MSIX_NONE, MSIX_TABLE, MSIX_PBA, MSIX_STRADDLE };
+
+static enum msix_part msix_part_of(const struct vu_device *device, uint32_t region, uint64_t offset,
+                                   uint32_t count, uint64_t *part_offset)
+{
+    const struct vu_pci_config *config = &device->config;
+    struct {
+        enum msix_part part;
+        uint32_t bar;
+        uint64_t start, size;
+    } parts[2] = {
+        {MSIX_TABLE, config->msix_table_bar, config->msix_table_offset,
+         vu_msix_table_size(&device->msix)},
+        {MSIX_PBA, config->msix_pba_bar, config->msix_pba_offset, vu_msix_pba_size(&device->msix)},
+    };
+
+    if (device->msix.vectors == 0)
+        return MSIX_NONE;
+    for (unsigned i = 0; i < 2; i++) {
+        uint64_t start = parts[i].start, end = parts[i].start + parts[i].size;
+        if (parts[i].bar != region || offset >= end || offset + count <= start)
+            continue;
+        if (offset < start || offset + count > end)
+            return MSIX_STRADDLE;
+        *part_offset = offset - start;
+        return parts[i].part;
+    }
+    return MSIX_NONE;
+}
+
+int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t offset, void *data,
+                            uint32_t count, bool is_write)
+{
+    const struct vu_region_state *state;
+    uint64_t part_offset = 0;
+    int ret;
+
+    if (region == VFIO_USERD_REGION_CONFIG) {
+        if (!is_write)
+            return vu_pci_config_read(&device->config, offset, data, count);
+        ret = vu_pci_config_write(&device->config, offset, data, count);
+        if (ret == 0)
+            deliver_pending(device);
+        return ret;
+    }
+    if (region >= VFIO_USERD_REGION_COUNT || !device->regions[region].present)
+        return -EINVAL;
+    state = &device->regions[region];
+    if (offset > state->description.size || count > state->description.size - offset)
+        return -EINVAL;
+
+    switch (msix_part_of(device, region, offset, count, &part_offset)) {
+    case MSIX_TABLE:
+        if (!is_write)
+            return vu_msix_table_read(&device->msix, part_offset, data, count);
+        ret = vu_msix_table_write(&device->msix, part_offset, data, count);
+        if (ret == 0)
+            deliver_pending(device);
+        return ret;
+    case MSIX_PBA:
+        return is_write ? vu_msix_pba_write(&device->msix, part_offset, data, count)
+                        : vu_msix_pba_read(&device->msix, part_offset, data, count);
+    case MSIX_STRADDLE:
+        return -EINVAL;
+    case MSIX_NONE:
+        break;
+    }
+
+    if (state->description.access != NULL)
+        return state->description.access(device->instance, region, offset, data, count, is_write);
+    if (is_write)
+        memcpy(state->memory + offset, data, count);
+    else
+        memcpy(data, state->memory + offset, count);
+    return 0;
+}
+
+bool vu_device_region_allows(const struct vu_device *device, uint32_t region, bool is_write)
+{
+    uint32_t flag = is_write ? VFIO_USERD_REGION_WRITABLE : VFIO_USERD_REGION_READABLE;
+
+    if (region == VFIO_USERD_REGION_CONFIG)
+        return true;
+    if (region >= VFIO_USERD_REGION_COUNT || !device->regions[region].present)
+        return false;
+    return (device->regions[region].description.flags & flag) != 0;
+}
+
+uint64_t vu_device_region_size(const struct vu_device *device, uint32_t region)
+{
+    if (region >= VFIO_USERD_REGION_COUNT)
+        return 0;
+    return region_size(device, region);
+}
+
+int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, int fd)
+{
+    int ret;
+
+    if (map->flags == 0 || (map->flags & ~(uint32_t)(VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE)))
+        ret = -EINVAL;
+    else
+        ret = vu_dma_table_add(&device->dma, map->address, map->size, map->flags, fd, map->offset);
+    if (fd >= 0)
+        close(fd);
+    if (ret == 0 && device->ops.dma_map != NULL) {
+        uint32_t access = 0;
+        if (map->flags & VU_DMA_FLAG_READABLE)
+            access |= VFIO_USERD_DMA_READ;
+        if (map->flags & VU_DMA_FLAG_WRITABLE)
+            access |= VFIO_USERD_DMA_WRITE;
+        device->ops.dma_map(device->instance, map->address, map->size, access);
+    }
+    return ret;
+}
+
+int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unmap)
+{
+    int index;
+
+    if (unmap->flags == VU_DMA_UNMAP_FLAG_ALL) {
+        if (unmap->address != 0 || unmap->size != 0)
+            return -EINVAL;
+        while (device->dma.count > 0)
+            remove_dma_range(device, device->dma.count - 1);
+        return 0;
+    }
+    if (unmap->flags != 0)
+        return unmap->flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP ? -ENOTSUP : -EINVAL;
+    index = vu_dma_table_find_exact(&device->dma, unmap->address, unmap->size);
+    if (index < 0)
+        return index;
+    remove_dma_range(device, (uint32_t)index);
+    return 0;
+}
+
+int vu_device_reset(struct vu_device *device)
+{
+    int ret = 0;
+
+    if (device->ops.reset != NULL)
+        ret = device->ops.reset(device->instance);
+    vu_pci_config_reset(&device->config);
+    vu_msix_reset(&device->msix);
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
+        struct vu_irq_state *irq = &device->irqs[index];
+        memset(irq->masked, 0, irq->count * sizeof(bool));
+        memset(irq->pending, 0, irq->count * sizeof(bool));
+    }
+    return ret;
+}

@@ -1,0 +1,135 @@
+/*
+ * The per-device engine: one emulated PCI device built from a plugin's declarations.
+ *
+ * It owns what outlives a client connection (regions and their memory, PCI config space,
+ * the MSI-X table, the plugin instance) and what a client attaches while connected (DMA
+ * ranges, interrupt eventfds). It implements the plugin host table and the device side of
+ * every vfio-user command; the session (session.h) decodes messages and calls in here. It
+ * knows nothing of sockets.
+ */
+#ifndef VU_DEVICE_H
+#define VU_DEVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <linux/vfio.h>
+
+#include <vfio-userd/plugin.h>
+
+#include "dma_table.h"
+#include "msix.h"
+#include "pci_config.h"
+#include "wire.h"
+
+struct vu_session;
+
+struct vu_region_state {
+    bool present;
+    struct vfio_userd_region description; /* sparse_areas points at our copy below */
+    struct vfio_userd_sparse_area *sparse_areas;
+    int memory_fd; /* MEMORY regions: a memfd the client may map; else -1 */
+    uint8_t *memory;
+};
+
+struct vu_irq_state {
+    uint32_t count;
+    uint32_t info_flags; /* VFIO_IRQ_INFO_* */
+    int *trigger_fds;    /* [count]; -1 when unset */
+    int *mask_fds;       /* [count]; signalled when the vector becomes masked */
+    int *unmask_fds;     /* [count]; signalled when the vector becomes unmasked */
+    bool *masked;        /* [count] */
+    bool *pending;       /* [count]: raised while masked */
+};
+
+/* Counters the control plane reports (device_get) and testdev exposes. */
+struct vu_device_statistics {
+    uint64_t messages[VU_COMMAND_MAX + 1]; /* by command number, errors included */
+    uint64_t errors;                       /* commands answered with an error */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t connections; /* clients accepted over the device's life */
+};
+
+struct vu_device {
+    struct vfio_userd_device public; /* first: plugins see only this */
+    char *name;
+    const struct vfio_userd_plugin *plugin;
+    struct vfio_userd_device_ops ops;
+    void *instance;
+    bool declaring; /* inside create(): declaration calls allowed */
+    bool ops_set;
+    json_t *params;
+
+    struct vfio_userd_pci_identity identity;
+    struct vu_region_state regions[VFIO_USERD_REGION_COUNT];
+    struct vu_pci_config config;
+    struct vu_msix msix;
+    struct vu_irq_state irqs[VFIO_USERD_IRQ_COUNT];
+
+    struct vu_dma_table dma;
+    struct vu_session *session; /* the connected client's session, or NULL */
+    struct vu_device_statistics statistics;
+};
+
+/*
+ * Creates a device named `name` from `plugin` with `params` (a JSON object; NULL means
+ * none). On failure returns -errno with `error` filled, and nothing is left allocated.
+ */
+int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name,
+                     const json_t *params, struct vu_device **device,
+                     struct vfio_userd_error *error);
+
+/* Calls the plugin's destroy and frees everything. The session must be detached. */
+void vu_device_destroy(struct vu_device *device);
+
+/* Checks a plugin descriptor's ABI version and mandatory members: 0 or -errno + message. */
+int vu_device_check_plugin(const struct vfio_userd_plugin *plugin, char *message, size_t size);
+
+/* --- Called by the session. --- */
+
+void vu_device_attach_session(struct vu_device *device, struct vu_session *session,
+                              uint32_t max_dma_maps);
+/* Releases DMA ranges and eventfds, keeps device state; calls client_disconnect. */
+void vu_device_detach_session(struct vu_device *device);
+
+void vu_device_get_info(const struct vu_device *device, struct vu_device_info *info);
+
+/*
+ * Fills `buffer` (capacity bytes, at least sizeof(struct vfio_region_info)) with the
+ * region info and, when they fit within `argsz`, its capabilities. Sets *length to the
+ * bytes to reply, and *fd to the region's memory fd to pass along (-1 if none).
+ */
+int vu_device_get_region_info(const struct vu_device *device, uint32_t index, uint32_t argsz,
+                              void *buffer, size_t capacity, size_t *length, int *fd);
+
+int vu_device_get_irq_info(const struct vu_device *device, uint32_t index,
+                           struct vfio_irq_info *info);
+
+/*
+ * Applies SET_IRQS. `data` holds the bytes after the fixed header; `fds` are the
+ * descriptors that came with the message and are always consumed (kept or closed).
+ */
+int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
+                       const uint8_t *data, size_t data_length, int *fds, size_t fd_count);
+
+/* Region access from the client, after bounds and permission checks. */
+int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t offset,
+                            void *data, uint32_t count, bool is_write);
+
+/* Whether the region exists and allows reads (is_write false) or writes. */
+bool vu_device_region_allows(const struct vu_device *device, uint32_t region, bool is_write);
+
+/* The region's size in bytes; 0 for an absent region. */
+uint64_t vu_device_region_size(const struct vu_device *device, uint32_t region);
+
+/* DMA_MAP: `fd` (or -1) is consumed. */
+int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, int fd);
+int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unmap);
+
+int vu_device_reset(struct vu_device *device);
+
+/* Raises `vector` through whichever interrupt type is enabled (host->irq_trigger). */
+int vu_device_irq_trigger(struct vu_device *device, uint32_t vector);
+
+#endif /* VU_DEVICE_H */

@@ -1,0 +1,499 @@
+/*
+ * Device endpoint: listening socket, accept, message reassembly with SCM_RIGHTS, output
+ * flushing, all on sd-event. See endpoint.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "endpoint.h"
+#include "log.h"
+#include "session.h"
+
+/* Messages handled per wake-up before yielding, so one busy client cannot starve the
+ * other devices of its worker thread. */
+#define MESSAGES_PER_WAKEUP 64
+
+/* Reassembly state of one socket's incoming stream. */
+struct channel_input {
+    uint8_t header_bytes[VU_HEADER_SIZE];
+    size_t header_received;
+    struct vu_header header;
+    int header_error; /* decoded header is bad: reject once the body is skipped */
+    uint8_t *body;    /* VU_MAX_MESSAGE_SIZE bytes */
+    size_t body_received;
+    size_t body_length;
+    bool discarding; /* body too large: read and drop it, then reject */
+    int fds[VU_SERVER_MAX_MSG_FDS];
+    size_t fd_count;
+    bool fds_lost; /* more descriptors came than one message may carry */
+};
+
+struct connection {
+    struct vu_endpoint *endpoint;
+    int sockets[2]; /* main, twin */
+    sd_event_source *sources[2];
+    struct channel_input inputs[2];
+    struct vu_session *session;
+    pid_t pid;
+};
+
+struct vu_endpoint {
+    struct vu_device *device;
+    sd_event *event;
+    int listen_fd;
+    sd_event_source *listen_source;
+    struct connection *connection;
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Listening sockets.
+ */
+
+static int fill_address(const char *path, struct sockaddr_un *address)
+{
+    size_t length = strlen(path);
+
+    if (length == 0 || length >= sizeof(address->sun_path))
+        return -ENAMETOOLONG;
+    *address = (struct sockaddr_un){.sun_family = AF_UNIX};
+    memcpy(address->sun_path, path, length + 1);
+    return 0;
+}
+
+/* Whether a live process accepts connections on the socket file at `address`. */
+static bool socket_in_use(const struct sockaddr_un *address)
+{
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool in_use;
+
+    if (probe < 0)
+        return true; /* cannot tell: do not remove it */
+    in_use = connect(probe, (const struct sockaddr *)address, sizeof(*address)) == 0 ||
+             (errno != ECONNREFUSED && errno != ENOENT);
+    close(probe);
+    return in_use;
+}
+
+int vu_socket_listen(const char *path, int *result)
+{
+    struct sockaddr_un address;
+    struct stat status;
+    int fd, ret;
+
+    ret = fill_address(path, &address);
+    if (ret < 0)
+        return ret;
+    if (lstat(path, &status) == 0) {
+        if (!S_ISSOCK(status.st_mode))
+            return -EEXIST;
+        if (socket_in_use(&address))
+            return -EADDRINUSE;
+        if (unlink(path) < 0 && errno != ENOENT)
+            return -errno;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || listen(fd, 16) < 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    *result = fd;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Connections.
+ */
+
+static void input_reset(struct channel_input *input)
+{
+    for (size_t i = 0; i < input->fd_count; i++)
+        close(input->fds[i]);
+    input->fd_count = 0;
+    input->fds_lost = false;
+    input->header_received = 0;
+    input->body_received = 0;
+    input->body_length = 0;
+    input->discarding = false;
+    input->header_error = 0;
+}
+
+static void connection_free(struct connection *connection)
+{
+    struct vu_endpoint *endpoint = connection->endpoint;
+
+    for (int i = 0; i < 2; i++) {
+        sd_event_source_disable_unref(connection->sources[i]);
+        input_reset(&connection->inputs[i]);
+        free(connection->inputs[i].body);
+    }
+    /* The session owns the twin socket; the main socket is ours. */
+    vu_session_free(connection->session);
+    if (connection->sockets[0] >= 0)
+        close(connection->sockets[0]);
+    vu_log(VFIO_USERD_LOG_INFO, endpoint->device->name, "client (pid %d) disconnected",
+           (int)connection->pid);
+    endpoint->connection = NULL;
+    free(connection);
+}
+
+static void collect_fds(struct channel_input *input, struct msghdr *message)
+{
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(message); cmsg != NULL;
+         cmsg = CMSG_NXTHDR(message, cmsg)) {
+        size_t count;
+        int fds[VU_SERVER_MAX_MSG_FDS + 1];
+
+        if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+            continue;
+        count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        if (count > sizeof(fds) / sizeof(fds[0]))
+            count = sizeof(fds) / sizeof(fds[0]);
+        memcpy(fds, CMSG_DATA(cmsg), count * sizeof(int));
+        for (size_t i = 0; i < count; i++) {
+            if (input->fd_count < VU_SERVER_MAX_MSG_FDS) {
+                input->fds[input->fd_count++] = fds[i];
+            } else {
+                close(fds[i]);
+                input->fds_lost = true;
+            }
+        }
+    }
+    if (message->msg_flags & MSG_CTRUNC)
+        input->fds_lost = true;
+}
+
+/* Reads up to `length` bytes into `buffer`, taking descriptors. >0 bytes, 0 would block,
+ * -ECONNRESET at end of stream, -errno on error. */
+static ssize_t receive(int fd, struct channel_input *input, void *buffer, size_t length)
+{
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int) * (VU_SERVER_MAX_MSG_FDS + 1))];
+    } control;
+    struct iovec iov = {.iov_base = buffer, .iov_len = length};
+    struct msghdr message = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.space,
+        .msg_controllen = sizeof(control.space),
+    };
+    ssize_t received;
+
+    do {
+        received = recvmsg(fd, &message, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (received < 0 && errno == EINTR);
+    if (received < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    collect_fds(input, &message);
+    if (received == 0)
+        return -ECONNRESET;
+    return received;
+}
+
+/* Advances reassembly. 1: a whole message is ready; 0: wait for more; <0: drop client. */
+static int read_message(struct connection *connection, int channel, uint64_t *bytes)
+{
+    struct channel_input *input = &connection->inputs[channel];
+    int fd = connection->sockets[channel];
+    uint8_t scratch[4096];
+    ssize_t received;
+    int ret;
+
+    while (input->header_received < VU_HEADER_SIZE) {
+        received = receive(fd, input, input->header_bytes + input->header_received,
+                           VU_HEADER_SIZE - input->header_received);
+        if (received <= 0)
+            return (int)received;
+        *bytes += (uint64_t)received;
+        input->header_received += (size_t)received;
+        if (input->header_received < VU_HEADER_SIZE)
+            continue;
+        ret = vu_wire_decode_header(input->header_bytes, VU_HEADER_SIZE, &input->header);
+        if (ret < 0 && input->header.message_size < VU_HEADER_SIZE) {
+            /* No way to find the next message boundary. */
+            vu_log(VFIO_USERD_LOG_WARNING, connection->endpoint->device->name,
+                   "client sent a message size of %u, below the header size; disconnecting",
+                   input->header.message_size);
+            return -EPROTO;
+        }
+        input->header_error = ret;
+        input->body_length = input->header.message_size - VU_HEADER_SIZE;
+        if (input->body_length > VU_MAX_MESSAGE_SIZE - VU_HEADER_SIZE) {
+            input->discarding = true;
+            input->header_error = -E2BIG;
+        }
+    }
+    while (input->body_received < input->body_length) {
+        size_t wanted = input->body_length - input->body_received;
+        void *target;
+
+        if (input->discarding) {
+            target = scratch;
+            if (wanted > sizeof(scratch))
+                wanted = sizeof(scratch);
+        } else {
+            target = input->body + input->body_received;
+        }
+        received = receive(fd, input, target, wanted);
+        if (received <= 0)
+            return (int)received;
+        *bytes += (uint64_t)received;
+        input->body_received += (size_t)received;
+    }
+    return 1;
+}
+
+static int update_events(struct connection *connection);
+
+static int flush_outputs(struct connection *connection)
+{
+    struct vu_device_statistics *statistics = &connection->endpoint->device->statistics;
+
+    for (int round = 0; round < 2; round++) {
+        bool drained = true;
+        for (int channel = 0; channel < 2; channel++) {
+            struct vu_output_queue *queue = vu_session_output(connection->session, channel);
+            size_t before = vu_output_queue_pending(queue);
+            int ret;
+
+            if (before == 0)
+                continue;
+            ret = vu_output_queue_flush(queue, connection->sockets[channel]);
+            if (ret < 0)
+                return ret;
+            statistics->bytes_sent += before - vu_output_queue_pending(queue);
+            drained = drained && vu_output_queue_pending(queue) == 0;
+        }
+        if (!drained)
+            break;
+        /* Room again: queued DMA requests may go out now. */
+        vu_session_output_drained(connection->session);
+    }
+    return 0;
+}
+
+static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+
+static int watch_twin_socket(struct connection *connection)
+{
+    int twin = vu_session_twin_socket(connection->session);
+    int ret;
+
+    if (twin < 0 || connection->sources[1] != NULL)
+        return 0;
+    connection->inputs[1].body = malloc(VU_MAX_MESSAGE_SIZE);
+    if (connection->inputs[1].body == NULL)
+        return -ENOMEM;
+    connection->sockets[1] = twin;
+    ret = sd_event_add_io(connection->endpoint->event, &connection->sources[1], twin, EPOLLIN,
+                          on_socket_event, connection);
+    return ret;
+}
+
+/* Reads and handles what arrived on one socket; <0 means drop the client. */
+static int process_input(struct connection *connection, int channel)
+{
+    struct vu_device_statistics *statistics = &connection->endpoint->device->statistics;
+    struct channel_input *input = &connection->inputs[channel];
+
+    for (int handled = 0; handled < MESSAGES_PER_WAKEUP; handled++) {
+        int ret;
+
+        if (!vu_session_ready(connection->session))
+            return 0;
+        ret = read_message(connection, channel, &statistics->bytes_received);
+        if (ret <= 0)
+            return ret;
+        if (input->header_error < 0 || input->fds_lost) {
+            vu_session_reject_message(connection->session, &input->header,
+                                      input->header_error < 0 ? input->header_error : -EINVAL);
+            input_reset(input);
+        } else {
+            int fds[VU_SERVER_MAX_MSG_FDS];
+            size_t fd_count = input->fd_count;
+
+            /* The session takes the descriptors. */
+            memcpy(fds, input->fds, fd_count * sizeof(int));
+            input->fd_count = 0;
+            ret = vu_session_handle_message(connection->session, channel, &input->header,
+                                            input->body, input->body_length, fds, fd_count);
+            input_reset(input);
+            if (ret < 0)
+                return ret;
+            ret = watch_twin_socket(connection);
+            if (ret < 0)
+                return ret;
+        }
+    }
+    return 0;
+}
+
+static int update_events(struct connection *connection)
+{
+    for (int channel = 0; channel < 2; channel++) {
+        uint32_t events = 0;
+
+        if (connection->sources[channel] == NULL)
+            continue;
+        if (vu_session_ready(connection->session))
+            events |= EPOLLIN;
+        if (vu_output_queue_pending(vu_session_output(connection->session, channel)) > 0)
+            events |= EPOLLOUT;
+        int ret = sd_event_source_set_io_events(connection->sources[channel], events);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct connection *connection = userdata;
+    int channel = fd == connection->sockets[0] ? 0 : 1;
+    int ret = 0;
+
+    if (revents & EPOLLIN)
+        ret = process_input(connection, channel);
+    if (ret == 0 && (revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLIN))
+        ret = -ECONNRESET;
+    if (ret >= 0 || vu_session_closing(connection->session)) {
+        int flushed = flush_outputs(connection);
+        if (ret >= 0)
+            ret = flushed;
+    }
+    if (ret >= 0)
+        ret = update_events(connection);
+    if (ret < 0) {
+        if (ret != -ECONNRESET && ret != -EPIPE)
+            vu_log(VFIO_USERD_LOG_INFO, connection->endpoint->device->name, "dropping client: %s",
+                   strerror(-ret));
+        connection_free(connection);
+    }
+    return 0;
+}
+
+static int connection_new(struct vu_endpoint *endpoint, int fd)
+{
+    struct connection *connection = calloc(1, sizeof(*connection));
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    int ret;
+
+    if (connection == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    connection->endpoint = endpoint;
+    connection->sockets[0] = fd;
+    connection->sockets[1] = -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0)
+        connection->pid = credentials.pid;
+    connection->inputs[0].body = malloc(VU_MAX_MESSAGE_SIZE);
+    if (connection->inputs[0].body == NULL) {
+        ret = -ENOMEM;
+        goto fail;
+    }
+    ret = vu_session_new(endpoint->device, &connection->session);
+    if (ret < 0)
+        goto fail;
+    ret = sd_event_add_io(endpoint->event, &connection->sources[0], fd, EPOLLIN, on_socket_event,
+                          connection);
+    if (ret < 0)
+        goto fail;
+    endpoint->connection = connection;
+    vu_log(VFIO_USERD_LOG_INFO, endpoint->device->name, "client connected (pid %d, uid %u)",
+           (int)connection->pid, (unsigned)credentials.uid);
+    return 0;
+fail:
+    vu_session_free(connection->session);
+    free(connection->inputs[0].body);
+    close(fd);
+    free(connection);
+    return ret;
+}
+
+static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+    int client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int ret;
+
+    if (client < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name, "accept failed: %m");
+        return 0;
+    }
+    if (endpoint->connection != NULL) {
+        /* One client per device: refuse the newcomer, leave the first alone. */
+        vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name,
+               "refused a second client: pid %d is connected", (int)endpoint->connection->pid);
+        close(client);
+        return 0;
+    }
+    ret = connection_new(endpoint, client);
+    if (ret < 0)
+        vu_log(VFIO_USERD_LOG_ERR, endpoint->device->name, "cannot accept client: %s",
+               strerror(-ret));
+    return 0;
+}
+
+int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
+                    struct vu_endpoint **result)
+{
+    struct vu_endpoint *endpoint = calloc(1, sizeof(*endpoint));
+    int ret;
+
+    if (endpoint == NULL) {
+        close(listen_fd);
+        return -ENOMEM;
+    }
+    endpoint->device = device;
+    endpoint->event = sd_event_ref(event);
+    endpoint->listen_fd = listen_fd;
+    ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
+                          endpoint);
+    if (ret < 0) {
+        vu_endpoint_free(endpoint);
+        return ret;
+    }
+    *result = endpoint;
+    return 0;
+}
+
+void vu_endpoint_disconnect(struct vu_endpoint *endpoint)
+{
+    if (endpoint->connection != NULL)
+        connection_free(endpoint->connection);
+}
+
+void vu_endpoint_free(struct vu_endpoint *endpoint)
+{
+    if (endpoint == NULL)
+        return;
+    vu_endpoint_disconnect(endpoint);
+    sd_event_source_disable_unref(endpoint->listen_source);
+    if (endpoint->listen_fd >= 0)
+        close(endpoint->listen_fd);
+    sd_event_unref(endpoint->event);
+    free(endpoint);
+}
+
+bool vu_endpoint_connected(const struct vu_endpoint *endpoint)
+{
+    return endpoint->connection != NULL;
+}
+
+pid_t vu_endpoint_client_pid(const struct vu_endpoint *endpoint)
+{
+    return endpoint->connection != NULL ? endpoint->connection->pid : 0;
+}

@@ -1,0 +1,42 @@
+/*
+ * A device endpoint: the listening UNIX socket of one device and the one client connected
+ * to it, driven by an sd-event loop.
+ *
+ * All socket I/O is non-blocking. Messages are reassembled from as many reads as they
+ * take, with the descriptors that came with them; replies leave through per-socket output
+ * queues. A second client is refused without disturbing the first; when the client goes,
+ * the device keeps its state and the next client is accepted.
+ */
+#ifndef VU_ENDPOINT_H
+#define VU_ENDPOINT_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+struct vu_device;
+struct vu_endpoint;
+
+/*
+ * Creates a listening socket at `path`: a stale socket file left by a dead process is
+ * replaced; one a live process still listens on is -EADDRINUSE; any other kind of file is
+ * -EEXIST. The socket is non-blocking and close-on-exec.
+ */
+int vu_socket_listen(const char *path, int *fd);
+
+/* Serves `device` on `listen_fd` (taken over) from `event`'s loop. */
+int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
+                    struct vu_endpoint **endpoint);
+
+/* Disconnects the client, if any, and closes the listening socket (the path is left). */
+void vu_endpoint_free(struct vu_endpoint *endpoint);
+
+/* Disconnects the current client (for device removal or tests). */
+void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
+
+bool vu_endpoint_connected(const struct vu_endpoint *endpoint);
+
+/* The connected client's process id, or 0. */
+pid_t vu_endpoint_client_pid(const struct vu_endpoint *endpoint);
+
+#endif /* VU_ENDPOINT_H */

@@ -1,0 +1,78 @@
+/*
+ * A vfio-user session: the protocol state of one client connection to one device.
+ *
+ * The session validates each complete message (header, payload, descriptors), runs the
+ * command against the device and builds the reply in the output queue, in arrival order.
+ * It also drives the server-to-client DMA_READ/DMA_WRITE exchanges a device model asks
+ * for when client memory was shared without a file descriptor. It does no socket I/O: the
+ * transport (endpoint.h) feeds it messages and flushes its queues, which is also what
+ * lets the fuzzer drive it with plain buffers.
+ */
+#ifndef VU_SESSION_H
+#define VU_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vfio-userd/plugin.h>
+
+#include "output_queue.h"
+#include "wire.h"
+
+struct vu_device;
+
+enum vu_channel {
+    VU_CHANNEL_MAIN, /* the socket the client connected */
+    VU_CHANNEL_TWIN, /* server-to-client commands, when twin_socket was negotiated */
+};
+
+/* The largest message either side may send: a header, a command header, the data. */
+#define VU_MAX_MESSAGE_SIZE (VU_HEADER_SIZE + VU_MESSAGE_OVERHEAD + VU_SERVER_MAX_DATA_XFER_SIZE)
+
+struct vu_session;
+
+/* Starts a session for a newly connected client of `device` (attaches it). */
+int vu_session_new(struct vu_device *device, struct vu_session **session);
+
+/* Ends the session: pending DMA requests fail with -ECONNRESET, the device is detached
+ * (DMA ranges and eventfds released), queues and the twin socket closed. */
+void vu_session_free(struct vu_session *session);
+
+/*
+ * Whether the output queue has room for the largest reply, so the next message can be
+ * handled now. When false, the transport waits for the socket to drain first.
+ */
+bool vu_session_ready(const struct vu_session *session);
+
+/*
+ * Handles one complete message that arrived on `channel`. `fds` are the descriptors that
+ * came with it; the session always takes them (keeps or closes). Returns 0, or -errno
+ * when the connection must be closed once the queued output is flushed.
+ */
+int vu_session_handle_message(struct vu_session *session, enum vu_channel channel,
+                              const struct vu_header *header, const uint8_t *payload,
+                              size_t payload_length, int *fds, size_t fd_count);
+
+/*
+ * Answers a message the transport could not take (too large, bad descriptors, bad
+ * flags) with an error reply carrying `error` (negative errno), unless it asked for none.
+ */
+void vu_session_reject_message(struct vu_session *session, const struct vu_header *header,
+                               int error);
+
+/* Whether a fatal error asked for the connection to close. */
+bool vu_session_closing(const struct vu_session *session);
+
+struct vu_output_queue *vu_session_output(struct vu_session *session, enum vu_channel channel);
+
+/* The server end of the twin socket once negotiated, else -1. */
+int vu_session_twin_socket(const struct vu_session *session);
+
+/* Call after output was flushed: queued DMA requests may proceed. */
+void vu_session_output_drained(struct vu_session *session);
+
+/* Queues a message-based DMA transfer (device.c, for ranges mapped without a fd). */
+int vu_session_dma_submit(struct vu_session *session, struct vfio_userd_dma_request *request);
+
+#endif /* VU_SESSION_H */
