@@ -12,10 +12,12 @@
 # each tests/{unit,integration}/test_*.c is one check binary that links
 # tests/common/*.c. New files are picked up without editing this file.
 
-PREFIX        ?= /usr/local
+PREFIX        ?= /usr
 SYSCONFDIR    ?= /etc
 LIBDIR        ?= $(PREFIX)/lib
-PLUGINDIR     ?= $(LIBDIR)/vfio-userd/plugins
+PKGLIBDIR     ?= $(LIBDIR)/vfio-userd
+PLUGINDIR     ?= $(PKGLIBDIR)/plugins
+RUNTIMEDIR    ?= /run/vfio-userd
 MANDIR        ?= $(PREFIX)/share/man
 INCLUDEDIR    ?= $(PREFIX)/include
 PKGCONFIGDIR  ?= $(LIBDIR)/pkgconfig
@@ -44,6 +46,7 @@ CHECK_LIBS     = $(shell pkg-config --libs check)
 
 ALL_CFLAGS     = -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
                  -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
+                 -DVFIO_USERD_PKGLIBDIR='"$(PKGLIBDIR)"' -DVFIO_USERD_RUNTIMEDIR='"$(RUNTIMEDIR)"' \
                  -Iinclude -Ilib $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS    = $(LDFLAGS) $(SANITIZE_FLAGS)
 
@@ -112,12 +115,12 @@ $(BUILD)/vfio-userctl: $(CTL_OBJS) $(LIB_ARCHIVE)
 # VFIO_USERD_BUILD_DIR.
 $(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
+	$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
 	    $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
 
 $(BUILD)/tests/common/%.o: tests/common/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common $(CHECK_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 	@mkdir -p $(dir $@)

@@ -456,8 +456,7 @@ static int host_params_check_keys(const json_t *params, const char *const *allow
         return 0;
     if (!json_is_object(params))
         return vfio_userd_error_set(error, -EINVAL, "", "parameters must be a mapping");
-    json_object_foreach((json_t *)params, key, value)
-    {
+    json_object_foreach ((json_t *)params, key, value) {
         bool known = false;
         for (size_t i = 0; allowed != NULL && allowed[i] != NULL && !known; i++)
             known = strcmp(key, allowed[i]) == 0;

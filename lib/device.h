@@ -76,9 +76,8 @@ struct vu_device {
  * Creates a device named `name` from `plugin` with `params` (a JSON object; NULL means
  * none). On failure returns -errno with `error` filled, and nothing is left allocated.
  */
-int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name,
-                     const json_t *params, struct vu_device **device,
-                     struct vfio_userd_error *error);
+int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, const json_t *params,
+                     struct vu_device **device, struct vfio_userd_error *error);
 
 /* Calls the plugin's destroy and frees everything. The session must be detached. */
 void vu_device_destroy(struct vu_device *device);
@@ -114,8 +113,8 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
                        const uint8_t *data, size_t data_length, int *fds, size_t fd_count);
 
 /* Region access from the client, after bounds and permission checks. */
-int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t offset,
-                            void *data, uint32_t count, bool is_write);
+int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t offset, void *data,
+                            uint32_t count, bool is_write);
 
 /* Whether the region exists and allows reads (is_write false) or writes. */
 bool vu_device_region_allows(const struct vu_device *device, uint32_t region, bool is_write);

@@ -488,6 +488,15 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     free(endpoint);
 }
 
+int vu_endpoint_release(struct vu_endpoint *endpoint)
+{
+    int fd = endpoint->listen_fd;
+
+    endpoint->listen_fd = -1;
+    vu_endpoint_free(endpoint);
+    return fd;
+}
+
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint)
 {
     return endpoint->connection != NULL;

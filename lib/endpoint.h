@@ -31,6 +31,12 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
 /* Disconnects the client, if any, and closes the listening socket (the path is left). */
 void vu_endpoint_free(struct vu_endpoint *endpoint);
 
+/*
+ * Disconnects the client, frees the endpoint and hands back its listening socket, so a
+ * replacement device can serve the same path without a moment of absence.
+ */
+int vu_endpoint_release(struct vu_endpoint *endpoint);
+
 /* Disconnects the current client (for device removal or tests). */
 void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
 

@@ -1,0 +1,373 @@
+/*
+ * Control plane: start-up, drop-in synchronisation, inotify, signals and systemd
+ * notifications; see daemon.h.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config_dirs.h"
+#include "daemon.h"
+#include "log.h"
+
+/* Changes in the drop-in directories are applied this long after the last event, so an
+ * editor's write-and-rename or a burst of files becomes one synchronisation. */
+#define RELOAD_DELAY_USEC 100000
+
+struct pending_device {
+    const char *source;
+    struct config_device *config;
+};
+
+static bool source_listed(const char *source, const struct pending_device *pending,
+                          size_t pending_count, char *const *kept, size_t kept_count)
+{
+    for (size_t i = 0; i < pending_count; i++)
+        if (strcmp(pending[i].source, source) == 0)
+            return true;
+    for (size_t i = 0; i < kept_count; i++)
+        if (strcmp(kept[i], source) == 0)
+            return true;
+    return false;
+}
+
+static void notify_status(struct daemon *daemon)
+{
+    sd_notifyf(0, "STATUS=Serving %zu device%s, %zu plugin%s%s", daemon->devices.count,
+               daemon->devices.count == 1 ? "" : "s", daemon->plugins.count,
+               daemon->plugins.count == 1 ? "" : "s",
+               daemon->problems > 0 ? "; some drop-ins have errors (see the log)" : "");
+}
+
+size_t daemon_synchronize(struct daemon *daemon)
+{
+    struct config_dirs_list list = {0};
+    struct pending_device *pending = NULL;
+    char **kept = NULL; /* drop-ins that failed: their running device stays as it was */
+    size_t pending_count = 0, kept_count = 0, problems = 0;
+    char error[1024];
+    int ret;
+
+    ret = config_dirs_scan(daemon->settings->devices_dirs, daemon->settings->devices_dir_count,
+                           &list, error, sizeof(error));
+    if (ret < 0) {
+        /* Without a full listing, masks are unknown: change nothing. */
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "%s; devices left as they were", error);
+        return 1;
+    }
+    pending = calloc(list.count + 1, sizeof(*pending));
+    kept = calloc(list.count + 1, sizeof(*kept));
+    if (pending == NULL || kept == NULL) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "out of memory; devices left as they were");
+        problems = 1;
+        goto out;
+    }
+
+    for (size_t i = 0; i < list.count; i++) {
+        const struct config_dirs_entry *entry = &list.entries[i];
+        struct config_device *config = NULL;
+
+        if (entry->kind == CONFIG_DIRS_MASKED)
+            continue;
+        if (entry->kind == CONFIG_DIRS_BROKEN) {
+            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s: %s", entry->path,
+                   entry->error == -EINVAL ? "not a regular file" : strerror(-entry->error));
+            kept[kept_count++] = entry->name;
+            problems++;
+            continue;
+        }
+        if (config_device_load(entry->path, &config, error, sizeof(error)) < 0) {
+            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s", error);
+            kept[kept_count++] = entry->name;
+            problems++;
+            continue;
+        }
+        if (!config->enabled) {
+            config_device_free(config);
+            continue;
+        }
+        pending[pending_count++] = (struct pending_device){entry->name, config};
+    }
+
+    /* Removals first, so a name or socket a removed device held is free for the rest. */
+    for (size_t i = daemon->devices.count; i-- > 0;) {
+        struct managed_device *device = daemon->devices.devices[i];
+        if (device->source != NULL &&
+            !source_listed(device->source, pending, pending_count, kept, kept_count))
+            device_manager_remove(&daemon->devices, device);
+    }
+    for (size_t i = 0; i < pending_count; i++) {
+        struct managed_device *existing =
+            device_manager_find_source(&daemon->devices, pending[i].source);
+        struct config_device *config = pending[i].config;
+
+        pending[i].config = NULL;
+        if (existing != NULL && config_device_equal(existing->config, config)) {
+            config_device_free(config);
+            continue;
+        }
+        ret = existing != NULL
+                  ? device_manager_replace(&daemon->devices, existing, config, error, sizeof(error))
+                  : device_manager_add(&daemon->devices, config, pending[i].source, error,
+                                       sizeof(error));
+        if (ret < 0) {
+            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s%s", error,
+                   existing != NULL ? "; the running device is unchanged" : "");
+            problems++;
+        }
+    }
+out:
+    for (size_t i = 0; pending != NULL && i < pending_count; i++)
+        config_device_free(pending[i].config);
+    free(pending);
+    free(kept);
+    config_dirs_list_free(&list);
+    daemon->problems = problems;
+    return problems;
+}
+
+static void watch_directories(struct daemon *daemon)
+{
+    const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
+                          IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+
+    /* Adding a watch twice is harmless; directories created since the last call join. */
+    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++)
+        if (inotify_add_watch(daemon->inotify_fd, daemon->settings->devices_dirs[i], mask) < 0 &&
+            errno != ENOENT)
+            vu_log(VFIO_USERD_LOG_WARNING, NULL, "cannot watch %s: %m",
+                   daemon->settings->devices_dirs[i]);
+}
+
+static void reload(struct daemon *daemon, const char *reason)
+{
+    uint64_t now = 0;
+
+    sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now);
+    vu_log(VFIO_USERD_LOG_DEBUG, NULL, "synchronising devices (%s)", reason);
+    watch_directories(daemon);
+    daemon_synchronize(daemon);
+    sd_notify(0, "READY=1");
+    notify_status(daemon);
+}
+
+static int on_reload_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    reload(userdata, "drop-in directories changed");
+    return 0;
+}
+
+static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct daemon *daemon = userdata;
+    char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool relevant = false;
+    uint64_t now;
+    ssize_t length;
+
+    while ((length = read(fd, buffer, sizeof(buffer))) > 0) {
+        for (char *cursor = buffer; cursor < buffer + length;) {
+            const struct inotify_event *event = (const struct inotify_event *)cursor;
+            /* Directory events, and names a drop-in could have; not editor swap files. */
+            if (event->len == 0 || config_dirs_name_wanted(event->name) ||
+                (event->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF)))
+                relevant = true;
+            cursor += sizeof(*event) + event->len;
+        }
+    }
+    if (!relevant)
+        return 0;
+    if (sd_event_now(daemon->event, CLOCK_MONOTONIC, &now) < 0)
+        return 0;
+    if (daemon->reload_timer == NULL) {
+        if (sd_event_add_time(daemon->event, &daemon->reload_timer, CLOCK_MONOTONIC,
+                              now + RELOAD_DELAY_USEC, 0, on_reload_timer, daemon) < 0)
+            reload(daemon, "drop-in directories changed");
+        return 0;
+    }
+    sd_event_source_set_time(daemon->reload_timer, now + RELOAD_DELAY_USEC);
+    sd_event_source_set_enabled(daemon->reload_timer, SD_EVENT_ONESHOT);
+    return 0;
+}
+
+static int on_signal(sd_event_source *source, const struct signalfd_siginfo *info, void *userdata)
+{
+    struct daemon *daemon = userdata;
+
+    if (info->ssi_signo == SIGHUP) {
+        reload(daemon, "SIGHUP");
+        return 0;
+    }
+    vu_log(VFIO_USERD_LOG_INFO, NULL, "%s received, stopping", strsignal((int)info->ssi_signo));
+    sd_notify(0, "STOPPING=1");
+    sd_event_exit(daemon->event, 0);
+    return 0;
+}
+
+static int make_directory(const char *path)
+{
+    /* chmod too: the daemon's umask keeps new files private. */
+    if (mkdir(path, 0755) == 0)
+        return chmod(path, 0755) < 0 ? -errno : 0;
+    return errno == EEXIST ? 0 : -errno;
+}
+
+static void daemon_free(struct daemon *daemon)
+{
+    device_manager_fini(&daemon->devices);
+    workers_stop(daemon->workers);
+    plugin_registry_free(&daemon->plugins);
+    sd_event_source_disable_unref(daemon->reload_timer);
+    sd_event_source_disable_unref(daemon->inotify_source);
+    if (daemon->inotify_fd >= 0)
+        close(daemon->inotify_fd);
+    sd_event_unref(daemon->event);
+    config_daemon_free(daemon->settings);
+}
+
+int daemon_run(struct config_daemon *settings)
+{
+    struct daemon daemon = {.settings = settings, .inotify_fd = -1};
+    sigset_t signals;
+    int ret;
+
+    /* Sockets are private until their configured mode is applied. */
+    umask(0077);
+    /* Blocked before any thread starts, so only the event loop's signalfd sees them. */
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ret = sd_event_default(&daemon.event);
+    if (ret < 0)
+        goto fail;
+    if ((ret = sd_event_add_signal(daemon.event, NULL, SIGTERM, on_signal, &daemon)) < 0 ||
+        (ret = sd_event_add_signal(daemon.event, NULL, SIGINT, on_signal, &daemon)) < 0 ||
+        (ret = sd_event_add_signal(daemon.event, NULL, SIGHUP, on_signal, &daemon)) < 0)
+        goto fail;
+    ret = sd_event_set_watchdog(daemon.event, true);
+    if (ret < 0)
+        goto fail;
+    ret = make_directory(settings->runtime_dir);
+    if (ret < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "runtime directory %s: %s", settings->runtime_dir,
+               strerror(-ret));
+        goto fail;
+    }
+
+    plugin_registry_load(&daemon.plugins, settings->plugin_dirs, settings->plugin_dir_count);
+    ret = workers_start(settings->worker_threads, &daemon.workers);
+    if (ret < 0)
+        goto fail;
+    ret = device_manager_init(&daemon.devices, settings, &daemon.plugins, daemon.workers);
+    if (ret < 0)
+        goto fail;
+
+    daemon.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (daemon.inotify_fd < 0) {
+        ret = -errno;
+        goto fail;
+    }
+    ret = sd_event_add_io(daemon.event, &daemon.inotify_source, daemon.inotify_fd, EPOLLIN,
+                          on_inotify, &daemon);
+    if (ret < 0)
+        goto fail;
+    watch_directories(&daemon);
+    daemon_synchronize(&daemon);
+
+    vu_log(VFIO_USERD_LOG_INFO, NULL,
+           "vfio-userd " VFIO_USERD_VERSION " ready: %zu plugin%s, %zu device%s, %zu worker%s",
+           daemon.plugins.count, daemon.plugins.count == 1 ? "" : "s", daemon.devices.count,
+           daemon.devices.count == 1 ? "" : "s", workers_count(daemon.workers),
+           workers_count(daemon.workers) == 1 ? "" : "s");
+    sd_notify(0, "READY=1");
+    notify_status(&daemon);
+    ret = sd_event_loop(daemon.event);
+    if (ret < 0)
+        goto fail;
+    daemon_free(&daemon);
+    return EXIT_SUCCESS;
+
+fail:
+    vu_log(VFIO_USERD_LOG_ERR, NULL, "cannot start: %s", strerror(-ret));
+    daemon_free(&daemon);
+    return EXIT_FAILURE;
+}
+
+int daemon_check_config(const struct config_daemon *settings)
+{
+    struct plugin_registry plugins = {0};
+    struct device_manager manager;
+    struct config_dirs_list list = {0};
+    char **names = NULL;
+    size_t problems, name_count = 0;
+    char error[1024];
+    int ret;
+
+    problems =
+        (size_t)plugin_registry_load(&plugins, settings->plugin_dirs, settings->plugin_dir_count);
+    device_manager_init(&manager, settings, &plugins, NULL);
+    ret = config_dirs_scan(settings->devices_dirs, settings->devices_dir_count, &list, error,
+                           sizeof(error));
+    if (ret < 0) {
+        fprintf(stderr, "%s\n", error);
+        problems++;
+        goto out;
+    }
+    names = calloc(list.count + 1, sizeof(*names));
+    for (size_t i = 0; names != NULL && i < list.count; i++) {
+        const struct config_dirs_entry *entry = &list.entries[i];
+        struct config_device *config = NULL;
+        bool duplicate = false;
+
+        if (entry->kind == CONFIG_DIRS_MASKED)
+            continue;
+        if (entry->kind == CONFIG_DIRS_BROKEN) {
+            fprintf(stderr, "%s: %s\n", entry->path,
+                    entry->error == -EINVAL ? "not a regular file" : strerror(-entry->error));
+            problems++;
+            continue;
+        }
+        if (config_device_load(entry->path, &config, error, sizeof(error)) < 0) {
+            fprintf(stderr, "%s\n", error);
+            problems++;
+            continue;
+        }
+        for (size_t j = 0; j < name_count; j++)
+            duplicate = duplicate || strcmp(names[j], config->name) == 0;
+        if (duplicate) {
+            fprintf(stderr, "%s: name: device '%s' is defined by another file too\n", entry->path,
+                    config->name);
+            problems++;
+        } else if (config->enabled &&
+                   device_manager_validate(&manager, config, error, sizeof(error)) < 0) {
+            fprintf(stderr, "%s\n", error);
+            problems++;
+        }
+        names[name_count++] = strdup(config->name);
+        config_device_free(config);
+    }
+out:
+    for (size_t i = 0; i < name_count; i++)
+        free(names[i]);
+    free(names);
+    config_dirs_list_free(&list);
+    device_manager_fini(&manager);
+    plugin_registry_free(&plugins);
+    if (problems > 0) {
+        fprintf(stderr, "%zu problem%s found\n", problems, problems == 1 ? "" : "s");
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
+}

@@ -1,0 +1,43 @@
+/*
+ * The broker's control plane: it loads the plugins, starts the workers, turns the device
+ * drop-ins into devices and keeps them in step with the directories (inotify, SIGHUP),
+ * and talks to systemd (readiness, status, reload, stop, watchdog). It runs on the main
+ * thread's sd-event loop; device I/O happens on the workers.
+ */
+#ifndef VFIO_USERD_DAEMON_H
+#define VFIO_USERD_DAEMON_H
+
+#include <stddef.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "devices.h"
+#include "plugins.h"
+#include "workers.h"
+
+struct daemon {
+    sd_event *event;
+    struct config_daemon *settings;
+    struct plugin_registry plugins;
+    struct workers *workers;
+    struct device_manager devices;
+    int inotify_fd;
+    sd_event_source *inotify_source;
+    sd_event_source *reload_timer;
+    size_t problems; /* drop-ins that failed on the last synchronisation */
+};
+
+/* Serves until SIGTERM or SIGINT; returns the process exit code. `settings` is taken. */
+int daemon_run(struct config_daemon *settings);
+
+/*
+ * vfio-userd --check-config: validates every drop-in against the loaded plugins without
+ * creating sockets, printing one "FILE:LINE:COLUMN: message" line per problem to stderr.
+ * Returns the exit code (0 or 1).
+ */
+int daemon_check_config(const struct config_daemon *settings);
+
+/* Brings the devices in line with the drop-in directories; returns the problem count. */
+size_t daemon_synchronize(struct daemon *daemon);
+
+#endif /* VFIO_USERD_DAEMON_H */

@@ -1,0 +1,483 @@
+/*
+ * Device manager: creation on workers, sockets, replacement and removal; see devices.h.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "devices.h"
+#include "endpoint.h"
+#include "log.h"
+
+/* --- Work done on a device's worker thread. --- */
+
+struct create_task {
+    const struct vfio_userd_plugin *plugin;
+    const char *name;
+    const json_t *params;
+    struct vu_device *device;
+    struct vfio_userd_error error;
+};
+
+static int run_create(sd_event *event, void *argument)
+{
+    struct create_task *task = argument;
+
+    return vu_device_create(task->plugin, task->name, task->params, &task->device, &task->error);
+}
+
+struct serve_task {
+    struct vu_device *device;
+    int listen_fd;
+    struct vu_endpoint *endpoint;
+};
+
+static int run_serve(sd_event *event, void *argument)
+{
+    struct serve_task *task = argument;
+
+    return vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
+}
+
+struct stop_task {
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
+    bool keep_socket;
+    int listen_fd; /* out, with keep_socket */
+};
+
+static int run_stop(sd_event *event, void *argument)
+{
+    struct stop_task *task = argument;
+
+    task->listen_fd = -1;
+    if (task->endpoint != NULL) {
+        if (task->keep_socket)
+            task->listen_fd = vu_endpoint_release(task->endpoint);
+        else
+            vu_endpoint_free(task->endpoint);
+    }
+    vu_device_destroy(task->device);
+    return 0;
+}
+
+/* --- Helpers. --- */
+
+static const struct vfio_userd_plugin *find_plugin(const struct device_manager *manager,
+                                                   const struct config_device *config, char *error,
+                                                   size_t error_size)
+{
+    const struct vfio_userd_plugin *plugin = plugin_registry_find(manager->plugins, config->plugin);
+    char location[512];
+
+    if (plugin == NULL) {
+        config_device_location(config, "plugin", location, sizeof(location));
+        snprintf(error, error_size, "%s: plugin: no plugin named '%s' is loaded", location,
+                 config->plugin);
+    }
+    return plugin;
+}
+
+static size_t least_loaded_worker(const struct device_manager *manager)
+{
+    size_t best = 0;
+
+    for (size_t i = 1; i < workers_count(manager->workers); i++)
+        if (manager->worker_load[i] < manager->worker_load[best])
+            best = i;
+    return best;
+}
+
+static int create_device(struct device_manager *manager, size_t worker,
+                         const struct vfio_userd_plugin *plugin, const struct config_device *config,
+                         struct vu_device **device, char *error, size_t error_size)
+{
+    struct create_task task = {.plugin = plugin, .name = config->name, .params = config->params};
+    int ret;
+
+    ret = workers_call(manager->workers, worker, run_create, &task);
+    if (ret < 0) {
+        config_device_format_plugin_error(config, &task.error, error, error_size);
+        return ret;
+    }
+    *device = task.device;
+    return 0;
+}
+
+static int stop_device(struct device_manager *manager, size_t worker, struct vu_device *device,
+                       struct vu_endpoint *endpoint, bool keep_socket)
+{
+    struct stop_task task = {.device = device, .endpoint = endpoint, .keep_socket = keep_socket};
+
+    workers_call(manager->workers, worker, run_stop, &task);
+    return task.listen_fd;
+}
+
+static int lookup_user(const char *name, uid_t *uid)
+{
+    char buffer[4096];
+    struct passwd entry, *found = NULL;
+    int ret = getpwnam_r(name, &entry, buffer, sizeof(buffer), &found);
+
+    if (ret != 0)
+        return -ret;
+    if (found == NULL)
+        return -ENOENT;
+    *uid = found->pw_uid;
+    return 0;
+}
+
+static int lookup_group(const char *name, gid_t *gid)
+{
+    char buffer[4096];
+    struct group entry, *found = NULL;
+    int ret = getgrnam_r(name, &entry, buffer, sizeof(buffer), &found);
+
+    if (ret != 0)
+        return -ret;
+    if (found == NULL)
+        return -ENOENT;
+    *gid = found->gr_gid;
+    return 0;
+}
+
+/* Gives the socket file the owner, group and mode the configuration asks for. */
+static int apply_socket_access(const struct config_device *config, const char *path, char *error,
+                               size_t error_size)
+{
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    char location[512];
+    int ret;
+
+    if (config->socket_user != NULL && (ret = lookup_user(config->socket_user, &uid)) < 0) {
+        config_device_location(config, "socket.user", location, sizeof(location));
+        snprintf(error, error_size, "%s: socket.user: no user '%s'", location, config->socket_user);
+        return ret;
+    }
+    if (config->socket_group != NULL && (ret = lookup_group(config->socket_group, &gid)) < 0) {
+        config_device_location(config, "socket.group", location, sizeof(location));
+        snprintf(error, error_size, "%s: socket.group: no group '%s'", location,
+                 config->socket_group);
+        return ret;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
+        ret = -errno;
+        snprintf(error, error_size, "%s: cannot give socket %s its owner: %s", config->origin, path,
+                 strerror(errno));
+        return ret;
+    }
+    if (chmod(path, config->socket_mode) < 0) {
+        ret = -errno;
+        snprintf(error, error_size, "%s: cannot set the mode of socket %s: %s", config->origin,
+                 path, strerror(errno));
+        return ret;
+    }
+    return 0;
+}
+
+/* Creates the directories above a socket path (0755), like mkdir -p. */
+static int make_parents(const char *path)
+{
+    char buffer[4096];
+    size_t length = strlen(path);
+
+    if (length >= sizeof(buffer))
+        return -ENAMETOOLONG;
+    memcpy(buffer, path, length + 1);
+    for (char *slash = strchr(buffer + 1, '/'); slash != NULL; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        /* chmod too: the daemon's umask keeps new files private. */
+        if (mkdir(buffer, 0755) == 0)
+            chmod(buffer, 0755);
+        else if (errno != EEXIST)
+            return -errno;
+        *slash = '/';
+    }
+    return 0;
+}
+
+static int open_socket(const struct config_device *config, const char *path, int *fd, char *error,
+                       size_t error_size)
+{
+    char location[512];
+    int ret = make_parents(path);
+
+    if (ret == 0)
+        ret = vu_socket_listen(path, fd);
+    if (ret < 0) {
+        config_device_location(config, "socket.path", location, sizeof(location));
+        snprintf(error, error_size, "%s: socket %s: %s", location, path,
+                 ret == -EADDRINUSE ? "a live process is listening on it"
+                 : ret == -EEXIST   ? "the path exists and is not a socket"
+                                    : strerror(-ret));
+        return ret;
+    }
+    ret = apply_socket_access(config, path, error, error_size);
+    if (ret < 0) {
+        close(*fd);
+        unlink(path);
+    }
+    return ret;
+}
+
+/* Name and socket path must not be taken by another device than `self`. */
+static int check_unique(const struct device_manager *manager, const struct managed_device *self,
+                        const struct config_device *config, const char *path, char *error,
+                        size_t error_size)
+{
+    char location[512];
+
+    for (size_t i = 0; i < manager->count; i++) {
+        const struct managed_device *other = manager->devices[i];
+        if (other == self)
+            continue;
+        if (strcmp(other->config->name, config->name) == 0) {
+            config_device_location(config, "name", location, sizeof(location));
+            snprintf(error, error_size, "%s: name: device '%s' already exists (from %s)", location,
+                     config->name, other->config->origin);
+            return -EEXIST;
+        }
+        if (strcmp(other->socket_path, path) == 0) {
+            config_device_location(config, "socket.path", location, sizeof(location));
+            snprintf(error, error_size, "%s: socket.path: %s is already used by device '%s'",
+                     location, path, other->config->name);
+            return -EEXIST;
+        }
+    }
+    return 0;
+}
+
+/* --- Public. --- */
+
+int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
+                        const struct plugin_registry *plugins, struct workers *workers)
+{
+    *manager =
+        (struct device_manager){.settings = settings, .plugins = plugins, .workers = workers};
+    if (workers != NULL) {
+        manager->worker_load = calloc(workers_count(workers), sizeof(size_t));
+        if (manager->worker_load == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+void device_manager_fini(struct device_manager *manager)
+{
+    while (manager->count > 0)
+        device_manager_remove(manager, manager->devices[manager->count - 1]);
+    free(manager->devices);
+    free(manager->worker_load);
+    manager->devices = NULL;
+    manager->worker_load = NULL;
+}
+
+struct managed_device *device_manager_find(const struct device_manager *manager, const char *name)
+{
+    for (size_t i = 0; i < manager->count; i++)
+        if (strcmp(manager->devices[i]->config->name, name) == 0)
+            return manager->devices[i];
+    return NULL;
+}
+
+struct managed_device *device_manager_find_source(const struct device_manager *manager,
+                                                  const char *source)
+{
+    for (size_t i = 0; i < manager->count; i++)
+        if (manager->devices[i]->source != NULL && strcmp(manager->devices[i]->source, source) == 0)
+            return manager->devices[i];
+    return NULL;
+}
+
+int device_manager_validate(const struct device_manager *manager,
+                            const struct config_device *config, char *error, size_t error_size)
+{
+    const struct vfio_userd_plugin *plugin = find_plugin(manager, config, error, error_size);
+    struct vfio_userd_error plugin_error = {0};
+    struct vu_device *device = NULL;
+    int ret;
+
+    if (plugin == NULL)
+        return -ENOENT;
+    ret = vu_device_create(plugin, config->name, config->params, &device, &plugin_error);
+    if (ret < 0) {
+        config_device_format_plugin_error(config, &plugin_error, error, error_size);
+        return ret;
+    }
+    vu_device_destroy(device);
+    return 0;
+}
+
+static void free_managed(struct managed_device *managed)
+{
+    config_device_free(managed->config);
+    free(managed->source);
+    free(managed->socket_path);
+    free(managed);
+}
+
+int device_manager_add(struct device_manager *manager, struct config_device *config,
+                       const char *source, char *error, size_t error_size)
+{
+    struct managed_device *managed = calloc(1, sizeof(*managed));
+    struct managed_device **grown;
+    struct serve_task serve = {.listen_fd = -1};
+    char path[CONFIG_SOCKET_PATH_MAX];
+    int ret;
+
+    if (managed == NULL) {
+        config_device_free(config);
+        snprintf(error, error_size, "out of memory");
+        return -ENOMEM;
+    }
+    managed->config = config;
+    ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
+    if (ret < 0) {
+        snprintf(error, error_size, "%s: socket path too long", config->origin);
+        goto fail;
+    }
+    managed->socket_path = strdup(path);
+    managed->source = source != NULL ? strdup(source) : NULL;
+    grown = reallocarray(manager->devices, manager->count + 1, sizeof(*grown));
+    if (managed->socket_path == NULL || (source != NULL && managed->source == NULL) ||
+        grown == NULL) {
+        snprintf(error, error_size, "out of memory");
+        ret = -ENOMEM;
+        goto fail;
+    }
+    manager->devices = grown;
+    ret = check_unique(manager, NULL, config, path, error, error_size);
+    if (ret < 0)
+        goto fail;
+    managed->plugin = find_plugin(manager, config, error, error_size);
+    if (managed->plugin == NULL) {
+        ret = -ENOENT;
+        goto fail;
+    }
+    managed->worker = least_loaded_worker(manager);
+    ret = create_device(manager, managed->worker, managed->plugin, config, &managed->device, error,
+                        error_size);
+    if (ret < 0)
+        goto fail;
+    ret = open_socket(config, path, &serve.listen_fd, error, error_size);
+    if (ret < 0)
+        goto fail_device;
+    serve.device = managed->device;
+    ret = workers_call(manager->workers, managed->worker, run_serve, &serve);
+    if (ret < 0) {
+        /* vu_endpoint_new closed the socket. */
+        unlink(path);
+        snprintf(error, error_size, "%s: cannot serve socket %s: %s", config->origin, path,
+                 strerror(-ret));
+        goto fail_device;
+    }
+    managed->endpoint = serve.endpoint;
+    manager->devices[manager->count++] = managed;
+    manager->worker_load[managed->worker]++;
+    vu_log(VFIO_USERD_LOG_INFO, config->name, "serving %s device on %s (from %s)",
+           managed->plugin->name, path, config->origin);
+    return 0;
+
+fail_device:
+    stop_device(manager, managed->worker, managed->device, NULL, false);
+fail:
+    free_managed(managed);
+    return ret;
+}
+
+int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
+                           struct config_device *config, char *error, size_t error_size)
+{
+    const struct vfio_userd_plugin *plugin;
+    struct serve_task serve = {.listen_fd = -1};
+    struct vu_device *device = NULL;
+    char path[CONFIG_SOCKET_PATH_MAX];
+    char *path_copy = NULL;
+    bool same_path;
+    int ret;
+
+    ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
+    if (ret < 0) {
+        snprintf(error, error_size, "%s: socket path too long", config->origin);
+        goto fail;
+    }
+    ret = check_unique(manager, existing, config, path, error, error_size);
+    if (ret < 0)
+        goto fail;
+    plugin = find_plugin(manager, config, error, error_size);
+    if (plugin == NULL) {
+        ret = -ENOENT;
+        goto fail;
+    }
+    path_copy = strdup(path);
+    if (path_copy == NULL) {
+        ret = -ENOMEM;
+        goto fail;
+    }
+    ret = create_device(manager, existing->worker, plugin, config, &device, error, error_size);
+    if (ret < 0)
+        goto fail;
+
+    same_path = strcmp(path, existing->socket_path) == 0;
+    if (same_path) {
+        ret = apply_socket_access(config, path, error, error_size);
+        if (ret < 0)
+            goto fail_device;
+        serve.listen_fd =
+            stop_device(manager, existing->worker, existing->device, existing->endpoint, true);
+    } else {
+        ret = open_socket(config, path, &serve.listen_fd, error, error_size);
+        if (ret < 0)
+            goto fail_device;
+        stop_device(manager, existing->worker, existing->device, existing->endpoint, false);
+        unlink(existing->socket_path);
+    }
+    existing->device = device;
+    existing->endpoint = NULL;
+    serve.device = device;
+    ret = workers_call(manager->workers, existing->worker, run_serve, &serve);
+    if (ret == 0)
+        existing->endpoint = serve.endpoint;
+    else
+        vu_log(VFIO_USERD_LOG_ERR, config->name, "cannot serve socket %s: %s", path,
+               strerror(-ret));
+    config_device_free(existing->config);
+    existing->config = config;
+    existing->plugin = plugin;
+    free(existing->socket_path);
+    existing->socket_path = path_copy;
+    vu_log(VFIO_USERD_LOG_INFO, config->name, "replaced: %s device on %s (from %s)", plugin->name,
+           path, config->origin);
+    return 0;
+
+fail_device:
+    stop_device(manager, existing->worker, device, NULL, false);
+fail:
+    free(path_copy);
+    config_device_free(config);
+    return ret;
+}
+
+void device_manager_remove(struct device_manager *manager, struct managed_device *device)
+{
+    size_t index;
+
+    for (index = 0; index < manager->count && manager->devices[index] != device; index++)
+        ;
+    if (index == manager->count)
+        return;
+    stop_device(manager, device->worker, device->device, device->endpoint, false);
+    unlink(device->socket_path);
+    manager->worker_load[device->worker]--;
+    memmove(&manager->devices[index], &manager->devices[index + 1],
+            (manager->count - index - 1) * sizeof(manager->devices[0]));
+    manager->count--;
+    vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
+    free_managed(device);
+}

@@ -1,0 +1,73 @@
+/*
+ * The device manager: every device the daemon serves, from a drop-in file or an RPC, with
+ * the worker it lives on, its socket and its configuration.
+ *
+ * Adding a device validates it completely (plugin known, parameters accepted by the
+ * plugin, name and socket path free, socket created with its owner and mode) before it
+ * becomes visible; a failure leaves nothing behind. Replacing a device builds the new one
+ * first and swaps only when it is valid, so a broken change leaves the running device as
+ * it was.
+ */
+#ifndef VFIO_USERD_DEVICES_H
+#define VFIO_USERD_DEVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "device.h"
+#include "plugins.h"
+#include "workers.h"
+
+struct managed_device {
+    struct config_device *config; /* config->name is the device's name */
+    char *source;                 /* drop-in file name ("tdev0.yaml"), or NULL for RPC */
+    char *socket_path;
+    const struct vfio_userd_plugin *plugin;
+    size_t worker;
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
+};
+
+struct device_manager {
+    const struct config_daemon *settings;
+    const struct plugin_registry *plugins;
+    struct workers *workers; /* NULL: validation only (--check-config) */
+    size_t *worker_load;
+    struct managed_device **devices;
+    size_t count;
+};
+
+int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
+                        const struct plugin_registry *plugins, struct workers *workers);
+
+/* Removes every device (clients disconnected, sockets unlinked, plugins' destroy called). */
+void device_manager_fini(struct device_manager *manager);
+
+struct managed_device *device_manager_find(const struct device_manager *manager, const char *name);
+struct managed_device *device_manager_find_source(const struct device_manager *manager,
+                                                  const char *source);
+
+/*
+ * Creates and starts serving the device `config` describes (taken over in every case).
+ * `source` names the drop-in file it came from, or is NULL. On failure, `error` holds one
+ * line naming the file, line and column where one is known.
+ */
+int device_manager_add(struct device_manager *manager, struct config_device *config,
+                       const char *source, char *error, size_t error_size);
+
+/* Replaces `existing` by a device built from `config` (taken over), or leaves it as it
+ * was and explains why. */
+int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
+                           struct config_device *config, char *error, size_t error_size);
+
+void device_manager_remove(struct device_manager *manager, struct managed_device *device);
+
+/*
+ * Only validates `config` (not taken): plugin known and accepting the parameters. For
+ * vfio-userd --check-config, which must not touch sockets.
+ */
+int device_manager_validate(const struct device_manager *manager,
+                            const struct config_device *config, char *error, size_t error_size);
+
+#endif /* VFIO_USERD_DEVICES_H */
