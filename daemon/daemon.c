@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_server.h"
 #include "config_dirs.h"
 #include "daemon.h"
 #include "log.h"
@@ -146,7 +147,7 @@ static void watch_directories(struct daemon *daemon)
                    daemon->settings->devices_dirs[i]);
 }
 
-static void reload(struct daemon *daemon, const char *reason)
+void daemon_reload(struct daemon *daemon, const char *reason)
 {
     uint64_t now = 0;
 
@@ -161,7 +162,7 @@ static void reload(struct daemon *daemon, const char *reason)
 
 static int on_reload_timer(sd_event_source *source, uint64_t usec, void *userdata)
 {
-    reload(userdata, "drop-in directories changed");
+    daemon_reload(userdata, "drop-in directories changed");
     return 0;
 }
 
@@ -190,7 +191,7 @@ static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *u
     if (daemon->reload_timer == NULL) {
         if (sd_event_add_time(daemon->event, &daemon->reload_timer, CLOCK_MONOTONIC,
                               now + RELOAD_DELAY_USEC, 0, on_reload_timer, daemon) < 0)
-            reload(daemon, "drop-in directories changed");
+            daemon_reload(daemon, "drop-in directories changed");
         return 0;
     }
     sd_event_source_set_time(daemon->reload_timer, now + RELOAD_DELAY_USEC);
@@ -203,7 +204,7 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *inf
     struct daemon *daemon = userdata;
 
     if (info->ssi_signo == SIGHUP) {
-        reload(daemon, "SIGHUP");
+        daemon_reload(daemon, "SIGHUP");
         return 0;
     }
     vu_log(VFIO_USERD_LOG_INFO, NULL, "%s received, stopping", strsignal((int)info->ssi_signo));
@@ -222,6 +223,7 @@ static int make_directory(const char *path)
 
 static void daemon_free(struct daemon *daemon)
 {
+    admin_server_stop(daemon->admin);
     device_manager_fini(&daemon->devices);
     workers_stop(daemon->workers);
     plugin_registry_free(&daemon->plugins);
@@ -281,6 +283,10 @@ int daemon_run(struct config_daemon *settings)
     }
     ret = sd_event_add_io(daemon.event, &daemon.inotify_source, daemon.inotify_fd, EPOLLIN,
                           on_inotify, &daemon);
+    if (ret < 0)
+        goto fail;
+    sd_event_now(daemon.event, CLOCK_MONOTONIC, &daemon.started_usec);
+    ret = admin_server_start(&daemon, &daemon.admin);
     if (ret < 0)
         goto fail;
     watch_directories(&daemon);

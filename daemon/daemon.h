@@ -8,12 +8,15 @@
 #define VFIO_USERD_DAEMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
 #include "devices.h"
 #include "plugins.h"
 #include "workers.h"
+
+struct admin_server;
 
 struct daemon {
     sd_event *event;
@@ -24,7 +27,9 @@ struct daemon {
     int inotify_fd;
     sd_event_source *inotify_source;
     sd_event_source *reload_timer;
-    size_t problems; /* drop-ins that failed on the last synchronisation */
+    size_t problems;       /* drop-ins that failed on the last synchronisation */
+    uint64_t started_usec; /* CLOCK_MONOTONIC */
+    struct admin_server *admin;
 };
 
 /* Serves until SIGTERM or SIGINT; returns the process exit code. `settings` is taken. */
@@ -36,6 +41,9 @@ int daemon_run(struct config_daemon *settings);
  * Returns the exit code (0 or 1).
  */
 int daemon_check_config(const struct config_daemon *settings);
+
+/* Re-reads the drop-in directories, telling systemd (RELOADING=1 ... READY=1). */
+void daemon_reload(struct daemon *daemon, const char *reason);
 
 /* Brings the devices in line with the drop-in directories; returns the problem count. */
 size_t daemon_synchronize(struct daemon *daemon);

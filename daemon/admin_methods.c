@@ -1,0 +1,538 @@
+/*
+ * JSON-RPC 2.0 envelope handling and the admin methods; see admin_methods.h.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin_methods.h"
+#include "daemon.h"
+#include "endpoint.h"
+#include "log.h"
+
+/* What a method reports when it fails. */
+struct method_error {
+    int code;
+    char message[1024];
+    json_t *data; /* owned */
+};
+
+typedef json_t *(*method_fn)(struct daemon *daemon, const struct admin_peer *peer, json_t *params,
+                             struct method_error *error);
+
+static json_t *fail(struct method_error *error, int code, json_t *data, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static json_t *fail(struct method_error *error, int code, json_t *data, const char *format, ...)
+{
+    va_list args;
+
+    error->code = code;
+    json_decref(error->data);
+    error->data = data;
+    va_start(args, format);
+    vsnprintf(error->message, sizeof(error->message), format, args);
+    va_end(args);
+    return NULL;
+}
+
+/* {"field": FIELD} for errors that name an offending parameter. */
+static json_t *field_data(const char *field)
+{
+    return json_pack("{s:s}", "field", field);
+}
+
+/*
+ * Checks `params` against the keys a method takes. Every method takes named parameters;
+ * an absent params is an empty object.
+ */
+static bool check_params(json_t *params, const char *const *allowed, struct method_error *error)
+{
+    const char *key;
+    json_t *value;
+
+    if (!json_is_object(params)) {
+        fail(error, ADMIN_INVALID_PARAMS, NULL, "params must be an object of named parameters");
+        return false;
+    }
+    json_object_foreach (params, key, value) {
+        bool known = false;
+        for (size_t i = 0; allowed[i] != NULL && !known; i++)
+            known = strcmp(allowed[i], key) == 0;
+        if (!known) {
+            fail(error, ADMIN_INVALID_PARAMS, field_data(key), "unknown parameter '%s'", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *required_name(json_t *params, struct method_error *error)
+{
+    json_t *name = json_object_get(params, "name");
+
+    if (!json_is_string(name)) {
+        fail(error, ADMIN_INVALID_PARAMS, field_data("name"),
+             name == NULL ? "missing parameter 'name'" : "'name' must be a string");
+        return NULL;
+    }
+    return json_string_value(name);
+}
+
+static bool optional_bool(json_t *params, const char *key, bool *value, struct method_error *error)
+{
+    json_t *member = json_object_get(params, key);
+
+    *value = false;
+    if (member == NULL)
+        return true;
+    if (!json_is_boolean(member)) {
+        fail(error, ADMIN_INVALID_PARAMS, field_data(key), "'%s' must be true or false", key);
+        return false;
+    }
+    *value = json_is_true(member);
+    return true;
+}
+
+static struct managed_device *existing_device(struct daemon *daemon, const char *name,
+                                              struct method_error *error)
+{
+    struct managed_device *device = device_manager_find(&daemon->devices, name);
+
+    if (device == NULL)
+        fail(error, ADMIN_DEVICE_NOT_FOUND, field_data("name"), "no device named '%s'", name);
+    return device;
+}
+
+static void log_change(const struct admin_peer *peer, const char *what, const char *name)
+{
+    vu_log(VFIO_USERD_LOG_NOTICE, name, "%s by admin client pid %d uid %u gid %u", what,
+           (int)peer->credentials.pid, (unsigned)peer->credentials.uid,
+           (unsigned)peer->credentials.gid);
+}
+
+/* --- Device description. --- */
+
+struct snapshot_task {
+    struct managed_device *device;
+    struct vu_device_statistics statistics;
+    uint32_t dma_maps;
+    bool connected;
+    pid_t client_pid;
+};
+
+static int run_snapshot(sd_event *event, void *argument)
+{
+    struct snapshot_task *task = argument;
+    struct managed_device *device = task->device;
+
+    task->statistics = device->device->statistics;
+    task->dma_maps = device->device->dma.count;
+    if (device->endpoint != NULL) {
+        task->connected = vu_endpoint_connected(device->endpoint);
+        task->client_pid = vu_endpoint_client_pid(device->endpoint);
+    }
+    return 0;
+}
+
+static json_t *describe_device(struct daemon *daemon, struct managed_device *device)
+{
+    struct snapshot_task task = {.device = device};
+    uint64_t messages = 0;
+    const char *state;
+
+    /* Statistics belong to the device's worker: read them there. */
+    workers_call(daemon->workers, device->worker, run_snapshot, &task);
+    for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
+        messages += task.statistics.messages[i];
+    state = device->endpoint == NULL ? "error" : task.connected ? "connected" : "listening";
+    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:i, s:o}",
+                     "name", device->config->name, "plugin", device->plugin->name, "socket",
+                     device->socket_path, "source", device->config->origin, "persistent",
+                     device->source != NULL, "state", state, "error",
+                     device->endpoint == NULL ? json_string("not serving its socket") : json_null(),
+                     "client_pid", task.connected ? json_integer(task.client_pid) : json_null(),
+                     "connections", (json_int_t)task.statistics.connections, "messages",
+                     (json_int_t)messages, "errors", (json_int_t)task.statistics.errors,
+                     "bytes_received", (json_int_t)task.statistics.bytes_received, "bytes_sent",
+                     (json_int_t)task.statistics.bytes_sent, "dma_maps", (int)task.dma_maps,
+                     "config", config_device_to_json(device->config));
+}
+
+/* --- Methods. --- */
+
+static json_t *method_device_list(struct daemon *daemon, const struct admin_peer *peer,
+                                  json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {NULL};
+    json_t *list;
+
+    if (!check_params(params, allowed, error))
+        return NULL;
+    list = json_array();
+    for (size_t i = 0; list != NULL && i < daemon->devices.count; i++)
+        if (json_array_append_new(list, describe_device(daemon, daemon->devices.devices[i])) < 0)
+            return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+    return list;
+}
+
+static json_t *method_device_get(struct daemon *daemon, const struct admin_peer *peer,
+                                 json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {"name", NULL};
+    struct managed_device *device;
+    const char *name;
+
+    if (!check_params(params, allowed, error) || (name = required_name(params, error)) == NULL ||
+        (device = existing_device(daemon, name, error)) == NULL)
+        return NULL;
+    return describe_device(daemon, device);
+}
+
+/* "device_add: FIELD: problem" -> FIELD, for the error's data. */
+static json_t *field_from_message(const char *message)
+{
+    const char *start = strstr(message, ": ");
+    const char *end;
+    char field[128];
+
+    if (start == NULL)
+        return NULL;
+    start += 2;
+    end = strstr(start, ": ");
+    if (end == NULL || (size_t)(end - start) >= sizeof(field) || strchr(start, ' ') < end)
+        return NULL;
+    memcpy(field, start, (size_t)(end - start));
+    field[end - start] = '\0';
+    return field_data(field);
+}
+
+static json_t *method_device_add(struct daemon *daemon, const struct admin_peer *peer,
+                                 json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {"name",   "plugin",  "enabled", "socket",
+                                          "params", "persist", NULL};
+    struct config_device *config = NULL;
+    struct managed_device *device;
+    json_t *settings = NULL;
+    char message[1024], source[CONFIG_NAME_MAX + 8], name[CONFIG_NAME_MAX + 1];
+    bool persist;
+    int ret;
+
+    if (!check_params(params, allowed, error) || !optional_bool(params, "persist", &persist, error))
+        return NULL;
+    settings = json_deep_copy(params);
+    if (settings == NULL)
+        return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+    json_object_del(settings, "persist");
+    ret = config_device_from_json(settings, "device_add", NULL, &config, message, sizeof(message));
+    json_decref(settings);
+    if (ret < 0)
+        return fail(error, ADMIN_INVALID_PARAMS, field_from_message(message), "%s", message);
+    if (!config->enabled) {
+        config_device_free(config);
+        return fail(error, ADMIN_INVALID_PARAMS, field_data("enabled"),
+                    "device_add: enabled: a disabled device cannot be added");
+    }
+    if (device_manager_find(&daemon->devices, config->name) != NULL) {
+        fail(error, ADMIN_DEVICE_EXISTS, field_data("name"), "device '%s' already exists",
+             config->name);
+        config_device_free(config);
+        return NULL;
+    }
+    if (plugin_registry_find(&daemon->plugins, config->plugin) == NULL) {
+        fail(error, ADMIN_PLUGIN_NOT_FOUND, field_data("plugin"), "no plugin named '%s'",
+             config->plugin);
+        config_device_free(config);
+        return NULL;
+    }
+    snprintf(source, sizeof(source), "%s.yaml", config->name);
+    snprintf(name, sizeof(name), "%s", config->name);
+    ret = device_manager_add(&daemon->devices, config, persist ? source : NULL, message,
+                             sizeof(message));
+    if (ret < 0)
+        return fail(
+            error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
+            field_from_message(message), "%s", message);
+    device = device_manager_find(&daemon->devices, name);
+    if (persist && daemon->settings->devices_dir_count > 0 &&
+        config_device_persist(device->config, daemon->settings->devices_dirs[0], message,
+                              sizeof(message)) < 0) {
+        device_manager_remove(&daemon->devices, device);
+        return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
+    }
+    log_change(peer, persist ? "added (persistent)" : "added", device->config->name);
+    return describe_device(daemon, device);
+}
+
+/* Deletes the drop-in behind `device`, or masks it when it lives in a later directory. */
+static int unpersist(struct daemon *daemon, const struct managed_device *device, char *message,
+                     size_t size)
+{
+    char path[4096];
+    struct stat status;
+
+    if (daemon->settings->devices_dir_count == 0)
+        return 0;
+    snprintf(path, sizeof(path), "%s/%s", daemon->settings->devices_dirs[0], device->source);
+    if (lstat(path, &status) == 0) {
+        if (unlink(path) < 0) {
+            int saved = errno;
+            snprintf(message, size, "cannot delete %.512s: %s", path, strerror(saved));
+            return -saved;
+        }
+        if (strcmp(path, device->config->origin) == 0)
+            return 0;
+    }
+    /* The file is in a later directory: a /dev/null link of that name masks it. */
+    if (access(device->config->origin, F_OK) == 0 && symlink("/dev/null", path) < 0) {
+        int saved = errno;
+        snprintf(message, size, "cannot mask %.400s with %.400s: %s", device->config->origin, path,
+                 strerror(saved));
+        return -saved;
+    }
+    return 0;
+}
+
+static json_t *method_device_remove(struct daemon *daemon, const struct admin_peer *peer,
+                                    json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {"name", "persist", NULL};
+    struct managed_device *device;
+    char message[1024], name[CONFIG_NAME_MAX + 1];
+    const char *requested;
+    bool persist;
+
+    if (!check_params(params, allowed, error) ||
+        (requested = required_name(params, error)) == NULL ||
+        !optional_bool(params, "persist", &persist, error) ||
+        (device = existing_device(daemon, requested, error)) == NULL)
+        return NULL;
+    if (device->source != NULL && !persist)
+        return fail(error, ADMIN_OPERATION_FAILED, field_data("persist"),
+                    "device '%s' comes from %s, which would bring it back: remove it with "
+                    "persist: true to delete (or mask) that file",
+                    requested, device->config->origin);
+    if (persist && device->source != NULL &&
+        unpersist(daemon, device, message, sizeof(message)) < 0)
+        return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
+    snprintf(name, sizeof(name), "%s", device->config->name);
+    device_manager_remove(&daemon->devices, device);
+    log_change(peer, persist ? "removed (persistent)" : "removed", name);
+    return json_pack("{s:s, s:b}", "name", name, "persistent", persist);
+}
+
+static int run_reset(sd_event *event, void *argument)
+{
+    return vu_device_reset(argument);
+}
+
+static json_t *method_device_reset(struct daemon *daemon, const struct admin_peer *peer,
+                                   json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {"name", NULL};
+    struct managed_device *device;
+    const char *name;
+    int ret;
+
+    if (!check_params(params, allowed, error) || (name = required_name(params, error)) == NULL ||
+        (device = existing_device(daemon, name, error)) == NULL)
+        return NULL;
+    ret = workers_call(daemon->workers, device->worker, run_reset, device->device);
+    if (ret < 0)
+        return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
+                    strerror(-ret));
+    log_change(peer, "reset", name);
+    return describe_device(daemon, device);
+}
+
+static json_t *method_plugin_list(struct daemon *daemon, const struct admin_peer *peer,
+                                  json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {NULL};
+    json_t *list;
+
+    if (!check_params(params, allowed, error))
+        return NULL;
+    list = json_array();
+    for (size_t i = 0; list != NULL && i < daemon->plugins.count; i++) {
+        const struct vu_plugin_module *module = &daemon->plugins.modules[i];
+        size_t devices = 0;
+        for (size_t d = 0; d < daemon->devices.count; d++)
+            devices += daemon->devices.devices[d]->plugin == module->plugin;
+        json_array_append_new(
+            list,
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "name", module->plugin->name, "version",
+                      module->plugin->version ? module->plugin->version : "", "description",
+                      module->plugin->description ? module->plugin->description : "", "path",
+                      module->path, "abi", module->plugin->abi_major == 1 ? "1" : "?", "devices",
+                      (json_int_t)devices));
+    }
+    return list;
+}
+
+static json_t *method_daemon_status(struct daemon *daemon, const struct admin_peer *peer,
+                                    json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {NULL};
+    uint64_t now = 0;
+    size_t connected = 0, serving = 0;
+
+    if (!check_params(params, allowed, error))
+        return NULL;
+    sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
+    for (size_t i = 0; i < daemon->devices.count; i++) {
+        struct snapshot_task task = {.device = daemon->devices.devices[i]};
+        workers_call(daemon->workers, task.device->worker, run_snapshot, &task);
+        connected += task.connected;
+        serving += task.device->endpoint != NULL;
+    }
+    return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:s, s:s}", "version",
+                     VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
+                     (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
+                     (json_int_t)daemon->devices.count, "listening",
+                     (json_int_t)(serving - connected), "connected", (json_int_t)connected, "error",
+                     (json_int_t)(daemon->devices.count - serving), "plugins",
+                     (json_int_t)daemon->plugins.count, "worker_threads",
+                     (json_int_t)workers_count(daemon->workers), "drop_in_problems",
+                     (json_int_t)daemon->problems, "plugin_abi",
+                     VFIO_USERD_ABI_MAJOR == 1 ? "1.0" : "?", "protocol", "0.1");
+}
+
+static json_t *method_daemon_reload(struct daemon *daemon, const struct admin_peer *peer,
+                                    json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {NULL};
+
+    if (!check_params(params, allowed, error))
+        return NULL;
+    log_change(peer, "reload requested", NULL);
+    daemon_reload(daemon, "daemon_reload");
+    return json_pack("{s:I, s:I}", "devices", (json_int_t)daemon->devices.count, "drop_in_problems",
+                     (json_int_t)daemon->problems);
+}
+
+static json_t *method_rpc_get_methods(struct daemon *daemon, const struct admin_peer *peer,
+                                      json_t *params, struct method_error *error);
+
+static const struct {
+    const char *name;
+    method_fn function;
+} methods[] = {
+    {"daemon_reload", method_daemon_reload},     {"daemon_status", method_daemon_status},
+    {"device_add", method_device_add},           {"device_get", method_device_get},
+    {"device_list", method_device_list},         {"device_remove", method_device_remove},
+    {"device_reset", method_device_reset},       {"plugin_list", method_plugin_list},
+    {"rpc_get_methods", method_rpc_get_methods},
+};
+
+static json_t *method_rpc_get_methods(struct daemon *daemon, const struct admin_peer *peer,
+                                      json_t *params, struct method_error *error)
+{
+    static const char *const allowed[] = {NULL};
+    json_t *list;
+
+    if (!check_params(params, allowed, error))
+        return NULL;
+    list = json_array();
+    for (size_t i = 0; list != NULL && i < sizeof(methods) / sizeof(methods[0]); i++)
+        json_array_append_new(list, json_string(methods[i].name));
+    return list;
+}
+
+/* --- Envelope. --- */
+
+json_t *admin_error_response(json_t *id, int code, const char *message, json_t *data)
+{
+    json_t *error = json_pack("{s:i, s:s}", "code", code, "message", message);
+
+    if (error != NULL && data != NULL)
+        json_object_set(error, "data", data);
+    return json_pack("{s:s, s:o, s:O}", "jsonrpc", "2.0", "error", error, "id",
+                     id != NULL ? id : json_null());
+}
+
+static json_t *handle_one(struct daemon *daemon, const struct admin_peer *peer, json_t *request)
+{
+    struct method_error error = {0};
+    json_t *id, *method, *params, *version, *result = NULL, *response;
+    bool notification;
+    method_fn function = NULL;
+
+    if (!json_is_object(request))
+        return admin_error_response(NULL, ADMIN_INVALID_REQUEST, "a request must be a JSON object",
+                                    NULL);
+    id = json_object_get(request, "id");
+    notification = id == NULL;
+    if (id != NULL && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id))
+        return admin_error_response(NULL, ADMIN_INVALID_REQUEST,
+                                    "id must be a string, an integer or null", NULL);
+    version = json_object_get(request, "jsonrpc");
+    method = json_object_get(request, "method");
+    params = json_object_get(request, "params");
+    if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0 ||
+        !json_is_string(method) ||
+        (params != NULL && !json_is_object(params) && !json_is_array(params))) {
+        response = admin_error_response(id, ADMIN_INVALID_REQUEST,
+                                        "not a JSON-RPC 2.0 request (jsonrpc \"2.0\", a method "
+                                        "string, params an object if present)",
+                                        NULL);
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcmp(methods[i].name, json_string_value(method)) == 0)
+            function = methods[i].function;
+    if (function == NULL) {
+        char message[256];
+        snprintf(message, sizeof(message), "no method '%.128s' (see rpc_get_methods)",
+                 json_string_value(method));
+        response = admin_error_response(id, ADMIN_METHOD_NOT_FOUND, message, NULL);
+        goto out;
+    }
+    if (params == NULL) {
+        json_t *empty = json_object();
+        result = function(daemon, peer, empty, &error);
+        json_decref(empty);
+    } else {
+        result = function(daemon, peer, params, &error);
+    }
+    if (result == NULL && error.code == 0)
+        fail(&error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+    response = result != NULL ? json_pack("{s:s, s:o, s:O}", "jsonrpc", "2.0", "result", result,
+                                          "id", id != NULL ? id : json_null())
+                              : admin_error_response(id, error.code, error.message, error.data);
+    json_decref(error.data);
+out:
+    if (notification) {
+        json_decref(response);
+        return NULL;
+    }
+    return response;
+}
+
+json_t *admin_handle(struct daemon *daemon, const struct admin_peer *peer, json_t *message)
+{
+    json_t *replies, *request;
+    size_t index;
+
+    if (!json_is_array(message))
+        return handle_one(daemon, peer, message);
+    if (json_array_size(message) == 0)
+        return admin_error_response(NULL, ADMIN_INVALID_REQUEST, "an empty batch", NULL);
+    replies = json_array();
+    json_array_foreach (message, index, request) {
+        json_t *reply = handle_one(daemon, peer, request);
+        if (reply != NULL)
+            json_array_append_new(replies, reply);
+    }
+    /* A batch of notifications only gets nothing back. */
+    if (json_array_size(replies) == 0) {
+        json_decref(replies);
+        return NULL;
+    }
+    return replies;
+}

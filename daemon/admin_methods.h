@@ -1,0 +1,43 @@
+/*
+ * The JSON-RPC 2.0 layer of the admin socket: request validation, batches and
+ * notifications, the standard error codes, and the methods (device_list, device_get,
+ * device_add, device_remove, device_reset, plugin_list, daemon_status, daemon_reload,
+ * rpc_get_methods). Transport lives in admin_server.c.
+ */
+#ifndef VFIO_USERD_ADMIN_METHODS_H
+#define VFIO_USERD_ADMIN_METHODS_H
+
+#include <jansson.h>
+#include <sys/socket.h>
+
+struct daemon;
+
+/* JSON-RPC 2.0 codes, and this daemon's application codes (documented in vfio-userd(8)). */
+enum admin_error {
+    ADMIN_PARSE_ERROR = -32700,
+    ADMIN_INVALID_REQUEST = -32600,
+    ADMIN_METHOD_NOT_FOUND = -32601,
+    ADMIN_INVALID_PARAMS = -32602,
+    ADMIN_INTERNAL_ERROR = -32603,
+    ADMIN_DEVICE_NOT_FOUND = -32001, /* no device of that name */
+    ADMIN_DEVICE_EXISTS = -32002,    /* device_add of a name in use */
+    ADMIN_PLUGIN_NOT_FOUND = -32003, /* device_add with an unknown plugin */
+    ADMIN_PERSIST_FAILED = -32004,   /* the drop-in could not be written or deleted */
+    ADMIN_OPERATION_FAILED = -32005, /* e.g. the socket path is in use */
+};
+
+/* Who sent a request, for the log line of every change. */
+struct admin_peer {
+    struct ucred credentials;
+};
+
+/*
+ * Handles one parsed JSON value: a request, a notification or a batch. Returns the reply
+ * (an object or an array) or NULL when nothing is to be sent back.
+ */
+json_t *admin_handle(struct daemon *daemon, const struct admin_peer *peer, json_t *message);
+
+/* An error response with a null id, for input that could not even be parsed. */
+json_t *admin_error_response(json_t *id, int code, const char *message, json_t *data);
+
+#endif /* VFIO_USERD_ADMIN_METHODS_H */
