@@ -4,6 +4,7 @@
 #   make check           build, then run every test (installs build deps as root)
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
 #   make fuzz            run the libFuzzer target over the message decoder
+#   make bench           run the benchmarks (bench/*.c)
 #   make install         install under $(DESTDIR)$(PREFIX)
 #   make format          reformat every C file with the committed .clang-format
 #
@@ -128,6 +129,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 
 check: all format-check
 	@sh tests/run-tests.sh $(BUILD) $(TEST_BINS)
+
+# Benchmarks print their numbers; BENCH_SECONDS bounds each case.
+BENCH_SECONDS ?= 2
+bench: all
+	$(BUILD)/bench/bench_protocol $(BUILD)/plugins/testdev.so $(BENCH_SECONDS)
 
 # The fuzz target is built with clang's libFuzzer; FUZZ_SECONDS bounds the run.
 FUZZ_SECONDS ?= 60
