@@ -1229,6 +1229,132 @@ START_TEST(message_size_below_header_disconnects)
 }
 END_TEST
 
+/* --- QEMU's client, as observed on the wire (ARCHITECTURE.md) --------------------------- */
+
+START_TEST(qemu_boot_sequence)
+{
+    /* VERSION 0.0 with QEMU's capabilities, migration included, NUL-terminated. */
+    static const char version_json[] =
+        "{\"capabilities\":{\"max_msg_fds\":16,\"max_data_xfer_size\":1048576,"
+        "\"pgsizes\":4096,\"max_dma_maps\":65535,\"migration\":{\"max_bitmap_size\":"
+        "1048576,\"pgsize\":4096},\"write_multiple\":true}}";
+    uint8_t version[4 + sizeof(version_json)] = {0};
+    struct vu_header header;
+    uint8_t reply[512];
+    size_t length;
+    int ram_fd = memory_fd(0x100000, 0);
+    uint16_t ids[2];
+
+    vu_client_close(client);
+    wait_disconnected();
+    ck_assert_int_eq(vu_client_connect_raw(server.socket_path, &client), 0);
+    memcpy(version + 4, version_json, sizeof(version_json));
+    ck_assert_int_eq(
+        raw_request(VU_COMMAND_VERSION, version, sizeof(version), reply, sizeof(reply), &length),
+        0);
+    ck_assert_uint_eq(reply[0] | reply[1] << 8, 0); /* major */
+    ck_assert_uint_eq(reply[2] | reply[3] << 8, 0); /* minor: not above the proposal */
+    ck_assert_ptr_nonnull(strstr((char *)reply + 4, "\"write_multiple\":true"));
+    ck_assert_ptr_null(strstr((char *)reply + 4, "migration"));
+
+    /* Two DMA_MAPs back to back before any reply: RAM with an fd at offset == address,
+     * and a read-only ROM range without one. */
+    struct vu_dma_map ram = {.argsz = 32,
+                             .flags = VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE,
+                             .offset = 0,
+                             .address = 0,
+                             .size = 0x100000};
+    struct vu_dma_map rom = {
+        .argsz = 32, .flags = VU_DMA_FLAG_READABLE, .address = 0xfffc0000, .size = 0x40000};
+    ids[0] = vu_client_next_message_id(client);
+    ck_assert_int_eq(
+        vu_client_send(client, ids[0], VU_COMMAND_DMA_MAP, 0, &ram, sizeof(ram), &ram_fd, 1), 0);
+    ids[1] = vu_client_next_message_id(client);
+    ck_assert_int_eq(
+        vu_client_send(client, ids[1], VU_COMMAND_DMA_MAP, 0, &rom, sizeof(rom), NULL, 0), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(
+            vu_client_receive(client, &header, reply, sizeof(reply), &length, NULL, 0, NULL), 0);
+        ck_assert_uint_eq(header.message_id, ids[i]);
+        ck_assert_uint_eq(header.flags, VU_FLAGS_TYPE_REPLY);
+    }
+    close(ram_fd);
+
+    /* Firmware unmaps and remaps a sub-range of RAM. */
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0, 0x100000, 0), 0);
+    ram_fd = memory_fd(0x100000, 0);
+    ck_assert_int_eq(vu_client_dma_map(client, 0, 0xa0000,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, ram_fd, 0),
+                     0);
+    ck_assert_int_eq(vu_client_dma_map(client, 0xc0000, 0x40000,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, ram_fd,
+                                       0xc0000),
+                     0);
+    close(ram_fd);
+
+    /* Device, regions 0-5 and 7, then only the ERR IRQ. */
+    struct vu_device_info info;
+    ck_assert_int_eq(vu_client_device_info(client, &info), 0);
+    const uint32_t regions[] = {0, 1, 2, 3, 4, 5, 7};
+    for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++) {
+        struct vfio_region_info *region = NULL;
+        int fd = -1;
+        ck_assert_int_eq(vu_client_region_info(client, regions[i], &region, &fd), 0);
+        if (fd >= 0)
+            close(fd);
+        free(region);
+    }
+    struct vfio_irq_info irq;
+    ck_assert_int_eq(vu_client_irq_info(client, VFIO_PCI_ERR_IRQ_INDEX, &irq), 0);
+    ck_assert_uint_eq(irq.count, 1);
+
+    /* The whole config space at once, then BAR and ROM sizing. */
+    uint8_t config[256];
+    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_CONFIG, 0, config, 256), 0);
+    for (uint32_t bar = 0x10; bar <= 0x24; bar += 4) {
+        uint32_t original = read32(VFIO_USERD_REGION_CONFIG, bar);
+        write32(VFIO_USERD_REGION_CONFIG, bar, 0xffffffff);
+        (void)read32(VFIO_USERD_REGION_CONFIG, bar);
+        write32(VFIO_USERD_REGION_CONFIG, bar, original);
+    }
+    write32(VFIO_USERD_REGION_CONFIG, 0x30, 0xfffff800);
+    ck_assert_uint_eq(read32(VFIO_USERD_REGION_CONFIG, 0x30), 0xfffff000);
+
+    /* INTx eventfd, ERR eventfd, INTx torn down, DEVICE_RESET, INTx re-armed. */
+    int intx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int err = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const uint32_t eventfd_trigger = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    ck_assert_int_eq(
+        vu_client_set_irqs(client, VFIO_PCI_INTX_IRQ_INDEX, eventfd_trigger, 0, 1, &intx, NULL), 0);
+    ck_assert_int_eq(
+        vu_client_set_irqs(client, VFIO_PCI_ERR_IRQ_INDEX, eventfd_trigger, 0, 1, &err, NULL), 0);
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_INTX_IRQ_INDEX,
+                                        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0,
+                                        NULL, NULL),
+                     0);
+    ck_assert_int_eq(vu_client_device_reset(client), 0);
+    ck_assert_int_eq(
+        vu_client_set_irqs(client, VFIO_PCI_INTX_IRQ_INDEX, eventfd_trigger, 0, 1, &intx, NULL), 0);
+    write32(VFIO_USERD_REGION_CONFIG, 0x04, 0x0006); /* memory space, bus master */
+
+    /* MMIO writes are posted; config writes wait for their reply. */
+    uint32_t value = 0x600d;
+    ck_assert_int_eq(
+        vu_client_region_write_posted(client, VFIO_USERD_REGION_BAR0, MOCK_REG_SCRATCH, &value, 4),
+        0);
+    ck_assert_uint_eq(read32(VFIO_USERD_REGION_BAR0, MOCK_REG_SCRATCH), 0x600d);
+    ck_assert_int_eq(trigger(0), 0);
+    ck_assert(eventfd_fired(intx));
+    close(intx);
+    close(err);
+
+    /* At power-off the socket just closes: maps and eventfds go, device state stays. */
+    reconnect();
+    ck_assert_uint_eq(MOCK_OBSERVED(dma_unmaps), MOCK_OBSERVED(dma_maps));
+    ck_assert_uint_eq(read32(VFIO_USERD_REGION_BAR0, MOCK_REG_SCRATCH), 0x600d);
+}
+END_TEST
+
 /* --- Connections --------------------------------------------------------------------------- */
 
 START_TEST(second_client_refused_first_undisturbed)
@@ -1335,6 +1461,7 @@ static Suite *protocol_suite(void)
         {"framing", truncated_header_then_close},
         {"framing", client_vanishes_mid_message},
         {"framing", message_size_below_header_disconnects},
+        {"qemu", qemu_boot_sequence},
         {"connection", second_client_refused_first_undisturbed},
         {"connection", disconnect_releases_client_state_keeps_device_state},
     };
