@@ -608,6 +608,15 @@ static void close_fds(int *fds, size_t count)
     }
 }
 
+/* Queues the header-only error reply to `header`; `out` was reserved at the queue's tail. */
+static void commit_error_reply(struct vu_output_queue *queue, uint8_t *out,
+                               const struct vu_header *header, int error)
+{
+    vu_wire_encode_header(out, header->message_id, header->command, VU_HEADER_SIZE,
+                          VU_FLAGS_TYPE_REPLY | VU_FLAGS_ERROR, (uint32_t)-error);
+    vu_output_queue_commit(queue, VU_HEADER_SIZE);
+}
+
 void vu_session_reject_message(struct vu_session *session, const struct vu_header *header,
                                int error)
 {
@@ -625,11 +634,8 @@ void vu_session_reject_message(struct vu_session *session, const struct vu_heade
         (header->flags & VU_FLAGS_NO_REPLY))
         return;
     out = vu_output_queue_reserve(queue, VU_HEADER_SIZE);
-    if (out == NULL)
-        return;
-    vu_wire_encode_header(out, header->message_id, header->command, VU_HEADER_SIZE,
-                          VU_FLAGS_TYPE_REPLY | VU_FLAGS_ERROR, (uint32_t)-error);
-    vu_output_queue_commit(queue, VU_HEADER_SIZE);
+    if (out != NULL)
+        commit_error_reply(queue, out, header, error);
 }
 
 int vu_session_handle_message(struct vu_session *session, enum vu_channel channel,
@@ -678,20 +684,15 @@ int vu_session_handle_message(struct vu_session *session, enum vu_channel channe
         close_fds(reply.fds, reply.fd_count);
         vu_log(VFIO_USERD_LOG_DEBUG, session->device->name, "%s (id %u) failed: %s",
                vu_wire_command_name(header->command), header->message_id, strerror(-ret));
-        if (!no_reply) {
-            vu_wire_encode_header(out, header->message_id, header->command, VU_HEADER_SIZE,
-                                  VU_FLAGS_TYPE_REPLY | VU_FLAGS_ERROR, (uint32_t)-ret);
-            vu_output_queue_commit(queue, VU_HEADER_SIZE);
-        }
+        if (!no_reply)
+            commit_error_reply(queue, out, header, ret);
     } else if (no_reply) {
         close_fds(reply.fds, reply.fd_count);
     } else {
         if (reply.fd_count > 0) {
             ret = vu_output_queue_attach_fds(queue, reply.fds, reply.fd_count);
             if (ret < 0) {
-                vu_wire_encode_header(out, header->message_id, header->command, VU_HEADER_SIZE,
-                                      VU_FLAGS_TYPE_REPLY | VU_FLAGS_ERROR, (uint32_t)-ret);
-                vu_output_queue_commit(queue, VU_HEADER_SIZE);
+                commit_error_reply(queue, out, header, ret);
                 goto out;
             }
         }
