@@ -89,7 +89,11 @@ deps $(DEPS_STAMP): scripts/ensure-deps.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(EXTRA_CFLAGS) -fPIC -c $< -o $@
+
+# The CLI validates device files with the daemon's own parser before sending them.
+CTL_DAEMON_OBJS := $(BUILD)/daemon/yaml_json.o $(BUILD)/daemon/config.o
+$(CTL_OBJS): EXTRA_CFLAGS := -Idaemon
 
 $(LIB_ARCHIVE): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -108,13 +112,13 @@ $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) include/vfio-userd/plugin.h
 $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)
 	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
 
-$(BUILD)/vfio-userctl: $(CTL_OBJS) $(LIB_ARCHIVE)
+$(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
 	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
 
 # Tests link the core, the daemon's modules (not its main) and the shared
 # test helpers; integration tests find binaries and plugins through
 # VFIO_USERD_BUILD_DIR.
-$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE)
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) | $(PLUGIN_SOS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
 	    $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread

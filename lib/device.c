@@ -340,6 +340,31 @@ static int host_irq_trigger(struct vfio_userd_device *public, uint32_t vector)
     return vu_device_irq_trigger(device_of(public), vector);
 }
 
+/* Records an interrupt as pending (or no longer), where the device model shows it too:
+ * the MSI-X PBA and the MSI Pending Bits. */
+static void set_pending(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector,
+                        bool pending)
+{
+    device->irqs[index].pending[vector] = pending;
+    if (index == VFIO_USERD_IRQ_MSIX)
+        vu_msix_set_pending(&device->msix, vector, pending);
+    else if (index == VFIO_USERD_IRQ_MSI && device->config.msi_per_vector_mask)
+        vu_pci_config_msi_set_pending(&device->config, vector, pending);
+}
+
+/* Nothing masked by SET_IRQS, nothing pending, INTx deasserted. */
+static void clear_irq_state(struct vu_device *device, enum vfio_userd_irq_index index)
+{
+    struct vu_irq_state *irq = &device->irqs[index];
+
+    for (uint32_t vector = 0; vector < irq->count; vector++) {
+        irq->masked[vector] = false;
+        set_pending(device, index, vector, false);
+    }
+    if (index == VFIO_USERD_IRQ_INTX)
+        vu_pci_config_set_intx_status(&device->config, false);
+}
+
 /* Delivers, or records as pending, one interrupt of a given type and sub-index. */
 static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector)
 {
@@ -352,20 +377,15 @@ static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index inde
     else if (index == VFIO_USERD_IRQ_MSI)
         masked = masked || vu_pci_config_msi_vector_masked(&device->config, vector);
 
-    if (masked || irq->trigger_fds[vector] < 0) {
-        irq->pending[vector] = true;
-        if (index == VFIO_USERD_IRQ_MSIX)
-            vu_msix_set_pending(&device->msix, vector, true);
+    set_pending(device, index, vector, masked || irq->trigger_fds[vector] < 0);
+    if (irq->pending[vector])
         return;
-    }
-    irq->pending[vector] = false;
-    if (index == VFIO_USERD_IRQ_MSIX)
-        vu_msix_set_pending(&device->msix, vector, false);
     signal_eventfd(irq->trigger_fds[vector]);
-    /* INTx is level-triggered: it stays masked until the client unmasks it. */
+    /* INTx is level-triggered: it stays asserted, and masked, until the client unmasks it. */
     if (index == VFIO_USERD_IRQ_INTX) {
         irq->masked[vector] = true;
         signal_eventfd(irq->mask_fds[vector]);
+        vu_pci_config_set_intx_status(&device->config, true);
     }
 }
 
@@ -742,8 +762,7 @@ void vu_device_detach_session(struct vu_device *device)
     for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
         struct vu_irq_state *irq = &device->irqs[index];
         close_irq_fds(irq, 0, irq->count);
-        memset(irq->masked, 0, irq->count * sizeof(bool));
-        memset(irq->pending, 0, irq->count * sizeof(bool));
+        clear_irq_state(device, index);
     }
     device->session = NULL;
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
@@ -850,12 +869,18 @@ static void close_fds(int *fds, size_t count)
         close_fd(&fds[i]);
 }
 
-static void set_masked(struct vu_irq_state *irq, uint32_t vector, bool masked)
+static void set_masked(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector,
+                       bool masked)
 {
+    struct vu_irq_state *irq = &device->irqs[index];
+
     if (irq->masked[vector] == masked)
         return;
     irq->masked[vector] = masked;
     signal_eventfd(masked ? irq->mask_fds[vector] : irq->unmask_fds[vector]);
+    /* Unmasking INTx is the client's end-of-interrupt: the line deasserts. */
+    if (index == VFIO_USERD_IRQ_INTX && !masked)
+        vu_pci_config_set_intx_status(&device->config, false);
 }
 
 int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
@@ -882,8 +907,7 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
             set->start != 0)
             goto out;
         close_irq_fds(irq, 0, irq->count);
-        memset(irq->masked, 0, irq->count * sizeof(bool));
-        memset(irq->pending, 0, irq->count * sizeof(bool));
+        clear_irq_state(device, set->index);
         ret = 0;
         goto notify;
     }
@@ -920,7 +944,7 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
         if (action == VFIO_IRQ_SET_ACTION_TRIGGER)
             fire_vector(device, set->index, vector);
         else
-            set_masked(irq, vector, action == VFIO_IRQ_SET_ACTION_MASK);
+            set_masked(device, set->index, vector, action == VFIO_IRQ_SET_ACTION_MASK);
     }
     deliver_pending(device);
     ret = 0;
@@ -1077,10 +1101,7 @@ int vu_device_reset(struct vu_device *device)
         ret = device->ops.reset(device->instance);
     vu_pci_config_reset(&device->config);
     vu_msix_reset(&device->msix);
-    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        struct vu_irq_state *irq = &device->irqs[index];
-        memset(irq->masked, 0, irq->count * sizeof(bool));
-        memset(irq->pending, 0, irq->count * sizeof(bool));
-    }
+    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++)
+        clear_irq_state(device, index);
     return ret;
 }

@@ -85,8 +85,10 @@ static void testdev_dma_complete(struct vfio_userd_dma_request *request, int sta
         td->dma.abandoned = false;
         return;
     }
+    /* The range passed the host's checks when submitted, so whatever failed afterwards (the
+     * client's error answer, even EFAULT, or its disconnection) is an IO error. */
     if (status < 0) {
-        testdev_dma_finish(td, testdev_dma_error_of(status), -status);
+        testdev_dma_finish(td, TESTDEV_DMA_ERROR_IO, -status);
         return;
     }
     testdev_dma_step(td);

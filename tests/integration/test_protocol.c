@@ -839,6 +839,8 @@ START_TEST(intx_eventfd_automask_and_teardown)
         vu_client_set_irqs(client, VFIO_PCI_INTX_IRQ_INDEX, eventfd_trigger, 0, 1, &fd, NULL), 0);
     ck_assert_int_eq(trigger(0), 0);
     ck_assert(eventfd_fired(fd));
+    /* Status bit 3: INTx asserted until the client's UNMASK (end of interrupt). */
+    ck_assert(read32(VFIO_USERD_REGION_CONFIG, 0x04) & (0x08u << 16));
     /* Automasked: the next one waits for UNMASK. */
     ck_assert_int_eq(trigger(0), 0);
     ck_assert(!eventfd_fired(fd));
@@ -987,6 +989,15 @@ START_TEST(msi_vectors)
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(eventfd_fired(fds[i]), i == 2);
     ck_assert_int_eq(trigger(4), -EINVAL);
+    /* A vector masked in the capability's Mask Bits is held in its Pending Bits. */
+    uint32_t mask_offset = control - 2 + 0x10, pending_offset = control - 2 + 0x14;
+    write32(VFIO_USERD_REGION_CONFIG, mask_offset, 1u << 1);
+    ck_assert_int_eq(trigger(1), 0);
+    ck_assert(!eventfd_fired(fds[1]));
+    ck_assert_uint_eq(read32(VFIO_USERD_REGION_CONFIG, pending_offset), 1u << 1);
+    write32(VFIO_USERD_REGION_CONFIG, mask_offset, 0);
+    ck_assert(eventfd_fired(fds[1]));
+    ck_assert_uint_eq(read32(VFIO_USERD_REGION_CONFIG, pending_offset), 0);
     for (int i = 0; i < 4; i++)
         close(fds[i]);
 }
