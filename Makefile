@@ -164,12 +164,27 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	    -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    include/vfio-userd-plugin.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/vfio-userd-plugin.pc
-	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 \
-	    $(DESTDIR)$(MANDIR)/man8
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
 	for page in $(wildcard man/*.[1-8]); do \
 	    section=$${page##*.}; install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/; done
 	if [ -n "$(DAEMON)" ]; then install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/vfio-userd; fi
 	if [ -n "$(CTL)" ]; then install -D -m 0755 $(CTL) $(DESTDIR)$(PREFIX)/bin/vfio-userctl; fi
+# Units name the default paths; only the programs' locations follow PREFIX.
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/sbin/vfio-userd|$(PREFIX)/sbin/vfio-userd|g' \
+	    -e 's|/usr/bin/vfio-userctl|$(PREFIX)/bin/vfio-userctl|g' systemd/vfio-userd.service \
+	    > $(DESTDIR)$(UNITDIR)/vfio-userd.service
+	install -m 0644 systemd/vfio-userd.socket $(DESTDIR)$(UNITDIR)/
+# The daemon configuration is all comments (the defaults): an administrator's copy is
+# kept. Device examples go to the documentation only, so installing starts no device.
+	install -d $(DESTDIR)$(SYSCONFDIR)/vfio-userd/devices.d $(DESTDIR)$(PKGLIBDIR)/devices.d \
+	    $(DESTDIR)$(PREFIX)/share/doc/vfio-userd/examples/devices.d
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vfio-userd/vfio-userd.yaml ] || \
+	    install -m 0644 conf/vfio-userd.yaml $(DESTDIR)$(SYSCONFDIR)/vfio-userd/
+	install -m 0644 conf/vfio-userd.yaml $(DESTDIR)$(PREFIX)/share/doc/vfio-userd/examples/
+	install -m 0644 conf/devices.d/*.yaml \
+	    $(DESTDIR)$(PREFIX)/share/doc/vfio-userd/examples/devices.d/
 
 clean:
 	rm -rf build

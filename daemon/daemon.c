@@ -353,7 +353,9 @@ int daemon_check_config(const struct config_daemon *settings)
         for (size_t j = 0; j < name_count; j++)
             duplicate = duplicate || strcmp(names[j], config->name) == 0;
         if (duplicate) {
-            fprintf(stderr, "%s: name: device '%s' is defined by another file too\n", entry->path,
+            char location[512];
+            config_device_location(config, "name", location, sizeof(location));
+            fprintf(stderr, "%s: name: device '%s' is defined by another file too\n", location,
                     config->name);
             problems++;
         } else if (config->enabled &&
