@@ -316,14 +316,19 @@ int daemon_check_config(const struct config_daemon *settings)
     struct plugin_registry plugins = {0};
     struct device_manager manager;
     struct config_dirs_list list = {0};
-    char **names = NULL;
-    size_t problems, name_count = 0;
-    char error[1024];
+    json_t *names = json_object(), *sockets = json_object(); /* taken, to spot duplicates */
+    size_t problems;
+    char error[1024], location[512], path[CONFIG_SOCKET_PATH_MAX];
     int ret;
 
     problems =
         (size_t)plugin_registry_load(&plugins, settings->plugin_dirs, settings->plugin_dir_count);
     device_manager_init(&manager, settings, &plugins, NULL);
+    if (names == NULL || sockets == NULL) {
+        fprintf(stderr, "out of memory\n");
+        problems++;
+        goto out;
+    }
     ret = config_dirs_scan(settings->devices_dirs, settings->devices_dir_count, &list, error,
                            sizeof(error));
     if (ret < 0) {
@@ -331,11 +336,9 @@ int daemon_check_config(const struct config_daemon *settings)
         problems++;
         goto out;
     }
-    names = calloc(list.count + 1, sizeof(*names));
-    for (size_t i = 0; names != NULL && i < list.count; i++) {
+    for (size_t i = 0; i < list.count; i++) {
         const struct config_dirs_entry *entry = &list.entries[i];
         struct config_device *config = NULL;
-        bool duplicate = false;
 
         if (entry->kind == CONFIG_DIRS_MASKED)
             continue;
@@ -350,26 +353,38 @@ int daemon_check_config(const struct config_daemon *settings)
             problems++;
             continue;
         }
-        for (size_t j = 0; j < name_count; j++)
-            duplicate = duplicate || strcmp(names[j], config->name) == 0;
-        if (duplicate) {
-            char location[512];
+        /* Disabled devices are not started, so they take no name and no socket. */
+        if (!config->enabled) {
+            config_device_free(config);
+            continue;
+        }
+        if (json_object_get(names, config->name) != NULL) {
             config_device_location(config, "name", location, sizeof(location));
-            fprintf(stderr, "%s: name: device '%s' is defined by another file too\n", location,
-                    config->name);
+            fprintf(stderr, "%s: name: device '%s' is already defined by %s\n", location,
+                    config->name, json_string_value(json_object_get(names, config->name)));
             problems++;
-        } else if (config->enabled &&
-                   device_manager_validate(&manager, config, error, sizeof(error)) < 0) {
+        } else if (config_daemon_device_socket(settings, config, path, sizeof(path)) < 0) {
+            config_device_location(config, "socket.path", location, sizeof(location));
+            fprintf(stderr, "%s: socket.path: the socket path is too long\n", location);
+            problems++;
+        } else if (json_object_get(sockets, path) != NULL) {
+            config_device_location(config, "socket.path", location, sizeof(location));
+            fprintf(stderr, "%s: socket.path: %s is already used by device '%s'\n", location, path,
+                    json_string_value(json_object_get(sockets, path)));
+            problems++;
+        } else if (device_manager_validate(&manager, config, error, sizeof(error)) < 0) {
             fprintf(stderr, "%s\n", error);
             problems++;
+        } else if (json_object_set_new(names, config->name, json_string(entry->path)) < 0 ||
+                   json_object_set_new(sockets, path, json_string(config->name)) < 0) {
+            fprintf(stderr, "out of memory\n");
+            problems++;
         }
-        names[name_count++] = strdup(config->name);
         config_device_free(config);
     }
 out:
-    for (size_t i = 0; i < name_count; i++)
-        free(names[i]);
-    free(names);
+    json_decref(names);
+    json_decref(sockets);
     config_dirs_list_free(&list);
     device_manager_fini(&manager);
     plugin_registry_free(&plugins);

@@ -146,36 +146,50 @@ static int lookup_group(const char *name, gid_t *gid)
     return 0;
 }
 
-/* Gives the socket file the owner, group and mode the configuration asks for. */
-static int apply_socket_access(const struct config_device *config, const char *path, char *error,
-                               size_t error_size)
+/* The socket owner and group the configuration names; (uid_t)-1 / (gid_t)-1 for none. */
+static int resolve_socket_owner(const struct config_device *config, uid_t *uid, gid_t *gid,
+                                char *error, size_t error_size)
 {
-    uid_t uid = (uid_t)-1;
-    gid_t gid = (gid_t)-1;
     char location[512];
     int ret;
 
-    if (config->socket_user != NULL && (ret = lookup_user(config->socket_user, &uid)) < 0) {
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (config->socket_user != NULL && (ret = lookup_user(config->socket_user, uid)) < 0) {
         config_device_location(config, "socket.user", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.user: no user '%s'", location, config->socket_user);
         return ret;
     }
-    if (config->socket_group != NULL && (ret = lookup_group(config->socket_group, &gid)) < 0) {
+    if (config->socket_group != NULL && (ret = lookup_group(config->socket_group, gid)) < 0) {
         config_device_location(config, "socket.group", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.group: no group '%s'", location,
                  config->socket_group);
         return ret;
     }
+    return 0;
+}
+
+/* Gives the socket file the owner, group and mode the configuration asks for. */
+static int apply_socket_access(const struct config_device *config, const char *path, char *error,
+                               size_t error_size)
+{
+    uid_t uid;
+    gid_t gid;
+    int ret;
+
+    ret = resolve_socket_owner(config, &uid, &gid, error, error_size);
+    if (ret < 0)
+        return ret;
     if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
         ret = -errno;
         snprintf(error, error_size, "%s: cannot give socket %s its owner: %s", config->origin, path,
-                 strerror(errno));
+                 strerror(-ret));
         return ret;
     }
     if (chmod(path, config->socket_mode) < 0) {
         ret = -errno;
         snprintf(error, error_size, "%s: cannot set the mode of socket %s: %s", config->origin,
-                 path, strerror(errno));
+                 path, strerror(-ret));
         return ret;
     }
     return 0;
@@ -301,10 +315,15 @@ int device_manager_validate(const struct device_manager *manager,
     const struct vfio_userd_plugin *plugin = find_plugin(manager, config, error, error_size);
     struct vfio_userd_error plugin_error = {0};
     struct vu_device *device = NULL;
+    uid_t uid;
+    gid_t gid;
     int ret;
 
     if (plugin == NULL)
         return -ENOENT;
+    ret = resolve_socket_owner(config, &uid, &gid, error, error_size);
+    if (ret < 0)
+        return ret;
     ret = vu_device_create(plugin, config->name, config->params, &device, &plugin_error);
     if (ret < 0) {
         config_device_format_plugin_error(config, &plugin_error, error, error_size);
@@ -442,11 +461,16 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     existing->endpoint = NULL;
     serve.device = device;
     ret = workers_call(manager->workers, existing->worker, run_serve, &serve);
-    if (ret == 0)
+    if (ret == 0) {
         existing->endpoint = serve.endpoint;
-    else
-        vu_log(VFIO_USERD_LOG_ERR, config->name, "cannot serve socket %s: %s", path,
+    } else {
+        /* Past the point of no return: the device stays registered, in error, until its
+         * file changes again; its dead socket file goes. */
+        unlink(path);
+        vu_log(VFIO_USERD_LOG_ERR, config->name,
+               "replaced, but cannot serve socket %s: %s; the device is down", path,
                strerror(-ret));
+    }
     config_device_free(existing->config);
     existing->config = config;
     existing->plugin = plugin;

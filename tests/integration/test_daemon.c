@@ -940,7 +940,7 @@ START_TEST(check_config_lists_every_problem)
     ck_assert_ptr_nonnull(strstr(log, line));
     FORMAT(line, "%s/e-bad-key.yaml:2:1: unknown key \"colour\"", harness.devices_dir);
     ck_assert_ptr_nonnull(strstr(log, line));
-    FORMAT(line, "%s/g-duplicate.yaml:1:7: name: device 'a-good' is defined by another file",
+    FORMAT(line, "%s/g-duplicate.yaml:1:7: name: device 'a-good' is already defined by ",
            harness.devices_dir);
     ck_assert_ptr_nonnull(strstr(log, line));
     ck_assert_ptr_nonnull(strstr(log, "\n5 problems found\n"));
@@ -965,6 +965,28 @@ START_TEST(check_config_accepts_valid_configuration)
     ck_assert_str_eq(log != NULL ? log : "(unreadable)", "");
     free(log);
     ck_assert_int_ne(access(harness.runtime_dir, F_OK), 0);
+}
+END_TEST
+
+START_TEST(check_config_checks_what_start_up_would)
+{
+    char line[PATH_MAX + 128];
+
+    write_device("a-good", SMALL_TESTDEV);
+    /* A disabled file may share a name: it is not started. */
+    write_device("b-disabled", "name: a-good\nplugin: testdev\nenabled: false\n");
+    /* Two devices on one socket path, and an owner that does not exist. */
+    FORMAT(line, "plugin: testdev\nsocket:\n  path: %s/devices/a-good.sock\n", harness.runtime_dir);
+    write_device("c-same-socket", line);
+    write_device("d-no-user", "plugin: testdev\nsocket:\n  user: no-such-user-here\n");
+    ck_assert_int_eq(check_config(NULL), 1);
+    FORMAT(line, "%s/c-same-socket.yaml:3:9: socket.path: ", harness.devices_dir);
+    assert_log_contains(line);
+    assert_log_contains("is already used by device 'a-good'");
+    FORMAT(line, "%s/d-no-user.yaml:3:9: socket.user: no user 'no-such-user-here'",
+           harness.devices_dir);
+    assert_log_contains(line);
+    assert_log_contains("\n2 problems found\n");
 }
 END_TEST
 
@@ -1331,7 +1353,8 @@ static Suite *daemon_suite(void)
         {"signals", {sighup_resynchronises, sigterm_with_client_connected, sigint_stops_cleanly}},
         {"check-config",
          {check_config_lists_every_problem, check_config_accepts_valid_configuration,
-          check_config_reports_bad_plugins, shipped_examples_are_valid}},
+          check_config_checks_what_start_up_would, check_config_reports_bad_plugins,
+          shipped_examples_are_valid}},
         {"single",
          {single_serves_in_tree_client, single_takes_plugin_path, single_refuses_bad_input,
           single_refuses_socket_in_use}},
