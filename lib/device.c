@@ -52,6 +52,8 @@ static int host_set_ops(struct vfio_userd_device *public, const struct vfio_user
 
     if (!device->declaring || ops == NULL)
         return -EINVAL;
+    /* ABI 1.0 defines every member of the table; a later minor version that appends
+     * callbacks copies only as much as the plugin's abi_minor declares. */
     device->ops = *ops;
     device->instance = instance;
     device->ops_set = true;
@@ -404,6 +406,10 @@ int vu_device_irq_trigger(struct vu_device *device, uint32_t vector)
 {
     uint32_t msi_vectors;
 
+    /* Inside create() the interrupt state does not exist yet: no client to tell. */
+    if (device->declaring)
+        return -ENOTCONN;
+
     if (device->irqs[VFIO_USERD_IRQ_MSIX].count > 0 &&
         vu_pci_config_msix_enabled(&device->config)) {
         if (vector >= device->irqs[VFIO_USERD_IRQ_MSIX].count)
@@ -432,6 +438,8 @@ static int host_irq_signal(struct vfio_userd_device *public, enum vfio_userd_irq
 {
     struct vu_device *device = device_of(public);
 
+    if (device->declaring)
+        return -ENOTCONN;
     if ((unsigned)index >= VFIO_USERD_IRQ_COUNT || subindex >= device->irqs[index].count)
         return -EINVAL;
     fire_vector(device, index, subindex);

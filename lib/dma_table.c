@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dma_table.h"
@@ -49,8 +50,16 @@ static int map_range(struct vu_dma_range *range, int fd, uint64_t offset)
 {
     long page_size = sysconf(_SC_PAGESIZE);
     uint64_t page_offset = offset % (uint64_t)page_size;
+    struct stat status;
     int protection = 0;
     void *mapping;
+
+    /* Touching a mapping beyond the end of its file raises SIGBUS, which would take the
+     * whole daemon down: a range must lie within the file as it is now. */
+    if (fstat(fd, &status) < 0)
+        return -errno;
+    if (S_ISREG(status.st_mode) && (uint64_t)status.st_size < offset + range->size)
+        return -EINVAL;
 
     if (range->flags & VU_DMA_FLAG_READABLE)
         protection |= PROT_READ;
@@ -78,7 +87,7 @@ int vu_dma_table_add(struct vu_dma_table *table, uint64_t address, uint64_t size
     if (size == 0 || address + size < address ||
         (flags & ~(uint32_t)(VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE)))
         return -EINVAL;
-    if (fd >= 0 && offset > (uint64_t)INT64_MAX - size)
+    if (fd >= 0 && (size > (uint64_t)INT64_MAX || offset > (uint64_t)INT64_MAX - size))
         return -EINVAL;
 
     index = lower_bound(table, address);

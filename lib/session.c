@@ -95,6 +95,8 @@ void vu_session_free(struct vu_session *session)
 {
     if (session == NULL)
         return;
+    /* A completion that resubmits must fail now, not requeue. */
+    session->closing = true;
     while (session->dma_head != NULL)
         dma_complete_head(session, -ECONNRESET);
     vu_device_detach_session(session->device);
@@ -107,7 +109,11 @@ void vu_session_free(struct vu_session *session)
 
 bool vu_session_ready(const struct vu_session *session)
 {
-    return vu_output_queue_free(&session->output[VU_CHANNEL_MAIN]) >= VU_MAX_MESSAGE_SIZE;
+    const struct vu_output_queue *queue = &session->output[VU_CHANNEL_MAIN];
+
+    /* Room for the largest reply, and for the descriptors one may carry. */
+    return vu_output_queue_free(queue) >= VU_MAX_MESSAGE_SIZE &&
+           queue->attachment_count < VU_OUTPUT_MAX_ATTACHMENTS;
 }
 
 bool vu_session_closing(const struct vu_session *session)

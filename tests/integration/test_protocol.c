@@ -635,6 +635,11 @@ START_TEST(dma_map_unmap_rules)
                      -EEXIST);
     ck_assert_int_eq(vu_client_dma_map(client, 0x10f000, 0x2000, VU_DMA_FLAG_READABLE, -1, 0),
                      -EEXIST);
+    /* A range past the end of its file would fault (SIGBUS) when touched: refused. */
+    ck_assert_int_eq(vu_client_dma_map(client, 0x200000, 0x20000, VU_DMA_FLAG_READABLE, fd, 0),
+                     -EINVAL);
+    ck_assert_int_eq(vu_client_dma_map(client, 0x200000, 0x10000, VU_DMA_FLAG_READABLE, fd, 0x1000),
+                     -EINVAL);
     /* Adjacent is fine. */
     ck_assert_int_eq(vu_client_dma_map(client, 0x110000, 0x1000, VU_DMA_FLAG_READABLE, -1, 0), 0);
     /* Empty, wrapping, unknown flags, no access at all. */
