@@ -146,8 +146,8 @@ fuzz: $(DEPS_STAMP)
 	@mkdir -p build/fuzz build/fuzz/corpus
 	clang -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -O1 -g -fsanitize=fuzzer,address,undefined \
 	    $(PKG_CFLAGS) tests/fuzz/fuzz_message.c $(LIB_SRCS) -o $(FUZZ_BIN) $(PKG_LIBS) -lpthread
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
-	    build/fuzz/corpus tests/fuzz/seeds
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/ build/fuzz/corpus tests/fuzz/seeds
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -164,12 +164,14 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	    -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    include/vfio-userd-plugin.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/vfio-userd-plugin.pc
-	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 \
+	install -d $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 \
 	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
 	for page in $(wildcard man/*.[1-8]); do \
 	    section=$${page##*.}; install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/; done
 	if [ -n "$(DAEMON)" ]; then install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/vfio-userd; fi
 	if [ -n "$(CTL)" ]; then install -D -m 0755 $(CTL) $(DESTDIR)$(PREFIX)/bin/vfio-userctl; fi
+	install -D -m 0644 ctl/vfio-userctl.bash-completion \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vfio-userctl
 # Units name the default paths; only the programs' locations follow PREFIX.
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/sbin/vfio-userd|$(PREFIX)/sbin/vfio-userd|g' \

@@ -20,6 +20,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* snprintf() into an array, failing the test (check's ck_assert) when it does not fit. */
+#define FORMAT(buffer, ...)                                                                        \
+    ck_assert_int_lt(snprintf(buffer, sizeof(buffer), __VA_ARGS__), (int)sizeof(buffer))
+
 /* Upper bound of every wait: generous, since a wait ends as soon as its condition holds. */
 #define DAEMON_HARNESS_TIMEOUT_MS 10000
 

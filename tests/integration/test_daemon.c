@@ -34,8 +34,6 @@
 #define TIMEOUT DAEMON_HARNESS_TIMEOUT_MS
 
 /* snprintf into an array, failing the test rather than truncating a path. */
-#define FORMAT(buffer, ...)                                                                        \
-    ck_assert_int_lt(snprintf(buffer, sizeof(buffer), __VA_ARGS__), (int)sizeof(buffer))
 /* How long to watch for something that must NOT happen: several times the daemon's 100 ms
  * coalescing delay for drop-in changes. */
 #define QUIET_MS 400
@@ -1317,15 +1315,7 @@ START_TEST(units_agree_with_daemon_defaults)
 }
 END_TEST
 
-/* ---------------------------------------------------------------------------------------
- * Socket activation of the admin socket.
- *
- * Reserved for when daemon/admin*.c lands: start the daemon under
- * `systemd-socket-activate --listen=DIR/admin.sock --fdname=admin`, check that it serves
- * JSON-RPC on the inherited socket (rpc_get_methods), that it neither unlinks nor recreates
- * that socket on SIGTERM, and that without LISTEN_FDS it creates --admin-socket itself with
- * admin_socket_mode. Add the tests to a "socket activation" TCase in daemon_suite().
- */
+/* Socket activation of the admin socket is tested with the admin socket, in test_admin.c. */
 
 static Suite *daemon_suite(void)
 {
@@ -1359,7 +1349,6 @@ static Suite *daemon_suite(void)
          {single_serves_in_tree_client, single_takes_plugin_path, single_refuses_bad_input,
           single_refuses_socket_in_use}},
         {"units", {units_pass_systemd_analyze_verify, units_agree_with_daemon_defaults}},
-        /* {"socket activation", {...}}: see the section above. */
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
