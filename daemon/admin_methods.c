@@ -259,11 +259,20 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
             field_from_message(message), "%s", message);
     device = device_manager_find(&daemon->devices, name);
-    if (persist && daemon->settings->devices_dir_count > 0 &&
-        config_device_persist(device->config, daemon->settings->devices_dirs[0], message,
-                              sizeof(message)) < 0) {
-        device_manager_remove(&daemon->devices, device);
-        return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
+    if (persist && daemon->settings->devices_dir_count > 0) {
+        char path[4096], *origin;
+        if (config_device_persist(device->config, daemon->settings->devices_dirs[0], message,
+                                  sizeof(message)) < 0) {
+            device_manager_remove(&daemon->devices, device);
+            return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
+        }
+        /* From now on the device comes from its file, as after a restart. */
+        snprintf(path, sizeof(path), "%s/%s", daemon->settings->devices_dirs[0], source);
+        origin = strdup(path);
+        if (origin != NULL) {
+            free(device->config->origin);
+            device->config->origin = origin;
+        }
     }
     log_change(peer, persist ? "added (persistent)" : "added", device->config->name);
     return describe_device(daemon, device);

@@ -1,0 +1,740 @@
+/*
+ * The admin socket end to end: the real daemon in a temporary directory, JSON-RPC 2.0
+ * spoken over its real socket. Every method's result and error codes, the framing cases
+ * (a request split across writes, several in one, batches, notifications, malformed and
+ * oversized input), silent clients, the connection limit, persistence across a restart,
+ * 1,000 devices added and removed with no descriptor left behind, and socket activation.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "daemon_harness.h"
+
+#define TIMEOUT  DAEMON_HARNESS_TIMEOUT_MS
+#define SCRATCH0 0x010 /* testdev, vfio-userd-testdev(7) */
+
+static struct daemon_harness harness;
+static int admin = -1;
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
+    strcpy(address.sun_path, path);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0, "connect %s: %s",
+                  path, strerror(errno));
+    return fd;
+}
+
+static void setup(void)
+{
+    ck_assert_int_eq(daemon_harness_init(&harness, NULL), 0);
+    ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
+    admin = connect_to(harness.admin_socket);
+}
+
+static void teardown(void)
+{
+    if (admin >= 0)
+        close(admin);
+    admin = -1;
+    if (harness.pid > 0) {
+        ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+        ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
+    }
+    daemon_harness_fini(&harness);
+}
+
+static void send_text(int fd, const char *text)
+{
+    size_t length = strlen(text);
+    ck_assert_int_eq(send(fd, text, length, MSG_NOSIGNAL), (ssize_t)length);
+}
+
+/* One newline-terminated reply, or NULL at end of stream; waits up to TIMEOUT. */
+static json_t *receive_reply(int fd)
+{
+    static char buffer[4 << 20];
+    static size_t buffered;
+    static int buffered_fd = -1;
+    json_error_t error;
+
+    if (buffered_fd != fd)
+        buffered = 0;
+    buffered_fd = fd;
+    for (;;) {
+        char *newline = memchr(buffer, '\n', buffered);
+        if (newline != NULL) {
+            json_t *reply = json_loadb(buffer, (size_t)(newline - buffer), 0, &error);
+            ck_assert_msg(reply != NULL, "reply is not JSON: %s", error.text);
+            buffered -= (size_t)(newline + 1 - buffer);
+            memmove(buffer, newline + 1, buffered);
+            return reply;
+        }
+        struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+        ck_assert_int_eq(poll(&pollfd, 1, TIMEOUT), 1);
+        ssize_t received = recv(fd, buffer + buffered, sizeof(buffer) - buffered, 0);
+        ck_assert_int_ge(received, 0);
+        if (received == 0)
+            return NULL;
+        buffered += (size_t)received;
+    }
+}
+
+/* Whether the daemon closed the connection (end of stream within TIMEOUT). */
+static bool closed_by_daemon(int fd)
+{
+    char byte;
+    struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+
+    if (poll(&pollfd, 1, TIMEOUT) != 1)
+        return false;
+    /* A reset (unread data was pending on the daemon's side) is a close too. */
+    ssize_t received = recv(fd, &byte, 1, MSG_DONTWAIT);
+    return received == 0 || (received < 0 && errno == ECONNRESET);
+}
+
+/* Calls `method` with `params` (JSON text or NULL); returns the whole response. */
+static json_t *call_on(int fd, const char *method, const char *params)
+{
+    static int next_id = 1;
+    char request[8192];
+    json_t *response;
+
+    FORMAT(request, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"%s%s}", next_id, method,
+           params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
+    send_text(fd, request);
+    response = receive_reply(fd);
+    ck_assert_ptr_nonnull(response);
+    ck_assert_int_eq(json_integer_value(json_object_get(response, "id")), next_id);
+    ck_assert_str_eq(json_string_value(json_object_get(response, "jsonrpc")), "2.0");
+    next_id++;
+    return response;
+}
+
+/* The result of a call that must succeed (owned by the caller). */
+static json_t *call_ok(const char *method, const char *params)
+{
+    json_t *response = call_on(admin, method, params), *result;
+
+    ck_assert_msg(
+        json_object_get(response, "error") == NULL, "%s failed: %s", method,
+        json_string_value(json_object_get(json_object_get(response, "error"), "message")));
+    result = json_incref(json_object_get(response, "result"));
+    json_decref(response);
+    ck_assert_ptr_nonnull(result);
+    return result;
+}
+
+/* The error code of a call that must fail; its data.field into `field` if asked. */
+static int call_error(const char *method, const char *params, char *field, size_t size)
+{
+    json_t *response = call_on(admin, method, params);
+    json_t *error = json_object_get(response, "error");
+    int code;
+
+    ck_assert_msg(error != NULL, "%s(%s) succeeded", method, params ? params : "");
+    ck_assert_ptr_null(json_object_get(response, "result"));
+    ck_assert(json_is_string(json_object_get(error, "message")));
+    code = (int)json_integer_value(json_object_get(error, "code"));
+    if (field != NULL) {
+        const char *value =
+            json_string_value(json_object_get(json_object_get(error, "data"), "field"));
+        snprintf(field, size, "%s", value != NULL ? value : "");
+    }
+    json_decref(response);
+    return code;
+}
+
+static int daemon_open_fds(void)
+{
+    char path[64];
+    int count = 0;
+
+    FORMAT(path, "/proc/%d/fd", (int)harness.pid);
+    DIR *directory = opendir(path);
+    ck_assert_ptr_nonnull(directory);
+    for (struct dirent *entry; (entry = readdir(directory)) != NULL;)
+        count += entry->d_name[0] != '.';
+    closedir(directory);
+    return count;
+}
+
+/* --- Methods ------------------------------------------------------------------------ */
+
+START_TEST(rpc_get_methods_lists_every_method)
+{
+    const char *expected[] = {"daemon_reload", "daemon_status", "device_add",
+                              "device_get",    "device_list",   "device_remove",
+                              "device_reset",  "plugin_list",   "rpc_get_methods"};
+    json_t *methods = call_ok("rpc_get_methods", NULL);
+
+    ck_assert_uint_eq(json_array_size(methods), sizeof(expected) / sizeof(expected[0]));
+    for (size_t i = 0; i < json_array_size(methods); i++)
+        ck_assert_str_eq(json_string_value(json_array_get(methods, i)), expected[i]);
+    json_decref(methods);
+}
+END_TEST
+
+START_TEST(daemon_status_and_plugin_list)
+{
+    json_t *status = call_ok("daemon_status", NULL), *plugins;
+    struct stat socket_status;
+
+    /* Not socket-activated: the daemon made the socket, with the default mode. */
+    ck_assert_int_eq(stat(harness.admin_socket, &socket_status), 0);
+    ck_assert_uint_eq(socket_status.st_mode & 07777, 0660);
+
+    ck_assert_str_eq(json_string_value(json_object_get(status, "version")), VFIO_USERD_VERSION);
+    ck_assert_int_eq(json_integer_value(json_object_get(status, "pid")), harness.pid);
+    ck_assert(json_is_integer(json_object_get(status, "uptime_seconds")));
+    ck_assert_int_eq(json_integer_value(json_object_get(status, "worker_threads")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(status, "plugins")), 1);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(status, "devices"), "total")), 0);
+    json_decref(status);
+
+    plugins = call_ok("plugin_list", NULL);
+    ck_assert_uint_eq(json_array_size(plugins), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(plugins, 0), "name")),
+                     "testdev");
+    ck_assert(json_is_string(json_object_get(json_array_get(plugins, 0), "path")));
+    json_decref(plugins);
+}
+END_TEST
+
+START_TEST(device_add_get_list_reset_remove)
+{
+    char path[PATH_MAX];
+    struct vu_client *client = NULL;
+    uint32_t value = 0xabcd;
+    json_t *device;
+
+    device = call_ok("device_add", "{\"name\":\"rpc0\",\"plugin\":\"testdev\","
+                                   "\"params\":{\"ram_size\":\"64K\"}}");
+    daemon_harness_device_socket(&harness, "rpc0", path, sizeof(path));
+    ck_assert_str_eq(json_string_value(json_object_get(device, "socket")), path);
+    ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "listening");
+    ck_assert(json_is_false(json_object_get(device, "persistent")));
+    json_decref(device);
+    ck_assert_int_eq(daemon_harness_wait_socket(&harness, path, true, TIMEOUT), 0);
+
+    /* Seen connected, with its traffic counted. */
+    ck_assert_int_eq(vu_client_connect(path, NULL, &client), 0);
+    ck_assert_int_eq(vu_client_region_write(client, 0, SCRATCH0, &value, 4), 0);
+    device = call_ok("device_get", "{\"name\":\"rpc0\"}");
+    ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
+    ck_assert_int_eq(json_integer_value(json_object_get(device, "client_pid")), getpid());
+    ck_assert_int_eq(json_integer_value(json_object_get(device, "connections")), 1);
+    ck_assert_int_ge(json_integer_value(json_object_get(device, "messages")), 2);
+    ck_assert_int_gt(json_integer_value(json_object_get(device, "bytes_received")), 0);
+    json_decref(device);
+
+    json_t *list = call_ok("device_list", NULL);
+    ck_assert_uint_eq(json_array_size(list), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 0), "name")), "rpc0");
+    json_decref(list);
+
+    /* device_reset resets the registers, like the client's DEVICE_RESET. */
+    json_decref(call_ok("device_reset", "{\"name\":\"rpc0\"}"));
+    value = 1;
+    ck_assert_int_eq(vu_client_region_read(client, 0, SCRATCH0, &value, 4), 0);
+    ck_assert_uint_eq(value, 0);
+    vu_client_close(client);
+
+    json_decref(call_ok("device_remove", "{\"name\":\"rpc0\"}"));
+    ck_assert_int_eq(daemon_harness_wait_socket(&harness, path, false, TIMEOUT), 0);
+    list = call_ok("device_list", NULL);
+    ck_assert_uint_eq(json_array_size(list), 0);
+    json_decref(list);
+}
+END_TEST
+
+START_TEST(daemon_reload_applies_drop_ins_now)
+{
+    char path[PATH_MAX];
+    json_t *result;
+
+    /* Written behind the daemon's back with inotify unable to race: reload is synchronous. */
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "f0.yaml", "plugin: testdev\n"),
+                     0);
+    result = call_ok("daemon_reload", NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(result, "devices")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(result, "drop_in_problems")), 0);
+    json_decref(result);
+    daemon_harness_device_socket(&harness, "f0", path, sizeof(path));
+    ck_assert_int_eq(access(path, F_OK), 0);
+}
+END_TEST
+
+/* --- Error codes ---------------------------------------------------------------------- */
+
+START_TEST(application_and_parameter_errors)
+{
+    char field[128];
+
+    json_decref(call_ok("device_add", "{\"name\":\"e0\",\"plugin\":\"testdev\"}"));
+    ck_assert_int_eq(call_error("device_get", "{\"name\":\"nope\"}", field, sizeof(field)), -32001);
+    ck_assert_str_eq(field, "name");
+    ck_assert_int_eq(call_error("device_remove", "{\"name\":\"nope\"}", NULL, 0), -32001);
+    ck_assert_int_eq(call_error("device_reset", "{\"name\":\"nope\"}", NULL, 0), -32001);
+    ck_assert_int_eq(
+        call_error("device_add", "{\"name\":\"e0\",\"plugin\":\"testdev\"}", field, sizeof(field)),
+        -32002);
+    ck_assert_str_eq(field, "name");
+    ck_assert_int_eq(
+        call_error("device_add", "{\"name\":\"e1\",\"plugin\":\"nope\"}", field, sizeof(field)),
+        -32003);
+    ck_assert_str_eq(field, "plugin");
+    /* Invalid parameters name the offending field. */
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"e1\",\"plugin\":\"testdev\",\"params\":"
+                                "{\"ram_size\":\"3\"}}",
+                                field, sizeof(field)),
+                     -32602);
+    ck_assert_str_eq(field, "params.ram_size");
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"e1\",\"plugin\":\"testdev\",\"params\":"
+                                "{\"colour\":1}}",
+                                field, sizeof(field)),
+                     -32602);
+    ck_assert_str_eq(field, "params.colour");
+    ck_assert_int_eq(call_error("device_add", "{\"name\":\".hidden\",\"plugin\":\"testdev\"}",
+                                field, sizeof(field)),
+                     -32602);
+    ck_assert_str_eq(field, "name");
+    ck_assert_int_eq(call_error("device_add", "{\"plugin\":\"testdev\"}", NULL, 0), -32602);
+    ck_assert_int_eq(
+        call_error("device_get", "{\"name\":\"e0\",\"extra\":1}", field, sizeof(field)), -32602);
+    ck_assert_str_eq(field, "extra");
+    ck_assert_int_eq(call_error("device_get", "{\"name\":7}", NULL, 0), -32602);
+    ck_assert_int_eq(call_error("device_get", "[\"e0\"]", NULL, 0), -32602);
+    ck_assert_int_eq(call_error("device_remove", "{\"name\":\"e0\",\"persist\":\"yes\"}", NULL, 0),
+                     -32602);
+    ck_assert_int_eq(call_error("no_such_method", NULL, NULL, 0), -32601);
+    /* A device from a drop-in cannot be removed for the moment only: its file remains. */
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "f1.yaml", "plugin: testdev\n"),
+                     0);
+    json_decref(call_ok("daemon_reload", NULL));
+    ck_assert_int_eq(call_error("device_remove", "{\"name\":\"f1\"}", field, sizeof(field)),
+                     -32005);
+    ck_assert_str_eq(field, "persist");
+    /* An operation that fails: the device's socket path is taken by a plain file. */
+    char blocker[PATH_MAX], params[PATH_MAX + 128];
+    FORMAT(blocker, "%s/blocker", harness.directory);
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "blocker", "x"), 0);
+    FORMAT(params, "{\"name\":\"e2\",\"plugin\":\"testdev\",\"socket\":{\"path\":\"%s\"}}",
+           blocker);
+    ck_assert_int_eq(call_error("device_add", params, NULL, 0), -32005);
+    /* Nothing half-done: e2 does not exist, e0 still serves. */
+    ck_assert_int_eq(call_error("device_get", "{\"name\":\"e2\"}", NULL, 0), -32001);
+    json_decref(call_ok("device_get", "{\"name\":\"e0\"}"));
+}
+END_TEST
+
+START_TEST(persist_failure_leaves_nothing)
+{
+    /* The first devices directory cannot be created: its parent does not exist. */
+    char missing[PATH_MAX];
+    const char *arguments[] = {"-c",
+                               harness.config_path,
+                               "--devices-dir",
+                               missing,
+                               "--devices-dir",
+                               harness.devices_dir,
+                               "--plugin-dir",
+                               harness.plugin_dir,
+                               "--runtime-dir",
+                               harness.runtime_dir,
+                               NULL};
+
+    teardown();
+    ck_assert_int_eq(daemon_harness_init(&harness, NULL), 0);
+    FORMAT(missing, "%s/no/such/dir", harness.directory);
+    ck_assert_int_eq(daemon_harness_spawn(&harness, arguments), 0);
+    ck_assert_int_eq(daemon_harness_wait_notify(&harness, "READY=1", TIMEOUT, NULL, 0), 0);
+    admin = connect_to(harness.admin_socket);
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"p0\",\"plugin\":\"testdev\",\"persist\":true}", NULL,
+                                0),
+                     -32004);
+    ck_assert_int_eq(call_error("device_get", "{\"name\":\"p0\"}", NULL, 0), -32001);
+}
+END_TEST
+
+START_TEST(invalid_requests)
+{
+    json_t *reply;
+
+    /* Well-formed JSON that is not a request gets -32600 and the connection stays. */
+    const char *invalid[] = {
+        "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"daemon_status\"}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":7}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\",\"params\":3}",
+        "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"daemon_status\"}",
+        "42 ",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        send_text(admin, invalid[i]);
+        reply = receive_reply(admin);
+        ck_assert_ptr_nonnull(reply);
+        ck_assert_int_eq(
+            json_integer_value(json_object_get(json_object_get(reply, "error"), "code")), -32600);
+        json_decref(reply);
+    }
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
+START_TEST(malformed_json_closes_connection)
+{
+    json_t *reply;
+    int other = connect_to(harness.admin_socket);
+
+    send_text(admin, "{\"jsonrpc\":\"2.0\",,}");
+    reply = receive_reply(admin);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                     -32700);
+    ck_assert(json_is_null(json_object_get(reply, "id")));
+    json_decref(reply);
+    ck_assert(closed_by_daemon(admin));
+    /* Other connections carry on. */
+    json_decref(call_on(other, "daemon_status", NULL));
+    close(other);
+}
+END_TEST
+
+/* --- Framing ------------------------------------------------------------------------------ */
+
+START_TEST(request_split_across_writes)
+{
+    const char *request = "{\"jsonrpc\":\"2.0\",\"id\":\"split\",\"method\":\"daemon_status\"}";
+    json_t *reply;
+
+    for (const char *cursor = request; *cursor != '\0'; cursor++) {
+        ck_assert_int_eq(send(admin, cursor, 1, MSG_NOSIGNAL), 1);
+        usleep(500);
+    }
+    reply = receive_reply(admin);
+    ck_assert_str_eq(json_string_value(json_object_get(reply, "id")), "split");
+    ck_assert_ptr_nonnull(json_object_get(reply, "result"));
+    json_decref(reply);
+}
+END_TEST
+
+START_TEST(several_requests_in_one_write_and_notifications)
+{
+    json_t *reply;
+
+    /* A notification (no id) between two requests: two replies, in order. */
+    send_text(admin, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"rpc_get_methods\"}"
+                     "{\"jsonrpc\":\"2.0\",\"method\":\"device_add\",\"params\":"
+                     "{\"name\":\"n0\",\"plugin\":\"testdev\"}}\n"
+                     "  {\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"device_get\","
+                     "\"params\":{\"name\":\"n0\"}}");
+    reply = receive_reply(admin);
+    ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 1);
+    json_decref(reply);
+    reply = receive_reply(admin);
+    ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 2);
+    /* The notification was carried out. */
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(reply, "result"), "name")),
+                     "n0");
+    json_decref(reply);
+    /* A notification that fails gets no reply either. */
+    send_text(admin, "{\"jsonrpc\":\"2.0\",\"method\":\"nope\"}");
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
+START_TEST(batch)
+{
+    json_t *reply;
+
+    send_text(admin, "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"},"
+                     "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"},"
+                     "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"nope\"},"
+                     "17]");
+    reply = receive_reply(admin);
+    ck_assert(json_is_array(reply));
+    ck_assert_uint_eq(json_array_size(reply), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(reply, 0), "id")), 1);
+    ck_assert_ptr_nonnull(json_object_get(json_array_get(reply, 0), "result"));
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(reply, 1), "error"), "code")),
+                     -32601);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_array_get(reply, 2), "error"), "code")),
+                     -32600);
+    json_decref(reply);
+    /* A batch of notifications only: no reply at all. */
+    send_text(admin, "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"}]");
+    json_decref(call_ok("rpc_get_methods", NULL));
+}
+END_TEST
+
+START_TEST(oversized_request_closes_connection)
+{
+    size_t size = (1u << 20) + 4096;
+    char *request = malloc(size + 1);
+    json_t *reply;
+
+    /* An unterminated string that never ends within the limit. */
+    memset(request, 'a', size);
+    memcpy(request, "{\"jsonrpc\":\"2.0\",\"method\":\"", 27);
+    request[size] = '\0';
+    ck_assert_int_ge(send(admin, request, size, MSG_NOSIGNAL), 1 << 20);
+    free(request);
+    reply = receive_reply(admin);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                     -32600);
+    json_decref(reply);
+    ck_assert(closed_by_daemon(admin));
+    close(admin);
+    admin = connect_to(harness.admin_socket);
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
+START_TEST(silent_client_does_not_stall_others)
+{
+    int silent = connect_to(harness.admin_socket);
+    char path[PATH_MAX];
+
+    /* Half a request, then silence. */
+    send_text(silent, "{\"jsonrpc\":\"2.0\",\"id\":1,\"meth");
+    json_decref(call_ok("device_add", "{\"name\":\"s0\",\"plugin\":\"testdev\"}"));
+    daemon_harness_device_socket(&harness, "s0", path, sizeof(path));
+    ck_assert_int_eq(access(path, F_OK), 0);
+    close(silent);
+}
+END_TEST
+
+START_TEST(connection_limit)
+{
+    int fds[64];
+
+    /* The fixture's connection is one of the 64. */
+    for (int i = 0; i < 63; i++)
+        fds[i] = connect_to(harness.admin_socket);
+    json_decref(call_on(fds[62], "daemon_status", NULL));
+    fds[63] = connect_to(harness.admin_socket);
+    ck_assert(closed_by_daemon(fds[63]));
+    close(fds[63]);
+    close(fds[0]);
+    /* A slot is free again once a client leaves. */
+    for (int i = 0; i < 50; i++) {
+        int fd = connect_to(harness.admin_socket);
+        struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pollfd, 1, 20) == 0) {
+            json_decref(call_on(fd, "daemon_status", NULL));
+            close(fd);
+            break;
+        }
+        close(fd);
+        ck_assert_int_lt(i, 49);
+    }
+    for (int i = 1; i < 63; i++)
+        close(fds[i]);
+}
+END_TEST
+
+/* --- Persistence, scale, activation ---------------------------------------------------- */
+
+START_TEST(persist_survives_restart)
+{
+    char file[PATH_MAX];
+    json_t *device;
+
+    device = call_ok("device_add", "{\"name\":\"keep0\",\"plugin\":\"testdev\",\"params\":"
+                                   "{\"ram_size\":\"32K\"},\"persist\":true}");
+    ck_assert(json_is_true(json_object_get(device, "persistent")));
+    json_decref(device);
+    FORMAT(file, "%s/keep0.yaml", harness.devices_dir);
+    ck_assert_int_eq(access(file, F_OK), 0);
+
+    close(admin);
+    ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+    ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
+    admin = connect_to(harness.admin_socket);
+    device = call_ok("device_get", "{\"name\":\"keep0\"}");
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(device, "config"), "params"), "ram_size")),
+                     "32K");
+    json_decref(device);
+
+    json_decref(call_ok("device_remove", "{\"name\":\"keep0\",\"persist\":true}"));
+    ck_assert_int_ne(access(file, F_OK), 0);
+    close(admin);
+    ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+    ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
+    admin = connect_to(harness.admin_socket);
+    ck_assert_int_eq(call_error("device_get", "{\"name\":\"keep0\"}", NULL, 0), -32001);
+}
+END_TEST
+
+START_TEST(a_thousand_devices_added_and_removed)
+{
+    char params[256];
+    int fds_before;
+
+    /* Warm up once so lazily created resources do not count as a leak. */
+    json_decref(call_ok("device_add", "{\"name\":\"warm\",\"plugin\":\"testdev\","
+                                      "\"params\":{\"ram_size\":\"8K\"}}"));
+    json_decref(call_ok("device_remove", "{\"name\":\"warm\"}"));
+    fds_before = daemon_open_fds();
+    for (int i = 0; i < 1000; i++) {
+        FORMAT(params, "{\"name\":\"d%d\",\"plugin\":\"testdev\",\"params\":{\"ram_size\":\"8K\"}}",
+               i);
+        json_decref(call_ok("device_add", params));
+    }
+    json_t *status = call_ok("daemon_status", NULL);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(status, "devices"), "total")), 1000);
+    json_decref(status);
+    /* Each device holds its listening socket and its RAM's memfd. */
+    ck_assert_int_ge(daemon_open_fds(), fds_before + 2000);
+    for (int i = 0; i < 1000; i++) {
+        FORMAT(params, "{\"name\":\"d%d\"}", i);
+        json_decref(call_ok("device_remove", params));
+    }
+    ck_assert_int_eq(daemon_open_fds(), fds_before);
+    char path[PATH_MAX];
+    daemon_harness_device_socket(&harness, "d999", path, sizeof(path));
+    ck_assert_int_ne(access(path, F_OK), 0);
+}
+END_TEST
+
+START_TEST(socket_activation)
+{
+    char activate[] = "/usr/bin/systemd-socket-activate", socket_path[PATH_MAX];
+    char daemon_path[PATH_MAX];
+    const char *arguments[32];
+    size_t count = 0;
+
+    if (access(activate, X_OK) != 0) {
+        fprintf(stderr, "socket_activation: skipped, %s is not installed\n", activate);
+        return;
+    }
+    teardown();
+    ck_assert_int_eq(daemon_harness_init(&harness, NULL), 0);
+    /* The activated socket lives elsewhere than --admin-socket would put it. */
+    FORMAT(socket_path, "%s/activated.sock", harness.directory);
+    FORMAT(daemon_path, "%s/vfio-userd", daemon_harness_build_dir());
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        char listen[PATH_MAX + 8];
+        FORMAT(listen, "--listen=%s", socket_path);
+        arguments[count++] = activate;
+        arguments[count++] = listen;
+        arguments[count++] = "--fdname=admin";
+        arguments[count++] = daemon_path;
+        arguments[count++] = "-c";
+        arguments[count++] = harness.config_path;
+        arguments[count++] = "--devices-dir";
+        arguments[count++] = harness.devices_dir;
+        arguments[count++] = "--plugin-dir";
+        arguments[count++] = harness.plugin_dir;
+        arguments[count++] = "--runtime-dir";
+        arguments[count++] = harness.runtime_dir;
+        arguments[count++] = NULL;
+        int log = open(harness.log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(log, STDERR_FILENO);
+        dup2(log, STDOUT_FILENO);
+        execv(activate, (char *const *)arguments);
+        _exit(127);
+    }
+    /* systemd-socket-activate starts the daemon at the first connection. */
+    for (int i = 0; i < 500 && access(socket_path, F_OK) != 0; i++)
+        usleep(10000);
+    admin = connect_to(socket_path);
+    json_t *status = call_ok("daemon_status", NULL);
+    ck_assert(json_is_integer(json_object_get(status, "pid")));
+    json_decref(status);
+    /* The daemon took the passed socket and did not create its own. */
+    char own[PATH_MAX];
+    FORMAT(own, "%s/admin.sock", harness.runtime_dir);
+    ck_assert_int_ne(access(own, F_OK), 0);
+    close(admin);
+    admin = -1;
+    kill(child, SIGTERM);
+    int status_code;
+    ck_assert_int_eq(waitpid(child, &status_code, 0), child);
+    ck_assert(WIFEXITED(status_code) && WEXITSTATUS(status_code) == 0);
+    /* The socket belongs to whoever passed it: the daemon leaves it in place. */
+    struct stat status_after;
+    ck_assert_int_eq(stat(socket_path, &status_after), 0);
+    ck_assert(S_ISSOCK(status_after.st_mode));
+}
+END_TEST
+
+static Suite *admin_suite(void)
+{
+    Suite *suite = suite_create("admin");
+    struct {
+        const char *name;
+        const TTest *tests[8];
+    } cases[] = {
+        {"methods",
+         {rpc_get_methods_lists_every_method, daemon_status_and_plugin_list,
+          device_add_get_list_reset_remove, daemon_reload_applies_drop_ins_now}},
+        {"errors",
+         {application_and_parameter_errors, persist_failure_leaves_nothing, invalid_requests,
+          malformed_json_closes_connection}},
+        {"framing",
+         {request_split_across_writes, several_requests_in_one_write_and_notifications, batch,
+          oversized_request_closes_connection}},
+        {"clients", {silent_client_does_not_stall_others, connection_limit}},
+        {"persistence", {persist_survives_restart}},
+        {"scale", {a_thousand_devices_added_and_removed}},
+        {"activation", {socket_activation}},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tcase = tcase_create(cases[i].name);
+        tcase_add_checked_fixture(tcase, setup, teardown);
+        tcase_set_timeout(tcase, 120);
+        for (size_t j = 0; j < 8 && cases[i].tests[j] != NULL; j++)
+            _tcase_add_test(tcase, cases[i].tests[j], 0, 0, 0, 1);
+        suite_add_tcase(suite, tcase);
+    }
+    return suite;
+}
+
+int main(void)
+{
+    SRunner *runner;
+    int failures;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (daemon_harness_global_init() < 0)
+        return EXIT_FAILURE;
+    runner = srunner_create(admin_suite());
+    srunner_run_all(runner, CK_NORMAL);
+    failures = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    daemon_harness_global_cleanup();
+    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
