@@ -420,7 +420,7 @@ static json_t *method_daemon_reload(struct daemon *daemon, const struct admin_pe
     if (!check_params(params, allowed, error))
         return NULL;
     log_change(peer, "reload requested", NULL);
-    daemon_reload(daemon, "daemon_reload");
+    daemon_reload(daemon, "daemon_reload", true);
     return json_pack("{s:I, s:I}", "devices", (json_int_t)daemon->devices.count, "drop_in_problems",
                      (json_int_t)daemon->problems);
 }

@@ -3,6 +3,7 @@
  * notifications; see daemon.h.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +48,33 @@ static void notify_status(struct daemon *daemon)
                daemon->problems > 0 ? "; some drop-ins have errors (see the log)" : "");
 }
 
+/*
+ * Logs a drop-in problem at error level once: a file that stays broken is reported again
+ * (at debug level) at later synchronisations only, until its problem changes or someone
+ * asks for a reload.
+ */
+__attribute__((format(printf, 3, 4))) static void
+report_problem(const struct daemon *daemon, json_t *current, const char *format, ...)
+{
+    char message[2048];
+    va_list args;
+
+    va_start(args, format);
+    vsnprintf(message, sizeof(message), format, args);
+    va_end(args);
+    vu_log(json_object_get(daemon->reported, message) != NULL ? VFIO_USERD_LOG_DEBUG
+                                                              : VFIO_USERD_LOG_ERR,
+           NULL, "%s", message);
+    json_object_set_new(current, message, json_true());
+}
+
 size_t daemon_synchronize(struct daemon *daemon)
 {
     struct config_dirs_list list = {0};
     struct pending_device *pending = NULL;
     char **kept = NULL; /* drop-ins that failed: their running device stays as it was */
     size_t pending_count = 0, kept_count = 0, problems = 0;
+    json_t *reported = json_object();
     char error[1024];
     int ret;
 
@@ -60,12 +82,13 @@ size_t daemon_synchronize(struct daemon *daemon)
                            &list, error, sizeof(error));
     if (ret < 0) {
         /* Without a full listing, masks are unknown: change nothing. */
-        vu_log(VFIO_USERD_LOG_ERR, NULL, "%s; devices left as they were", error);
-        return 1;
+        report_problem(daemon, reported, "%s; devices left as they were", error);
+        problems = 1;
+        goto out;
     }
     pending = calloc(list.count + 1, sizeof(*pending));
     kept = calloc(list.count + 1, sizeof(*kept));
-    if (pending == NULL || kept == NULL) {
+    if (pending == NULL || kept == NULL || reported == NULL) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "out of memory; devices left as they were");
         problems = 1;
         goto out;
@@ -78,14 +101,15 @@ size_t daemon_synchronize(struct daemon *daemon)
         if (entry->kind == CONFIG_DIRS_MASKED)
             continue;
         if (entry->kind == CONFIG_DIRS_BROKEN) {
-            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s: %s", entry->path,
-                   entry->error == -EINVAL ? "not a regular file" : strerror(-entry->error));
+            report_problem(daemon, reported, "%s: %s", entry->path,
+                           entry->error == -EINVAL ? "not a regular file"
+                                                   : strerror(-entry->error));
             kept[kept_count++] = entry->name;
             problems++;
             continue;
         }
         if (config_device_load(entry->path, &config, error, sizeof(error)) < 0) {
-            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s", error);
+            report_problem(daemon, reported, "%s", error);
             kept[kept_count++] = entry->name;
             problems++;
             continue;
@@ -119,8 +143,8 @@ size_t daemon_synchronize(struct daemon *daemon)
                   : device_manager_add(&daemon->devices, config, pending[i].source, error,
                                        sizeof(error));
         if (ret < 0) {
-            vu_log(VFIO_USERD_LOG_ERR, NULL, "%s%s", error,
-                   existing != NULL ? "; the running device is unchanged" : "");
+            report_problem(daemon, reported, "%s%s", error,
+                           existing != NULL ? "; the running device is unchanged" : "");
             problems++;
         }
     }
@@ -130,6 +154,10 @@ out:
     free(pending);
     free(kept);
     config_dirs_list_free(&list);
+    if (reported != NULL) {
+        json_decref(daemon->reported);
+        daemon->reported = reported;
+    }
     daemon->problems = problems;
     return problems;
 }
@@ -147,9 +175,13 @@ static void watch_directories(struct daemon *daemon)
                    daemon->settings->devices_dirs[i]);
 }
 
-void daemon_reload(struct daemon *daemon, const char *reason)
+void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_request)
 {
     uint64_t now = 0;
+
+    /* Whoever asked for a reload wants to see every problem, old ones included. */
+    if (explicit_request)
+        json_object_clear(daemon->reported);
 
     sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now);
@@ -162,7 +194,7 @@ void daemon_reload(struct daemon *daemon, const char *reason)
 
 static int on_reload_timer(sd_event_source *source, uint64_t usec, void *userdata)
 {
-    daemon_reload(userdata, "drop-in directories changed");
+    daemon_reload(userdata, "drop-in directories changed", false);
     return 0;
 }
 
@@ -191,7 +223,7 @@ static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *u
     if (daemon->reload_timer == NULL) {
         if (sd_event_add_time(daemon->event, &daemon->reload_timer, CLOCK_MONOTONIC,
                               now + RELOAD_DELAY_USEC, 0, on_reload_timer, daemon) < 0)
-            daemon_reload(daemon, "drop-in directories changed");
+            daemon_reload(daemon, "drop-in directories changed", false);
         return 0;
     }
     sd_event_source_set_time(daemon->reload_timer, now + RELOAD_DELAY_USEC);
@@ -204,7 +236,7 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *inf
     struct daemon *daemon = userdata;
 
     if (info->ssi_signo == SIGHUP) {
-        daemon_reload(daemon, "SIGHUP");
+        daemon_reload(daemon, "SIGHUP", true);
         return 0;
     }
     vu_log(VFIO_USERD_LOG_INFO, NULL, "%s received, stopping", strsignal((int)info->ssi_signo));
@@ -232,6 +264,7 @@ static void daemon_free(struct daemon *daemon)
     if (daemon->inotify_fd >= 0)
         close(daemon->inotify_fd);
     sd_event_unref(daemon->event);
+    json_decref(daemon->reported);
     config_daemon_free(daemon->settings);
 }
 

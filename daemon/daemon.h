@@ -7,8 +7,10 @@
 #ifndef VFIO_USERD_DAEMON_H
 #define VFIO_USERD_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
@@ -28,6 +30,7 @@ struct daemon {
     sd_event_source *inotify_source;
     sd_event_source *reload_timer;
     size_t problems;       /* drop-ins that failed on the last synchronisation */
+    json_t *reported;      /* their messages, each logged once at error level */
     uint64_t started_usec; /* CLOCK_MONOTONIC */
     struct admin_server *admin;
 };
@@ -42,8 +45,10 @@ int daemon_run(struct config_daemon *settings);
  */
 int daemon_check_config(const struct config_daemon *settings);
 
-/* Re-reads the drop-in directories, telling systemd (RELOADING=1 ... READY=1). */
-void daemon_reload(struct daemon *daemon, const char *reason);
+/* Re-reads the drop-in directories, telling systemd (RELOADING=1 ... READY=1). A problem
+ * already logged is logged at error level again only for an explicit request (SIGHUP,
+ * daemon_reload). */
+void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_request);
 
 /* Brings the devices in line with the drop-in directories; returns the problem count. */
 size_t daemon_synchronize(struct daemon *daemon);

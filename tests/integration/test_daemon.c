@@ -579,6 +579,27 @@ START_TEST(broken_file_next_to_good_ones)
 }
 END_TEST
 
+START_TEST(broken_file_is_reported_once)
+{
+    char line[PATH_MAX + 64];
+
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    write_device("bad", "plugin: testdev\nparams:\n  ram_size: 3\n");
+    FORMAT(line, "<3>%s/bad.yaml:3:13: params.ram_size:", harness.devices_dir);
+    ASSERT_OK(daemon_harness_wait_log(&harness, line, TIMEOUT));
+    /* Other changes synchronise again; the unchanged problem is not logged as an error. */
+    write_device("good", SMALL_TESTDEV);
+    wait_socket(socket_of("good"), true);
+    ck_assert_uint_eq(daemon_harness_log_count(&harness, line), 1);
+    /* An explicit reload reports every problem again. */
+    ck_assert_int_eq(kill(harness.pid, SIGHUP), 0);
+    for (int waited = 0; waited < TIMEOUT && daemon_harness_log_count(&harness, line) < 2;
+         waited += 10)
+        usleep(10000);
+    ck_assert_uint_eq(daemon_harness_log_count(&harness, line), 2);
+}
+END_TEST
+
 START_TEST(broken_change_keeps_running_device)
 {
     struct vu_client *client;
@@ -1334,8 +1355,9 @@ static Suite *daemon_suite(void)
           renamed_file_moves_device, socket_path_change_moves_socket,
           disabled_and_masked_devices_are_not_served}},
         {"broken files",
-         {broken_file_next_to_good_ones, broken_change_keeps_running_device,
-          duplicate_name_is_refused_for_second_file, burst_of_a_hundred_files}},
+         {broken_file_next_to_good_ones, broken_file_is_reported_once,
+          broken_change_keeps_running_device, duplicate_name_is_refused_for_second_file,
+          burst_of_a_hundred_files}},
         {"plugins", {plugin_that_fails_to_load, no_plugins_at_all}},
         {"sockets",
          {stale_socket_is_replaced, socket_in_use_is_an_error_for_that_device_only,
