@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -261,6 +262,47 @@ static int host_pci_add_express(struct vfio_userd_device *public)
     if (!device->declaring)
         return -EINVAL;
     return vu_pci_config_add_express(&device->config);
+}
+
+static int host_add_ioeventfd(struct vfio_userd_device *public, enum vfio_userd_region_index index,
+                              uint64_t offset, uint32_t size, uint32_t flags, uint64_t value)
+{
+    struct vu_device *device = device_of(public);
+    const struct vu_region_state *state;
+    struct vu_ioeventfd *entry;
+    int fd;
+
+    if (!device->declaring || (unsigned)index >= VFIO_USERD_REGION_CONFIG ||
+        (flags & ~VFIO_USERD_IOEVENTFD_DATAMATCH) ||
+        (size != 1 && size != 2 && size != 4 && size != 8))
+        return -EINVAL;
+    state = &device->regions[index];
+    if (!state->present || state->description.access == NULL ||
+        !(state->description.flags & VFIO_USERD_REGION_WRITABLE) ||
+        offset > state->description.size || size > state->description.size - offset)
+        return -EINVAL;
+    if (device->ioeventfd_count == VFIO_USERD_MAX_IOEVENTFDS)
+        return -ENOSPC;
+    fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    entry = &device->ioeventfds[device->ioeventfd_count++];
+    *entry = (struct vu_ioeventfd){
+        .region = index, .size = size, .offset = offset, .flags = flags, .value = value, .fd = fd};
+    return 0;
+}
+
+void vu_device_ioeventfd_fired(struct vu_device *device, uint32_t index)
+{
+    const struct vu_ioeventfd *entry = &device->ioeventfds[index];
+    uint64_t data = entry->value;
+    int ret;
+
+    /* Writes coalesced in the counter arrive as one: a doorbell rings once per wake-up. */
+    ret = vu_device_region_access(device, entry->region, entry->offset, &data, entry->size, true);
+    if (ret < 0)
+        vu_log(VFIO_USERD_LOG_DEBUG, device->name, "I/O eventfd write to region %u+%#llx: %s",
+               entry->region, (unsigned long long)entry->offset, strerror(-ret));
 }
 
 static int host_pci_add_vendor_specific(struct vfio_userd_device *public, const void *data,
@@ -587,6 +629,7 @@ static const struct vfio_userd_host host_table = {
     .params_check_keys = host_params_check_keys,
     .params_get_u64 = host_params_get_u64,
     .message_counters = host_message_counters,
+    .add_ioeventfd = host_add_ioeventfd,
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -662,6 +705,8 @@ static void release_irqs(struct vu_device *device)
 
 static void free_device(struct vu_device *device)
 {
+    for (uint32_t i = 0; i < device->ioeventfd_count; i++)
+        close(device->ioeventfds[i].fd);
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
         release_region(&device->regions[i]);
     release_irqs(device);

@@ -42,6 +42,16 @@ struct vu_irq_state {
     bool *pending;       /* [count]: raised while masked */
 };
 
+/* A region offset whose writes may arrive through an eventfd (plugin add_ioeventfd). */
+struct vu_ioeventfd {
+    uint32_t region;
+    uint32_t size;
+    uint64_t offset;
+    uint32_t flags; /* VFIO_USERD_IOEVENTFD_* */
+    uint64_t value;
+    int fd;
+};
+
 /* Counters the control plane reports (device_get) and testdev exposes. */
 struct vu_device_statistics {
     uint64_t messages[VU_COMMAND_MAX + 1]; /* by command number, errors included */
@@ -66,6 +76,9 @@ struct vu_device {
     struct vu_pci_config config;
     struct vu_msix msix;
     struct vu_irq_state irqs[VFIO_USERD_IRQ_COUNT];
+
+    struct vu_ioeventfd ioeventfds[VFIO_USERD_MAX_IOEVENTFDS];
+    uint32_t ioeventfd_count;
 
     struct vu_dma_table dma;
     struct vu_session *session; /* the connected client's session, or NULL */
@@ -121,6 +134,9 @@ bool vu_device_region_allows(const struct vu_device *device, uint32_t region, bo
 
 /* The region's size in bytes; 0 for an absent region. */
 uint64_t vu_device_region_size(const struct vu_device *device, uint32_t region);
+
+/* The I/O eventfd at `index` fired: delivers its write to the device model. */
+void vu_device_ioeventfd_fired(struct vu_device *device, uint32_t index);
 
 /* DMA_MAP: `fd` (or -1) is consumed. */
 int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, int fd);

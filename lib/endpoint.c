@@ -50,6 +50,8 @@ struct vu_endpoint {
     int listen_fd;
     sd_event_source *listen_source;
     struct connection *connection;
+    /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
+    sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -447,6 +449,19 @@ static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, vo
     return 0;
 }
 
+static int on_ioeventfd(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+    uint64_t count;
+
+    if (read(fd, &count, sizeof(count)) != sizeof(count))
+        return 0;
+    for (uint32_t i = 0; i < endpoint->device->ioeventfd_count; i++)
+        if (endpoint->device->ioeventfds[i].fd == fd)
+            vu_device_ioeventfd_fired(endpoint->device, i);
+    return 0;
+}
+
 int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
                     struct vu_endpoint **result)
 {
@@ -462,6 +477,9 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     endpoint->listen_fd = listen_fd;
     ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
                           endpoint);
+    for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
+        ret = sd_event_add_io(event, &endpoint->ioeventfd_sources[i], device->ioeventfds[i].fd,
+                              EPOLLIN, on_ioeventfd, endpoint);
     if (ret < 0) {
         vu_endpoint_free(endpoint);
         return ret;
@@ -481,6 +499,8 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     if (endpoint == NULL)
         return;
     vu_endpoint_disconnect(endpoint);
+    for (uint32_t i = 0; i < VFIO_USERD_MAX_IOEVENTFDS; i++)
+        sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)
         close(endpoint->listen_fd);

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define VU_OUTPUT_MAX_ATTACHMENTS     8
-#define VU_OUTPUT_MAX_FDS_PER_MESSAGE 4
+#define VU_OUTPUT_MAX_FDS_PER_MESSAGE 16
 
 struct vu_output_attachment {
     uint64_t position; /* stream position of the first byte of the message */

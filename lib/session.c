@@ -405,22 +405,64 @@ static int handle_get_region_info(struct vu_session *session, const uint8_t *pay
 static int handle_get_region_io_fds(struct vu_session *session, const uint8_t *payload,
                                     size_t length, struct reply *reply)
 {
+    const struct vu_device *device = session->device;
     struct vu_region_io_fds_request request;
+    uint32_t count = 0, asked;
+    size_t needed;
+    int ret = 0;
 
     if (length != sizeof(request))
         return -EINVAL;
     memcpy(&request, payload, sizeof(request));
     if (request.argsz < sizeof(request) || request.flags != 0 ||
-        request.index >= VFIO_PCI_NUM_REGIONS)
+        request.index >= VFIO_PCI_NUM_REGIONS || vu_device_region_size(device, request.index) == 0)
         return -EINVAL;
-    if (vu_device_region_size(session->device, request.index) == 0)
-        return -EINVAL;
-    /* No device model declares I/O eventfds yet: every region has zero sub-regions. */
+    for (uint32_t i = 0; i < device->ioeventfd_count; i++)
+        count += device->ioeventfds[i].region == request.index;
+    needed = sizeof(request) + (size_t)count * sizeof(struct vu_region_io_fd);
+    asked = request.argsz;
     request = (struct vu_region_io_fds_request){
-        .argsz = sizeof(request), .flags = 0, .index = request.index, .count = 0};
-    memcpy(reply->payload, &request, sizeof(request));
+        .argsz = (uint32_t)needed, .flags = 0, .index = request.index, .count = count};
     reply->length = sizeof(request);
-    return 0;
+    if (asked < needed) {
+        /* Too small an argsz: the header alone says how much is needed. */
+        memcpy(reply->payload, &request, sizeof(request));
+        return 0;
+    }
+    if (count > session->client.max_msg_fds)
+        return -E2BIG; /* the client could not take the descriptors */
+    memcpy(reply->payload, &request, sizeof(request));
+    for (uint32_t i = 0, n = 0; i < device->ioeventfd_count; i++) {
+        const struct vu_ioeventfd *entry = &device->ioeventfds[i];
+        struct vu_region_io_fd out;
+        int fd;
+
+        if (entry->region != request.index)
+            continue;
+        fd = fcntl(entry->fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            ret = -errno;
+            break;
+        }
+        reply->fds[reply->fd_count++] = fd;
+        out = (struct vu_region_io_fd){
+            .offset = entry->offset,
+            .size = entry->size,
+            .fd_index = n,
+            .type = VU_IO_FD_TYPE_IOEVENTFD,
+            .flags =
+                ((entry->flags & VFIO_USERD_IOEVENTFD_DATAMATCH) ? VU_KVM_IOEVENTFD_DATAMATCH : 0) |
+                ((device->regions[entry->region].description.flags & VFIO_USERD_BAR_IO)
+                     ? VU_KVM_IOEVENTFD_PIO
+                     : 0),
+            .datamatch = entry->value,
+        };
+        memcpy(reply->payload + sizeof(request) + n * sizeof(out), &out, sizeof(out));
+        n++;
+    }
+    if (ret == 0)
+        reply->length = needed;
+    return ret;
 }
 
 static int handle_get_irq_info(struct vu_session *session, const uint8_t *payload, size_t length,

@@ -111,6 +111,10 @@ struct vu_region_io_fds_request {
 #define VU_IO_FD_TYPE_IOEVENTFD  0u
 #define VU_IO_FD_TYPE_IOREGIONFD 1u
 
+/* Sub-region flags: KVM's ioeventfd flags (<linux/kvm.h>), which the client passes on. */
+#define VU_KVM_IOEVENTFD_DATAMATCH (1u << 0)
+#define VU_KVM_IOEVENTFD_PIO       (1u << 1)
+
 struct vu_region_io_fd {
     uint64_t offset;
     uint64_t size;

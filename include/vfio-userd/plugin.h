@@ -231,9 +231,27 @@ struct vfio_userd_host {
     /* Commands received from clients, by vfio-user command number, errors included,
      * over the device's life: an array of VFIO_USERD_MESSAGE_COUNTERS entries. */
     const uint64_t *(*message_counters)(struct vfio_userd_device *device);
+
+    /*
+     * Declaration, only inside create(): lets the client deliver `size`-byte writes (1, 2,
+     * 4 or 8) at `offset` of region `index` through an eventfd the host creates, which the
+     * client may hand to KVM as an ioeventfd (DEVICE_GET_REGION_IO_FDS), so that a guest's
+     * doorbell write reaches the device without a trip through the VMM. When the eventfd
+     * fires, the host calls the region's access callback as a write of `value`: with
+     * VFIO_USERD_IOEVENTFD_DATAMATCH only writes of that value fire it; without, the value
+     * written is not known and `value` stands in for it. The region needs an access
+     * callback. At most VFIO_USERD_MAX_IOEVENTFDS per device.
+     */
+    int (*add_ioeventfd)(struct vfio_userd_device *device, enum vfio_userd_region_index index,
+                         uint64_t offset, uint32_t size, uint32_t flags, uint64_t value);
 };
 
 #define VFIO_USERD_MESSAGE_COUNTERS 19
+
+/* add_ioeventfd() flags. */
+#define VFIO_USERD_IOEVENTFD_DATAMATCH (1u << 0)
+/* At most this many I/O eventfds per device. */
+#define VFIO_USERD_MAX_IOEVENTFDS 16
 
 struct vfio_userd_plugin {
     uint32_t abi_major;

@@ -20,6 +20,8 @@ struct mock {
     uint32_t dma_sum;
     uint8_t *dma_buffer;
     struct vfio_userd_dma_request request;
+    uint32_t doorbells;
+    uint32_t doorbell_value;
 };
 
 #define OBSERVE(field) __atomic_add_fetch(&mock_observed.field, 1, __ATOMIC_SEQ_CST)
@@ -127,6 +129,16 @@ static int bar0_access(void *instance, uint32_t region, uint64_t offset, void *d
     case MOCK_REG_DMA_SUM:
         value = mock->dma_sum;
         break;
+    case MOCK_REG_DOORBELL:
+        if (is_write) {
+            mock->doorbells++;
+            mock->doorbell_value = value;
+        }
+        value = mock->doorbells;
+        break;
+    case MOCK_REG_DOORBELL_VALUE:
+        value = mock->doorbell_value;
+        break;
     default:
         value = 0;
         break;
@@ -139,6 +151,13 @@ static int bar0_access(void *instance, uint32_t region, uint64_t offset, void *d
 static int io_access(void *instance, uint32_t region, uint64_t offset, void *data, uint32_t count,
                      bool is_write)
 {
+    uint16_t value = 0;
+
+    if (is_write && offset == 0x10 && count == 2) {
+        memcpy(&value, data, 2);
+        if (value == 0xbeef)
+            OBSERVE(io_doorbells);
+    }
     if (is_write)
         OBSERVE(io_writes);
     else
@@ -316,7 +335,10 @@ static int mock_create(struct vfio_userd_device *device, const json_t *params,
         (ret = host->pci_add_power_management(device)) < 0 ||
         (ret = host->pci_add_msi(device, 4, true)) < 0 ||
         (ret = host->pci_add_msix(device, MOCK_MSIX_VECTORS, 4, 0, 4, 0x1000)) < 0 ||
-        (ret = host->pci_add_express(device)) < 0)
+        (ret = host->pci_add_express(device)) < 0 ||
+        (ret = host->add_ioeventfd(device, VFIO_USERD_REGION_BAR0, MOCK_REG_DOORBELL, 4,
+                                   VFIO_USERD_IOEVENTFD_DATAMATCH, MOCK_DOORBELL_MATCH)) < 0 ||
+        (ret = host->add_ioeventfd(device, VFIO_USERD_REGION_BAR1, 0x10, 2, 0, 0xbeef)) < 0)
         return vfio_userd_error_set(error, ret, NULL, "declaring the device failed");
 
     rom = host->region_memory(device, VFIO_USERD_REGION_ROM);

@@ -18,6 +18,9 @@
  *   device buffer, 2: DMA write of the buffer (filled with the byte in 0x30)
  *   0x34 DMA status: 0 idle, 1 in flight, 2 done, 0x80000000|errno on error
  *   0x38 sum of the bytes of the last DMA read
+ *   0x40 doorbell: writes are counted (reads return the count); also an I/O eventfd that
+ *        matches the value 0x1234; 0x44 the last value written to the doorbell
+ * BAR1 offset 0x10, 2 bytes: an I/O eventfd without datamatch (a write of 0xbeef).
  */
 #ifndef TEST_MOCK_DEVICE_H
 #define TEST_MOCK_DEVICE_H
@@ -37,6 +40,9 @@
 #define MOCK_REG_DMA_FILL         0x30
 #define MOCK_REG_DMA_STATUS       0x34
 #define MOCK_REG_DMA_SUM          0x38
+#define MOCK_REG_DOORBELL         0x40
+#define MOCK_REG_DOORBELL_VALUE   0x44
+#define MOCK_DOORBELL_MATCH       0x1234u
 #define MOCK_DMA_GO_READ          1u
 #define MOCK_DMA_GO_WRITE         2u
 #define MOCK_DMA_IDLE             0u
@@ -58,6 +64,7 @@ struct mock_observations {
     unsigned disconnects;
     unsigned destroys;
     unsigned io_writes;
+    unsigned io_doorbells;
 };
 
 extern const struct vfio_userd_plugin mock_plugin;

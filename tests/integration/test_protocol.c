@@ -317,13 +317,62 @@ START_TEST(region_io_fds)
     uint32_t count = 99;
     int fds[4];
     size_t fd_count = 0;
+    uint64_t one = 1;
 
+    /* BAR0: the doorbell, with datamatch. */
     ck_assert_int_eq(vu_client_region_io_fds(client, VFIO_PCI_BAR0_REGION_INDEX, &entries, &count,
+                                             fds, 4, &fd_count),
+                     0);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(fd_count, 1);
+    ck_assert_uint_eq(entries[0].offset, MOCK_REG_DOORBELL);
+    ck_assert_uint_eq(entries[0].size, 4);
+    ck_assert_uint_eq(entries[0].fd_index, 0);
+    ck_assert_uint_eq(entries[0].type, VU_IO_FD_TYPE_IOEVENTFD);
+    ck_assert_uint_eq(entries[0].flags, VU_KVM_IOEVENTFD_DATAMATCH);
+    ck_assert_uint_eq(entries[0].datamatch, MOCK_DOORBELL_MATCH);
+    free(entries);
+    /* What KVM does on a matching guest write: the device sees that write. */
+    ck_assert_int_eq(write(fds[0], &one, sizeof(one)), sizeof(one));
+    for (int i = 0; i < 500 && read32(0, MOCK_REG_DOORBELL) == 0; i++)
+        usleep(2000);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DOORBELL), 1);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DOORBELL_VALUE), MOCK_DOORBELL_MATCH);
+    close(fds[0]);
+
+    /* BAR1 is an I/O BAR: the entry says PIO, without datamatch. */
+    ck_assert_int_eq(vu_client_region_io_fds(client, VFIO_PCI_BAR1_REGION_INDEX, &entries, &count,
+                                             fds, 4, &fd_count),
+                     0);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(entries[0].flags, VU_KVM_IOEVENTFD_PIO);
+    free(entries);
+    ck_assert_int_eq(write(fds[0], &one, sizeof(one)), sizeof(one));
+    for (int i = 0; i < 500 && MOCK_OBSERVED(io_doorbells) == 0; i++)
+        usleep(2000);
+    ck_assert_uint_eq(MOCK_OBSERVED(io_doorbells), 1);
+    close(fds[0]);
+
+    /* A region without any: zero sub-regions, no descriptors. */
+    ck_assert_int_eq(vu_client_region_io_fds(client, VFIO_PCI_BAR2_REGION_INDEX, &entries, &count,
                                              fds, 4, &fd_count),
                      0);
     ck_assert_uint_eq(count, 0);
     ck_assert_uint_eq(fd_count, 0);
     free(entries);
+
+    /* Too small an argsz: the header says what is needed, and no descriptor comes. */
+    struct vu_region_io_fds_request small = {.argsz = 16, .index = 0}, reply;
+    size_t length;
+    ck_assert_int_eq(vu_client_request(client, VU_COMMAND_DEVICE_GET_REGION_IO_FDS, &small,
+                                       sizeof(small), NULL, 0, &reply, sizeof(reply), &length, fds,
+                                       4, &fd_count),
+                     0);
+    ck_assert_uint_eq(length, sizeof(reply));
+    ck_assert_uint_eq(reply.argsz, 16 + 40);
+    ck_assert_uint_eq(reply.count, 1);
+    ck_assert_uint_eq(fd_count, 0);
+
     ck_assert_int_eq(
         raw_request(VU_COMMAND_DEVICE_GET_REGION_IO_FDS, &request, sizeof(request), NULL, 0, NULL),
         -EINVAL);
