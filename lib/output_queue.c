@@ -92,8 +92,11 @@ int vu_output_queue_flush(struct vu_output_queue *queue, int socket_fd)
         ssize_t sent;
 
         if (attachment != NULL && attachment->position == queue->head_position) {
-            /* The descriptors ride on the first byte of their message. */
+            /* The descriptors ride on the first byte of their message; the send stops
+             * before the next message that carries descriptors of its own. */
             struct cmsghdr *cmsg;
+            if (queue->attachment_count > 1)
+                length = (size_t)(queue->attachments[1].position - queue->head_position);
             memset(&control, 0, sizeof(control));
             message.msg_control = control.space;
             message.msg_controllen = CMSG_SPACE(sizeof(int) * attachment->fd_count);

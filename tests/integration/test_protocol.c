@@ -551,6 +551,34 @@ START_TEST(pipelined_requests_answered_in_order)
 }
 END_TEST
 
+START_TEST(pipelined_replies_with_descriptors)
+{
+    struct vfio_region_info request = {.argsz = 256, .index = VFIO_PCI_BAR2_REGION_INDEX};
+    uint16_t ids[3];
+
+    /* Three region infos for the mappable BAR, each reply carrying a descriptor. */
+    for (int i = 0; i < 3; i++) {
+        ids[i] = vu_client_next_message_id(client);
+        ck_assert_int_eq(vu_client_send(client, ids[i], VU_COMMAND_DEVICE_GET_REGION_INFO, 0,
+                                        &request, sizeof(request), NULL, 0),
+                         0);
+    }
+    for (int i = 0; i < 3; i++) {
+        struct vu_header header;
+        uint8_t reply[256];
+        size_t length, fd_count = 0;
+        int fds[2];
+        ck_assert_int_eq(
+            vu_client_receive(client, &header, reply, sizeof(reply), &length, fds, 2, &fd_count),
+            0);
+        ck_assert_uint_eq(header.message_id, ids[i]);
+        ck_assert_uint_eq(fd_count, 1);
+        close(fds[0]);
+    }
+    assert_device_serves();
+}
+END_TEST
+
 START_TEST(write_multi)
 {
     struct vu_write_multi_entry writes[3] = {
@@ -1503,6 +1531,7 @@ static Suite *protocol_suite(void)
         {"region", region_access_hostile},
         {"region", posted_writes_are_not_answered},
         {"region", pipelined_requests_answered_in_order},
+        {"region", pipelined_replies_with_descriptors},
         {"region", write_multi},
         {"region", write_multi_needs_negotiation},
         {"region", config_space_and_bar_sizing},
