@@ -211,6 +211,23 @@ static json_t *field_from_message(const char *message)
     return field_data(field);
 }
 
+/* Whether a drop-in named `file` exists in any device directory (masks and broken
+ * files included), or a device already comes from one: persisting must not replace it.
+ * The path found goes to `path`. */
+static bool drop_in_exists(const struct daemon *daemon, const char *file, char *path, size_t size)
+{
+    struct stat status;
+
+    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++) {
+        if (snprintf(path, size, "%s/%s", daemon->settings->devices_dirs[i], file) >= (int)size)
+            continue;
+        if (lstat(path, &status) == 0)
+            return true;
+    }
+    snprintf(path, size, "a device from %s", file);
+    return device_manager_find_source(&daemon->devices, file) != NULL;
+}
+
 static json_t *method_device_add(struct daemon *daemon, const struct admin_peer *peer,
                                  json_t *params, struct method_error *error)
 {
@@ -252,6 +269,11 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     }
     snprintf(source, sizeof(source), "%s.yaml", config->name);
     snprintf(name, sizeof(name), "%s", config->name);
+    if (persist && drop_in_exists(daemon, source, message, sizeof(message))) {
+        config_device_free(config);
+        return fail(error, ADMIN_PERSIST_FAILED, field_data("name"),
+                    "%s already exists; persisting device '%s' would replace it", message, name);
+    }
     ret = device_manager_add(&daemon->devices, config, persist ? source : NULL, message,
                              sizeof(message));
     if (ret < 0)

@@ -158,13 +158,14 @@ static int resolve_socket_owner(const struct config_device *config, uid_t *uid, 
     if (config->socket_user != NULL && (ret = lookup_user(config->socket_user, uid)) < 0) {
         config_device_location(config, "socket.user", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.user: no user '%s'", location, config->socket_user);
-        return ret;
+        /* An unknown name is a bad setting; a failing lookup keeps its errno. */
+        return ret == -ENOENT ? -EINVAL : ret;
     }
     if (config->socket_group != NULL && (ret = lookup_group(config->socket_group, gid)) < 0) {
         config_device_location(config, "socket.group", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.group: no group '%s'", location,
                  config->socket_group);
-        return ret;
+        return ret == -ENOENT ? -EINVAL : ret;
     }
     return 0;
 }
@@ -443,7 +444,9 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     if (ret < 0)
         goto fail;
 
-    same_path = strcmp(path, existing->socket_path) == 0;
+    /* The listening socket carries over when the path stays; a device left down by an
+     * earlier failure has none, and gets a new one like a moved device. */
+    same_path = strcmp(path, existing->socket_path) == 0 && existing->endpoint != NULL;
     if (same_path) {
         ret = apply_socket_access(config, path, error, error_size);
         if (ret < 0)
@@ -455,7 +458,8 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
         if (ret < 0)
             goto fail_device;
         stop_device(manager, existing->worker, existing->device, existing->endpoint, false);
-        unlink(existing->socket_path);
+        if (strcmp(path, existing->socket_path) != 0)
+            unlink(existing->socket_path);
     }
     existing->device = device;
     existing->endpoint = NULL;

@@ -321,6 +321,12 @@ START_TEST(application_and_parameter_errors)
                      -32602);
     ck_assert_str_eq(field, "name");
     ck_assert_int_eq(call_error("device_add", "{\"plugin\":\"testdev\"}", NULL, 0), -32602);
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"e1\",\"plugin\":\"testdev\",\"socket\":"
+                                "{\"user\":\"no-such-user-here\"}}",
+                                field, sizeof(field)),
+                     -32602);
+    ck_assert_str_eq(field, "socket.user");
     ck_assert_int_eq(
         call_error("device_get", "{\"name\":\"e0\",\"extra\":1}", field, sizeof(field)), -32602);
     ck_assert_str_eq(field, "extra");
@@ -594,6 +600,40 @@ START_TEST(persist_survives_restart)
 }
 END_TEST
 
+START_TEST(persist_never_replaces_a_drop_in)
+{
+    char file[PATH_MAX];
+    char *text;
+    FILE *stream;
+
+    /* foo.yaml defines device "bar": persisting a device "foo" must not overwrite it. */
+    ck_assert_int_eq(
+        daemon_harness_write_file(harness.devices_dir, "foo.yaml", "name: bar\nplugin: testdev\n"),
+        0);
+    json_decref(call_ok("daemon_reload", NULL));
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"foo\",\"plugin\":\"testdev\",\"persist\":true}", NULL,
+                                0),
+                     -32004);
+    ck_assert_int_eq(call_error("device_get", "{\"name\":\"foo\"}", NULL, 0), -32001);
+    FORMAT(file, "%s/foo.yaml", harness.devices_dir);
+    stream = fopen(file, "r");
+    ck_assert_ptr_nonnull(stream);
+    text = calloc(1, 256);
+    ck_assert_uint_gt(fread(text, 1, 255, stream), 0);
+    fclose(stream);
+    ck_assert_str_eq(text, "name: bar\nplugin: testdev\n");
+    free(text);
+    /* A masked name is taken too. */
+    FORMAT(file, "%s/masked.yaml", harness.devices_dir);
+    ck_assert_int_eq(symlink("/dev/null", file), 0);
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"masked\",\"plugin\":\"testdev\",\"persist\":true}",
+                                NULL, 0),
+                     -32004);
+}
+END_TEST
+
 START_TEST(a_thousand_devices_added_and_removed)
 {
     char params[256];
@@ -707,7 +747,7 @@ static Suite *admin_suite(void)
          {request_split_across_writes, several_requests_in_one_write_and_notifications, batch,
           oversized_request_closes_connection}},
         {"clients", {silent_client_does_not_stall_others, connection_limit}},
-        {"persistence", {persist_survives_restart}},
+        {"persistence", {persist_survives_restart, persist_never_replaces_a_drop_in}},
         {"scale", {a_thousand_devices_added_and_removed}},
         {"activation", {socket_activation}},
     };
