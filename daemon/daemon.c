@@ -162,17 +162,40 @@ out:
     return problems;
 }
 
+/* Watches the nearest existing ancestor of a missing directory for new directories, so
+ * the directory is watched (at the next synchronisation) once it is created. */
+static void watch_ancestor(struct daemon *daemon, const char *directory)
+{
+    char path[4096];
+    char *slash;
+
+    if (snprintf(path, sizeof(path), "%s", directory) >= (int)sizeof(path))
+        return;
+    while ((slash = strrchr(path, '/')) != NULL) {
+        *slash = '\0';
+        /* IN_MASK_ADD: the ancestor may be a watched device directory itself. */
+        if (inotify_add_watch(daemon->inotify_fd, path[0] != '\0' ? path : "/",
+                              IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD) >= 0 ||
+            errno != ENOENT)
+            return;
+    }
+}
+
 static void watch_directories(struct daemon *daemon)
 {
     const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
                           IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
     /* Adding a watch twice is harmless; directories created since the last call join. */
-    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++)
-        if (inotify_add_watch(daemon->inotify_fd, daemon->settings->devices_dirs[i], mask) < 0 &&
-            errno != ENOENT)
-            vu_log(VFIO_USERD_LOG_WARNING, NULL, "cannot watch %s: %m",
-                   daemon->settings->devices_dirs[i]);
+    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++) {
+        const char *directory = daemon->settings->devices_dirs[i];
+        if (inotify_add_watch(daemon->inotify_fd, directory, mask) >= 0)
+            continue;
+        if (errno == ENOENT)
+            watch_ancestor(daemon, directory);
+        else
+            vu_log(VFIO_USERD_LOG_WARNING, NULL, "cannot watch %s: %m", directory);
+    }
 }
 
 void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_request)
@@ -210,8 +233,11 @@ static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *u
         for (char *cursor = buffer; cursor < buffer + length;) {
             const struct inotify_event *event = (const struct inotify_event *)cursor;
             /* Directory events, and names a drop-in could have; not editor swap files. */
+            /* The directories themselves (gone, moved, or a missing one created), and
+             * names a drop-in could have; not editor swap files. */
             if (event->len == 0 || config_dirs_name_wanted(event->name) ||
-                (event->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF)))
+                (event->mask &
+                 (IN_ISDIR | IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)))
                 relevant = true;
             cursor += sizeof(*event) + event->len;
         }
