@@ -49,6 +49,8 @@ struct vu_endpoint {
     sd_event *event;
     int listen_fd;
     sd_event_source *listen_source;
+    sd_event_source *accept_retry; /* listening paused after running out of descriptors */
+    unsigned refusals;             /* second clients refused while this one is connected */
     struct connection *connection;
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
     sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
@@ -424,6 +426,29 @@ fail:
     return ret;
 }
 
+static int on_accept_retry(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+
+    sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_ON);
+    return 0;
+}
+
+static void pause_accepting(struct vu_endpoint *endpoint)
+{
+    const uint64_t one_second = 1000000;
+
+    sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_OFF);
+    if (endpoint->accept_retry == NULL) {
+        if (sd_event_add_time_relative(endpoint->event, &endpoint->accept_retry, CLOCK_MONOTONIC,
+                                       one_second, 0, on_accept_retry, endpoint) < 0)
+            sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_ON);
+        return;
+    }
+    sd_event_source_set_time_relative(endpoint->accept_retry, one_second);
+    sd_event_source_set_enabled(endpoint->accept_retry, SD_EVENT_ONESHOT);
+}
+
 static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
     struct vu_endpoint *endpoint = userdata;
@@ -431,17 +456,25 @@ static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, vo
     int ret;
 
     if (client < 0) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* The connection stays queued and the socket readable: pause, or spin. */
+            vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name,
+                   "cannot accept a client: %m; retrying in a second");
+            pause_accepting(endpoint);
+        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
             vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name, "accept failed: %m");
+        }
         return 0;
     }
     if (endpoint->connection != NULL) {
         /* One client per device: refuse the newcomer, leave the first alone. */
-        vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name,
-               "refused a second client: pid %d is connected", (int)endpoint->connection->pid);
+        vu_log(endpoint->refusals++ == 0 ? VFIO_USERD_LOG_WARNING : VFIO_USERD_LOG_DEBUG,
+               endpoint->device->name, "refused a second client: pid %d is connected",
+               (int)endpoint->connection->pid);
         close(client);
         return 0;
     }
+    endpoint->refusals = 0;
     ret = connection_new(endpoint, client);
     if (ret < 0)
         vu_log(VFIO_USERD_LOG_ERR, endpoint->device->name, "cannot accept client: %s",
@@ -501,6 +534,7 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     vu_endpoint_disconnect(endpoint);
     for (uint32_t i = 0; i < VFIO_USERD_MAX_IOEVENTFDS; i++)
         sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
+    sd_event_source_disable_unref(endpoint->accept_retry);
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)
         close(endpoint->listen_fd);

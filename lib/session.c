@@ -3,6 +3,7 @@
  * client DMA exchange. See session.h.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@ struct vu_session {
     struct vfio_userd_dma_request *dma_head, *dma_tail;
     bool dma_in_flight;
     bool dma_pumping;
+    bool warned; /* a misbehaving client is logged at warning level once, then at debug */
     uint16_t next_message_id;
 };
 
@@ -131,6 +133,23 @@ int vu_session_twin_socket(const struct vu_session *session)
     return session->twin_socket;
 }
 
+/* A client that keeps misbehaving must not flood the journal (which would rate-limit the
+ * whole daemon's messages): the first occurrence is a warning, the rest debug lines. */
+__attribute__((format(printf, 2, 3))) static void log_misbehaviour(struct vu_session *session,
+                                                                   const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    vu_log_va(session->warned ? VFIO_USERD_LOG_DEBUG : VFIO_USERD_LOG_WARNING,
+              session->device->name, format, args);
+    va_end(args);
+    if (!session->warned)
+        vu_log(VFIO_USERD_LOG_WARNING, session->device->name,
+               "further protocol misbehaviour of this client is logged at debug level");
+    session->warned = true;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Server-to-client DMA: one chunk in flight at a time, in submission order.
  */
@@ -215,9 +234,8 @@ static void handle_dma_reply(struct vu_session *session, const struct vu_header 
 
     if (request == NULL || !session->dma_in_flight ||
         header->message_id != (uint16_t)request->host_private[DMA_PRIVATE_MESSAGE]) {
-        vu_log(VFIO_USERD_LOG_WARNING, session->device->name,
-               "client sent an unexpected reply (id %u, command %s); ignored", header->message_id,
-               vu_wire_command_name(header->command));
+        log_misbehaviour(session, "client sent an unexpected reply (id %u, command %s); ignored",
+                         header->message_id, vu_wire_command_name(header->command));
         return;
     }
     expected = request->to_client ? VU_COMMAND_DMA_WRITE : VU_COMMAND_DMA_READ;
@@ -705,9 +723,8 @@ int vu_session_handle_message(struct vu_session *session, enum vu_channel channe
     if (channel == VU_CHANNEL_TWIN) {
         /* The twin socket carries only our commands and the client's replies. */
         close_fds(fds, fd_count);
-        vu_log(VFIO_USERD_LOG_WARNING, session->device->name,
-               "client sent command %s on the twin socket; ignored",
-               vu_wire_command_name(header->command));
+        log_misbehaviour(session, "client sent command %s on the twin socket; ignored",
+                         vu_wire_command_name(header->command));
         return 0;
     }
     if (header->command <= VU_COMMAND_MAX)

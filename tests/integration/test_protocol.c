@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1462,6 +1463,43 @@ START_TEST(second_client_refused_first_undisturbed)
 }
 END_TEST
 
+START_TEST(out_of_descriptors_then_accepted)
+{
+    struct rlimit original, tight;
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    int fd;
+
+    unsigned connects;
+
+    vu_client_close(client);
+    client = NULL;
+    wait_disconnected();
+    connects = MOCK_OBSERVED(connects);
+    /* The client's socket exists before the limit drops; accepting it then fails. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    strcpy(address.sun_path, server.socket_path);
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &original), 0);
+    tight = original;
+    tight.rlim_cur = (rlim_t)test_count_open_fds() + 3; /* the directory scan's own fd */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    /* Use up what is left so accept4() in the server has nothing. */
+    int spare[8], spares = 0;
+    while (spares < 8 && (spare[spares] = eventfd(0, EFD_CLOEXEC)) >= 0)
+        spares++;
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    usleep(200000);
+    ck_assert_uint_eq(MOCK_OBSERVED(connects), connects);
+    for (int i = 0; i < spares; i++)
+        close(spare[i]);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &original), 0);
+    /* The server retries and takes the waiting client. */
+    ck_assert_int_eq(vu_client_attach(fd, &client), 0);
+    ck_assert_int_eq(vu_client_negotiate(client, NULL), 0);
+    assert_device_serves();
+}
+END_TEST
+
 START_TEST(disconnect_releases_client_state_keeps_device_state)
 {
     int memfd = memory_fd(0x1000, 0);
@@ -1557,6 +1595,7 @@ static Suite *protocol_suite(void)
         {"framing", message_size_below_header_disconnects},
         {"qemu", qemu_boot_sequence},
         {"connection", second_client_refused_first_undisturbed},
+        {"connection", out_of_descriptors_then_accepted},
         {"connection", disconnect_releases_client_state_keeps_device_state},
     };
 
