@@ -12,6 +12,7 @@
 #include "admin_methods.h"
 #include "daemon.h"
 #include "endpoint.h"
+#include "fault_guard.h"
 #include "log.h"
 
 /* What a method reports when it fails. */
@@ -359,7 +360,11 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
 
 static int run_reset(sd_event *event, void *argument)
 {
-    return vu_device_reset(argument);
+    struct vu_device *previous = vu_fault_guard_enter(argument);
+    int ret = vu_device_reset(argument);
+
+    vu_fault_guard_enter(previous);
+    return ret;
 }
 
 static json_t *method_device_reset(struct daemon *daemon, const struct admin_peer *peer,

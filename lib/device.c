@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "device.h"
+#include "fault_guard.h"
 #include "log.h"
 #include "session.h"
 
@@ -726,6 +727,7 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
     int ret;
 
     *result = NULL;
+    vu_fault_guard_install();
     ret = vu_device_check_plugin(plugin, message, sizeof(message));
     if (ret < 0)
         return vfio_userd_error_set(error, ret, NULL, "%s", message);
@@ -818,6 +820,7 @@ void vu_device_detach_session(struct vu_device *device)
         clear_irq_state(device, index);
     }
     device->session = NULL;
+    device->dma_fault = 0;
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
     if (device->ops.client_disconnect != NULL)
         device->ops.client_disconnect(device->instance);

@@ -10,6 +10,7 @@
 #ifndef VU_DEVICE_H
 #define VU_DEVICE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -81,6 +82,8 @@ struct vu_device {
     uint32_t ioeventfd_count;
 
     struct vu_dma_table dma;
+    /* Set by the SIGBUS guard (fault_guard.h): the client shrank memory it shared. */
+    volatile sig_atomic_t dma_fault;
     struct vu_session *session; /* the connected client's session, or NULL */
     struct vu_device_statistics statistics;
 };

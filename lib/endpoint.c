@@ -13,6 +13,7 @@
 
 #include "device.h"
 #include "endpoint.h"
+#include "fault_guard.h"
 #include "log.h"
 #include "session.h"
 
@@ -360,14 +361,29 @@ static int update_events(struct connection *connection)
     return 0;
 }
 
+/* After work for the device: a client that shrank its shared memory under a mapping (the
+ * SIGBUS guard caught the access) is cut off, since its memory can no longer be trusted. */
+static int check_dma_fault(struct vu_device *device)
+{
+    if (!device->dma_fault)
+        return 0;
+    vu_log(VFIO_USERD_LOG_ERR, device->name,
+           "the client shrank memory it shared for DMA while mapped; disconnecting it");
+    return -EFAULT;
+}
+
 static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
     struct connection *connection = userdata;
+    struct vu_device *device = connection->endpoint->device;
+    struct vu_device *previous = vu_fault_guard_enter(device);
     int channel = fd == connection->sockets[0] ? 0 : 1;
     int ret = 0;
 
     if (revents & EPOLLIN)
         ret = process_input(connection, channel);
+    if (ret >= 0)
+        ret = check_dma_fault(device);
     if (ret == 0 && (revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLIN))
         ret = -ECONNRESET;
     if (ret >= 0 || vu_session_closing(connection->session)) {
@@ -379,10 +395,10 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
         ret = update_events(connection);
     if (ret < 0) {
         if (ret != -ECONNRESET && ret != -EPIPE)
-            vu_log(VFIO_USERD_LOG_INFO, connection->endpoint->device->name, "dropping client: %s",
-                   strerror(-ret));
+            vu_log(VFIO_USERD_LOG_INFO, device->name, "dropping client: %s", strerror(-ret));
         connection_free(connection);
     }
+    vu_fault_guard_enter(previous);
     return 0;
 }
 
@@ -487,11 +503,17 @@ static int on_ioeventfd(sd_event_source *source, int fd, uint32_t revents, void 
     struct vu_endpoint *endpoint = userdata;
     uint64_t count;
 
+    struct vu_device *previous;
+
     if (read(fd, &count, sizeof(count)) != sizeof(count))
         return 0;
+    previous = vu_fault_guard_enter(endpoint->device);
     for (uint32_t i = 0; i < endpoint->device->ioeventfd_count; i++)
         if (endpoint->device->ioeventfds[i].fd == fd)
             vu_device_ioeventfd_fired(endpoint->device, i);
+    if (check_dma_fault(endpoint->device) < 0)
+        vu_endpoint_disconnect(endpoint);
+    vu_fault_guard_enter(previous);
     return 0;
 }
 

@@ -282,7 +282,7 @@ static int mock_create(struct vfio_userd_device *device, const json_t *params,
     if (mock == NULL)
         return -ENOMEM;
     mock->device = device;
-    mock->dma_buffer = malloc(MOCK_DMA_MAX);
+    mock->dma_buffer = calloc(1, MOCK_DMA_MAX);
     if (mock->dma_buffer == NULL) {
         free(mock);
         return -ENOMEM;

@@ -815,6 +815,33 @@ START_TEST(dma_through_mapped_memory)
 }
 END_TEST
 
+START_TEST(dma_into_memory_the_client_shrank)
+{
+    int fd = memory_fd(0x10000, 0x03);
+
+    ck_assert_int_eq(vu_client_dma_map(client, 0x40000000, 0x10000,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, fd, 0),
+                     0);
+    /* Valid when mapped, then the client cuts the file under the mapping. */
+    ck_assert_int_eq(ftruncate(fd, 0), 0);
+    write32(0, MOCK_REG_DMA_ADDRESS_LOW, 0x40000000);
+    write32(0, MOCK_REG_DMA_ADDRESS_HIGH, 0);
+    write32(0, MOCK_REG_DMA_LENGTH, 0x1000);
+    /* The device's access would raise SIGBUS: the guard absorbs it, and the client that
+     * did this is disconnected. The write that started the DMA is still answered or not;
+     * either way the connection ends. */
+    uint32_t go = MOCK_DMA_GO_READ;
+    vu_client_region_write(client, 0, MOCK_REG_DMA_GO, &go, 4);
+    wait_disconnected();
+    close(fd);
+    /* The process lives on, and the device serves the next client. */
+    reconnect();
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_DONE);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_SUM), 0);
+    assert_device_serves();
+}
+END_TEST
+
 static void dma_through_messages(bool twin)
 {
     enum { SIZE = 3u << 20 }; /* larger than max_data_xfer_size: several chunks */
@@ -1576,6 +1603,7 @@ static Suite *protocol_suite(void)
         {"dma", dma_map_unmap_rules},
         {"dma", dma_map_limit},
         {"dma", dma_through_mapped_memory},
+        {"dma", dma_into_memory_the_client_shrank},
         {"dma", dma_through_messages_main_socket},
         {"dma", dma_through_messages_twin_socket},
         {"dma", dma_in_flight_when_client_leaves},
