@@ -23,6 +23,7 @@
 
 #include "client.h"
 #include "daemon_harness.h"
+#include "test_runner.h"
 
 #define TIMEOUT  DAEMON_HARNESS_TIMEOUT_MS
 #define SCRATCH0 0x010 /* testdev, vfio-userd-testdev(7) */
@@ -765,16 +766,12 @@ static Suite *admin_suite(void)
 
 int main(void)
 {
-    SRunner *runner;
-    int failures;
+    int status;
 
     signal(SIGPIPE, SIG_IGN);
     if (daemon_harness_global_init() < 0)
         return EXIT_FAILURE;
-    runner = srunner_create(admin_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
+    status = test_run_suite(admin_suite());
     daemon_harness_global_cleanup();
-    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }

@@ -28,6 +28,7 @@
 #include "client.h"
 #include "daemon_harness.h"
 #include "wire.h"
+#include "test_runner.h"
 
 #define TIMEOUT DAEMON_HARNESS_TIMEOUT_MS
 /* No CLI run may take longer than this; it is killed and the test fails. */
@@ -1270,17 +1271,13 @@ static Suite *ctl_suite(void)
 
 int main(void)
 {
-    SRunner *runner;
-    int failures;
+    int status;
 
     if (daemon_harness_global_init() < 0) {
         perror("test_ctl: cannot create its temporary directory");
         return 1;
     }
-    runner = srunner_create(ctl_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
+    status = test_run_suite(ctl_suite());
     daemon_harness_global_cleanup();
-    return failures ? 1 : 0;
+    return status;
 }

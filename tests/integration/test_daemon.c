@@ -24,6 +24,7 @@
 #include "client.h"
 #include "config.h"
 #include "daemon_harness.h"
+#include "test_runner.h"
 
 /* testdev's BAR0 registers, from its datasheet vfio-userd-testdev(7). */
 #define TESTDEV_MAGIC        0x54444556u
@@ -1427,18 +1428,14 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-    SRunner *runner;
-    int failures;
+    int status;
 
     if (daemon_harness_global_init() < 0) {
         perror("test_daemon: cannot create its temporary directory");
         return 1;
     }
-    runner = srunner_create(daemon_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
+    status = test_run_suite(daemon_suite());
     /* Also what failed tests left: check's fork mode skips their teardown. */
     daemon_harness_global_cleanup();
-    return failures ? 1 : 0;
+    return status;
 }

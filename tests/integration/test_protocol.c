@@ -22,6 +22,7 @@
 #include "mock_device.h"
 #include "session.h"
 #include "test_server.h"
+#include "test_runner.h"
 
 static struct test_server server;
 static struct vu_client *client;
@@ -1642,11 +1643,5 @@ static Suite *protocol_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(protocol_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return test_run_suite(protocol_suite());
 }

@@ -25,6 +25,7 @@
 #include "endpoint.h"
 #include "plugin_loader.h"
 #include "test_server.h"
+#include "test_runner.h"
 
 /* --- The datasheet ---------------------------------------------------------------------- */
 
@@ -2364,18 +2365,14 @@ int main(void)
 {
     const char *build = getenv("VFIO_USERD_BUILD_DIR");
     char path[4096], message[512];
-    SRunner *runner;
-    int failures;
+    int status;
 
     snprintf(path, sizeof(path), "%s/plugins/testdev.so", build != NULL ? build : "build/plain");
     if (vu_plugin_load(path, &testdev, message, sizeof(message)) < 0) {
         fprintf(stderr, "test_testdev: %s: %s\n", path, message);
         return EXIT_FAILURE;
     }
-    runner = srunner_create(testdev_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
+    status = test_run_suite(testdev_suite());
     vu_plugin_unload(&testdev);
-    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 
 #include "client.h"
+#include "test_runner.h"
 
 #define TEST_TIMEOUT_MS    3000
 #define SERVER_PAYLOAD_MAX 8192
@@ -1233,11 +1234,5 @@ static Suite *client_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(client_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(client_suite());
 }

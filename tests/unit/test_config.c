@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "config_dirs.h"
+#include "test_runner.h"
 
 static char temporary[64];
 
@@ -984,11 +985,5 @@ static Suite *config_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(config_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(config_suite());
 }

@@ -17,6 +17,7 @@
 
 #include "dma_table.h"
 #include "wire.h"
+#include "test_runner.h"
 
 #define RW        (VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE)
 #define READ_ONLY VU_DMA_FLAG_READABLE
@@ -531,11 +532,5 @@ static Suite *dma_table_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(dma_table_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(dma_table_suite());
 }

@@ -9,6 +9,7 @@
 #include <linux/pci_regs.h>
 
 #include "msix.h"
+#include "test_runner.h"
 
 static struct vu_msix msix;
 
@@ -367,11 +368,5 @@ static Suite *msix_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(msix_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(msix_suite());
 }

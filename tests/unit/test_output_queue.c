@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "output_queue.h"
+#include "test_runner.h"
 
 static int sockets[2];
 static struct vu_output_queue queue;
@@ -123,17 +124,11 @@ int main(void)
 {
     Suite *suite = suite_create("output_queue");
     TCase *test_case = tcase_create("queue");
-    SRunner *runner;
-    int failures;
 
     tcase_add_checked_fixture(test_case, setup, teardown);
     tcase_add_test(test_case, descriptors_stay_with_their_messages);
     tcase_add_test(test_case, full_queue_refuses_more_attachments);
     tcase_add_test(test_case, reservation_beyond_capacity_fails);
     suite_add_tcase(suite, test_case);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return test_run_suite(suite);
 }

@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "pci_config.h"
+#include "test_runner.h"
 
 #define TEST_VENDOR           0x1af4
 #define TEST_DEVICE           0x10f0
@@ -1353,11 +1354,5 @@ static Suite *pci_config_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(pci_config_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(pci_config_suite());
 }

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "wire.h"
+#include "test_runner.h"
 
 /* A JSON document in a heap buffer of exactly its length, so reads past it are caught. */
 static char *exact_copy(const char *text, size_t length)
@@ -855,11 +856,5 @@ static Suite *wire_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(wire_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(wire_suite());
 }

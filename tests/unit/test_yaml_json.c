@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "yaml_json.h"
+#include "test_runner.h"
 
 static struct yaml_json_document *parse(const char *text, char *error, size_t error_size)
 {
@@ -585,11 +586,5 @@ static Suite *yaml_json_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(yaml_json_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(yaml_json_suite());
 }
