@@ -1,6 +1,6 @@
 /*
- * Admin socket transport: accept, reassemble JSON values from the byte stream, hand them
- * to admin_methods.c, queue the replies; see admin_server.h.
+ * Admin socket transport: accept, reassemble JSON values from the byte stream (framed by
+ * json_stream.c), hand them to admin_methods.c, queue the replies; see admin_server.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include "admin_server.h"
 #include "daemon.h"
 #include "endpoint.h"
+#include "json_stream.h"
 #include "log.h"
 
 /* Output beyond this stops reading the client's requests until it drains. */
@@ -32,6 +33,8 @@ struct admin_connection {
     struct admin_peer peer;
     char *input;
     size_t input_length;
+    /* Where framing stopped in `input`, so a trickled request is not rescanned per recv(). */
+    struct json_stream_scanner scanner;
     char *output;
     size_t output_head, output_length, output_capacity;
     bool closing; /* close once the output is flushed */
@@ -107,66 +110,22 @@ static int queue_reply(struct admin_connection *connection, json_t *reply)
     return ret;
 }
 
-/*
- * Length of the first complete JSON text in `buffer` counted from its start (leading
- * white space included), or 0 when more bytes are needed. Only brackets, strings and
- * escapes are tracked; jansson then parses exactly that text.
- */
-static size_t scan_value(const char *buffer, size_t length)
-{
-    size_t i = 0, depth = 0;
-    bool in_string = false, escaped = false;
-
-    while (i < length && strchr(" \t\r\n", buffer[i]) != NULL)
-        i++;
-    if (i == length)
-        return 0;
-    if (buffer[i] != '{' && buffer[i] != '[' && buffer[i] != '"') {
-        /* A bare number or literal ends at white space or punctuation. */
-        for (size_t start = i; i < length; i++)
-            if (strchr(" \t\r\n{}[]\",:", buffer[i]) != NULL)
-                return i > start ? i : i + 1;
-        return 0;
-    }
-    for (; i < length; i++) {
-        char c = buffer[i];
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            if (!in_string && depth == 0)
-                return i + 1;
-            continue;
-        }
-        if (c == '"')
-            in_string = true;
-        else if (c == '{' || c == '[')
-            depth++;
-        else if ((c == '}' || c == ']') && --depth == 0)
-            return i + 1;
-    }
-    return 0;
-}
-
 static void process_requests(struct admin_connection *connection)
 {
     size_t consumed = 0;
 
     while (!connection->closing &&
            connection->output_length - connection->output_head < OUTPUT_PAUSE_THRESHOLD) {
-        size_t length =
-            scan_value(connection->input + consumed, connection->input_length - consumed);
+        size_t end =
+            json_stream_next(&connection->scanner, connection->input, connection->input_length);
         json_error_t error;
         json_t *message;
 
-        if (length == 0)
+        if (end == 0)
             break;
-        message = json_loadb(connection->input + consumed, length,
+        message = json_loadb(connection->input + consumed, end - consumed,
                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &error);
-        consumed += length;
+        consumed = end;
         if (message == NULL) {
             char text[256];
             snprintf(text, sizeof(text), "parse error: %s", error.text);
@@ -182,8 +141,13 @@ static void process_requests(struct admin_connection *connection)
         sd_event_source_set_time_relative(connection->idle_timer,
                                           (uint64_t)ADMIN_IDLE_SECONDS * 1000000);
     }
-    memmove(connection->input, connection->input + consumed, connection->input_length - consumed);
-    connection->input_length -= consumed;
+    /* Only after a whole request: moving a trickled partial one per recv() is quadratic. */
+    if (consumed > 0) {
+        memmove(connection->input, connection->input + consumed,
+                connection->input_length - consumed);
+        connection->input_length -= consumed;
+        json_stream_consumed(&connection->scanner, consumed);
+    }
     if (connection->input_length >= ADMIN_MAX_REQUEST && !connection->closing) {
         queue_reply(connection, admin_error_response(NULL, ADMIN_INVALID_REQUEST,
                                                      "request larger than 1 MiB; closing", NULL));
@@ -290,6 +254,7 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
     }
     connection->server = server;
     connection->fd = client;
+    json_stream_init(&connection->scanner);
     getsockopt(client, SOL_SOCKET, SO_PEERCRED, &connection->peer.credentials, &length);
     if (sd_event_add_io(server->daemon->event, &connection->io_source, client, EPOLLIN,
                         on_connection_event, connection) < 0 ||
