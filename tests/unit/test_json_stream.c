@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "json_stream.h"
+#include "test_runner.h"
 
 #define MAX_TEXTS 64
 
@@ -550,11 +551,5 @@ static Suite *json_stream_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(json_stream_suite());
-    int failures;
-
-    srunner_run_all(runner, CK_NORMAL);
-    failures = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failures ? 1 : 0;
+    return test_run_suite(json_stream_suite());
 }
