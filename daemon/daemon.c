@@ -68,6 +68,23 @@ report_problem(const struct daemon *daemon, json_t *current, const char *format,
     json_object_set_new(current, message, json_true());
 }
 
+/*
+ * Reads one listed drop-in: 0 with `*config` set, 1 for a masked name (nothing to load),
+ * or a negative errno with one line in `error` saying what is wrong with it.
+ */
+static int load_drop_in(const struct config_dirs_entry *entry, struct config_device **config,
+                        char *error, size_t error_size)
+{
+    if (entry->kind == CONFIG_DIRS_MASKED)
+        return 1;
+    if (entry->kind == CONFIG_DIRS_BROKEN) {
+        snprintf(error, error_size, "%s: %s", entry->path,
+                 entry->error == -EINVAL ? "not a regular file" : strerror(-entry->error));
+        return entry->error < 0 ? entry->error : -EINVAL;
+    }
+    return config_device_load(entry->path, config, error, error_size);
+}
+
 size_t daemon_synchronize(struct daemon *daemon)
 {
     struct config_dirs_list list = {0};
@@ -98,17 +115,10 @@ size_t daemon_synchronize(struct daemon *daemon)
         const struct config_dirs_entry *entry = &list.entries[i];
         struct config_device *config = NULL;
 
-        if (entry->kind == CONFIG_DIRS_MASKED)
+        ret = load_drop_in(entry, &config, error, sizeof(error));
+        if (ret > 0)
             continue;
-        if (entry->kind == CONFIG_DIRS_BROKEN) {
-            report_problem(daemon, reported, "%s: %s", entry->path,
-                           entry->error == -EINVAL ? "not a regular file"
-                                                   : strerror(-entry->error));
-            kept[kept_count++] = entry->name;
-            problems++;
-            continue;
-        }
-        if (config_device_load(entry->path, &config, error, sizeof(error)) < 0) {
+        if (ret < 0) {
             report_problem(daemon, reported, "%s", error);
             kept[kept_count++] = entry->name;
             problems++;
@@ -399,15 +409,10 @@ int daemon_check_config(const struct config_daemon *settings)
         const struct config_dirs_entry *entry = &list.entries[i];
         struct config_device *config = NULL;
 
-        if (entry->kind == CONFIG_DIRS_MASKED)
+        ret = load_drop_in(entry, &config, error, sizeof(error));
+        if (ret > 0)
             continue;
-        if (entry->kind == CONFIG_DIRS_BROKEN) {
-            fprintf(stderr, "%s: %s\n", entry->path,
-                    entry->error == -EINVAL ? "not a regular file" : strerror(-entry->error));
-            problems++;
-            continue;
-        }
-        if (config_device_load(entry->path, &config, error, sizeof(error)) < 0) {
+        if (ret < 0) {
             fprintf(stderr, "%s\n", error);
             problems++;
             continue;
