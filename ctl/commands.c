@@ -191,32 +191,38 @@ out:
     return ret;
 }
 
-int command_list(struct ctl_options *options, int argc, char **argv)
+/*
+ * A command without operands that prints one daemon list: as JSON, or as a table, or
+ * `empty` when the list is empty.
+ */
+static int list_command(struct ctl_options *options, int argc, char **argv, const char *method,
+                        const char *empty, int (*print_table)(const json_t *list))
 {
-    json_t *devices = NULL;
+    json_t *list = NULL;
     int first, ret;
 
     ret = parse_operands(options, argc, argv, 0, NULL, &first);
     if (ret != 0)
         return parse_exit(ret);
-    ret = call_daemon(options, "device_list", NULL, &devices, NULL);
+    ret = call_daemon(options, method, NULL, &list, NULL);
     if (ret != CTL_EXIT_OK)
         goto out;
-    if (options->json) {
-        ret = print_json(devices);
-        goto out;
-    }
-    if (!json_is_array(devices)) {
-        ret = unexpected_reply("device_list");
-        goto out;
-    }
-    if (json_array_size(devices) == 0)
-        printf("No devices.\n");
-    else if (print_device_table(devices) < 0)
+    if (options->json)
+        ret = print_json(list);
+    else if (!json_is_array(list))
+        ret = unexpected_reply(method);
+    else if (json_array_size(list) == 0)
+        printf("%s\n", empty);
+    else if (print_table(list) < 0)
         ret = CTL_EXIT_REFUSED;
 out:
-    json_decref(devices);
+    json_decref(list);
     return ret;
+}
+
+int command_list(struct ctl_options *options, int argc, char **argv)
+{
+    return list_command(options, argc, argv, "device_list", "No devices.", print_device_table);
 }
 
 /* The device's configuration as the YAML of a drop-in, indented under a heading. */
@@ -639,26 +645,8 @@ out:
 
 int command_plugins(struct ctl_options *options, int argc, char **argv)
 {
-    json_t *plugins = NULL;
-    int first, ret;
-
-    ret = parse_operands(options, argc, argv, 0, NULL, &first);
-    if (ret != 0)
-        return parse_exit(ret);
-    ret = call_daemon(options, "plugin_list", NULL, &plugins, NULL);
-    if (ret != CTL_EXIT_OK)
-        goto out;
-    if (options->json)
-        ret = print_json(plugins);
-    else if (!json_is_array(plugins))
-        ret = unexpected_reply("plugin_list");
-    else if (json_array_size(plugins) == 0)
-        printf("No plugins loaded.\n");
-    else if (print_plugin_table(plugins) < 0)
-        ret = CTL_EXIT_REFUSED;
-out:
-    json_decref(plugins);
-    return ret;
+    return list_command(options, argc, argv, "plugin_list", "No plugins loaded.",
+                        print_plugin_table);
 }
 
 static void print_status(const struct ctl_options *options, const json_t *status)
