@@ -23,7 +23,10 @@ for binary in "$@"; do
     if [ "$status" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
     if [ "$bad" -ne 0 ]; then
         failed_binaries="$failed_binaries $binary"
-        grep -vE '^(Running suite|[0-9]+%: Checks)' "$log" | head -n 40
+        # check's failure lines first (FILE:LINE:F|E:case:test:...), then the end of the log.
+        grep -E '^[^ ]+:[0-9]+:[FE]:' "$log"
+        echo "--- last lines of $log:"
+        grep -vE '^(Running suite|[0-9]+%: Checks)' "$log" | tail -n 30
     fi
     passed=$(( passed + ${checks:-0} - (bad < ${checks:-0} ? bad : ${checks:-0}) ))
     failed=$(( failed + bad ))
