@@ -141,10 +141,11 @@ static void connection_free(struct connection *connection)
         input_reset(&connection->inputs[i]);
         free(connection->inputs[i].body);
     }
-    /* The session owns the twin socket; the main socket is ours. */
-    vu_session_free(connection->session);
+    /* The socket goes first: by the time the device hears of the disconnect (from the
+     * session, which owns the twin socket), the client is gone for good. */
     if (connection->sockets[0] >= 0)
         close(connection->sockets[0]);
+    vu_session_free(connection->session);
     vu_log(VFIO_USERD_LOG_INFO, endpoint->device->name, "client (pid %d) disconnected",
            (int)connection->pid);
     endpoint->connection = NULL;
