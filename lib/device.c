@@ -651,6 +651,37 @@ int vu_device_check_plugin(const struct vfio_userd_plugin *plugin, char *message
     return 0;
 }
 
+/* Whether [offset, offset + size) of a BAR could be mmap()ed by the client. */
+static bool range_mappable(const struct vu_device *device, uint32_t bar, uint64_t offset,
+                           uint64_t size)
+{
+    const struct vu_region_state *state = &device->regions[bar];
+
+    if (!state->present || !(state->description.flags & VFIO_USERD_REGION_MAPPABLE))
+        return false;
+    if (state->description.sparse_area_count == 0)
+        return true;
+    for (uint32_t i = 0; i < state->description.sparse_area_count; i++) {
+        const struct vfio_userd_sparse_area *area = &state->sparse_areas[i];
+        if (offset < area->offset + area->size && area->offset < offset + size)
+            return true;
+    }
+    return false;
+}
+
+/* The MSI-X table and PBA are emulated here: a client mapping them would bypass that. */
+static bool msix_is_mappable(const struct vu_device *device)
+{
+    const struct vu_pci_config *config = &device->config;
+
+    if (device->msix.vectors == 0)
+        return false;
+    return range_mappable(device, config->msix_table_bar, config->msix_table_offset,
+                          vu_msix_table_size(&device->msix)) ||
+           range_mappable(device, config->msix_pba_bar, config->msix_pba_offset,
+                          vu_msix_pba_size(&device->msix));
+}
+
 static int allocate_irqs(struct vu_device *device)
 {
     device->irqs[VFIO_USERD_IRQ_ERR].count = 1;
@@ -760,6 +791,8 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
         goto fail;
     }
     ret = vu_pci_config_finalize(&device->config);
+    if (ret == 0 && msix_is_mappable(device))
+        ret = -EINVAL;
     if (ret < 0) {
         vfio_userd_error_set(error, ret, NULL,
                              "plugin '%s' declared an inconsistent PCI device: %s", plugin->name,

@@ -1576,6 +1576,54 @@ START_TEST(plugin_refusal_reported)
 }
 END_TEST
 
+/* A device whose MSI-X table sits in a BAR the client may map (all of it, or only the
+ * page after the table when `sparse`). */
+static bool msix_plugin_sparse;
+
+static int msix_plugin_create(struct vfio_userd_device *device, const json_t *params,
+                              struct vfio_userd_error *error)
+{
+    static const struct vfio_userd_sparse_area after_table = {.offset = 4096, .size = 4096};
+    const struct vfio_userd_pci_identity identity = {.vendor_id = 0x1de5, .device_id = 2};
+    const struct vfio_userd_region bar = {
+        .size = 8192,
+        .flags = VFIO_USERD_REGION_READABLE | VFIO_USERD_REGION_WRITABLE |
+                 VFIO_USERD_REGION_MEMORY | VFIO_USERD_REGION_MAPPABLE,
+        .sparse_area_count = msix_plugin_sparse ? 1 : 0,
+        .sparse_areas = msix_plugin_sparse ? &after_table : NULL,
+    };
+    int ret;
+
+    if ((ret = device->host->pci_set_identity(device, &identity)) < 0 ||
+        (ret = device->host->add_region(device, VFIO_USERD_REGION_BAR0, &bar)) < 0 ||
+        (ret = device->host->pci_add_msix(device, 4, 0, 0, 0, 0x800)) < 0)
+        return vfio_userd_error_set(error, ret, NULL, "declaration failed");
+    return 0;
+}
+
+static const struct vfio_userd_plugin msix_plugin = {
+    .abi_major = VFIO_USERD_ABI_MAJOR,
+    .abi_minor = VFIO_USERD_ABI_MINOR,
+    .name = "msixdev",
+    .create = msix_plugin_create,
+};
+
+START_TEST(msix_table_must_not_be_mappable)
+{
+    struct vfio_userd_error error = {0};
+    struct vu_device *device = NULL;
+
+    msix_plugin_sparse = false;
+    ck_assert_int_eq(vu_device_create(&msix_plugin, "x", NULL, &device, &error), -EINVAL);
+    ck_assert_ptr_null(device);
+    ck_assert_ptr_nonnull(strstr(error.message, "inconsistent"));
+    /* With the table's page trapped, the same device is fine. */
+    msix_plugin_sparse = true;
+    ck_assert_int_eq(vu_device_create(&msix_plugin, "x", NULL, &device, &error), 0);
+    vu_device_destroy(device);
+}
+END_TEST
+
 static Suite *protocol_suite(void)
 {
     Suite *suite = suite_create("protocol");
@@ -1638,6 +1686,7 @@ static Suite *protocol_suite(void)
     }
     TCase *plugin_case = tcase_create("plugin");
     tcase_add_test(plugin_case, plugin_refusal_reported);
+    tcase_add_test(plugin_case, msix_table_must_not_be_mappable);
     suite_add_tcase(suite, plugin_case);
     return suite;
 }
