@@ -460,7 +460,7 @@ START_TEST(work_is_linear_for_a_trickled_string)
     size_t examined;
 
     ck_assert_ptr_nonnull(input);
-    /* ["...": an unfinished string, the reviewer's attack, then closed. */
+    /* ["...": an unfinished string, a client trickling bytes into it, then closed. */
     memset(input, 'a', length);
     input[0] = '[';
     input[1] = '"';
