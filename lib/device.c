@@ -14,33 +14,12 @@
 #include "device.h"
 #include "fault_guard.h"
 #include "log.h"
+#include "params.h"
 #include "session.h"
 
 static struct vu_device *device_of(struct vfio_userd_device *public)
 {
     return (struct vu_device *)public;
-}
-
-static bool is_power_of_two(uint64_t value)
-{
-    return value != 0 && (value & (value - 1)) == 0;
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
-/* Signals an eventfd; the descriptors are non-blocking, so this never stalls. */
-static void signal_eventfd(int fd)
-{
-    uint64_t one = 1;
-
-    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        vu_log(VFIO_USERD_LOG_DEBUG, NULL, "eventfd write failed: %m");
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -112,7 +91,7 @@ static int check_region(const struct vu_device *device, enum vfio_userd_region_i
         return -EINVAL;
     if (device->regions[index].present)
         return -EEXIST;
-    if (!is_power_of_two(region->size))
+    if (!vu_is_power_of_two(region->size))
         return -EINVAL;
     if ((region->flags & VFIO_USERD_REGION_MAPPABLE) && !(region->flags & VFIO_USERD_REGION_MEMORY))
         return -EINVAL;
@@ -167,7 +146,8 @@ static void release_region(struct vu_region_state *state)
 {
     if (state->memory != NULL)
         munmap(state->memory, state->description.size);
-    close_fd(&state->memory_fd);
+    if (state->memory_fd >= 0)
+        close(state->memory_fd);
     free(state->sparse_areas);
     *state = (struct vu_region_state){.memory_fd = -1};
 }
@@ -385,108 +365,10 @@ static int host_irq_trigger(struct vfio_userd_device *public, uint32_t vector)
     return vu_device_irq_trigger(device_of(public), vector);
 }
 
-/* Records an interrupt as pending (or no longer), where the device model shows it too:
- * the MSI-X PBA and the MSI Pending Bits. */
-static void set_pending(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector,
-                        bool pending)
-{
-    device->irqs[index].pending[vector] = pending;
-    if (index == VFIO_USERD_IRQ_MSIX)
-        vu_msix_set_pending(&device->msix, vector, pending);
-    else if (index == VFIO_USERD_IRQ_MSI && device->config.msi_per_vector_mask)
-        vu_pci_config_msi_set_pending(&device->config, vector, pending);
-}
-
-/* Nothing masked by SET_IRQS, nothing pending, INTx deasserted. */
-static void clear_irq_state(struct vu_device *device, enum vfio_userd_irq_index index)
-{
-    struct vu_irq_state *irq = &device->irqs[index];
-
-    for (uint32_t vector = 0; vector < irq->count; vector++) {
-        irq->masked[vector] = false;
-        set_pending(device, index, vector, false);
-    }
-    if (index == VFIO_USERD_IRQ_INTX)
-        vu_pci_config_set_intx_status(&device->config, false);
-}
-
-/* Delivers, or records as pending, one interrupt of a given type and sub-index. */
-static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector)
-{
-    struct vu_irq_state *irq = &device->irqs[index];
-    bool masked = irq->masked[vector];
-
-    if (index == VFIO_USERD_IRQ_MSIX)
-        masked = masked || vu_pci_config_msix_function_masked(&device->config) ||
-                 vu_msix_vector_masked(&device->msix, vector);
-    else if (index == VFIO_USERD_IRQ_MSI)
-        masked = masked || vu_pci_config_msi_vector_masked(&device->config, vector);
-
-    set_pending(device, index, vector, masked || irq->trigger_fds[vector] < 0);
-    if (irq->pending[vector])
-        return;
-    signal_eventfd(irq->trigger_fds[vector]);
-    /* INTx is level-triggered: it stays asserted, and masked, until the client unmasks it. */
-    if (index == VFIO_USERD_IRQ_INTX) {
-        irq->masked[vector] = true;
-        signal_eventfd(irq->mask_fds[vector]);
-        vu_pci_config_set_intx_status(&device->config, true);
-    }
-}
-
-/* Re-delivers pending interrupts after something unmasked them. */
-static void deliver_pending(struct vu_device *device)
-{
-    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        struct vu_irq_state *irq = &device->irqs[index];
-        for (uint32_t vector = 0; vector < irq->count; vector++)
-            if (irq->pending[vector])
-                fire_vector(device, index, vector);
-    }
-}
-
-int vu_device_irq_trigger(struct vu_device *device, uint32_t vector)
-{
-    uint32_t msi_vectors;
-
-    /* Inside create() the interrupt state does not exist yet: no client to tell. */
-    if (device->declaring)
-        return -ENOTCONN;
-
-    if (device->irqs[VFIO_USERD_IRQ_MSIX].count > 0 &&
-        vu_pci_config_msix_enabled(&device->config)) {
-        if (vector >= device->irqs[VFIO_USERD_IRQ_MSIX].count)
-            return -EINVAL;
-        fire_vector(device, VFIO_USERD_IRQ_MSIX, vector);
-        return 0;
-    }
-    if (device->irqs[VFIO_USERD_IRQ_MSI].count > 0 &&
-        vu_pci_config_msi_enabled(&device->config, &msi_vectors)) {
-        if (vector >= msi_vectors)
-            return -EINVAL;
-        fire_vector(device, VFIO_USERD_IRQ_MSI, vector);
-        return 0;
-    }
-    if (device->irqs[VFIO_USERD_IRQ_INTX].count > 0 &&
-        !vu_pci_config_intx_disabled(&device->config)) {
-        /* Every vector shares the one INTx line. */
-        fire_vector(device, VFIO_USERD_IRQ_INTX, 0);
-        return 0;
-    }
-    return -ENOTCONN;
-}
-
 static int host_irq_signal(struct vfio_userd_device *public, enum vfio_userd_irq_index index,
                            uint32_t subindex)
 {
-    struct vu_device *device = device_of(public);
-
-    if (device->declaring)
-        return -ENOTCONN;
-    if ((unsigned)index >= VFIO_USERD_IRQ_COUNT || subindex >= device->irqs[index].count)
-        return -EINVAL;
-    fire_vector(device, index, subindex);
-    return 0;
+    return vu_device_irq_signal(device_of(public), index, subindex);
 }
 
 static int host_pci_config_read(struct vfio_userd_device *public, uint32_t offset, void *data,
@@ -513,102 +395,6 @@ static const uint64_t *host_message_counters(struct vfio_userd_device *public)
 
 _Static_assert(VFIO_USERD_MESSAGE_COUNTERS == VU_COMMAND_MAX + 1, "counter array size");
 
-/* ---------------------------------------------------------------------------------------
- * Parameter helpers.
- */
-
-static int host_params_check_keys(const json_t *params, const char *const *allowed,
-                                  struct vfio_userd_error *error)
-{
-    const char *key;
-    json_t *value;
-
-    if (params == NULL)
-        return 0;
-    if (!json_is_object(params))
-        return vfio_userd_error_set(error, -EINVAL, "", "parameters must be a mapping");
-    json_object_foreach ((json_t *)params, key, value) {
-        bool known = false;
-        for (size_t i = 0; allowed != NULL && allowed[i] != NULL && !known; i++)
-            known = strcmp(key, allowed[i]) == 0;
-        if (!known)
-            return vfio_userd_error_set(error, -EINVAL, key, "unknown parameter '%s'", key);
-    }
-    return 0;
-}
-
-static int parse_size_string(const char *text, uint64_t *value)
-{
-    uint64_t number, multiplier = 1;
-    char *end;
-
-    if (*text == '\0' || *text == '-' || *text == '+' || *text == ' ')
-        return -EINVAL;
-    errno = 0;
-    number = strtoull(text, &end, 0);
-    if (errno != 0 || end == text)
-        return -EINVAL;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        multiplier = 1ull << 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        multiplier = 1ull << 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        multiplier = 1ull << 30;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (multiplier > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-        end += strlen(end);
-    if (*end != '\0')
-        return -EINVAL;
-    if (number > UINT64_MAX / multiplier)
-        return -ERANGE;
-    *value = number * multiplier;
-    return 0;
-}
-
-static int host_params_get_u64(const json_t *params, const char *key, uint64_t fallback,
-                               uint64_t min, uint64_t max, uint64_t *value,
-                               struct vfio_userd_error *error)
-{
-    json_t *member = params != NULL ? json_object_get(params, key) : NULL;
-    uint64_t number;
-
-    if (member == NULL || json_is_null(member)) {
-        *value = fallback;
-        return 0;
-    }
-    if (json_is_integer(member)) {
-        if (json_integer_value(member) < 0)
-            return vfio_userd_error_set(error, -ERANGE, key, "'%s' must not be negative", key);
-        number = (uint64_t)json_integer_value(member);
-    } else if (json_is_string(member)) {
-        int ret = parse_size_string(json_string_value(member), &number);
-        if (ret < 0)
-            return vfio_userd_error_set(error, ret, key,
-                                        "'%s': '%s' is not a number (examples: 4096, 0x1000, 4K)",
-                                        key, json_string_value(member));
-    } else {
-        return vfio_userd_error_set(error, -EINVAL, key, "'%s' must be a number", key);
-    }
-    if (number < min || number > max)
-        return vfio_userd_error_set(error, -ERANGE, key,
-                                    "'%s' is %" PRIu64 ", outside %" PRIu64 "..%" PRIu64, key,
-                                    number, min, max);
-    *value = number;
-    return 0;
-}
-
 static const struct vfio_userd_host host_table = {
     .size = sizeof(struct vfio_userd_host),
     .set_ops = host_set_ops,
@@ -627,8 +413,8 @@ static const struct vfio_userd_host host_table = {
     .pci_config_read = host_pci_config_read,
     .log = host_log,
     .name = host_name,
-    .params_check_keys = host_params_check_keys,
-    .params_get_u64 = host_params_get_u64,
+    .params_check_keys = vu_params_check_keys,
+    .params_get_u64 = vu_params_get_u64,
     .message_counters = host_message_counters,
     .add_ioeventfd = host_add_ioeventfd,
 };
@@ -682,66 +468,13 @@ static bool msix_is_mappable(const struct vu_device *device)
                           vu_msix_pba_size(&device->msix));
 }
 
-static int allocate_irqs(struct vu_device *device)
-{
-    device->irqs[VFIO_USERD_IRQ_ERR].count = 1;
-    device->irqs[VFIO_USERD_IRQ_REQ].count = 1;
-    device->irqs[VFIO_USERD_IRQ_INTX].info_flags =
-        VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
-    device->irqs[VFIO_USERD_IRQ_MSI].info_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE;
-    device->irqs[VFIO_USERD_IRQ_MSIX].info_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE;
-    device->irqs[VFIO_USERD_IRQ_ERR].info_flags = VFIO_IRQ_INFO_EVENTFD;
-    device->irqs[VFIO_USERD_IRQ_REQ].info_flags = VFIO_IRQ_INFO_EVENTFD;
-
-    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        struct vu_irq_state *irq = &device->irqs[index];
-        uint32_t count = irq->count > 0 ? irq->count : 1;
-
-        irq->trigger_fds = malloc(count * sizeof(int));
-        irq->mask_fds = malloc(count * sizeof(int));
-        irq->unmask_fds = malloc(count * sizeof(int));
-        irq->masked = calloc(count, sizeof(bool));
-        irq->pending = calloc(count, sizeof(bool));
-        if (!irq->trigger_fds || !irq->mask_fds || !irq->unmask_fds || !irq->masked ||
-            !irq->pending)
-            return -ENOMEM;
-        for (uint32_t i = 0; i < count; i++)
-            irq->trigger_fds[i] = irq->mask_fds[i] = irq->unmask_fds[i] = -1;
-    }
-    return 0;
-}
-
-static void close_irq_fds(struct vu_irq_state *irq, uint32_t start, uint32_t count)
-{
-    for (uint32_t i = start; i < start + count; i++) {
-        close_fd(&irq->trigger_fds[i]);
-        close_fd(&irq->mask_fds[i]);
-        close_fd(&irq->unmask_fds[i]);
-    }
-}
-
-static void release_irqs(struct vu_device *device)
-{
-    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        struct vu_irq_state *irq = &device->irqs[index];
-        if (irq->trigger_fds != NULL && irq->mask_fds != NULL && irq->unmask_fds != NULL)
-            close_irq_fds(irq, 0, irq->count);
-        free(irq->trigger_fds);
-        free(irq->mask_fds);
-        free(irq->unmask_fds);
-        free(irq->masked);
-        free(irq->pending);
-        *irq = (struct vu_irq_state){0};
-    }
-}
-
 static void free_device(struct vu_device *device)
 {
     for (uint32_t i = 0; i < device->ioeventfd_count; i++)
         close(device->ioeventfds[i].fd);
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
         release_region(&device->regions[i]);
-    release_irqs(device);
+    vu_device_release_interrupts(device);
     vu_msix_destroy(&device->msix);
     vu_dma_table_destroy(&device->dma);
     json_decref(device->params);
@@ -799,7 +532,7 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
                              strerror(-ret));
         goto fail;
     }
-    ret = allocate_irqs(device);
+    ret = vu_device_allocate_interrupts(device);
     if (ret < 0) {
         vfio_userd_error_set(error, ret, NULL, "out of memory");
         goto fail;
@@ -847,11 +580,7 @@ void vu_device_detach_session(struct vu_device *device)
 {
     while (device->dma.count > 0)
         remove_dma_range(device, device->dma.count - 1);
-    for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        struct vu_irq_state *irq = &device->irqs[index];
-        close_irq_fds(irq, 0, irq->count);
-        clear_irq_state(device, index);
-    }
+    vu_device_release_client_interrupts(device);
     device->session = NULL;
     device->dma_fault = 0;
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
@@ -938,113 +667,6 @@ int vu_device_get_region_info(const struct vu_device *device, uint32_t index, ui
     return 0;
 }
 
-int vu_device_get_irq_info(const struct vu_device *device, uint32_t index,
-                           struct vfio_irq_info *info)
-{
-    if (index >= VFIO_USERD_IRQ_COUNT)
-        return -EINVAL;
-    *info = (struct vfio_irq_info){
-        .argsz = sizeof(*info),
-        .flags = device->irqs[index].info_flags,
-        .index = index,
-        .count = device->irqs[index].count,
-    };
-    return 0;
-}
-
-static void close_fds(int *fds, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        close_fd(&fds[i]);
-}
-
-static void set_masked(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector,
-                       bool masked)
-{
-    struct vu_irq_state *irq = &device->irqs[index];
-
-    if (irq->masked[vector] == masked)
-        return;
-    irq->masked[vector] = masked;
-    signal_eventfd(masked ? irq->mask_fds[vector] : irq->unmask_fds[vector]);
-    /* Unmasking INTx is the client's end-of-interrupt: the line deasserts. */
-    if (index == VFIO_USERD_IRQ_INTX && !masked)
-        vu_pci_config_set_intx_status(&device->config, false);
-}
-
-int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
-                       const uint8_t *data, size_t data_length, int *fds, size_t fd_count)
-{
-    const uint32_t data_flags =
-        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_DATA_EVENTFD;
-    const uint32_t action_flags =
-        VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER;
-    uint32_t data_type = set->flags & data_flags, action = set->flags & action_flags;
-    struct vu_irq_state *irq;
-    int ret = -EINVAL;
-
-    if ((set->flags & ~(data_flags | action_flags)) || !is_power_of_two(data_type) ||
-        !is_power_of_two(action) || set->index >= VFIO_USERD_IRQ_COUNT)
-        goto out;
-    irq = &device->irqs[set->index];
-    if (fd_count > 0 && (data_type != VFIO_IRQ_SET_DATA_EVENTFD || fd_count != set->count))
-        goto out;
-
-    if (set->count == 0) {
-        /* count 0 with DATA_NONE|TRIGGER tears down every vector of the type. */
-        if (data_type != VFIO_IRQ_SET_DATA_NONE || action != VFIO_IRQ_SET_ACTION_TRIGGER ||
-            set->start != 0)
-            goto out;
-        close_irq_fds(irq, 0, irq->count);
-        clear_irq_state(device, set->index);
-        ret = 0;
-        goto notify;
-    }
-    if (set->start >= irq->count || set->count > irq->count - set->start)
-        goto out;
-    if (data_type == VFIO_IRQ_SET_DATA_BOOL && data_length < set->count)
-        goto out;
-    if (action != VFIO_IRQ_SET_ACTION_TRIGGER && !(irq->info_flags & VFIO_IRQ_INFO_MASKABLE))
-        goto out;
-    for (size_t i = 0; i < fd_count; i++) {
-        int flags = fcntl(fds[i], F_GETFL);
-        if (flags < 0 || fcntl(fds[i], F_SETFL, flags | O_NONBLOCK) < 0)
-            goto out;
-    }
-
-    for (uint32_t i = 0; i < set->count; i++) {
-        uint32_t vector = set->start + i;
-        bool selected = data_type != VFIO_IRQ_SET_DATA_BOOL || data[i] != 0;
-
-        if (data_type == VFIO_IRQ_SET_DATA_EVENTFD) {
-            int *slot = action == VFIO_IRQ_SET_ACTION_TRIGGER ? &irq->trigger_fds[vector]
-                        : action == VFIO_IRQ_SET_ACTION_MASK  ? &irq->mask_fds[vector]
-                                                              : &irq->unmask_fds[vector];
-            close_fd(slot);
-            /* No descriptors at all means "de-assign these vectors". */
-            if (fd_count > 0) {
-                *slot = fds[i];
-                fds[i] = -1;
-            }
-            continue;
-        }
-        if (!selected)
-            continue;
-        if (action == VFIO_IRQ_SET_ACTION_TRIGGER)
-            fire_vector(device, set->index, vector);
-        else
-            set_masked(device, set->index, vector, action == VFIO_IRQ_SET_ACTION_MASK);
-    }
-    deliver_pending(device);
-    ret = 0;
-notify:
-    if (device->ops.irq_state != NULL)
-        device->ops.irq_state(device->instance, set->index);
-out:
-    close_fds(fds, fd_count);
-    return ret;
-}
-
 /* Which emulated MSI-X structure [offset, offset + count) of `region` touches, if any. */
 enum msix_part { MSIX_NONE, MSIX_TABLE, MSIX_PBA, MSIX_STRADDLE };
 
@@ -1088,7 +710,7 @@ int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t 
             return vu_pci_config_read(&device->config, offset, data, count);
         ret = vu_pci_config_write(&device->config, offset, data, count);
         if (ret == 0)
-            deliver_pending(device);
+            vu_device_deliver_pending(device);
         return ret;
     }
     if (region >= VFIO_USERD_REGION_COUNT || !device->regions[region].present)
@@ -1103,7 +725,7 @@ int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t 
             return vu_msix_table_read(&device->msix, part_offset, data, count);
         ret = vu_msix_table_write(&device->msix, part_offset, data, count);
         if (ret == 0)
-            deliver_pending(device);
+            vu_device_deliver_pending(device);
         return ret;
     case MSIX_PBA:
         return is_write ? vu_msix_pba_write(&device->msix, part_offset, data, count)
@@ -1191,6 +813,6 @@ int vu_device_reset(struct vu_device *device)
     vu_pci_config_reset(&device->config);
     vu_msix_reset(&device->msix);
     for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++)
-        clear_irq_state(device, index);
+        vu_device_clear_interrupts(device, index);
     return ret;
 }

@@ -150,4 +150,25 @@ int vu_device_reset(struct vu_device *device);
 /* Raises `vector` through whichever interrupt type is enabled (host->irq_trigger). */
 int vu_device_irq_trigger(struct vu_device *device, uint32_t vector);
 
+/* Signals one interrupt of one type (host->irq_signal). */
+int vu_device_irq_signal(struct vu_device *device, enum vfio_userd_irq_index index,
+                         uint32_t subindex);
+
+/* --- Between device.c and interrupts.c, the two halves of the engine. --- */
+
+static inline bool vu_is_power_of_two(uint64_t value)
+{
+    return value != 0 && (value & (value - 1)) == 0;
+}
+
+/* Sizes the interrupt state from the counts the declarations set (after create()). */
+int vu_device_allocate_interrupts(struct vu_device *device);
+void vu_device_release_interrupts(struct vu_device *device);
+/* The client went: its eventfds are closed, masks and pending state cleared. */
+void vu_device_release_client_interrupts(struct vu_device *device);
+/* No vector of `index` masked or pending, INTx deasserted. */
+void vu_device_clear_interrupts(struct vu_device *device, enum vfio_userd_irq_index index);
+/* Fires what became deliverable after a config space or MSI-X table write. */
+void vu_device_deliver_pending(struct vu_device *device);
+
 #endif /* VU_DEVICE_H */
