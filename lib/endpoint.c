@@ -40,6 +40,7 @@ struct connection {
     struct vu_endpoint *endpoint;
     int sockets[2]; /* main, twin */
     sd_event_source *sources[2];
+    sd_event_source *dma_timer; /* the client's answer to a DMA_READ/DMA_WRITE is due */
     struct channel_input inputs[2];
     struct vu_session *session;
     pid_t pid;
@@ -51,7 +52,8 @@ struct vu_endpoint {
     int listen_fd;
     sd_event_source *listen_source;
     sd_event_source *accept_retry; /* listening paused after running out of descriptors */
-    unsigned refusals;             /* second clients refused while this one is connected */
+    uint64_t dma_timeout_usec;
+    unsigned refusals; /* second clients refused while this one is connected */
     struct connection *connection;
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
     sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
@@ -136,6 +138,7 @@ static void connection_free(struct connection *connection)
 {
     struct vu_endpoint *endpoint = connection->endpoint;
 
+    sd_event_source_disable_unref(connection->dma_timer);
     for (int i = 0; i < 2; i++) {
         sd_event_source_disable_unref(connection->sources[i]);
         input_reset(&connection->inputs[i]);
@@ -344,8 +347,42 @@ static int process_input(struct connection *connection, int channel)
     return 0;
 }
 
+static int on_dma_timeout(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct connection *connection = userdata;
+
+    vu_session_dma_expire(connection->session);
+    /* The next transfer may go out now, and its own deadline starts. */
+    if (flush_outputs(connection) < 0 || update_events(connection) < 0) {
+        connection_free(connection);
+        return 0;
+    }
+    return 0;
+}
+
+/* Arms the timer for the DMA answer the session awaits, or disarms it. */
+static int update_dma_timer(struct connection *connection)
+{
+    uint64_t deadline =
+        vu_session_dma_deadline(connection->session, connection->endpoint->dma_timeout_usec);
+
+    if (deadline == 0)
+        return connection->dma_timer != NULL
+                   ? sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_OFF)
+                   : 0;
+    if (connection->dma_timer == NULL)
+        return sd_event_add_time(connection->endpoint->event, &connection->dma_timer,
+                                 CLOCK_MONOTONIC, deadline, 0, on_dma_timeout, connection);
+    sd_event_source_set_time(connection->dma_timer, deadline);
+    return sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_ONESHOT);
+}
+
 static int update_events(struct connection *connection)
 {
+    int ret = update_dma_timer(connection);
+
+    if (ret < 0)
+        return ret;
     for (int channel = 0; channel < 2; channel++) {
         uint32_t events = 0;
 
@@ -355,7 +392,7 @@ static int update_events(struct connection *connection)
             events |= EPOLLIN;
         if (vu_output_queue_pending(vu_session_output(connection->session, channel)) > 0)
             events |= EPOLLOUT;
-        int ret = sd_event_source_set_io_events(connection->sources[channel], events);
+        ret = sd_event_source_set_io_events(connection->sources[channel], events);
         if (ret < 0)
             return ret;
     }
@@ -512,7 +549,10 @@ static int on_ioeventfd(sd_event_source *source, int fd, uint32_t revents, void 
     for (uint32_t i = 0; i < endpoint->device->ioeventfd_count; i++)
         if (endpoint->device->ioeventfds[i].fd == fd)
             vu_device_ioeventfd_fired(endpoint->device, i);
-    if (check_dma_fault(endpoint->device) < 0)
+    /* The doorbell may have started DMA: its messages go out, its deadline is armed. */
+    if (endpoint->connection != NULL &&
+        (check_dma_fault(endpoint->device) < 0 || flush_outputs(endpoint->connection) < 0 ||
+         update_events(endpoint->connection) < 0))
         vu_endpoint_disconnect(endpoint);
     vu_fault_guard_enter(previous);
     return 0;
@@ -531,6 +571,7 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     endpoint->device = device;
     endpoint->event = sd_event_ref(event);
     endpoint->listen_fd = listen_fd;
+    endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
     ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
                           endpoint);
     for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
@@ -572,6 +613,11 @@ int vu_endpoint_release(struct vu_endpoint *endpoint)
     endpoint->listen_fd = -1;
     vu_endpoint_free(endpoint);
     return fd;
+}
+
+void vu_endpoint_set_dma_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec)
+{
+    endpoint->dma_timeout_usec = timeout_usec;
 }
 
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint)

@@ -11,6 +11,7 @@
 #define VU_ENDPOINT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
@@ -39,6 +40,12 @@ int vu_endpoint_release(struct vu_endpoint *endpoint);
 
 /* Disconnects the current client (for device removal or tests). */
 void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
+
+/* How long a client may take to answer one DMA_READ/DMA_WRITE before the transfer fails
+ * with -ETIMEDOUT: QEMU's own reply timeout. */
+#define VU_ENDPOINT_DMA_TIMEOUT_USEC (5u * 1000 * 1000)
+
+void vu_endpoint_set_dma_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec);
 
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -36,6 +37,7 @@ struct vu_session {
 
     struct vfio_userd_dma_request *dma_head, *dma_tail;
     bool dma_in_flight;
+    uint64_t dma_sent_usec; /* CLOCK_MONOTONIC time the chunk in flight was queued */
     bool dma_pumping;
     bool warned; /* a misbehaving client is logged at warning level once, then at debug */
     uint16_t next_message_id;
@@ -159,6 +161,14 @@ static enum vu_channel dma_channel(const struct vu_session *session)
     return session->twin_socket >= 0 ? VU_CHANNEL_TWIN : VU_CHANNEL_MAIN;
 }
 
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
 static void dma_pump(struct vu_session *session)
 {
     if (session->dma_pumping)
@@ -198,6 +208,7 @@ static void dma_pump(struct vu_session *session)
         request->host_private[DMA_PRIVATE_CHUNK] = chunk;
         request->host_private[DMA_PRIVATE_MESSAGE] = session->next_message_id;
         session->dma_in_flight = true;
+        session->dma_sent_usec = monotonic_usec();
     }
     session->dma_pumping = false;
 }
@@ -217,6 +228,23 @@ int vu_session_dma_submit(struct vu_session *session, struct vfio_userd_dma_requ
     session->dma_tail = request;
     dma_pump(session);
     return -EINPROGRESS;
+}
+
+uint64_t vu_session_dma_deadline(const struct vu_session *session, uint64_t timeout_usec)
+{
+    return session->dma_in_flight ? session->dma_sent_usec + timeout_usec : 0;
+}
+
+void vu_session_dma_expire(struct vu_session *session)
+{
+    if (session->dma_head == NULL || !session->dma_in_flight)
+        return;
+    log_misbehaviour(session, "client did not answer %s (id %u) in time; the transfer failed",
+                     session->dma_head->to_client ? "DMA_WRITE" : "DMA_READ",
+                     (unsigned)(uint16_t)session->dma_head->host_private[DMA_PRIVATE_MESSAGE]);
+    /* A late answer carries an id no longer awaited, and is ignored. */
+    dma_complete_head(session, -ETIMEDOUT);
+    dma_pump(session);
 }
 
 void vu_session_output_drained(struct vu_session *session)

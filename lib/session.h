@@ -72,6 +72,13 @@ int vu_session_twin_socket(const struct vu_session *session);
 /* Call after output was flushed: queued DMA requests may proceed. */
 void vu_session_output_drained(struct vu_session *session);
 
+/* When the DMA_READ/DMA_WRITE in flight times out (CLOCK_MONOTONIC microseconds), given
+ * how long a client may take; 0 when none is in flight. */
+uint64_t vu_session_dma_deadline(const struct vu_session *session, uint64_t timeout_usec);
+
+/* The client did not answer in time: the transfer fails with -ETIMEDOUT, the next one goes. */
+void vu_session_dma_expire(struct vu_session *session);
+
 /* Queues a message-based DMA transfer (device.c, for ranges mapped without a fd). */
 int vu_session_dma_submit(struct vu_session *session, struct vfio_userd_dma_request *request);
 

@@ -19,6 +19,7 @@
 
 #include "client.h"
 #include "device.h"
+#include "endpoint.h"
 #include "mock_device.h"
 #include "session.h"
 #include "test_server.h"
@@ -893,6 +894,30 @@ START_TEST(dma_through_messages_twin_socket)
 }
 END_TEST
 
+static void shorten_dma_timeout(struct test_server *test_server, void *argument)
+{
+    vu_endpoint_set_dma_timeout(test_server->endpoint, 200 * 1000);
+}
+
+START_TEST(dma_client_that_never_answers)
+{
+    static uint8_t memory[4096];
+
+    memset(memory, 1, sizeof(memory));
+    test_server_call(&server, shorten_dma_timeout, NULL);
+    ck_assert_int_eq(
+        vu_client_dma_map_memory(client, 0x1000, sizeof(memory), VU_DMA_FLAG_READABLE, memory), 0);
+    start_dma(0x1000, 0x100, MOCK_DMA_GO_READ);
+    /* Say nothing for longer than the timeout: the transfer fails, the device lives on. */
+    usleep(600 * 1000);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | ETIMEDOUT);
+    /* The late answer (sent while that read waited) is ignored; the next transfer works. */
+    start_dma(0x1000, 0x100, MOCK_DMA_GO_READ);
+    ck_assert_uint_eq(wait_dma(), MOCK_DMA_DONE);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_SUM), 0x100);
+}
+END_TEST
+
 START_TEST(dma_in_flight_when_client_leaves)
 {
     static uint8_t memory[4096];
@@ -1656,6 +1681,7 @@ static Suite *protocol_suite(void)
         {"dma", dma_into_memory_the_client_shrank},
         {"dma", dma_through_messages_main_socket},
         {"dma", dma_through_messages_twin_socket},
+        {"dma", dma_client_that_never_answers},
         {"dma", dma_in_flight_when_client_leaves},
         {"irq", intx_eventfd_automask_and_teardown},
         {"irq", msix_vectors_masking_and_pba},
