@@ -220,8 +220,9 @@ static bool drop_in_exists(const struct daemon *daemon, const char *file, char *
     struct stat status;
 
     for (size_t i = 0; i < daemon->settings->devices_dir_count; i++) {
+        /* A path too long to check is treated as taken: refusing is the safe answer. */
         if (snprintf(path, size, "%s/%s", daemon->settings->devices_dirs[i], file) >= (int)size)
-            continue;
+            return true;
         if (lstat(path, &status) == 0)
             return true;
     }
@@ -360,9 +361,12 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
 
 static int run_reset(sd_event *event, void *argument)
 {
-    struct vu_device *previous = vu_fault_guard_enter(argument);
-    int ret = vu_device_reset(argument);
+    struct managed_device *device = argument;
+    struct vu_device *previous = vu_fault_guard_enter(device->device);
+    int ret = vu_device_reset(device->device);
 
+    if (device->endpoint != NULL)
+        vu_endpoint_flush(device->endpoint);
     vu_fault_guard_enter(previous);
     return ret;
 }
@@ -378,7 +382,7 @@ static json_t *method_device_reset(struct daemon *daemon, const struct admin_pee
     if (!check_params(params, allowed, error) || (name = required_name(params, error)) == NULL ||
         (device = existing_device(daemon, name, error)) == NULL)
         return NULL;
-    ret = workers_call(daemon->workers, device->worker, run_reset, device->device);
+    ret = workers_call(daemon->workers, device->worker, run_reset, device);
     if (ret < 0)
         return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
                     strerror(-ret));

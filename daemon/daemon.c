@@ -21,7 +21,8 @@
 
 /* Changes in the drop-in directories are applied this long after the last event, so an
  * editor's write-and-rename or a burst of files becomes one synchronisation. */
-#define RELOAD_DELAY_USEC 100000
+#define RELOAD_DELAY_USEC     100000
+#define RELOAD_DELAY_MAX_USEC 1000000
 
 struct pending_device {
     const char *source;
@@ -172,40 +173,94 @@ out:
     return problems;
 }
 
-/* Watches the nearest existing ancestor of a missing directory for new directories, so
- * the directory is watched (at the next synchronisation) once it is created. */
-static void watch_ancestor(struct daemon *daemon, const char *directory)
+/*
+ * Watches the nearest existing ancestor of a missing directory for the creation of the
+ * one child on the way to it, so the directory is watched (at the next synchronisation)
+ * once it exists. Returns the watch, or -1.
+ */
+static int watch_ancestor(struct daemon *daemon, const char *directory,
+                          struct ancestor_watch *watch)
 {
     char path[4096];
-    char *slash;
 
     if (snprintf(path, sizeof(path), "%s", directory) >= (int)sizeof(path))
-        return;
-    while ((slash = strrchr(path, '/')) != NULL) {
+        return -1;
+    for (;;) {
+        char *slash = strrchr(path, '/');
+        int wd;
+
+        if (slash == NULL)
+            return -1;
+        /* One level up; the child below it is the one whose creation matters. */
+        snprintf(watch->child, sizeof(watch->child), "%s", slash + 1);
         *slash = '\0';
         /* IN_MASK_ADD: the ancestor may be a watched device directory itself. */
-        if (inotify_add_watch(daemon->inotify_fd, path[0] != '\0' ? path : "/",
-                              IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD) >= 0 ||
-            errno != ENOENT)
-            return;
+        wd = inotify_add_watch(daemon->inotify_fd, path[0] != '\0' ? path : "/",
+                               IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD);
+        if (wd >= 0) {
+            watch->wd = wd;
+            return wd;
+        }
+        if (errno != ENOENT)
+            return -1;
     }
+}
+
+static bool is_directory_watch(const struct daemon *daemon, int wd)
+{
+    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++)
+        if (daemon->directory_watches[i] == wd)
+            return true;
+    return false;
 }
 
 static void watch_directories(struct daemon *daemon)
 {
     const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
                           IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+    struct ancestor_watch previous[VFIO_USERD_MAX_DEVICE_DIRECTORIES];
+    size_t previous_count = daemon->ancestor_count;
 
+    memcpy(previous, daemon->ancestors, previous_count * sizeof(previous[0]));
+    daemon->ancestor_count = 0;
     /* Adding a watch twice is harmless; directories created since the last call join. */
     for (size_t i = 0; i < daemon->settings->devices_dir_count; i++) {
         const char *directory = daemon->settings->devices_dirs[i];
-        if (inotify_add_watch(daemon->inotify_fd, directory, mask) >= 0)
+        int wd = inotify_add_watch(daemon->inotify_fd, directory, mask);
+
+        daemon->directory_watches[i] = wd;
+        if (wd >= 0)
             continue;
-        if (errno == ENOENT)
-            watch_ancestor(daemon, directory);
-        else
+        if (errno != ENOENT)
             vu_log(VFIO_USERD_LOG_WARNING, NULL, "cannot watch %s: %m", directory);
+        else if (daemon->ancestor_count < VFIO_USERD_MAX_DEVICE_DIRECTORIES &&
+                 watch_ancestor(daemon, directory, &daemon->ancestors[daemon->ancestor_count]) >= 0)
+            daemon->ancestor_count++;
     }
+    /* Ancestors no longer waited on stop being watched, unless still needed otherwise. */
+    for (size_t i = 0; i < previous_count; i++) {
+        bool needed = is_directory_watch(daemon, previous[i].wd);
+        for (size_t j = 0; j < daemon->ancestor_count && !needed; j++)
+            needed = daemon->ancestors[j].wd == previous[i].wd;
+        if (!needed)
+            inotify_rm_watch(daemon->inotify_fd, previous[i].wd);
+    }
+}
+
+/* Whether an inotify event can change what the drop-in directories hold. */
+static bool event_is_relevant(const struct daemon *daemon, const struct inotify_event *event)
+{
+    if (event->mask & IN_Q_OVERFLOW)
+        return true;
+    /* A missing directory, or one on the way to it, was created. */
+    for (size_t i = 0; i < daemon->ancestor_count; i++)
+        if (daemon->ancestors[i].wd == event->wd && event->len > 0 &&
+            strcmp(daemon->ancestors[i].child, event->name) == 0)
+            return true;
+    /* In a device directory: the directory itself (gone, moved), or a name a drop-in could
+     * have, not an editor's swap file. */
+    return is_directory_watch(daemon, event->wd) &&
+           (event->len == 0 || config_dirs_name_wanted(event->name));
 }
 
 void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_request)
@@ -227,7 +282,10 @@ void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_requ
 
 static int on_reload_timer(sd_event_source *source, uint64_t usec, void *userdata)
 {
-    daemon_reload(userdata, "drop-in directories changed", false);
+    struct daemon *daemon = userdata;
+
+    daemon->reload_pending_since = 0;
+    daemon_reload(daemon, "drop-in directories changed", false);
     return 0;
 }
 
@@ -236,33 +294,32 @@ static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *u
     struct daemon *daemon = userdata;
     char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     bool relevant = false;
-    uint64_t now;
+    uint64_t now, when;
     ssize_t length;
 
     while ((length = read(fd, buffer, sizeof(buffer))) > 0) {
         for (char *cursor = buffer; cursor < buffer + length;) {
             const struct inotify_event *event = (const struct inotify_event *)cursor;
-            /* Directory events, and names a drop-in could have; not editor swap files. */
-            /* The directories themselves (gone, moved, or a missing one created), and
-             * names a drop-in could have; not editor swap files. */
-            if (event->len == 0 || config_dirs_name_wanted(event->name) ||
-                (event->mask &
-                 (IN_ISDIR | IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)))
-                relevant = true;
+            relevant = relevant || event_is_relevant(daemon, event);
             cursor += sizeof(*event) + event->len;
         }
     }
-    if (!relevant)
+    if (!relevant || sd_event_now(daemon->event, CLOCK_MONOTONIC, &now) < 0)
         return 0;
-    if (sd_event_now(daemon->event, CLOCK_MONOTONIC, &now) < 0)
-        return 0;
+    /* Each change pushes the synchronisation back, but never more than a second after the
+     * first one waiting: a directory that never stops changing still gets synchronised. */
+    if (daemon->reload_pending_since == 0)
+        daemon->reload_pending_since = now;
+    when = now + RELOAD_DELAY_USEC;
+    if (when > daemon->reload_pending_since + RELOAD_DELAY_MAX_USEC)
+        when = daemon->reload_pending_since + RELOAD_DELAY_MAX_USEC;
     if (daemon->reload_timer == NULL) {
-        if (sd_event_add_time(daemon->event, &daemon->reload_timer, CLOCK_MONOTONIC,
-                              now + RELOAD_DELAY_USEC, 0, on_reload_timer, daemon) < 0)
-            daemon_reload(daemon, "drop-in directories changed", false);
+        if (sd_event_add_time(daemon->event, &daemon->reload_timer, CLOCK_MONOTONIC, when, 0,
+                              on_reload_timer, daemon) < 0)
+            on_reload_timer(NULL, now, daemon);
         return 0;
     }
-    sd_event_source_set_time(daemon->reload_timer, now + RELOAD_DELAY_USEC);
+    sd_event_source_set_time(daemon->reload_timer, when);
     sd_event_source_set_enabled(daemon->reload_timer, SD_EVENT_ONESHOT);
     return 0;
 }

@@ -20,6 +20,15 @@
 
 struct admin_server;
 
+/* The configuration allows at most this many device directories. */
+#define VFIO_USERD_MAX_DEVICE_DIRECTORIES CONFIG_LIST_MAX
+
+/* A missing device directory's nearest existing ancestor, watched for `child`. */
+struct ancestor_watch {
+    int wd;
+    char child[256];
+};
+
 struct daemon {
     sd_event *event;
     struct config_daemon *settings;
@@ -29,6 +38,10 @@ struct daemon {
     int inotify_fd;
     sd_event_source *inotify_source;
     sd_event_source *reload_timer;
+    uint64_t reload_pending_since; /* first change the pending synchronisation waits on */
+    int directory_watches[VFIO_USERD_MAX_DEVICE_DIRECTORIES]; /* per devices_dirs; -1 */
+    struct ancestor_watch ancestors[VFIO_USERD_MAX_DEVICE_DIRECTORIES];
+    size_t ancestor_count;
     size_t problems;       /* drop-ins that failed on the last synchronisation */
     json_t *reported;      /* their messages, each logged once at error level */
     uint64_t started_usec; /* CLOCK_MONOTONIC */

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "dma_table.h"
@@ -51,15 +53,20 @@ static int map_range(struct vu_dma_range *range, int fd, uint64_t offset)
     long page_size = sysconf(_SC_PAGESIZE);
     uint64_t page_offset = offset % (uint64_t)page_size;
     struct stat status;
+    struct statfs filesystem;
     int protection = 0;
     void *mapping;
 
     /* Touching a mapping beyond the end of its file raises SIGBUS, which would take the
      * whole daemon down: a range must lie within the file as it is now. */
-    if (fstat(fd, &status) < 0)
+    if (fstat(fd, &status) < 0 || fstatfs(fd, &filesystem) < 0)
         return -errno;
     if (S_ISREG(status.st_mode) && (uint64_t)status.st_size < offset + range->size)
         return -EINVAL;
+    /* hugetlbfs maps in huge pages; the SIGBUS guard replaces whole pages of that size. */
+    range->page_size = (size_t)page_size;
+    if (filesystem.f_type == HUGETLBFS_MAGIC && status.st_blksize > page_size)
+        range->page_size = (size_t)status.st_blksize;
 
     if (range->flags & VU_DMA_FLAG_READABLE)
         protection |= PROT_READ;

@@ -20,6 +20,7 @@ struct vu_dma_range {
     uint8_t *host;  /* address's byte in our mapping; NULL without a file descriptor */
     void *mapping;  /* what munmap() takes */
     size_t mapping_length;
+    size_t page_size; /* of the mapping: larger for hugetlbfs files */
 };
 
 struct vu_dma_table {

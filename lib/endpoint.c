@@ -350,13 +350,13 @@ static int process_input(struct connection *connection, int channel)
 static int on_dma_timeout(sd_event_source *source, uint64_t usec, void *userdata)
 {
     struct connection *connection = userdata;
+    struct vu_endpoint *endpoint = connection->endpoint;
+    struct vu_device *previous = vu_fault_guard_enter(endpoint->device);
 
+    /* The plugin's completion runs here: guarded, and followed like any other work. */
     vu_session_dma_expire(connection->session);
-    /* The next transfer may go out now, and its own deadline starts. */
-    if (flush_outputs(connection) < 0 || update_events(connection) < 0) {
-        connection_free(connection);
-        return 0;
-    }
+    vu_endpoint_flush(endpoint);
+    vu_fault_guard_enter(previous);
     return 0;
 }
 
@@ -408,6 +408,17 @@ static int check_dma_fault(struct vu_device *device)
     vu_log(VFIO_USERD_LOG_ERR, device->name,
            "the client shrank memory it shared for DMA while mapped; disconnecting it");
     return -EFAULT;
+}
+
+void vu_endpoint_flush(struct vu_endpoint *endpoint)
+{
+    struct connection *connection = endpoint->connection;
+
+    /* What the device queued goes out, its DMA deadline is armed; a client that shrank its
+     * memory meanwhile, or whose socket failed, is dropped. */
+    if (connection != NULL && (check_dma_fault(endpoint->device) < 0 ||
+                               flush_outputs(connection) < 0 || update_events(connection) < 0))
+        connection_free(connection);
 }
 
 static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
@@ -550,10 +561,7 @@ static int on_ioeventfd(sd_event_source *source, int fd, uint32_t revents, void 
         if (endpoint->device->ioeventfds[i].fd == fd)
             vu_device_ioeventfd_fired(endpoint->device, i);
     /* The doorbell may have started DMA: its messages go out, its deadline is armed. */
-    if (endpoint->connection != NULL &&
-        (check_dma_fault(endpoint->device) < 0 || flush_outputs(endpoint->connection) < 0 ||
-         update_events(endpoint->connection) < 0))
-        vu_endpoint_disconnect(endpoint);
+    vu_endpoint_flush(endpoint);
     vu_fault_guard_enter(previous);
     return 0;
 }

@@ -38,6 +38,13 @@ void vu_endpoint_free(struct vu_endpoint *endpoint);
  */
 int vu_endpoint_release(struct vu_endpoint *endpoint);
 
+/*
+ * After work done for the device outside the endpoint's own events (a reset requested by
+ * the control plane): sends what the device queued and arms its DMA deadline. Call on the
+ * endpoint's thread, with the fault guard entered for the device.
+ */
+void vu_endpoint_flush(struct vu_endpoint *endpoint);
+
 /* Disconnects the current client (for device removal or tests). */
 void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
 

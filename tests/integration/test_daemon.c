@@ -855,6 +855,14 @@ START_TEST(missing_directories_are_watched_once_created)
     FORMAT(later, "%s/later", harness.directory);
     FORMAT(nested, "%s/deeper/still/devices.d", harness.directory);
     ASSERT_OK(daemon_harness_start(&harness, extra));
+    /* Other directories and files appearing beside the missing one change nothing. */
+    skip_notifications();
+    ck_assert_int_eq(daemon_harness_make_directory(&harness, "unrelated", nested, sizeof(nested)),
+                     0);
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "stray.yaml", "x: 1\n"), 0);
+    ck_assert_int_eq(daemon_harness_wait_notify(&harness, "RELOADING=1", QUIET_MS, NULL, 0),
+                     -ETIMEDOUT);
+    FORMAT(nested, "%s/deeper/still/devices.d", harness.directory);
     /* Created after start, the directory is watched, and what lands in it is served. */
     ck_assert_int_eq(daemon_harness_make_directory(&harness, "later", later, sizeof(later)), 0);
     ck_assert_int_eq(daemon_harness_write_file(later, "late.yaml", "plugin: testdev\n"), 0);
