@@ -339,8 +339,7 @@ static int set_socket_setting(struct add_request *request, const char *option, c
 static int add_option(void *context, int option, const char *argument)
 {
     struct add_request *request = context;
-    const char *equals;
-    char *key;
+    char message[512];
     int ret;
 
     switch (option) {
@@ -364,26 +363,11 @@ static int add_option(void *context, int option, const char *argument)
     default:
         break;
     }
-    equals = strchr(argument, '=');
-    if (equals == NULL || equals == argument) {
-        ctl_usage_error("add", "--param wants KEY=VALUE, not '%s'", argument);
-        return -EINVAL;
-    }
-    key = strndup(argument, (size_t)(equals - argument));
-    if (key == NULL) {
-        print_problem("out of memory");
-        return -ENOMEM;
-    }
-    if (json_object_get(request->params, key) != NULL) {
-        ctl_usage_error("add", "--param %s given twice", key);
-        ret = -EINVAL;
-    } else if (json_object_set_new(request->params, key, json_string(equals + 1)) < 0) {
-        ctl_usage_error("add", "--param %s: not valid UTF-8", key);
-        ret = -EINVAL;
-    } else {
-        ret = 0;
-    }
-    free(key);
+    ret = config_param_assign(request->params, argument, message, sizeof(message));
+    if (ret == -EINVAL)
+        ctl_usage_error("add", "%s", message);
+    else if (ret < 0)
+        print_problem(message);
     return ret;
 }
 

@@ -1340,3 +1340,32 @@ const char *config_log_level_name(int level)
 {
     return level >= LOG_ERR && level <= LOG_DEBUG ? log_level_names[level] : NULL;
 }
+
+int config_param_assign(json_t *params, const char *assignment, char *error, size_t error_size)
+{
+    const char *equals = strchr(assignment, '=');
+    json_t *value;
+    char *key;
+    int ret = 0;
+
+    if (equals == NULL || equals == assignment) {
+        set_error(error, error_size, "--param wants KEY=VALUE, not '%s'", assignment);
+        return -EINVAL;
+    }
+    key = strndup(assignment, (size_t)(equals - assignment));
+    if (key == NULL) {
+        set_error(error, error_size, "out of memory");
+        return -ENOMEM;
+    }
+    value = json_string(equals + 1);
+    if (json_object_get(params, key) != NULL) {
+        set_error(error, error_size, "--param %s given twice", key);
+        ret = -EINVAL;
+    } else if (value == NULL || json_object_set(params, key, value) < 0) {
+        set_error(error, error_size, "--param %s: not valid UTF-8", key);
+        ret = -EINVAL;
+    }
+    json_decref(value);
+    free(key);
+    return ret;
+}

@@ -177,6 +177,13 @@ int config_daemon_admin_socket(const struct config_daemon *daemon, char *buffer,
 int config_daemon_device_socket(const struct config_daemon *daemon,
                                 const struct config_device *device, char *buffer, size_t size);
 
+/*
+ * Adds one `--param KEY=VALUE` to `params` (a JSON object), the value as a string:
+ * plugins parse numbers and sizes from strings. -EINVAL with a message in `error` for a
+ * missing '=' or key, a key given twice or a value that is not UTF-8; -ENOMEM.
+ */
+int config_param_assign(json_t *params, const char *assignment, char *error, size_t error_size);
+
 /* "err", "warning", "notice", "info", "debug" <-> LOG_ERR..LOG_DEBUG; -EINVAL / NULL. */
 int config_log_level_from_name(const char *name);
 const char *config_log_level_name(int level);

@@ -200,21 +200,12 @@ static int add_list_item(json_t *overrides, const char *key, const char *value)
 
 static int add_param(json_t *params, const char *assignment)
 {
-    const char *equals = strchr(assignment, '=');
-    char key[128];
+    char error[512];
+    int ret = config_param_assign(params, assignment, error, sizeof(error));
 
-    if (equals == NULL || equals == assignment || (size_t)(equals - assignment) >= sizeof(key)) {
-        fprintf(stderr, "vfio-userd: --param wants KEY=VALUE, not '%s'\n", assignment);
-        return -EINVAL;
-    }
-    memcpy(key, assignment, (size_t)(equals - assignment));
-    key[equals - assignment] = '\0';
-    if (json_object_get(params, key) != NULL) {
-        fprintf(stderr, "vfio-userd: --param %s given twice\n", key);
-        return -EINVAL;
-    }
-    /* Values stay strings; plugins parse numbers and sizes from strings. */
-    return json_object_set_new(params, key, json_string(equals + 1)) < 0 ? -ENOMEM : 0;
+    if (ret < 0)
+        fprintf(stderr, "vfio-userd: %s\n", error);
+    return ret;
 }
 
 int main(int argc, char **argv)

@@ -480,6 +480,30 @@ START_TEST(test_plugin_error_location)
 }
 END_TEST
 
+START_TEST(test_param_assign)
+{
+    json_t *params = json_object();
+    char error[256];
+
+    ck_assert_int_eq(config_param_assign(params, "ram_size=64K", error, sizeof(error)), 0);
+    ck_assert_int_eq(config_param_assign(params, "empty=", error, sizeof(error)), 0);
+    ck_assert_int_eq(config_param_assign(params, "eq=a=b", error, sizeof(error)), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(params, "ram_size")), "64K");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "empty")), "");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "eq")), "a=b");
+    ck_assert_int_eq(config_param_assign(params, "novalue", error, sizeof(error)), -EINVAL);
+    ck_assert_str_eq(error, "--param wants KEY=VALUE, not 'novalue'");
+    ck_assert_int_eq(config_param_assign(params, "=1", error, sizeof(error)), -EINVAL);
+    ck_assert_int_eq(config_param_assign(params, "ram_size=1M", error, sizeof(error)), -EINVAL);
+    ck_assert_str_eq(error, "--param ram_size given twice");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "ram_size")), "64K");
+    ck_assert_int_eq(config_param_assign(params, "bad=\xff", error, sizeof(error)), -EINVAL);
+    ck_assert_str_eq(error, "--param bad: not valid UTF-8");
+    ck_assert_uint_eq(json_object_size(params), 3);
+    json_decref(params);
+}
+END_TEST
+
 START_TEST(test_persist_round_trip)
 {
     struct config_device *device = NULL;
@@ -965,6 +989,7 @@ static Suite *config_suite(void)
     tcase_add_test(devices, test_device_from_json);
     tcase_add_test(devices, test_plugin_error_location);
     tcase_add_test(devices, test_persist_round_trip);
+    tcase_add_test(devices, test_param_assign);
     suite_add_tcase(suite, devices);
 
     tcase_add_checked_fixture(daemon, setup, teardown);
