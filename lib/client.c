@@ -1105,6 +1105,11 @@ int vu_client_region_info(struct vu_client *client, uint32_t index, struct vfio_
         memcpy(&fixed, reply, sizeof(fixed));
         if (fixed.index != index || fixed.argsz < sizeof(fixed))
             goto out;
+        /* QEMU's check, made on every reply before it looks at argsz: with CAPS set,
+         * cap_offset must point past the fixed part and within argsz. */
+        if ((fixed.flags & VFIO_REGION_INFO_FLAG_CAPS) &&
+            (fixed.cap_offset < sizeof(fixed) || fixed.cap_offset > fixed.argsz))
+            goto out;
         if (fixed.argsz > argsz) {
             /* The capabilities did not fit: ask again with the size the server needs. */
             if (fixed.argsz > client->buffer_capacity)

@@ -631,12 +631,10 @@ int vu_device_get_region_info(const struct vu_device *device, uint32_t index, ui
         if (state->description.flags & VFIO_USERD_REGION_MAPPABLE) {
             info.flags |= VFIO_REGION_INFO_FLAG_MMAP;
             *fd = state->memory_fd;
-            if (state->description.sparse_area_count > 0) {
-                info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
+            if (state->description.sparse_area_count > 0)
                 caps_size = sizeof(struct vfio_region_info_cap_sparse_mmap) +
                             state->description.sparse_area_count *
                                 sizeof(struct vfio_region_sparse_mmap_area);
-            }
         }
     }
     needed = sizeof(info) + caps_size;
@@ -648,6 +646,7 @@ int vu_device_get_region_info(const struct vu_device *device, uint32_t index, ui
         };
         if (capacity < needed)
             return -ENOSPC;
+        info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
         info.cap_offset = sizeof(info);
         memcpy((uint8_t *)buffer + sizeof(info), &sparse, sizeof(sparse));
         for (uint32_t i = 0; i < sparse.nr_areas; i++) {
@@ -660,7 +659,13 @@ int vu_device_get_region_info(const struct vu_device *device, uint32_t index, ui
         }
         *length = needed;
     } else {
-        /* Too small an argsz: the fixed part, with argsz saying what is needed. */
+        /*
+         * Too small an argsz: the fixed part alone, argsz saying what is needed, and
+         * neither the CAPS flag nor a cap_offset. (The kernel's VFIO sets CAPS with
+         * cap_offset 0 here, but QEMU's vfio-user client checks cap_offset whenever CAPS
+         * is set, before it looks at argsz, and refuses the device over cap_offset 0.)
+         * Once it sees our larger argsz it asks again, and the chain fits.
+         */
         *length = sizeof(info);
     }
     memcpy(buffer, &info, sizeof(info));

@@ -112,8 +112,11 @@ void vu_device_get_info(const struct vu_device *device, struct vu_device_info *i
 
 /*
  * Fills `buffer` (capacity bytes, at least sizeof(struct vfio_region_info)) with the
- * region info and, when they fit within `argsz`, its capabilities. Sets *length to the
- * bytes to reply, and *fd to the region's memory fd to pass along (-1 if none).
+ * region info and, when they fit within `argsz`, its capabilities (then with
+ * VFIO_REGION_INFO_FLAG_CAPS and cap_offset just past the fixed part). When they do not
+ * fit, the fixed part alone, its argsz the size needed, without CAPS and cap_offset 0.
+ * Sets *length to the bytes to reply, never more than `argsz`, and *fd to the region's
+ * memory fd to pass along (-1 if none).
  */
 int vu_device_get_region_info(const struct vu_device *device, uint32_t index, uint32_t argsz,
                               void *buffer, size_t capacity, size_t *length, int *fd);

@@ -282,27 +282,66 @@ START_TEST(region_info_every_region)
 }
 END_TEST
 
-START_TEST(region_info_small_argsz_reports_needed_size)
+/* One raw GET_REGION_INFO with `argsz`: the reply's fixed part and length. */
+static void region_info_raw(uint32_t index, uint32_t argsz, struct vfio_region_info *info,
+                            uint8_t *reply, size_t capacity, size_t *length)
 {
-    struct vfio_region_info request = {.argsz = sizeof(request),
-                                       .index = VFIO_PCI_BAR2_REGION_INDEX};
-    struct vfio_region_info reply;
-    size_t length = 0;
+    struct vfio_region_info request = {.argsz = argsz, .index = index};
     int fds[2];
     size_t fd_count = 0;
 
     ck_assert_int_eq(vu_client_request(client, VU_COMMAND_DEVICE_GET_REGION_INFO, &request,
-                                       sizeof(request), NULL, 0, &reply, sizeof(reply), &length,
-                                       fds, 2, &fd_count),
+                                       sizeof(request), NULL, 0, reply, capacity, length, fds, 2,
+                                       &fd_count),
                      0);
-    ck_assert_uint_eq(length, sizeof(reply));
-    ck_assert_uint_eq(reply.argsz, sizeof(reply) + sizeof(struct vfio_region_info_cap_sparse_mmap) +
-                                       2 * sizeof(struct vfio_region_sparse_mmap_area));
-    ck_assert_uint_eq(reply.cap_offset, 0);
     for (size_t i = 0; i < fd_count; i++)
         close(fds[i]);
+    ck_assert_uint_ge(*length, sizeof(*info));
+    memcpy(info, reply, sizeof(*info));
+}
 
-    request.argsz = 16;
+/*
+ * What QEMU does with the reply (hw/vfio-user/device.c): it refuses a reply with CAPS whose
+ * cap_offset is below the fixed part or past argsz, then asks again when argsz grew; and
+ * its buffer holds only the argsz it sent.
+ */
+START_TEST(region_info_small_argsz_reports_needed_size)
+{
+    const uint32_t needed = sizeof(struct vfio_region_info) +
+                            sizeof(struct vfio_region_info_cap_sparse_mmap) +
+                            2 * sizeof(struct vfio_region_sparse_mmap_area);
+    const uint32_t small[] = {sizeof(struct vfio_region_info), needed - 1};
+    struct vfio_region_info request = {.argsz = 16, .index = VFIO_PCI_BAR2_REGION_INDEX};
+    struct vfio_region_info info;
+    uint8_t reply[4096];
+    size_t length = 0;
+
+    for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++) {
+        region_info_raw(VFIO_PCI_BAR2_REGION_INDEX, small[i], &info, reply, sizeof(reply), &length);
+        ck_assert_uint_eq(length, sizeof(info));
+        ck_assert_uint_eq(info.argsz, needed);
+        ck_assert_uint_eq(info.flags & VFIO_REGION_INFO_FLAG_CAPS, 0);
+        ck_assert_uint_eq(info.flags & VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_MMAP);
+        ck_assert_uint_eq(info.cap_offset, 0);
+    }
+    /* Asked again with the size it said: the chain, right after the fixed part. */
+    region_info_raw(VFIO_PCI_BAR2_REGION_INDEX, needed, &info, reply, sizeof(reply), &length);
+    ck_assert_uint_eq(length, needed);
+    ck_assert_uint_eq(info.argsz, needed);
+    ck_assert_uint_eq(info.flags & VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_CAPS);
+    ck_assert_uint_eq(info.cap_offset, sizeof(info));
+    /* More room than needed: the reply is no longer for it. */
+    region_info_raw(VFIO_PCI_BAR2_REGION_INDEX, 4096, &info, reply, sizeof(reply), &length);
+    ck_assert_uint_eq(length, needed);
+    ck_assert_uint_eq(info.argsz, needed);
+    ck_assert_uint_eq(info.cap_offset, sizeof(info));
+    /* A region without capabilities, with room to spare. */
+    region_info_raw(VFIO_PCI_BAR0_REGION_INDEX, 4096, &info, reply, sizeof(reply), &length);
+    ck_assert_uint_eq(length, sizeof(info));
+    ck_assert_uint_eq(info.argsz, sizeof(info));
+    ck_assert_uint_eq(info.flags & VFIO_REGION_INFO_FLAG_CAPS, 0);
+    ck_assert_uint_eq(info.cap_offset, 0);
+
     ck_assert_int_eq(
         raw_request(VU_COMMAND_DEVICE_GET_REGION_INFO, &request, sizeof(request), NULL, 0, NULL),
         -EINVAL);
