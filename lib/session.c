@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ struct vu_session {
     uint64_t dma_sent_usec; /* CLOCK_MONOTONIC time the chunk in flight was queued */
     bool dma_pumping;
     bool warned; /* a misbehaving client is logged at warning level once, then at debug */
+    enum vu_dma_layout dma_layout; /* of the client's DMA_READ replies, once one showed it */
     uint16_t next_message_id;
 };
 
@@ -257,6 +259,7 @@ static void handle_dma_reply(struct vu_session *session, const struct vu_header 
                              const uint8_t *payload, size_t length)
 {
     struct vfio_userd_dma_request *request = session->dma_head;
+    struct vu_dma_reply reply;
     uint64_t chunk, done;
     uint16_t expected;
 
@@ -275,24 +278,32 @@ static void handle_dma_reply(struct vu_session *session, const struct vu_header 
         goto out;
     }
     if (header->command != expected) {
+        log_misbehaviour(session, "client answered %s (id %u) as %s; the transfer failed",
+                         vu_wire_command_name(expected), header->message_id,
+                         vu_wire_command_name(header->command));
+        dma_complete_head(session, -EPROTO);
+        goto out;
+    }
+    /* Read by the fields sent, never by the length alone: a chunk read 4 bytes off would
+     * reach the device as good data. */
+    if (vu_wire_decode_dma_reply(request->to_client, payload, length, request->address + done,
+                                 chunk, session->dma_layout, &reply) < 0) {
+        log_misbehaviour(session,
+                         "client's %s reply (id %u, %zu bytes, for %" PRIu64 " bytes at 0x%" PRIx64
+                         ") %s; the transfer failed",
+                         vu_wire_command_name(expected), header->message_id, length, chunk,
+                         request->address + done, reply.problem);
         dma_complete_head(session, -EPROTO);
         goto out;
     }
     if (!request->to_client) {
-        /* address (8), count (8), data; some clients send a 4-byte count, so accept both. */
-        size_t data_offset;
-        if (length == sizeof(struct vu_dma_access) + chunk)
-            data_offset = sizeof(struct vu_dma_access);
-        else if (length == 12 + chunk)
-            data_offset = 12;
-        else {
-            dma_complete_head(session, -EPROTO);
-            goto out;
+        if (session->dma_layout == VU_DMA_LAYOUT_UNKNOWN && reply.layout != VU_DMA_LAYOUT_UNKNOWN) {
+            session->dma_layout = reply.layout;
+            vu_log(VFIO_USERD_LOG_DEBUG, session->device->name,
+                   "client answers DMA_READ with a %s-bit count",
+                   reply.layout == VU_DMA_LAYOUT_COUNT32 ? "32" : "64");
         }
-        memcpy((uint8_t *)request->buffer + done, payload + data_offset, chunk);
-    } else if (length != 12 && length != sizeof(struct vu_dma_access)) {
-        dma_complete_head(session, -EPROTO);
-        goto out;
+        memcpy((uint8_t *)request->buffer + done, payload + reply.data_offset, chunk);
     }
     request->host_private[DMA_PRIVATE_DONE] = done + chunk;
     session->dma_in_flight = false;

@@ -232,6 +232,78 @@ int vu_wire_negotiate_version(uint16_t client_major, uint16_t client_minor, cons
     return *reply_json != NULL ? 0 : -ENOMEM;
 }
 
+static uint64_t get_u64(const uint8_t *bytes)
+{
+    uint64_t value;
+
+    memcpy(&value, bytes, sizeof(value));
+    return value;
+}
+
+static uint32_t get_u32(const uint8_t *bytes)
+{
+    uint32_t value;
+
+    memcpy(&value, bytes, sizeof(value));
+    return value;
+}
+
+static int dma_reply_problem(struct vu_dma_reply *reply, const char *problem)
+{
+    reply->problem = problem;
+    return -EPROTO;
+}
+
+int vu_wire_decode_dma_reply(bool is_write, const void *payload, size_t length, uint64_t address,
+                             uint64_t count, enum vu_dma_layout known, struct vu_dma_reply *reply)
+{
+    const uint8_t *bytes = payload;
+    bool fits64, fits32, long_form, short_form;
+
+    *reply = (struct vu_dma_reply){.layout = VU_DMA_LAYOUT_UNKNOWN};
+    if (is_write) {
+        if (length == 0)
+            return 0;
+        if (length != 12 && length != 16)
+            return dma_reply_problem(reply, "has a length no layout gives");
+        if (get_u64(bytes) != address)
+            return dma_reply_problem(reply, "names another address");
+        if ((length == 12 ? get_u32(bytes + 8) : get_u64(bytes + 8)) != count)
+            return dma_reply_problem(reply, "names another count");
+        return 0;
+    }
+
+    /* The data follows a 64-bit count (16 + count bytes) or a 32-bit one (12 + count, or
+     * 16 + count with zero padding after the data). */
+    long_form = length >= 16 && length - 16 == count;
+    short_form = length >= 12 && length - 12 == count;
+    if (!long_form && !short_form)
+        return dma_reply_problem(reply, "has a length no layout gives");
+    if (get_u64(bytes) != address)
+        return dma_reply_problem(reply, "names another address");
+    fits64 = long_form && get_u64(bytes + 8) == count;
+    fits32 = get_u32(bytes + 8) == count && (short_form || get_u32(bytes + 12 + count) == 0);
+    if (!fits64 && !fits32)
+        return dma_reply_problem(reply, get_u32(bytes + 8) != count
+                                            ? "names another count"
+                                            : "has a 32-bit count but no zero padding after "
+                                              "the data, and no 64-bit count");
+    if (fits64 && fits32) {
+        /* Bytes 12-15 are zero, and so are the last four: only the client tells. */
+        if (known == VU_DMA_LAYOUT_UNKNOWN && memcmp(bytes + 12, bytes + 16, count) != 0)
+            return dma_reply_problem(reply, "reads differently with a 32-bit and a 64-bit "
+                                            "count, and no earlier reply showed which");
+        reply->layout = known;
+        reply->data_offset = known == VU_DMA_LAYOUT_COUNT32 ? 12 : 16;
+        return 0;
+    }
+    reply->layout = fits64 ? VU_DMA_LAYOUT_COUNT64 : VU_DMA_LAYOUT_COUNT32;
+    if (known != VU_DMA_LAYOUT_UNKNOWN && known != reply->layout)
+        return dma_reply_problem(reply, "has another layout than the client's earlier replies");
+    reply->data_offset = fits64 ? 16 : 12;
+    return 0;
+}
+
 const char *vu_wire_command_name(uint16_t command)
 {
     static const char *const names[] = {

@@ -133,12 +133,32 @@ struct vu_region_access {
     uint8_t data[];
 } __attribute__((packed));
 
-/* DMA_READ / DMA_WRITE, server to client. */
+/* DMA_READ / DMA_WRITE, server to client, and the spec's DMA_READ reply. */
 struct vu_dma_access {
     uint64_t address;
     uint64_t count;
     uint8_t data[];
 } __attribute__((packed));
+
+/*
+ * How a client lays out its DMA_READ replies. The spec's has a 64-bit count, the data at
+ * payload offset 16. QEMU's client (10.2, 11.1) writes a 32-bit count, the data at offset
+ * 12, from a structure padded to 8 bytes: its reply is as long as the spec's, with 4 zero
+ * bytes after the data. The two can only be told apart by the bytes in them, so the
+ * session remembers what a client's earlier replies showed.
+ */
+enum vu_dma_layout {
+    VU_DMA_LAYOUT_UNKNOWN = 0,
+    VU_DMA_LAYOUT_COUNT64, /* u64 address, u64 count, data */
+    VU_DMA_LAYOUT_COUNT32, /* u64 address, u32 count, data, then none or 4 zero bytes */
+};
+
+struct vu_dma_reply {
+    /* The layout the reply showed, or UNKNOWN when both read alike (and for DMA_WRITE). */
+    enum vu_dma_layout layout;
+    size_t data_offset;  /* DMA_READ: where the `count` bytes start in the payload */
+    const char *problem; /* after -EPROTO: what is wrong, for a log line */
+};
 
 struct vu_write_multi_entry {
     uint64_t offset;
@@ -210,6 +230,20 @@ int vu_wire_negotiate_version(uint16_t client_major, uint16_t client_minor, cons
 /* Builds the client's VERSION JSON from `capabilities` (malloc'ed, NUL-terminated). */
 char *vu_wire_format_capabilities(const struct vu_capabilities *capabilities,
                                   int twin_socket_fd_index);
+
+/*
+ * Decodes a client's reply to the server's DMA_READ (`is_write` false) or DMA_WRITE of
+ * `count` bytes at `address`, whose payload is `length` bytes. A DMA_READ reply must name
+ * the same address and count, in either layout; `known` is the layout the client's
+ * earlier replies showed (UNKNOWN if none did), and decides a reply both layouts fit with
+ * different data. A DMA_WRITE reply may be empty (QEMU's), or the address and a 32-bit
+ * (the spec's) or 64-bit count. Returns 0, or -EPROTO with reply->problem set for a reply
+ * that cannot be read without guessing: another address or count, a length no layout
+ * gives, a layout other than the client's earlier one, or a reply both layouts fit that
+ * reads differently in each before the client's layout is known.
+ */
+int vu_wire_decode_dma_reply(bool is_write, const void *payload, size_t length, uint64_t address,
+                             uint64_t count, enum vu_dma_layout known, struct vu_dma_reply *reply);
 
 /* A printable name for a command number, for logs ("REGION_READ", "unknown"). */
 const char *vu_wire_command_name(uint16_t command);

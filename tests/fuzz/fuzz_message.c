@@ -21,7 +21,8 @@
  * arrive on the twin socket when there is one.
  *
  * Every VERSION payload is also run through the capability parser and the negotiation
- * with other server limits, and the spec's negotiation rules are asserted on the result.
+ * with other server limits, and the spec's negotiation rules are asserted on the result;
+ * every reply, through the DMA reply decoder with each count its length could mean.
  *
  * Each input builds and frees everything, so LeakSanitizer sees per-input leaks; leaked
  * file descriptors are caught by a check of the descriptor table after each input.
@@ -580,6 +581,49 @@ static void fuzz_version_payload(const uint8_t *payload, size_t length)
     free(json);
 }
 
+/*
+ * The DMA reply decoder on a reply, as the answer to a DMA_READ or DMA_WRITE at the
+ * address it names, of each count its length could mean, after each earlier layout: data
+ * it accepts lies within the payload, at one of the two offsets, and in the layout the
+ * client showed before; what it refuses comes with a reason.
+ */
+static void fuzz_dma_reply(const uint8_t *payload, size_t length)
+{
+    const enum vu_dma_layout layouts[] = {VU_DMA_LAYOUT_UNKNOWN, VU_DMA_LAYOUT_COUNT64,
+                                          VU_DMA_LAYOUT_COUNT32};
+    uint64_t counts[4] = {0, 64, 0, 0}, address = 0;
+
+    if (length >= 8)
+        memcpy(&address, payload, sizeof(address));
+    if (length >= 12)
+        counts[2] = length - 12;
+    if (length >= 16)
+        counts[3] = length - 16;
+    for (int is_write = 0; is_write <= 1; is_write++) {
+        for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+            for (size_t l = 0; l < sizeof(layouts) / sizeof(layouts[0]); l++) {
+                struct vu_dma_reply reply;
+                int ret = vu_wire_decode_dma_reply(is_write, payload, length, address, counts[c],
+                                                   layouts[l], &reply);
+
+                if (ret < 0) {
+                    if (ret != -EPROTO || reply.problem == NULL)
+                        fuzz_fail("a DMA reply refused without -EPROTO and a reason");
+                    continue;
+                }
+                if (ret != 0)
+                    fuzz_fail("the DMA reply decoder returned a positive value");
+                if (layouts[l] != VU_DMA_LAYOUT_UNKNOWN && reply.layout != VU_DMA_LAYOUT_UNKNOWN &&
+                    reply.layout != layouts[l])
+                    fuzz_fail("a DMA reply read in another layout than the client's");
+                if (!is_write && ((reply.data_offset != 12 && reply.data_offset != 16) ||
+                                  reply.data_offset + counts[c] > length))
+                    fuzz_fail("DMA reply data outside the payload");
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------------------------------
  * The connection: socket plumbing in place of lib/endpoint.c.
  */
@@ -763,6 +807,8 @@ static int deliver(struct fuzz_connection *connection, const struct vu_header *h
     if (payload == NULL)
         fuzz_fail("out of memory");
     memcpy(payload, body, body_length);
+    if (is_reply)
+        fuzz_dma_reply(payload, body_length);
     ret = vu_session_handle_message(connection->session, channel, header, payload, body_length, fds,
                                     fd_count);
     free(payload);

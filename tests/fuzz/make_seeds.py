@@ -127,6 +127,33 @@ def seeds():
         message(DMA_READ, struct.pack("<QI", 0x800, 8) + b"12345678", flags=REPLY, message_id=1) +
         read(BAR0, 0x24, 4) + message(GET_INFO, struct.pack("<IIII", 16, 0, 0, 0), error=0x40))
 
+    # The layouts of DMA replies: QEMU's DMA_READ reply (a 32-bit count, the data at 12, then
+    # 4 bytes of padding), one both layouts read (decided by the first), QEMU's bare
+    # DMA_WRITE reply and the spec's 12-byte one, then a wrong count, a wrong address and a
+    # switch to the 64-bit count, each of which fails its transfer.
+    data = bytes(range(1, 33))
+    yield "dma_layouts", (
+        version(QEMU_CAPABILITIES) + dma_map(0x100000, 0x100000) +
+        dma_program(0x100000, 32, 1) +
+        message(DMA_READ, struct.pack("<QI", 0x100000, 32) + data + b"\0" * 4, flags=REPLY,
+                message_id=1) +
+        dma_program(0x100000, 32, 1) +
+        message(DMA_READ, struct.pack("<QI", 0x100000, 32) + b"\0" * 4 + data[4:] + b"\0" * 4,
+                flags=REPLY, message_id=2) +
+        dma_program(0x100000, 16, 2) + message(DMA_WRITE, b"", flags=REPLY, message_id=3) +
+        dma_program(0x100000, 16, 2) +
+        message(DMA_WRITE, struct.pack("<QI", 0x100000, 16), flags=REPLY, message_id=4) +
+        dma_program(0x100000, 16, 1) +
+        message(DMA_READ, struct.pack("<QI", 0x100000, 12) + data[:16] + b"\0" * 4, flags=REPLY,
+                message_id=5) +
+        dma_program(0x100000, 16, 1) +
+        message(DMA_READ, struct.pack("<QQ", 0x100010, 16) + data[:16], flags=REPLY,
+                message_id=6) +
+        dma_program(0x100000, 16, 1) +
+        message(DMA_READ, struct.pack("<QQ", 0x100000, 16) + data[:16], flags=REPLY,
+                message_id=7) +
+        read(BAR0, 0x24, 4))
+
     # Both engines at once: the second request waits behind the first.
     yield "dma_queued", (
         version(None) + dma_map(0x0, 0x10000) + dma_program(0x100, 8, 0x001) +

@@ -970,6 +970,296 @@ START_TEST(dma_in_flight_when_client_leaves)
 }
 END_TEST
 
+/* --- DMA through messages, answered by hand ---------------------------------------------- */
+
+/* Where the tests below map client memory without a descriptor. */
+#define RAW_DMA_BASE 0x40000000ull
+
+/* A whole message: the largest DMA chunk and its headers. */
+static uint8_t raw_buffer[VU_MAX_MESSAGE_SIZE];
+
+static void read_exact(int fd, void *data, size_t length)
+{
+    size_t done = 0;
+
+    while (done < length) {
+        struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        ck_assert_int_eq(poll(&pollfd, 1, 5000), 1);
+        n = recv(fd, (uint8_t *)data + done, length - done, MSG_DONTWAIT);
+        ck_assert_int_gt(n, 0);
+        done += (size_t)n;
+    }
+}
+
+/* Reads the next message off the client's main socket into raw_buffer, past the client
+ * library, which would otherwise answer the server's DMA commands itself. */
+static size_t raw_receive(struct vu_header *header)
+{
+    int fd = vu_client_socket(client);
+    uint8_t bytes[VU_HEADER_SIZE];
+
+    read_exact(fd, bytes, sizeof(bytes));
+    ck_assert_int_eq(vu_wire_decode_header(bytes, sizeof(bytes), header), 0);
+    ck_assert_uint_le(header->message_size - VU_HEADER_SIZE, sizeof(raw_buffer));
+    read_exact(fd, raw_buffer, header->message_size - VU_HEADER_SIZE);
+    return header->message_size - VU_HEADER_SIZE;
+}
+
+/* Reads the server's next DMA command and checks its address and count. */
+static size_t raw_dma_command(uint16_t command, uint64_t address, uint64_t count,
+                              struct vu_header *header)
+{
+    struct vu_dma_access access;
+    size_t length = raw_receive(header);
+
+    ck_assert_uint_eq(header->flags & VU_FLAGS_TYPE_MASK, VU_FLAGS_TYPE_COMMAND);
+    ck_assert_uint_eq(header->command, command);
+    ck_assert_uint_ge(length, sizeof(access));
+    memcpy(&access, raw_buffer, sizeof(access));
+    ck_assert_uint_eq(access.address, address);
+    ck_assert_uint_eq(access.count, count);
+    ck_assert_uint_eq(length, sizeof(access) + (command == VU_COMMAND_DMA_WRITE ? count : 0));
+    return length;
+}
+
+/*
+ * Starts the mock's DMA engine with the register write sent raw, reads that write's reply
+ * and the first DMA command that follows it, which the test then answers by hand.
+ */
+static void raw_start_dma(uint64_t address, uint32_t length, uint32_t operation,
+                          uint64_t first_chunk, struct vu_header *command)
+{
+    struct {
+        struct vu_region_access access;
+        uint32_t value;
+    } __attribute__((packed)) go = {
+        .access = {.offset = MOCK_REG_DMA_GO, .region = 0, .count = 4},
+        .value = operation,
+    };
+    uint16_t id = vu_client_next_message_id(client);
+    uint16_t expected = operation == MOCK_DMA_GO_READ ? VU_COMMAND_DMA_READ : VU_COMMAND_DMA_WRITE;
+    struct vu_header reply;
+
+    write32(0, MOCK_REG_DMA_ADDRESS_LOW, (uint32_t)address);
+    write32(0, MOCK_REG_DMA_ADDRESS_HIGH, (uint32_t)(address >> 32));
+    write32(0, MOCK_REG_DMA_LENGTH, length);
+    ck_assert_int_eq(
+        vu_client_send(client, id, VU_COMMAND_REGION_WRITE, 0, &go, sizeof(go), NULL, 0), 0);
+    /* The write's reply comes first: the DMA it started waits for the reply to be queued. */
+    raw_receive(&reply);
+    ck_assert_uint_eq(reply.flags, VU_FLAGS_TYPE_REPLY);
+    ck_assert_uint_eq(reply.message_id, id);
+    raw_dma_command(expected, address, first_chunk, command);
+}
+
+/* Answers the DMA command `command` with `length` bytes of `payload`. */
+static void raw_answer(const struct vu_header *command, const void *payload, size_t length)
+{
+    ck_assert_int_eq(vu_client_send(client, command->message_id, command->command,
+                                    VU_FLAGS_TYPE_REPLY, payload, length, NULL, 0),
+                     0);
+}
+
+enum reply_layout {
+    LAYOUT_SPEC,   /* u64 address, u64 count, data */
+    LAYOUT_QEMU,   /* u64 address, u32 count, data, 4 zero bytes (QEMU's padded structure) */
+    LAYOUT_PACKED, /* u64 address, u32 count, data */
+};
+
+/* Answers a DMA_READ with `data` in `layout`; `count` is the count field's value. */
+static void raw_answer_read(const struct vu_header *command, enum reply_layout layout,
+                            uint64_t address, uint64_t count, const uint8_t *data,
+                            size_t data_length)
+{
+    static uint8_t reply[VU_MAX_MESSAGE_SIZE];
+    size_t count_size = layout == LAYOUT_SPEC ? 8 : 4;
+    size_t length = 8 + count_size + data_length + (layout == LAYOUT_QEMU ? 4 : 0);
+
+    memset(reply, 0, length);
+    memcpy(reply, &address, 8);
+    memcpy(reply + 8, &count, count_size);
+    memcpy(reply + 8 + count_size, data, data_length);
+    raw_answer(command, reply, length);
+}
+
+/* What the mock reports in MOCK_REG_DMA_SUM for a read of `data`. */
+static uint32_t byte_sum(const uint8_t *data, size_t length)
+{
+    uint32_t sum = 0;
+
+    for (size_t i = 0; i < length; i++)
+        sum += data[i];
+    return sum;
+}
+
+/* Bytes none of which is zero, so a chunk read 4 bytes off changes their sum. */
+static uint32_t fill_pattern(uint8_t *data, size_t length, uint8_t seed)
+{
+    for (size_t i = 0; i < length; i++)
+        data[i] = (uint8_t)((i * 7 + seed) | 1);
+    return byte_sum(data, length);
+}
+
+static void raw_dma_map(void)
+{
+    ck_assert_int_eq(vu_client_dma_map(client, RAW_DMA_BASE, 1u << 20,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, -1, 0),
+                     0);
+}
+
+/* One DMA_READ of `length` bytes answered in `layout`; returns the mock's status. */
+static uint32_t raw_read_once(enum reply_layout layout, const uint8_t *data, uint32_t length)
+{
+    struct vu_header command;
+
+    raw_start_dma(RAW_DMA_BASE + 0x100, length, MOCK_DMA_GO_READ, length, &command);
+    raw_answer_read(&command, layout, RAW_DMA_BASE + 0x100, length, data, length);
+    return read32(0, MOCK_REG_DMA_STATUS);
+}
+
+/*
+ * QEMU's DMA_READ reply has a 32-bit count and the data at payload offset 12, in a reply
+ * as long as the spec's (its structure is padded to 8 bytes); read at offset 16, the data
+ * would be off by four bytes. Each layout is read by its fields, in a session of its own.
+ */
+START_TEST(dma_read_reply_layouts)
+{
+    const enum reply_layout layouts[] = {LAYOUT_QEMU, LAYOUT_SPEC, LAYOUT_PACKED};
+    uint8_t data[256];
+
+    for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+        uint32_t sum = fill_pattern(data, sizeof(data), (uint8_t)i);
+
+        reconnect();
+        raw_dma_map();
+        ck_assert_uint_eq(raw_read_once(layouts[i], data, sizeof(data)), MOCK_DMA_DONE);
+        ck_assert_uint_eq(read32(0, MOCK_REG_DMA_SUM), sum);
+        /* The client keeps its layout; one that switches is refused. */
+        ck_assert_uint_eq(raw_read_once(layouts[i], data, sizeof(data)), MOCK_DMA_DONE);
+        ck_assert_uint_eq(raw_read_once(layouts[i] == LAYOUT_SPEC ? LAYOUT_QEMU : LAYOUT_SPEC, data,
+                                        sizeof(data)),
+                          MOCK_DMA_ERROR | EPROTO);
+        assert_device_serves();
+    }
+}
+END_TEST
+
+/*
+ * Data starting with four zero bytes, in QEMU's layout, also reads as the spec's layout
+ * (the zeros then being the upper half of a 64-bit count): refused until an earlier reply
+ * showed the client's layout, then read by it.
+ */
+START_TEST(dma_read_reply_ambiguous_until_layout_known)
+{
+    uint8_t data[256];
+    uint32_t sum;
+
+    raw_dma_map();
+    fill_pattern(data, sizeof(data), 3);
+    memset(data, 0, 4);
+    ck_assert_uint_eq(raw_read_once(LAYOUT_QEMU, data, sizeof(data)), MOCK_DMA_ERROR | EPROTO);
+    /* A reply only one layout fits shows the client's... */
+    sum = fill_pattern(data, sizeof(data), 5);
+    ck_assert_uint_eq(raw_read_once(LAYOUT_QEMU, data, sizeof(data)), MOCK_DMA_DONE);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_SUM), sum);
+    /* ...and a reply like the first is read by it. */
+    memset(data, 0, 4);
+    ck_assert_uint_eq(raw_read_once(LAYOUT_QEMU, data, sizeof(data)), MOCK_DMA_DONE);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_SUM), byte_sum(data, sizeof(data)));
+    /* The layout is the client's: the next one starts over. */
+    reconnect();
+    raw_dma_map();
+    ck_assert_uint_eq(raw_read_once(LAYOUT_QEMU, data, sizeof(data)), MOCK_DMA_ERROR | EPROTO);
+    assert_device_serves();
+}
+END_TEST
+
+/* Replies that name another address or count, or have no layout's length, fail the
+ * transfer with EPROTO instead of handing the device data read from the wrong place. */
+START_TEST(dma_read_reply_wrong_fields)
+{
+    const uint64_t address = RAW_DMA_BASE + 0x100;
+    uint8_t data[256 + 8];
+    struct vu_header command;
+
+    fill_pattern(data, sizeof(data), 1);
+    raw_dma_map();
+    /* A count short by 4 with the data that goes with it, in the spec's layout: with the
+     * length alone it would pass as QEMU's layout of the full count. */
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    raw_answer_read(&command, LAYOUT_SPEC, address, 252, data, 256);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    raw_answer_read(&command, LAYOUT_QEMU, address, 260, data, 256);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    /* Another address. */
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    raw_answer_read(&command, LAYOUT_SPEC, address + 0x1000, 256, data, 256);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    /* More data than asked for, and less. */
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    raw_answer_read(&command, LAYOUT_SPEC, address, 256, data, 264);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    raw_answer_read(&command, LAYOUT_PACKED, address, 256, data, 250);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    /* A reply to the wrong command. */
+    raw_start_dma(address, 256, MOCK_DMA_GO_READ, 256, &command);
+    command.command = VU_COMMAND_DMA_WRITE;
+    raw_answer(&command, NULL, 0);
+    ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_ERROR | EPROTO);
+    /* After all that, a good reply is read. */
+    ck_assert_uint_eq(raw_read_once(LAYOUT_SPEC, data, 256), MOCK_DMA_DONE);
+    assert_device_serves();
+}
+END_TEST
+
+/* QEMU answers DMA_WRITE with a bare header; the spec's reply has the address and a 32-bit
+ * count; the in-tree client echoes the request's 64-bit count. */
+START_TEST(dma_write_replies)
+{
+    const uint64_t address = RAW_DMA_BASE + 0x200;
+    struct {
+        uint64_t address;
+        uint64_t count;
+        uint8_t data[64];
+    } __attribute__((packed)) echo;
+    const struct {
+        uint64_t address, count;
+        size_t length;
+        uint32_t status;
+    } replies[] = {
+        {0, 0, 0, MOCK_DMA_DONE},
+        {address, 256, 12, MOCK_DMA_DONE},
+        {address, 256, 16, MOCK_DMA_DONE},
+        {address, 255, 12, MOCK_DMA_ERROR | EPROTO},
+        {address, 256 | (1ull << 32), 16, MOCK_DMA_ERROR | EPROTO},
+        {address + 1, 256, 16, MOCK_DMA_ERROR | EPROTO},
+        {address, 256, 16 + 64, MOCK_DMA_ERROR | EPROTO},
+        {address, 256, 8, MOCK_DMA_ERROR | EPROTO},
+    };
+
+    raw_dma_map();
+    write32(0, MOCK_REG_DMA_FILL, 0x5a);
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        struct vu_header command;
+        uint8_t expected[256];
+
+        raw_start_dma(address, 256, MOCK_DMA_GO_WRITE, 256, &command);
+        memset(expected, 0x5a, sizeof(expected));
+        ck_assert_mem_eq(raw_buffer + sizeof(struct vu_dma_access), expected, sizeof(expected));
+        memset(&echo, 0, sizeof(echo));
+        echo.address = replies[i].address;
+        echo.count = replies[i].count;
+        raw_answer(&command, &echo, replies[i].length);
+        ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), replies[i].status);
+    }
+    assert_device_serves();
+}
+END_TEST
+
 /* --- Interrupts -------------------------------------------------------------------------- */
 
 static uint32_t msix_control_offset(void)
@@ -1722,6 +2012,10 @@ static Suite *protocol_suite(void)
         {"dma", dma_through_messages_twin_socket},
         {"dma", dma_client_that_never_answers},
         {"dma", dma_in_flight_when_client_leaves},
+        {"dma_reply", dma_read_reply_layouts},
+        {"dma_reply", dma_read_reply_ambiguous_until_layout_known},
+        {"dma_reply", dma_read_reply_wrong_fields},
+        {"dma_reply", dma_write_replies},
         {"irq", intx_eventfd_automask_and_teardown},
         {"irq", msix_vectors_masking_and_pba},
         {"irq", msi_vectors},

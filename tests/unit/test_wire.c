@@ -2,7 +2,8 @@
  * Unit tests for the vfio-user wire helpers (lib/wire.c): the header's byte layout and the
  * checks a transport relies on, the VERSION capability JSON as hostile clients may send it
  * (wrong types, out-of-range numbers, embedded NULs, oversize documents) and the spec's
- * negotiation rules (minor version, capability subset, page sizes, twin socket).
+ * negotiation rules (minor version, capability subset, page sizes, twin socket), and the
+ * decoding of the client's replies to server-to-client DMA in the spec's layout and QEMU's.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -804,6 +805,254 @@ START_TEST(test_negotiate_bad_json)
 }
 END_TEST
 
+/* --- Replies to the server's DMA_READ and DMA_WRITE -------------------------------- */
+
+#define DMA_ADDRESS 0x123456789000ull
+#define DMA_COUNT   64u
+
+/*
+ * A reply payload in a heap buffer of exactly its length, so a read past it is caught:
+ * the address, a count of `count_size` bytes (8, or 4 as QEMU writes it), `data_length`
+ * bytes of `data` and `padding` zero bytes.
+ */
+static uint8_t *dma_payload(uint64_t address, uint64_t count, size_t count_size,
+                            const uint8_t *data, size_t data_length, size_t padding, size_t *length)
+{
+    uint8_t *payload;
+
+    *length = 8 + count_size + data_length + padding;
+    payload = calloc(1, *length);
+    ck_assert_ptr_nonnull(payload);
+    memcpy(payload, &address, 8);
+    memcpy(payload + 8, &count, count_size);
+    if (data_length > 0)
+        memcpy(payload + 8 + count_size, data, data_length);
+    return payload;
+}
+
+/* Decodes a DMA_READ reply of DMA_COUNT bytes at DMA_ADDRESS; on success checks that the
+ * data read is `data`. */
+static int decode_read(const uint8_t *payload, size_t length, enum vu_dma_layout known,
+                       const uint8_t *data, struct vu_dma_reply *reply)
+{
+    int ret =
+        vu_wire_decode_dma_reply(false, payload, length, DMA_ADDRESS, DMA_COUNT, known, reply);
+
+    if (ret == 0) {
+        ck_assert_uint_le(reply->data_offset + DMA_COUNT, length);
+        ck_assert_mem_eq(payload + reply->data_offset, data, DMA_COUNT);
+    } else {
+        ck_assert_int_eq(ret, -EPROTO);
+        ck_assert_ptr_nonnull(reply->problem);
+    }
+    return ret;
+}
+
+/* Bytes none of which is zero, so a shift by four shows. */
+static void fill_pattern(uint8_t *data, size_t length)
+{
+    for (size_t i = 0; i < length; i++)
+        data[i] = (uint8_t)(i * 7 + 1) | 1;
+}
+
+START_TEST(test_dma_read_reply_spec_layout)
+{
+    uint8_t data[DMA_COUNT];
+    struct vu_dma_reply reply;
+    size_t length;
+    uint8_t *payload;
+
+    fill_pattern(data, sizeof(data));
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 8, data, sizeof(data), 0, &length);
+    ck_assert_uint_eq(length, 16 + DMA_COUNT);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), 0);
+    ck_assert_int_eq(reply.layout, VU_DMA_LAYOUT_COUNT64);
+    ck_assert_uint_eq(reply.data_offset, 16);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT64, data, &reply), 0);
+    /* A client that answered with a 32-bit count before does not switch. */
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT32, data, &reply), -EPROTO);
+    free(payload);
+}
+END_TEST
+
+/* QEMU's: a 32-bit count, the data at 12, and its structure's 4 bytes of padding. */
+START_TEST(test_dma_read_reply_qemu_layout)
+{
+    uint8_t data[DMA_COUNT];
+    struct vu_dma_reply reply;
+    size_t length;
+    uint8_t *payload;
+
+    fill_pattern(data, sizeof(data));
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 4, data, sizeof(data), 4, &length);
+    ck_assert_uint_eq(length, 16 + DMA_COUNT);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), 0);
+    ck_assert_int_eq(reply.layout, VU_DMA_LAYOUT_COUNT32);
+    ck_assert_uint_eq(reply.data_offset, 12);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT32, data, &reply), 0);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT64, data, &reply), -EPROTO);
+    /* Padding that is not zero is no padding: neither layout fits. */
+    payload[length - 1] = 1;
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    free(payload);
+
+    /* Without the padding: 12 + count bytes. */
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 4, data, sizeof(data), 0, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), 0);
+    ck_assert_int_eq(reply.layout, VU_DMA_LAYOUT_COUNT32);
+    ck_assert_uint_eq(reply.data_offset, 12);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT64, data, &reply), -EPROTO);
+    free(payload);
+}
+END_TEST
+
+/*
+ * Data that starts with four zero bytes, in QEMU's layout: the 64-bit count reads right
+ * too (its upper half is the zeros), and so does the padding. Either reading is a whole
+ * reply, so only the client's earlier replies can tell which it is.
+ */
+START_TEST(test_dma_read_reply_ambiguous)
+{
+    uint8_t data[DMA_COUNT];
+    struct vu_dma_reply reply;
+    size_t length;
+    uint8_t *payload;
+
+    fill_pattern(data, sizeof(data));
+    memset(data, 0, 4);
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 4, data, sizeof(data), 4, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT32, data, &reply), 0);
+    ck_assert_int_eq(reply.layout, VU_DMA_LAYOUT_COUNT32);
+    ck_assert_uint_eq(reply.data_offset, 12);
+    /* Read as the spec's, the same bytes are other data. */
+    ck_assert_int_eq(vu_wire_decode_dma_reply(false, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                              VU_DMA_LAYOUT_COUNT64, &reply),
+                     0);
+    ck_assert_uint_eq(reply.data_offset, 16);
+    free(payload);
+
+    /* The spec's layout with data that ends in four zero bytes: the same question. */
+    fill_pattern(data, sizeof(data));
+    memset(data + DMA_COUNT - 4, 0, 4);
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 8, data, sizeof(data), 0, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT64, data, &reply), 0);
+    ck_assert_uint_eq(reply.data_offset, 16);
+    free(payload);
+
+    /* Data both readings agree on needs no answer. */
+    memset(data, 0, sizeof(data));
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 4, data, sizeof(data), 4, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), 0);
+    ck_assert_int_eq(reply.layout, VU_DMA_LAYOUT_UNKNOWN);
+    free(payload);
+}
+END_TEST
+
+START_TEST(test_dma_read_reply_wrong_fields)
+{
+    uint8_t data[DMA_COUNT + 8];
+    struct vu_dma_reply reply;
+    size_t length;
+    uint8_t *payload;
+
+    fill_pattern(data, sizeof(data));
+    /* Another address, in both layouts. */
+    payload = dma_payload(DMA_ADDRESS + 4, DMA_COUNT, 8, data, DMA_COUNT, 0, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    ck_assert_str_eq(reply.problem, "names another address");
+    free(payload);
+    payload = dma_payload(DMA_ADDRESS - 1, DMA_COUNT, 4, data, DMA_COUNT, 4, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    free(payload);
+    /* Another count with the length of the one asked for, in both layouts. */
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT - 4, 8, data, DMA_COUNT, 0, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply), -EPROTO);
+    ck_assert_str_eq(reply.problem, "names another count");
+    free(payload);
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT + 4, 4, data, DMA_COUNT, 4, &length);
+    ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_COUNT32, data, &reply), -EPROTO);
+    free(payload);
+    /* A count and data both shorter (or longer) than asked: the length gives it away. */
+    for (size_t count = DMA_COUNT - 8; count <= DMA_COUNT + 8; count += 16) {
+        payload = dma_payload(DMA_ADDRESS, count, 8, data, count, 0, &length);
+        ck_assert_int_eq(decode_read(payload, length, VU_DMA_LAYOUT_UNKNOWN, data, &reply),
+                         -EPROTO);
+        ck_assert_str_eq(reply.problem, "has a length no layout gives");
+        free(payload);
+    }
+    /* Lengths no layout gives: none, the header alone, one byte more or less. */
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 8, data, DMA_COUNT, 1, &length);
+    for (size_t cut = 0; cut <= length; cut++) {
+        if (cut == 12 + DMA_COUNT || cut == 16 + DMA_COUNT)
+            continue;
+        uint8_t *exact = malloc(cut > 0 ? cut : 1);
+        memcpy(exact, payload, cut);
+        ck_assert_int_eq(vu_wire_decode_dma_reply(false, exact, cut, DMA_ADDRESS, DMA_COUNT,
+                                                  VU_DMA_LAYOUT_UNKNOWN, &reply),
+                         -EPROTO);
+        free(exact);
+    }
+    free(payload);
+}
+END_TEST
+
+START_TEST(test_dma_write_reply)
+{
+    struct vu_dma_reply reply;
+    size_t length;
+    uint8_t *payload;
+
+    /* QEMU's bare header. */
+    ck_assert_int_eq(vu_wire_decode_dma_reply(true, NULL, 0, DMA_ADDRESS, DMA_COUNT,
+                                              VU_DMA_LAYOUT_UNKNOWN, &reply),
+                     0);
+    /* The spec's 32-bit count and the request's 64-bit one, whatever the DMA_READ layout. */
+    for (size_t count_size = 4; count_size <= 8; count_size += 4) {
+        for (int known = VU_DMA_LAYOUT_UNKNOWN; known <= VU_DMA_LAYOUT_COUNT32; known++) {
+            payload = dma_payload(DMA_ADDRESS, DMA_COUNT, count_size, NULL, 0, 0, &length);
+            ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                                      known, &reply),
+                             0);
+            free(payload);
+        }
+        payload = dma_payload(DMA_ADDRESS, DMA_COUNT / 2, count_size, NULL, 0, 0, &length);
+        ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                                  VU_DMA_LAYOUT_UNKNOWN, &reply),
+                         -EPROTO);
+        ck_assert_str_eq(reply.problem, "names another count");
+        free(payload);
+        payload = dma_payload(DMA_ADDRESS + DMA_COUNT, DMA_COUNT, count_size, NULL, 0, 0, &length);
+        ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                                  VU_DMA_LAYOUT_UNKNOWN, &reply),
+                         -EPROTO);
+        ck_assert_str_eq(reply.problem, "names another address");
+        free(payload);
+    }
+    /* A 64-bit count whose upper half is set is not the count asked for. */
+    payload = dma_payload(DMA_ADDRESS, DMA_COUNT | (1ull << 32), 8, NULL, 0, 0, &length);
+    ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                              VU_DMA_LAYOUT_UNKNOWN, &reply),
+                     -EPROTO);
+    free(payload);
+    /* Other lengths, including the data echoed back. */
+    for (size_t padding = 1; padding <= DMA_COUNT; padding += DMA_COUNT - 1) {
+        payload = dma_payload(DMA_ADDRESS, DMA_COUNT, 8, NULL, 0, padding, &length);
+        ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                                  VU_DMA_LAYOUT_UNKNOWN, &reply),
+                         -EPROTO);
+        ck_assert_str_eq(reply.problem, "has a length no layout gives");
+        free(payload);
+    }
+    payload = dma_payload(DMA_ADDRESS, 0, 0, NULL, 0, 0, &length);
+    ck_assert_int_eq(vu_wire_decode_dma_reply(true, payload, length, DMA_ADDRESS, DMA_COUNT,
+                                              VU_DMA_LAYOUT_UNKNOWN, &reply),
+                     -EPROTO);
+    free(payload);
+}
+END_TEST
+
 static Suite *wire_suite(void)
 {
     Suite *suite = suite_create("wire");
@@ -811,6 +1060,7 @@ static Suite *wire_suite(void)
     TCase *parsing = tcase_create("capabilities");
     TCase *formatting = tcase_create("format");
     TCase *negotiation = tcase_create("negotiation");
+    TCase *dma = tcase_create("dma_reply");
 
     tcase_add_test(header, test_header_decode_fields);
     tcase_add_test(header, test_header_decode_short_buffer);
@@ -851,6 +1101,13 @@ static Suite *wire_suite(void)
     tcase_add_test(negotiation, test_negotiate_reply_is_subset);
     tcase_add_test(negotiation, test_negotiate_bad_json);
     suite_add_tcase(suite, negotiation);
+
+    tcase_add_test(dma, test_dma_read_reply_spec_layout);
+    tcase_add_test(dma, test_dma_read_reply_qemu_layout);
+    tcase_add_test(dma, test_dma_read_reply_ambiguous);
+    tcase_add_test(dma, test_dma_read_reply_wrong_fields);
+    tcase_add_test(dma, test_dma_write_reply);
+    suite_add_tcase(suite, dma);
     return suite;
 }
 
