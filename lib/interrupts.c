@@ -54,19 +54,42 @@ void vu_device_clear_interrupts(struct vu_device *device, enum vfio_userd_irq_in
         vu_pci_config_set_intx_status(&device->config, false);
 }
 
+/*
+ * Whether one vector is held back from delivery, and by what:
+ * - every type: the client's SET_IRQS MASK (INTx also masks itself when delivered);
+ * - MSI-X: the Function Mask in config space, which every client forwards, and the
+ *   vector's Mask bit in our table only when the client writes the table (msix.h). QEMU
+ *   keeps the guest's table to itself, so our copy stays in its reset state, every vector
+ *   masked; it masks vectors on its side, and holds back what we signal meanwhile;
+ * - MSI: the per-vector Mask Bits in config space, which the guest writes through the
+ *   client (0 from reset).
+ * A vector without an eventfd waits too. Clearing any of these (SET_IRQS UNMASK, a config
+ * space or table write) ends in vu_device_deliver_pending().
+ */
+static bool vector_held(const struct vu_device *device, enum vfio_userd_irq_index index,
+                        uint32_t vector)
+{
+    const struct vu_irq_state *irq = &device->irqs[index];
+
+    if (irq->masked[vector] || irq->trigger_fds[vector] < 0)
+        return true;
+    switch (index) {
+    case VFIO_USERD_IRQ_MSIX:
+        return vu_pci_config_msix_function_masked(&device->config) ||
+               vu_msix_vector_held(&device->msix, vector);
+    case VFIO_USERD_IRQ_MSI:
+        return vu_pci_config_msi_vector_masked(&device->config, vector);
+    default:
+        return false;
+    }
+}
+
 /* Delivers, or records as pending, one interrupt of a given type and sub-index. */
 static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector)
 {
     struct vu_irq_state *irq = &device->irqs[index];
-    bool masked = irq->masked[vector];
 
-    if (index == VFIO_USERD_IRQ_MSIX)
-        masked = masked || vu_pci_config_msix_function_masked(&device->config) ||
-                 vu_msix_vector_masked(&device->msix, vector);
-    else if (index == VFIO_USERD_IRQ_MSI)
-        masked = masked || vu_pci_config_msi_vector_masked(&device->config, vector);
-
-    set_pending(device, index, vector, masked || irq->trigger_fds[vector] < 0);
+    set_pending(device, index, vector, vector_held(device, index, vector));
     if (irq->pending[vector])
         return;
     signal_eventfd(irq->trigger_fds[vector]);
@@ -297,4 +320,6 @@ void vu_device_release_client_interrupts(struct vu_device *device)
         close_irq_fds(&device->irqs[index], 0, device->irqs[index].count);
         vu_device_clear_interrupts(device, index);
     }
+    /* The next client may keep the MSI-X table itself: ours gates nothing until it writes. */
+    vu_msix_forget_client(&device->msix);
 }

@@ -124,6 +124,7 @@ int vu_msix_table_write(struct vu_msix *msix, uint64_t offset, const void *data,
 
         put_le32(&msix->table[at], get_le32(&input[done]) & writable);
     }
+    msix->client_writes_table = true;
     return 0;
 }
 
@@ -155,6 +156,21 @@ bool vu_msix_vector_masked(const struct vu_msix *msix, uint32_t vector)
         return true;
     return (get_le32(&msix->table[vector * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL]) &
             PCI_MSIX_ENTRY_CTRL_MASKBIT) != 0;
+}
+
+bool vu_msix_client_writes_table(const struct vu_msix *msix)
+{
+    return msix->client_writes_table;
+}
+
+bool vu_msix_vector_held(const struct vu_msix *msix, uint32_t vector)
+{
+    return msix->client_writes_table && vu_msix_vector_masked(msix, vector);
+}
+
+void vu_msix_forget_client(struct vu_msix *msix)
+{
+    msix->client_writes_table = false;
 }
 
 void vu_msix_set_pending(struct vu_msix *msix, uint32_t vector, bool pending)

@@ -407,6 +407,33 @@ static void unmask_intx(void)
                      0);
 }
 
+/* SET_IRQS MASK or UNMASK of one vector. */
+static void mask_vector(uint32_t irq, uint32_t vector, bool masked)
+{
+    ck_assert_int_eq(
+        vu_client_set_irqs(client, irq,
+                           VFIO_IRQ_SET_DATA_NONE |
+                               (masked ? VFIO_IRQ_SET_ACTION_MASK : VFIO_IRQ_SET_ACTION_UNMASK),
+                           vector, 1, NULL, NULL),
+        0);
+}
+
+/* The first quadword of the PBA, at BAR4 + 0x1000 with the default 16 vectors. */
+static uint64_t pba_read(void)
+{
+    uint64_t pba = ~0ull;
+
+    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_BAR4, 0x1000, &pba, 8), 0);
+    return pba;
+}
+
+/* Writes one dword of an MSI-X table entry, as a client that forwards table writes does. */
+static void msix_entry_write(uint32_t vector, uint32_t field, uint32_t value)
+{
+    ck_assert_int_eq(
+        vu_client_region_write(client, VFIO_USERD_REGION_BAR4, vector * 16 + field, &value, 4), 0);
+}
+
 /* Writes DOORBELL and returns INT_LAST_ERROR, after checking INT_LAST_VECTOR. */
 static uint32_t ring(uint32_t vector)
 {
@@ -415,19 +442,16 @@ static uint32_t ring(uint32_t vector)
     return read32(TD_INT_LAST_ERROR);
 }
 
-/* Enables MSI-X in its capability and unmasks `count` table entries from `first`. */
+/* Enables MSI-X in its capability and unmasks `count` table entries from `first`, as a
+ * client that forwards the guest's table writes. */
 static void enable_msix(uint32_t first, uint32_t count)
 {
     uint32_t msix = capability_offset(PCI_CAP_ID_MSIX);
 
     ck_assert_uint_ne(msix, 0);
     config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
-    for (uint32_t vector = first; vector < first + count; vector++) {
-        uint32_t unmasked = 0;
-        ck_assert_int_eq(
-            vu_client_region_write(client, VFIO_USERD_REGION_BAR4, vector * 16 + 12, &unmasked, 4),
-            0);
-    }
+    for (uint32_t vector = first; vector < first + count; vector++)
+        msix_entry_write(vector, PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
 }
 
 /* Enables MSI with 2^log2_vectors vectors (Multiple Message Enable). */
@@ -1135,14 +1159,19 @@ START_TEST(doorbell_through_msix)
     arm_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, 16, fds);
     arm_eventfds(VFIO_PCI_MSI_IRQ_INDEX, 0, 4, msi_fds);
     enable_msi(2);
-    /* Enabled with every table entry still masked: pending in the PBA, then delivered. */
+    /* Enabled with the table never written (QEMU keeps it): delivered at once. */
     config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
     ck_assert_uint_eq(ring(4), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 4);
+    ck_assert_uint_eq(pba_read(), 0);
+    /* Once written, the table's Mask bits hold vectors: pending in the PBA, then delivered. */
+    msix_entry_write(4, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT);
+    ck_assert_uint_eq(ring(4), 0);
     ck_assert_uint_eq(fired_mask(fds, 16), 0);
-    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_BAR4, 0x1000, &pba, 8), 0);
-    ck_assert_uint_eq(pba, 1u << 4);
+    ck_assert_uint_eq(pba_read(), 1u << 4);
     enable_msix(0, 16);
     ck_assert_uint_eq(fired_mask(fds, 16), 1u << 4);
+    ck_assert_uint_eq(pba_read(), 0);
 
     /* Each vector its own eventfd; MSI-X wins over the enabled MSI. */
     for (uint32_t vector = 0; vector < 16; vector++) {
@@ -1150,7 +1179,7 @@ START_TEST(doorbell_through_msix)
         ck_assert_uint_eq(fired_mask(fds, 16), 1u << vector);
     }
     ck_assert_uint_eq(fired_mask(msi_fds, 4), 0);
-    ck_assert_uint_eq(read32(TD_INT_COUNT), 17);
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 18);
     ck_assert_uint_eq(ring(16), EINVAL);
     ck_assert_uint_eq(ring(0xffffffff), EINVAL);
     ck_assert_uint_eq(read32(TD_INT_FAIL_COUNT), 2);
@@ -1182,6 +1211,122 @@ START_TEST(doorbell_through_msix)
     ck_assert_uint_eq(pba, 0);
     close_eventfds(fds, 16);
     close_eventfds(msi_fds, 4);
+}
+END_TEST
+
+/*
+ * QEMU keeps the guest's MSI-X table to itself: it enables MSI-X in config space, wires
+ * vectors with SET_IRQS and reads only the PBA here. Our table, never written, stays in its
+ * reset state (every vector masked), which must hold nothing back.
+ */
+START_TEST(msix_table_kept_by_client)
+{
+    int fds[16];
+    uint32_t msix = capability_offset(PCI_CAP_ID_MSIX);
+
+    open_eventfds(fds, 16);
+    arm_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, 16, fds);
+    /* Linux enables MSI-X with the function masked, then unmasks the function. */
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    for (uint32_t vector = 0; vector < 16; vector++) {
+        ck_assert_uint_eq(ring(vector), 0);
+        ck_assert_uint_eq(fired_mask(fds, 16), 1u << vector);
+        ck_assert_uint_eq(pba_read(), 0);
+    }
+
+    /* Masked through SET_IRQS: pending in the PBA, delivered once at UNMASK. */
+    mask_vector(VFIO_PCI_MSIX_IRQ_INDEX, 3, true);
+    ck_assert_uint_eq(ring(3), 0);
+    ck_assert_uint_eq(ring(3), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 3);
+    mask_vector(VFIO_PCI_MSIX_IRQ_INDEX, 3, false);
+    ck_assert_uint_eq(eventfd_take(fds[3]), 1);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 0);
+
+    /* The Function Mask is in config space, which reaches the server from every client. */
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+    ck_assert_uint_eq(ring(5), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 5);
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 5);
+    ck_assert_uint_eq(pba_read(), 0);
+
+    /* A vector without an eventfd is pending until it gets one. */
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX,
+                                        VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 7,
+                                        1, NULL, NULL),
+                     0);
+    ck_assert_uint_eq(ring(7), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 7);
+    arm_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 7, 1, &fds[7]);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 7);
+    ck_assert_uint_eq(pba_read(), 0);
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 20);
+    ck_assert_uint_eq(read32(TD_INT_FAIL_COUNT), 0);
+    close_eventfds(fds, 16);
+}
+END_TEST
+
+/*
+ * A client that forwards the guest's table writes: from its first write on, the table's
+ * Mask bits hold vectors back, pending in the PBA, until unmasked through the table or
+ * SET_IRQS. That lasts across DEVICE_RESET; the next client starts over.
+ */
+START_TEST(msix_table_written_by_client)
+{
+    int fds[16];
+    uint32_t msix = capability_offset(PCI_CAP_ID_MSIX);
+
+    open_eventfds(fds, 16);
+    arm_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, 16, fds);
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    /* Any write makes the table count: vector 2 is still masked from reset. */
+    msix_entry_write(2, PCI_MSIX_ENTRY_LOWER_ADDR, 0xfee00000);
+    msix_entry_write(2, PCI_MSIX_ENTRY_DATA, 0x4022);
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 2);
+    msix_entry_write(2, PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+    ck_assert_uint_eq(eventfd_take(fds[2]), 1);
+    ck_assert_uint_eq(pba_read(), 0);
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 2);
+
+    /* Masked both ways, it waits for both unmasks, whichever comes first. */
+    msix_entry_write(2, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT);
+    mask_vector(VFIO_PCI_MSIX_IRQ_INDEX, 2, true);
+    ck_assert_uint_eq(ring(2), 0);
+    msix_entry_write(2, PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 2);
+    mask_vector(VFIO_PCI_MSIX_IRQ_INDEX, 2, false);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 2);
+    ck_assert_uint_eq(pba_read(), 0);
+
+    /* DEVICE_RESET masks every entry again, and this client still writes the table. */
+    ck_assert_int_eq(vu_client_device_reset(client), 0);
+    config_write16(msix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 0);
+    ck_assert_uint_eq(pba_read(), 1u << 2);
+    close_eventfds(fds, 16);
+
+    /* A new client has not written the table: the masks left in it hold nothing. */
+    reconnect(NULL);
+    open_eventfds(fds, 16);
+    arm_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, 16, fds);
+    ck_assert_uint_eq(pba_read(), 0);
+    ck_assert_uint_eq(config_read16(msix + PCI_MSIX_FLAGS) & PCI_MSIX_FLAGS_ENABLE,
+                      PCI_MSIX_FLAGS_ENABLE);
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(fired_mask(fds, 16), 1u << 2);
+    ck_assert_uint_eq(pba_read(), 0);
+    close_eventfds(fds, 16);
 }
 END_TEST
 
@@ -2334,6 +2479,8 @@ static Suite *testdev_suite(void)
         {"interrupts", doorbell_through_intx},
         {"interrupts", doorbell_through_msi},
         {"interrupts", doorbell_through_msix},
+        {"interrupts", msix_table_kept_by_client},
+        {"interrupts", msix_table_written_by_client},
         {"interrupts", interrupt_status_and_ack},
         {"dma", dma_direct_memory},
         {"dma", dma_messages_main_socket},

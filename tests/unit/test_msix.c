@@ -1,6 +1,7 @@
 /*
  * Unit tests for the MSI-X table and PBA emulation (lib/msix.c): reset state, the access
- * rules clients must follow, reserved bits, per-vector masking and the pending bits.
+ * rules clients must follow, reserved bits, per-vector masking, when the table's masks
+ * hold vectors back, and the pending bits.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -341,11 +342,81 @@ START_TEST(test_masked_vector_becomes_pending_then_fires)
 }
 END_TEST
 
+/* QEMU keeps the guest's table itself and never writes ours: its reset state, every vector
+ * masked, must hold nothing back. */
+START_TEST(test_unwritten_table_holds_nothing)
+{
+    uint8_t bytes[8] = {0};
+
+    ck_assert_int_eq(vu_msix_init(&msix, 8), 0);
+    ck_assert(!vu_msix_client_writes_table(&msix));
+    for (uint32_t vector = 0; vector < 8; vector++) {
+        ck_assert(vu_msix_vector_masked(&msix, vector));
+        ck_assert(!vu_msix_vector_held(&msix, vector));
+    }
+    /* Reads and refused writes do not make a client one that writes the table. */
+    (void)table_read(entry(3, PCI_MSIX_ENTRY_VECTOR_CTRL), 4);
+    ck_assert_int_eq(vu_msix_table_write(&msix, 2, bytes, 4), -EINVAL);
+    ck_assert_int_eq(vu_msix_table_write(&msix, entry(8, 0), bytes, 4), -EINVAL);
+    ck_assert_int_eq(vu_msix_pba_write(&msix, 0, bytes, 8), 0);
+    ck_assert(!vu_msix_client_writes_table(&msix));
+    ck_assert(!vu_msix_vector_held(&msix, 0));
+}
+END_TEST
+
+/* A client that forwards the guest's table writes: from its first write on, each vector's
+ * Mask bit counts, including the reset value of entries it has not written yet. */
+START_TEST(test_written_table_holds_masked_vectors)
+{
+    ck_assert_int_eq(vu_msix_init(&msix, 4), 0);
+    table_write(entry(1, PCI_MSIX_ENTRY_LOWER_ADDR), 4, 0xfee00000);
+    ck_assert(vu_msix_client_writes_table(&msix));
+    for (uint32_t vector = 0; vector < 4; vector++)
+        ck_assert(vu_msix_vector_held(&msix, vector));
+    table_write(entry(1, PCI_MSIX_ENTRY_VECTOR_CTRL), 4, 0);
+    ck_assert(!vu_msix_vector_held(&msix, 1));
+    ck_assert(vu_msix_vector_held(&msix, 0));
+    ck_assert(vu_msix_vector_held(&msix, 2));
+    table_write(entry(1, PCI_MSIX_ENTRY_VECTOR_CTRL), 4, PCI_MSIX_ENTRY_CTRL_MASKBIT);
+    ck_assert(vu_msix_vector_held(&msix, 1));
+    /* Outside the table counts as held. */
+    ck_assert(vu_msix_vector_held(&msix, 4));
+}
+END_TEST
+
+/* A reset returns the entries to masked and keeps the kind of client; only a new client
+ * starts over, and the entries it finds are left as they were. */
+START_TEST(test_reset_and_new_client)
+{
+    ck_assert_int_eq(vu_msix_init(&msix, 2), 0);
+    table_write(entry(0, PCI_MSIX_ENTRY_VECTOR_CTRL), 4, 0);
+    ck_assert(!vu_msix_vector_held(&msix, 0));
+    vu_msix_reset(&msix);
+    ck_assert(vu_msix_client_writes_table(&msix));
+    ck_assert(vu_msix_vector_held(&msix, 0));
+
+    table_write(entry(1, PCI_MSIX_ENTRY_VECTOR_CTRL), 4, 0);
+    vu_msix_set_pending(&msix, 0, true);
+    vu_msix_forget_client(&msix);
+    ck_assert(!vu_msix_client_writes_table(&msix));
+    ck_assert(!vu_msix_vector_held(&msix, 0));
+    ck_assert(vu_msix_vector_masked(&msix, 0));
+    ck_assert(!vu_msix_vector_masked(&msix, 1));
+    ck_assert(vu_msix_pending(&msix, 0));
+
+    /* The next writer makes the masks count again. */
+    table_write(entry(1, PCI_MSIX_ENTRY_DATA), 4, 0x41);
+    ck_assert(vu_msix_vector_held(&msix, 0));
+    ck_assert(!vu_msix_vector_held(&msix, 1));
+}
+END_TEST
+
 static Suite *msix_suite(void)
 {
     Suite *suite = suite_create("msix");
     TCase *table = tcase_create("table");
     TCase *pba = tcase_create("pba");
+    TCase *masks = tcase_create("masks");
 
     tcase_add_checked_fixture(table, NULL, teardown);
     tcase_add_test(table, test_init_limits);
@@ -363,6 +434,12 @@ static Suite *msix_suite(void)
     tcase_add_test(pba, test_reset_clears_everything);
     tcase_add_test(pba, test_masked_vector_becomes_pending_then_fires);
     suite_add_tcase(suite, pba);
+
+    tcase_add_checked_fixture(masks, NULL, teardown);
+    tcase_add_test(masks, test_unwritten_table_holds_nothing);
+    tcase_add_test(masks, test_written_table_holds_masked_vectors);
+    tcase_add_test(masks, test_reset_and_new_client);
+    suite_add_tcase(suite, masks);
     return suite;
 }
 
