@@ -5,6 +5,8 @@
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
 #   make fuzz            run the libFuzzer target over the message decoder
 #   make bench           run the benchmarks (bench/*.c)
+#   make interop         the QEMU guest suite: QEMU's vfio-user-pci in a Linux guest
+#   make run             start the daemon with one testdev and print how to use it
 #   make install         install under $(DESTDIR)$(PREFIX)
 #   make format          reformat every C file with the committed .clang-format
 #
@@ -74,7 +76,7 @@ TEST_BINS      := $(TEST_SRCS:%.c=$(BUILD)/%)
 BENCH_SRCS     := $(wildcard bench/*.c)
 BENCH_BINS     := $(BENCH_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps check fuzz install clean format format-check bench
+.PHONY: all deps check fuzz install clean format format-check bench interop run
 .DEFAULT_GOAL := all
 
 all: $(DEPS_STAMP)
@@ -139,6 +141,12 @@ BENCH_SECONDS ?= 2
 bench: all
 	$(BUILD)/bench/bench_protocol $(BUILD)/plugins/testdev.so $(BENCH_SECONDS)
 
+# The QEMU guest suite (tests/interop/run.sh): fetches and caches QEMU and a guest kernel
+# on first use; INTEROP_BOOTS picks some of its boots (shared private reboot reconnect
+# eight hotplug).
+interop: all
+	@bash tests/interop/run.sh $(BUILD) $(INTEROP_BOOTS)
+
 # The fuzz target is built with clang's libFuzzer; FUZZ_SECONDS bounds the run.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN     := build/fuzz/fuzz_message
@@ -191,4 +199,4 @@ install: all
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' -type f 2>/dev/null)

@@ -1,0 +1,294 @@
+#!/bin/bash
+# The QEMU guest suite (`make interop`): a real vfio-user client, QEMU's vfio-user-pci, drives
+# testdev devices served by the vfio-userd daemon, from inside a Linux guest. The in-tree
+# client shares the server's reading of the spec; QEMU does not, so this suite is the judge.
+#
+#   tests/interop/run.sh BUILD_DIR [BOOT...]
+#
+# Each "boot" starts QEMU (TCG: these machines have no KVM) with a Debian kernel and a
+# busybox initramfs holding tests/interop/guest/, and the guest runs the cases named on its
+# command line. One line per case, then "interop: N passed, N failed". Logs of each boot
+# (serial console, QEMU's stderr, QEMU's vfio_user_* trace, the daemon's log) stay under
+# build/interop/logs/.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+build=$(cd "${1:?usage: run.sh BUILD_DIR [BOOT...]}" && pwd)
+shift
+cache=${VFIO_USERD_INTEROP_CACHE:-/var/cache/vfio-userd-interop}
+out=$top/build/interop
+logs=$out/logs
+boot_timeout=${INTEROP_BOOT_TIMEOUT:-240}
+
+say() { printf 'interop: %s\n' "$*"; }
+
+bash "$here/setup.sh" || exit 1
+release=$(cat "$cache/kernel/release")
+sid=$cache/sid
+kernel=$cache/kernel/root/boot/vmlinuz-$release
+
+# QEMU runs from the host through the sid tree's own dynamic loader, so every path it is
+# given (sockets, logs, kernel) is a host path and nothing needs mounting.
+qemu_binary=("$sid/usr/lib64/ld-linux-x86-64.so.2" --library-path
+    "$sid/usr/lib/x86_64-linux-gnu" "$sid/usr/bin/qemu-system-x86_64"
+    -L "$sid/usr/share/qemu" -L "$sid/usr/share/seabios")
+export QEMU_MODULE_DIR=$sid/usr/lib/x86_64-linux-gnu/qemu
+
+rm -rf "$out/run" "$logs"
+mkdir -p "$out" "$logs"
+
+# ---------------------------------------------------------------------------------------
+# The guest: testdev_guest.ko built against the guest kernel, and the initramfs.
+
+build_guest() {
+    local staging=$out/initramfs binary library
+    rm -rf "$out/module" "$staging"
+    mkdir -p "$out/module"
+    cp "$here/guest/testdev_guest.c" "$here/guest/Kbuild" "$out/module/"
+    if ! make -s -C "/lib/modules/$release/build" M="$out/module" modules >"$logs/module-build.log" 2>&1; then
+        say "building testdev_guest.ko against $release failed:"
+        cat "$logs/module-build.log"
+        return 1
+    fi
+    mkdir -p "$staging/bin" "$staging/lib/modules" "$staging/usr/bin"
+    cp /bin/busybox "$staging/bin/busybox"
+    ln -s busybox "$staging/bin/sh"
+    cp "$here/guest/init" "$here/guest/cases.sh" "$staging/"
+    chmod 0755 "$staging/init"
+    cp "$out/module/testdev_guest.ko" "$staging/lib/modules/"
+    # lspci and setpci from the host's pciutils, with the libraries they load.
+    for binary in /usr/bin/lspci /usr/bin/setpci; do
+        cp "$binary" "$staging/usr/bin/"
+        for library in $(ldd "$binary" | grep -oE '/[^ ]+'); do
+            mkdir -p "$staging$(dirname "$library")"
+            cp -L "$library" "$staging$library"
+        done
+    done
+    (cd "$staging" && find . | cpio -o -H newc --quiet | gzip -1) >"$out/initramfs.gz"
+}
+
+# ---------------------------------------------------------------------------------------
+# The daemon, with its drop-in directory and sockets under build/interop/run.
+
+daemon_pid=
+run=$out/run
+
+start_daemon() {
+    mkdir -p "$run/devices.d"
+    : >"$run/vfio-userd.yaml"
+    "$build/vfio-userd" -c "$run/vfio-userd.yaml" --devices-dir "$run/devices.d" \
+        --runtime-dir "$run/rt" --plugin-dir "$build/plugins" --log-level debug \
+        >"$logs/daemon.log" 2>&1 &
+    daemon_pid=$!
+}
+
+stop_daemon() {
+    [ -n "$daemon_pid" ] || return 0
+    kill "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+    daemon_pid=
+}
+
+ctl() {
+    "$build/vfio-userctl" -s "$run/rt/admin.sock" "$@"
+}
+
+# wait_for PATH SECONDS
+wait_for() {
+    local tries=0
+    while [ ! -e "$1" ] && [ $tries -lt $(($2 * 10)) ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    [ -e "$1" ]
+}
+
+# add_devices N: drop-ins tdev0..tdevN-1 and their sockets.
+add_devices() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        [ -e "$run/devices.d/tdev$i.yaml" ] || printf 'plugin: testdev\n' >"$run/devices.d/tdev$i.yaml"
+    done
+    for ((i = 0; i < $1; i++)); do
+        wait_for "$run/rt/devices/tdev$i.sock" 10 || {
+            say "device socket tdev$i.sock did not appear; daemon log:"
+            tail -n 20 "$logs/daemon.log"
+            return 1
+        }
+    done
+}
+
+# ---------------------------------------------------------------------------------------
+# QEMU.
+
+qemu_pid=
+
+# start_qemu LABEL MEMORY CASES DEVICES: DEVICES sockets tdev0.. behind root ports, and one
+# empty root port (hotplug) after them.
+start_qemu() {
+    local label=$1 memory=$2 cases=$3 devices=$4 i args=()
+    args+=(-machine q35 -accel tcg -smp 1 -m 512M -nodefaults -no-user-config -display none)
+    if [ "$memory" = shared ]; then
+        args+=(-object memory-backend-memfd,id=ram,size=512M,share=on -machine memory-backend=ram)
+    fi
+    args+=(-chardev "file,id=serial,path=$logs/$label.serial" -serial chardev:serial)
+    args+=(-qmp "unix:$logs/$label.qmp,server=on,wait=off")
+    args+=(-D "$logs/$label.trace" -trace 'vfio_user_*')
+    args+=(-kernel "$kernel" -initrd "$out/initramfs.gz")
+    args+=(-append "console=ttyS0 quiet iomem=relaxed panic=-1 vut.cases=$cases vut.memory=$memory")
+    for ((i = 0; i <= devices; i++)); do
+        args+=(-device "pcie-root-port,id=port$i,chassis=$((i + 1)),bus=pcie.0")
+    done
+    for ((i = 0; i < devices; i++)); do
+        args+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"tdev$i\",\"bus\":\"port$i\",\"socket\":{\"type\":\"unix\",\"path\":\"$run/rt/devices/tdev$i.sock\"}}")
+    done
+    echo "${qemu_binary[*]} ${args[*]}" >"$logs/$label.cmdline"
+    "${qemu_binary[@]}" "${args[@]}" >>"$logs/$label.qemu" 2>&1 &
+    qemu_pid=$!
+}
+
+# wait_serial LABEL TEXT: until TEXT shows on the console, QEMU exits, or time runs out.
+wait_serial() {
+    local deadline=$((SECONDS + boot_timeout))
+    while [ $SECONDS -lt $deadline ]; do
+        grep -qF -- "$2" "$logs/$1.serial" 2>/dev/null && return 0
+        kill -0 "$qemu_pid" 2>/dev/null || return 1
+        sleep 0.2
+    done
+    return 1
+}
+
+# wait_qemu: QEMU exits by itself (the guest powers off), or is killed at the deadline.
+wait_qemu() {
+    local deadline=$((SECONDS + boot_timeout))
+    while kill -0 "$qemu_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+        if grep -qaF "Kernel panic" "$logs/$1.serial" 2>/dev/null; then
+            echo "interop: the guest kernel panicked; QEMU killed" >>"$logs/$1.qemu"
+            break
+        fi
+        sleep 0.2
+    done
+    if kill -0 "$qemu_pid" 2>/dev/null; then
+        [ $SECONDS -lt $deadline ] ||
+            echo "interop: the guest did not power off within ${boot_timeout}s; QEMU killed" >>"$logs/$1.qemu"
+        kill -9 "$qemu_pid"
+    fi
+    wait "$qemu_pid" 2>/dev/null
+    qemu_pid=
+}
+
+qmp() {
+    local label=$1 command=$2
+    printf '{"execute":"qmp_capabilities"}\n%s\n' "$command" |
+        socat -t 5 - "UNIX-CONNECT:$logs/$label.qmp" >>"$logs/$label.qmp-log" 2>&1
+}
+
+# ---------------------------------------------------------------------------------------
+# Results: every case named for a boot must report from the guest.
+
+passed=0
+failed=0
+
+# report LABEL CASES: one line per case, from the guest's "VUT case" lines.
+report() {
+    local label=$1 name line verdict rest shown=
+    for name in ${2//,/ }; do
+        line=$(grep -aE "^VUT case $name (pass|fail)" "$logs/$label.serial" 2>/dev/null | tail -n 1)
+        verdict=$(echo "$line" | cut -d' ' -f4)
+        rest=$(echo "$line" | cut -d' ' -f5-)
+        if [ "$verdict" = pass ]; then
+            printf 'PASS %-10s %-16s %6ss\n' "$name" "[$label]" "$rest"
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            if [ -n "$line" ]; then
+                printf 'FAIL %-10s %-16s %s\n' "$name" "[$label]" "$rest"
+                # The case's failed checks and the guest kernel's last words, printed by
+                # the guest just before its verdict.
+                awk -v name="$name" '/^VUT case / { if ($3 == name) { printf "%s", block }; block = ""; next }
+                    /^VUT (check failed|dmesg)/ { block = block "     " $0 "\n" }' "$logs/$label.serial"
+            else
+                printf 'FAIL %-10s %-16s no result from the guest\n' "$name" "[$label]"
+            fi
+            # Where the boot itself went wrong, once: QEMU's error and the end of the console.
+            [ -z "$shown" ] || continue
+            shown=1
+            if [ -z "$line" ]; then
+                sed 's/^/     qemu: /' "$logs/$label.qemu" 2>/dev/null | tail -n 10
+                grep -av '^VUT lspci' "$logs/$label.serial" 2>/dev/null | tail -n 10 | sed 's/^/     guest: /'
+            fi
+            printf '     logs: %s/%s.{serial,qemu,trace} and %s/daemon.log\n' "$logs" "$label" "$logs"
+        fi
+    done
+}
+
+# boot LABEL MEMORY CASES DEVICES: start a guest, wait for it to power off, report.
+boot() {
+    add_devices "$4" || { report "$1" "$3"; return; }
+    start_qemu "$@"
+    wait_qemu "$1"
+    report "$1" "$3"
+}
+
+boot_shared() {
+    boot shared shared lspci,bar0,bar2,dma,msix,msi,intx 1
+}
+
+boot_private() {
+    boot private private dma,msix 1
+}
+
+boot_eight() {
+    boot eight shared eight 8
+}
+
+boot_reboot() {
+    boot reboot shared reboot 1
+}
+
+# QEMU is killed with SIGKILL mid-run; a second QEMU on the same socket must get the device.
+boot_reconnect() {
+    add_devices 1 || { report kill kill; return; }
+    start_qemu kill shared kill 1
+    if wait_serial kill "VUT waiting kill"; then
+        kill -9 "$qemu_pid"
+        wait "$qemu_pid" 2>/dev/null
+        echo "VUT case kill pass 0.00" >>"$logs/kill.serial"
+    fi
+    qemu_pid=
+    report kill kill
+    start_qemu reconnect shared reconnect 1
+    wait_qemu reconnect
+    report reconnect reconnect
+}
+
+# A device added with vfio-userctl while the guest runs, then plugged in with device_add.
+boot_hotplug() {
+    local socket=$run/rt/devices/tdevhp.sock
+    start_qemu hotplug shared hotplug 0
+    if wait_serial hotplug "VUT waiting hotplug"; then
+        ctl add tdevhp --plugin testdev >>"$logs/hotplug.qmp-log" 2>&1 && wait_for "$socket" 10 &&
+            qmp hotplug "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"vfio-user-pci\",\"id\":\"tdevhp\",\"bus\":\"port0\",\"socket\":{\"type\":\"unix\",\"path\":\"$socket\"}}}"
+    fi
+    wait_qemu hotplug
+    report hotplug hotplug
+}
+
+boots=("$@")
+[ ${#boots[@]} -gt 0 ] || boots=(shared private reboot reconnect eight hotplug)
+
+say "building the guest (testdev_guest.ko for $release, initramfs)"
+build_guest || exit 1
+start_daemon
+trap 'stop_daemon; [ -z "$qemu_pid" ] || kill -9 "$qemu_pid" 2>/dev/null' EXIT
+say "$("${qemu_binary[@]}" --version | head -n 1); guests run under TCG"
+for name in "${boots[@]}"; do
+    "boot_$name"
+done
+if ! kill -0 "$daemon_pid" 2>/dev/null; then
+    say "the daemon died during the suite; see $logs/daemon.log"
+    failed=$((failed + 1))
+fi
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
