@@ -4,7 +4,10 @@
  * the hot paths (BAR0 register reads and writes, posted writes, config space reads) and
  * the throughput of DMA through mapped memory and through DMA_READ messages.
  *
- * Usage: bench_protocol [PLUGIN.so] [SECONDS per case, default 2]
+ * Usage: bench_protocol [PLUGIN.so] [SECONDS per case, default 2] [DMA CHUNK SIZE]
+ *
+ * The DMA chunk size bounds the data of each DMA_READ/DMA_WRITE message (default 64 KiB,
+ * VU_DMA_CHUNK_SIZE_DEFAULT); giving 1048576 measures what the bound costs.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -21,6 +24,7 @@
 #include "device.h"
 #include "endpoint.h"
 #include "plugin_loader.h"
+#include "session.h"
 
 /* testdev registers (vfio-userd-testdev(7)). */
 #define REG_SCRATCH0           0x010
@@ -41,6 +45,7 @@ struct server {
     sd_event *event;
     int stop_fd;
     const struct vfio_userd_plugin *plugin;
+    uint32_t dma_chunk_size;
     char path[128];
     int ready; /* 1 serving, <0 failed */
     pthread_mutex_t lock;
@@ -71,6 +76,8 @@ static void *serve(void *argument)
         ret = vu_socket_listen(server->path, &fd);
     if (ret >= 0)
         ret = vu_endpoint_new(device, server->event, fd, &endpoint);
+    if (ret >= 0)
+        ret = vu_endpoint_set_dma_chunk_size(endpoint, server->dma_chunk_size);
     json_decref(params);
     pthread_mutex_lock(&server->lock);
     server->ready = ret < 0 ? ret : 1;
@@ -194,7 +201,9 @@ int main(int argc, char **argv)
 {
     const char *plugin_path = argc > 1 ? argv[1] : "build/plain/plugins/testdev.so";
     double seconds = argc > 2 ? atof(argv[2]) : 2.0;
-    struct server server = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+    struct server server = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                            .changed = PTHREAD_COND_INITIALIZER,
+                            .dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT};
     struct vu_plugin_module module;
     struct vu_client *client = NULL;
     char message[256], directory[] = "/tmp/vfio-userd-bench.XXXXXX";
@@ -208,6 +217,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", plugin_path, message);
         return 1;
     }
+    if (argc > 3)
+        server.dma_chunk_size = (uint32_t)strtoul(argv[3], NULL, 0);
     if (mkdtemp(directory) == NULL)
         return 1;
     snprintf(server.path, sizeof(server.path), "%s/bench.sock", directory);
@@ -237,7 +248,8 @@ int main(int argc, char **argv)
                                  VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, message_memory) < 0)
         return 1;
 
-    printf("vfio-userd protocol benchmark (%s, %.1f s per case)\n", plugin_path, seconds);
+    printf("vfio-userd protocol benchmark (%s, %.1f s per case, DMA messages of %u KiB)\n",
+           plugin_path, seconds, server.dma_chunk_size / 1024);
     run_case("REGION_READ 4 B (BAR0 register)", client, read_register, NULL, seconds, 0);
     run_case("REGION_WRITE 4 B (BAR0 register)", client, write_register, NULL, seconds, 0);
     run_case("REGION_READ 256 B (config space)", client, read_config, NULL, seconds, 0);

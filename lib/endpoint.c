@@ -53,7 +53,8 @@ struct vu_endpoint {
     sd_event_source *listen_source;
     sd_event_source *accept_retry; /* listening paused after running out of descriptors */
     uint64_t dma_timeout_usec;
-    unsigned refusals; /* second clients refused while this one is connected */
+    uint32_t dma_chunk_size; /* given to each client's session */
+    unsigned refusals;       /* second clients refused while this one is connected */
     struct connection *connection;
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
     sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
@@ -475,6 +476,7 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
     ret = vu_session_new(endpoint->device, &connection->session);
     if (ret < 0)
         goto fail;
+    vu_session_set_dma_chunk_size(connection->session, endpoint->dma_chunk_size);
     ret = sd_event_add_io(endpoint->event, &connection->sources[0], fd, EPOLLIN, on_socket_event,
                           connection);
     if (ret < 0)
@@ -580,6 +582,7 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     endpoint->event = sd_event_ref(event);
     endpoint->listen_fd = listen_fd;
     endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
+    endpoint->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
     ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
                           endpoint);
     for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
@@ -626,6 +629,16 @@ int vu_endpoint_release(struct vu_endpoint *endpoint)
 void vu_endpoint_set_dma_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec)
 {
     endpoint->dma_timeout_usec = timeout_usec;
+}
+
+int vu_endpoint_set_dma_chunk_size(struct vu_endpoint *endpoint, uint32_t bytes)
+{
+    if (!vu_dma_chunk_size_valid(bytes))
+        return -EINVAL;
+    endpoint->dma_chunk_size = bytes;
+    if (endpoint->connection != NULL)
+        vu_session_set_dma_chunk_size(endpoint->connection->session, bytes);
+    return 0;
 }
 
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint)

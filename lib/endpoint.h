@@ -54,6 +54,13 @@ void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
 
 void vu_endpoint_set_dma_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec);
 
+/*
+ * The most data each server-to-client DMA_READ/DMA_WRITE message carries, for this client
+ * and the next (see VU_DMA_CHUNK_SIZE_DEFAULT in session.h): -EINVAL unless a power of two
+ * from VU_DMA_CHUNK_SIZE_MIN to VU_DMA_CHUNK_SIZE_MAX.
+ */
+int vu_endpoint_set_dma_chunk_size(struct vu_endpoint *endpoint, uint32_t bytes);
+
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint);
 
 /* The connected client's process id, or 0. */

@@ -16,6 +16,14 @@
 #include "log.h"
 #include "session.h"
 
+_Static_assert((VU_DMA_CHUNK_SIZE_DEFAULT & (VU_DMA_CHUNK_SIZE_DEFAULT - 1)) == 0 &&
+                   VU_DMA_CHUNK_SIZE_DEFAULT >= VU_DMA_CHUNK_SIZE_MIN &&
+                   VU_DMA_CHUNK_SIZE_DEFAULT <= VU_DMA_CHUNK_SIZE_MAX,
+               "the default DMA chunk is a power of two in range");
+_Static_assert(VU_DMA_CHUNK_SIZE_MAX + VU_HEADER_SIZE + sizeof(struct vu_dma_access) <=
+                   VU_MAX_MESSAGE_SIZE,
+               "a DMA_WRITE of the largest chunk fits a message");
+
 /* Output room: the largest reply plus a server-to-client DMA message on the same socket. */
 #define OUTPUT_CAPACITY (2 * VU_MAX_MESSAGE_SIZE)
 
@@ -42,6 +50,7 @@ struct vu_session {
     bool dma_pumping;
     bool warned; /* a misbehaving client is logged at warning level once, then at debug */
     enum vu_dma_layout dma_layout; /* of the client's DMA_READ replies, once one showed it */
+    uint32_t dma_chunk_size;       /* the most data one DMA_READ/DMA_WRITE carries */
     uint16_t next_message_id;
 };
 
@@ -63,6 +72,7 @@ int vu_session_new(struct vu_device *device, struct vu_session **result)
         return -ENOMEM;
     session->device = device;
     session->twin_socket = -1;
+    session->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
     vu_capabilities_defaults(&session->client);
     ret = vu_output_queue_init(&session->output[VU_CHANNEL_MAIN], OUTPUT_CAPACITY);
     if (ret < 0)
@@ -186,10 +196,10 @@ static void dma_pump(struct vu_session *session)
         struct vu_dma_access access;
         uint8_t *out;
 
+        if (chunk > session->dma_chunk_size)
+            chunk = session->dma_chunk_size;
         if (chunk > session->client.max_data_xfer_size)
             chunk = session->client.max_data_xfer_size;
-        if (chunk > VU_SERVER_MAX_DATA_XFER_SIZE)
-            chunk = VU_SERVER_MAX_DATA_XFER_SIZE;
         message_size = VU_HEADER_SIZE + sizeof(access) + (request->to_client ? chunk : 0);
         /* On the main socket, keep room for the reply to the next command. */
         reserve = channel == VU_CHANNEL_MAIN ? VU_MAX_MESSAGE_SIZE : 0;
@@ -213,6 +223,14 @@ static void dma_pump(struct vu_session *session)
         session->dma_sent_usec = monotonic_usec();
     }
     session->dma_pumping = false;
+}
+
+int vu_session_set_dma_chunk_size(struct vu_session *session, uint32_t bytes)
+{
+    if (!vu_dma_chunk_size_valid(bytes))
+        return -EINVAL;
+    session->dma_chunk_size = bytes;
+    return 0;
 }
 
 int vu_session_dma_submit(struct vu_session *session, struct vfio_userd_dma_request *request)

@@ -30,6 +30,24 @@ enum vu_channel {
 /* The largest message either side may send: a header, a command header, the data. */
 #define VU_MAX_MESSAGE_SIZE (VU_HEADER_SIZE + VU_MESSAGE_OVERHEAD + VU_SERVER_MAX_DATA_XFER_SIZE)
 
+/*
+ * The most data one server-to-client DMA_READ or DMA_WRITE carries; a transfer takes as
+ * many messages as it needs. QEMU (10.2, 11.1) does not handle a short write of its reply:
+ * a DMA_READ reply larger than the room in its socket's send buffer (212992 bytes by
+ * default on Linux) was cut off and the stream lost. 64 KiB replies went through, and
+ * leave room for other messages queued at the same time. A power of two from MIN to MAX;
+ * the client's max_data_xfer_size bounds it further.
+ */
+#define VU_DMA_CHUNK_SIZE_DEFAULT (64u * 1024)
+#define VU_DMA_CHUNK_SIZE_MIN     4096u
+#define VU_DMA_CHUNK_SIZE_MAX     VU_SERVER_MAX_DATA_XFER_SIZE
+
+static inline bool vu_dma_chunk_size_valid(uint64_t bytes)
+{
+    return bytes >= VU_DMA_CHUNK_SIZE_MIN && bytes <= VU_DMA_CHUNK_SIZE_MAX &&
+           (bytes & (bytes - 1)) == 0;
+}
+
 struct vu_session;
 
 /* Starts a session for a newly connected client of `device` (attaches it). */
@@ -78,6 +96,10 @@ uint64_t vu_session_dma_deadline(const struct vu_session *session, uint64_t time
 
 /* The client did not answer in time: the transfer fails with -ETIMEDOUT, the next one goes. */
 void vu_session_dma_expire(struct vu_session *session);
+
+/* Sets the bound on the data of each DMA_READ/DMA_WRITE message (VU_DMA_CHUNK_SIZE_*):
+ * -EINVAL unless a power of two in range. Takes effect from the next message. */
+int vu_session_set_dma_chunk_size(struct vu_session *session, uint32_t bytes);
 
 /* Queues a message-based DMA transfer (device.c, for ranges mapped without a fd). */
 int vu_session_dma_submit(struct vu_session *session, struct vfio_userd_dma_request *request);
