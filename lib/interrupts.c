@@ -62,7 +62,9 @@ void vu_device_clear_interrupts(struct vu_device *device, enum vfio_userd_irq_in
  *   keeps the guest's table to itself, so our copy stays in its reset state, every vector
  *   masked; it masks vectors on its side, and holds back what we signal meanwhile;
  * - MSI: the per-vector Mask Bits in config space, which the guest writes through the
- *   client (0 from reset).
+ *   client (0 from reset);
+ * - INTx: Interrupt Disable in the Command register; the Interrupt Status bit is set all
+ *   the same, as on a real function (PCI 3.0 6.2.2, 6.2.3).
  * A vector without an eventfd waits too. Clearing any of these (SET_IRQS UNMASK, a config
  * space or table write) ends in vu_device_deliver_pending().
  */
@@ -79,6 +81,8 @@ static bool vector_held(const struct vu_device *device, enum vfio_userd_irq_inde
                vu_msix_vector_held(&device->msix, vector);
     case VFIO_USERD_IRQ_MSI:
         return vu_pci_config_msi_vector_masked(&device->config, vector);
+    case VFIO_USERD_IRQ_INTX:
+        return vu_pci_config_intx_disabled(&device->config);
     default:
         return false;
     }
@@ -89,6 +93,9 @@ static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index inde
 {
     struct vu_irq_state *irq = &device->irqs[index];
 
+    /* The function asserts INTx whether or not the line may reach the client. */
+    if (index == VFIO_USERD_IRQ_INTX)
+        vu_pci_config_set_intx_status(&device->config, true);
     set_pending(device, index, vector, vector_held(device, index, vector));
     if (irq->pending[vector])
         return;
@@ -97,7 +104,6 @@ static void fire_vector(struct vu_device *device, enum vfio_userd_irq_index inde
     if (index == VFIO_USERD_IRQ_INTX) {
         irq->masked[vector] = true;
         signal_eventfd(irq->mask_fds[vector]);
-        vu_pci_config_set_intx_status(&device->config, true);
     }
 }
 
@@ -134,9 +140,8 @@ int vu_device_irq_trigger(struct vu_device *device, uint32_t vector)
         fire_vector(device, VFIO_USERD_IRQ_MSI, vector);
         return 0;
     }
-    if (device->irqs[VFIO_USERD_IRQ_INTX].count > 0 &&
-        !vu_pci_config_intx_disabled(&device->config)) {
-        /* Every vector shares the one INTx line. */
+    if (device->irqs[VFIO_USERD_IRQ_INTX].count > 0) {
+        /* Every vector shares the one INTx line; Interrupt Disable only holds it back. */
         fire_vector(device, VFIO_USERD_IRQ_INTX, 0);
         return 0;
     }

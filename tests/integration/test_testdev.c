@@ -788,7 +788,8 @@ START_TEST(msi_vectors_parameter)
         ck_assert_uint_eq(ring(cases[i].vectors), EINVAL);
     }
 
-    /* 0: no MSI capability, the FEATURES bit clear, and with INTx disabled nothing is left. */
+    /* 0: no MSI capability and the FEATURES bit clear; with INTx disabled the raise is still
+     * made on INTA#, held until Interrupt Disable is cleared. */
     restart_device("{\"msi_vectors\": 0}");
     ck_assert_uint_eq(capability_offset(PCI_CAP_ID_MSI), 0);
     ck_assert_uint_ne(capability_offset(PCI_CAP_ID_MSIX), 0);
@@ -796,7 +797,8 @@ START_TEST(msi_vectors_parameter)
     ck_assert_uint_eq(read32(TD_MSI_VECTORS), 0);
     ck_assert_uint_eq(read32(TD_FEATURES), TD_FEATURES_DEFAULT & ~TD_FEATURE_MSI);
     set_command(PCI_COMMAND_INTX_DISABLE);
-    ck_assert_uint_eq(ring(0), ENOTCONN);
+    ck_assert_uint_eq(ring(0), 0);
+    ck_assert_uint_eq(config_read16(PCI_STATUS) & PCI_STATUS_INTERRUPT, PCI_STATUS_INTERRUPT);
 }
 END_TEST
 
@@ -1077,17 +1079,22 @@ START_TEST(doorbell_through_intx)
     unmask_intx();
     ck_assert_uint_eq(eventfd_take(fd), 0);
 
-    /* Interrupt Disable: nothing can be used. */
+    /* Interrupt Disable: INTx is raised all the same (Status bit 3), and reaches the
+     * client when the bit is cleared. */
+    ck_assert_uint_eq(config_read16(PCI_STATUS) & PCI_STATUS_INTERRUPT, 0);
     set_command(PCI_COMMAND_INTX_DISABLE);
-    ck_assert_uint_eq(ring(11), ENOTCONN);
+    ck_assert_uint_eq(ring(11), 0);
     ck_assert_uint_eq(eventfd_take(fd), 0);
-    ck_assert_uint_eq(read32(TD_INT_FAIL_COUNT), 1);
-    ck_assert_uint_eq(read32(TD_INT_COUNT), 3);
+    ck_assert_uint_eq(config_read16(PCI_STATUS) & PCI_STATUS_INTERRUPT, PCI_STATUS_INTERRUPT);
+    ck_assert_uint_eq(read32(TD_INT_FAIL_COUNT), 0);
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 4);
     ck_assert_uint_eq(read32(TD_INT_STATUS), TD_INT_DOORBELL);
     set_command(0);
+    ck_assert_uint_eq(eventfd_take(fd), 1);
+    unmask_intx();
     ck_assert_uint_eq(ring(12), 0);
     ck_assert_uint_eq(eventfd_take(fd), 1);
-    ck_assert_uint_eq(read32(TD_INT_COUNT), 4);
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 5);
 
     /* Without an eventfd the raise is held, and delivered once one is given. */
     ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_INTX_IRQ_INDEX,
@@ -1095,9 +1102,71 @@ START_TEST(doorbell_through_intx)
                                         NULL, NULL),
                      0);
     ck_assert_uint_eq(ring(13), 0);
-    ck_assert_uint_eq(read32(TD_INT_COUNT), 5);
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 6);
     ck_assert_uint_eq(eventfd_take(fd), 0);
     arm_eventfds(VFIO_PCI_INTX_IRQ_INDEX, 0, 1, &fd);
+    ck_assert_uint_eq(eventfd_take(fd), 1);
+    close_eventfds(&fd, 1);
+}
+END_TEST
+
+/* Interrupt Status: whether the function asserts INTx, whatever Interrupt Disable says. */
+static bool intx_asserted(void)
+{
+    return (config_read16(PCI_STATUS) & PCI_STATUS_INTERRUPT) != 0;
+}
+
+/*
+ * Interrupt Disable holds the INTx line back from the client, not the interrupt: the
+ * Interrupt Status bit is set, and clearing Interrupt Disable with it set asserts the line.
+ * Linux's uio_pci_generic depends on it: its handler checks the status bit and sets
+ * Interrupt Disable, and user space clears Interrupt Disable to re-arm.
+ */
+START_TEST(intx_interrupt_disable)
+{
+    int fd;
+
+    open_eventfds(&fd, 1);
+    arm_eventfds(VFIO_PCI_INTX_IRQ_INDEX, 0, 1, &fd);
+    ck_assert_uint_eq(ring(1), 0);
+    ck_assert_uint_eq(eventfd_take(fd), 1);
+    ck_assert(intx_asserted());
+    /* The handler masks the function; end of interrupt deasserts the line. */
+    set_command(PCI_COMMAND_INTX_DISABLE);
+    unmask_intx();
+    ck_assert(!intx_asserted());
+
+    /* Raised while disabled: status set, nothing to the client, several as one. */
+    ck_assert_uint_eq(ring(2), 0);
+    ck_assert_uint_eq(ring(3), 0);
+    ck_assert_uint_eq(eventfd_take(fd), 0);
+    ck_assert(intx_asserted());
+    ck_assert_uint_eq(read32(TD_INT_COUNT), 3);
+    ck_assert_uint_eq(read32(TD_INT_FAIL_COUNT), 0);
+    /* Other Command bits change nothing; an end of interrupt meanwhile neither. */
+    set_command(PCI_COMMAND_INTX_DISABLE | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    unmask_intx();
+    ck_assert_uint_eq(eventfd_take(fd), 0);
+    ck_assert(intx_asserted());
+    /* User space re-arms: the line is asserted at once, and stays until end of interrupt. */
+    set_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    ck_assert_uint_eq(eventfd_take(fd), 1);
+    ck_assert(intx_asserted());
+    set_command(PCI_COMMAND_MEMORY);
+    ck_assert_uint_eq(eventfd_take(fd), 0);
+    unmask_intx();
+    ck_assert(!intx_asserted());
+    ck_assert_uint_eq(eventfd_take(fd), 0);
+
+    /* DEVICE_RESET clears Interrupt Disable and forgets what it held. */
+    set_command(PCI_COMMAND_INTX_DISABLE);
+    ck_assert_uint_eq(ring(4), 0);
+    ck_assert(intx_asserted());
+    ck_assert_int_eq(vu_client_device_reset(client), 0);
+    ck_assert(!intx_asserted());
+    ck_assert_uint_eq(config_read16(PCI_COMMAND), 0);
+    ck_assert_uint_eq(eventfd_take(fd), 0);
+    ck_assert_uint_eq(ring(5), 0);
     ck_assert_uint_eq(eventfd_take(fd), 1);
     close_eventfds(&fd, 1);
 }
@@ -2150,7 +2219,8 @@ static void dirty_every_register(struct dirty_state *state)
     ck_assert_uint_eq(dma_run_direct(&(struct dma_job){.operation = 5, .length = 1}),
                       TD_STATUS_ERROR(TD_ERROR_OPERATION));
     set_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE);
-    ck_assert_uint_eq(ring(9), ENOTCONN);
+    enable_msi(0);
+    ck_assert_uint_eq(ring(9), EINVAL); /* one MSI vector enabled */
     dma_program(&(struct dma_job){.operation = TD_FILL,
                                   .source = GUEST_RAM + 1,
                                   .destination = GUEST_RAM + 2,
@@ -2477,6 +2547,7 @@ static Suite *testdev_suite(void)
         {"registers", scratch_registers_every_width},
         {"registers", access_rules_enforced},
         {"interrupts", doorbell_through_intx},
+        {"interrupts", intx_interrupt_disable},
         {"interrupts", doorbell_through_msi},
         {"interrupts", doorbell_through_msix},
         {"interrupts", msix_table_kept_by_client},

@@ -291,6 +291,15 @@ START_TEST(test_status_interrupt_bit)
     ck_assert_uint_eq(read16(PCI_STATUS), 0);
     write16(PCI_STATUS, PCI_STATUS_INTERRUPT);
     ck_assert_uint_eq(read16(PCI_STATUS), 0);
+
+    /* Interrupt Disable keeps the line from the client, not the status (PCI 3.0 6.2.3). */
+    write16(PCI_COMMAND, PCI_COMMAND_INTX_DISABLE);
+    vu_pci_config_set_intx_status(config, true);
+    ck_assert_uint_eq(read16(PCI_STATUS), PCI_STATUS_INTERRUPT);
+    write16(PCI_COMMAND, 0);
+    ck_assert_uint_eq(read16(PCI_STATUS), PCI_STATUS_INTERRUPT);
+    write16(PCI_COMMAND, PCI_COMMAND_INTX_DISABLE);
+    ck_assert_uint_eq(read16(PCI_STATUS), PCI_STATUS_INTERRUPT);
 }
 END_TEST
 
@@ -1200,6 +1209,9 @@ START_TEST(test_reset_restores_snapshot)
     ck_assert(!vu_pci_config_msi_enabled(config, NULL));
     ck_assert(!vu_pci_config_msix_enabled(config));
     ck_assert(!vu_pci_config_msix_function_masked(config));
+    ck_assert(!vu_pci_config_intx_disabled(config));
+    for (uint32_t vector = 0; vector < 4; vector++)
+        ck_assert(!vu_pci_config_msi_vector_masked(config, vector));
     ck_assert_uint_eq(vu_pci_config_power_state(config), 0);
 
     /* Masks survive a reset: sizing still works and read-only fields stay so. */
