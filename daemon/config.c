@@ -18,6 +18,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "params.h"
+#include "session.h"
+
 /* Long enough for any path the validator builds from known keys; longer ones are cut. */
 #define CONFIG_FIELD_MAX 256
 
@@ -31,10 +34,16 @@ struct config_report {
 
 static const char *const device_keys[] = {"name", "plugin", "enabled", "socket", "params", NULL};
 static const char *const socket_keys[] = {"path", "user", "group", "mode", NULL};
-static const char *const daemon_keys[] = {
-    "devices_dirs",   "plugin_dirs",       "runtime_dir",
-    "admin_socket",   "admin_socket_mode", "admin_socket_group",
-    "worker_threads", "log_level",         NULL};
+static const char *const daemon_keys[] = {"devices_dirs",
+                                          "plugin_dirs",
+                                          "runtime_dir",
+                                          "admin_socket",
+                                          "admin_socket_mode",
+                                          "admin_socket_group",
+                                          "worker_threads",
+                                          "log_level",
+                                          "dma_message_chunk_size",
+                                          NULL};
 
 static const char *const log_level_names[] = {
     [LOG_ERR] = "err",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
@@ -1021,6 +1030,7 @@ static int daemon_copy(struct config_daemon *target, const struct config_daemon 
     target->admin_socket_mode = source->admin_socket_mode;
     target->worker_threads = source->worker_threads;
     target->log_level = source->log_level;
+    target->dma_message_chunk_size = source->dma_message_chunk_size;
     ret = strv_copy(source->devices_dirs, source->devices_dir_count, &target->devices_dirs);
     if (ret == 0) {
         target->devices_dir_count = source->devices_dir_count;
@@ -1057,6 +1067,7 @@ int config_daemon_new(struct config_daemon **result)
     daemon->admin_socket_mode = CONFIG_ADMIN_SOCKET_MODE;
     daemon->worker_threads = 0;
     daemon->log_level = CONFIG_LOG_LEVEL;
+    daemon->dma_message_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
     ret = default_devices_dirs(&daemon->devices_dirs, &daemon->devices_dir_count);
     if (ret == 0) {
         ret = default_plugin_dirs(&daemon->plugin_dirs, &daemon->plugin_dir_count);
@@ -1121,6 +1132,35 @@ out:
     return ret;
 }
 
+/*
+ * dma_message_chunk_size: an integer, or a string with a unit such as "64K", read as
+ * plugin parameters are; a power of two from 4 KiB to 1 MiB.
+ */
+static int parse_dma_chunk_size(const struct config_report *report, const json_t *value,
+                                const char *key, uint32_t *result)
+{
+    struct vfio_userd_error ignored = {0};
+    char description[96];
+    json_t *wrapper = json_object();
+    uint64_t bytes = 0;
+    int ret;
+
+    if (wrapper == NULL || json_object_set(wrapper, key, (json_t *)value) < 0) {
+        json_decref(wrapper);
+        return -ENOMEM;
+    }
+    ret = vu_params_get_u64(wrapper, key, 0, 0, UINT64_MAX, &bytes, &ignored);
+    json_decref(wrapper);
+    if (ret < 0 || !vu_dma_chunk_size_valid(bytes)) {
+        return report_value(report, key,
+                            "expected a power of two from 4K to 1M, such as 65536 or 64K, "
+                            "found %s",
+                            describe(value, description, sizeof(description)));
+    }
+    *result = (uint32_t)bytes;
+    return 0;
+}
+
 static int apply_daemon_key(const struct config_report *report, struct config_daemon *daemon,
                             const char *key, const json_t *value)
 {
@@ -1173,6 +1213,12 @@ static int apply_daemon_key(const struct config_report *report, struct config_da
         daemon->worker_threads = (unsigned int)json_integer_value(value);
         return 0;
     }
+    if (strcmp(key, "dma_message_chunk_size") == 0) {
+        daemon->dma_message_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
+        return json_is_null(value)
+                   ? 0
+                   : parse_dma_chunk_size(report, value, key, &daemon->dma_message_chunk_size);
+    }
     if (strcmp(key, "log_level") != 0) {
         return -EINVAL;
     }
@@ -1212,7 +1258,7 @@ static int daemon_apply(const struct config_report *report, struct config_daemon
     }
     ret = check_keys(report, settings, "", daemon_keys,
                      "devices_dirs, plugin_dirs, runtime_dir, admin_socket, admin_socket_mode, "
-                     "admin_socket_group, worker_threads or log_level");
+                     "admin_socket_group, worker_threads, log_level or dma_message_chunk_size");
     if (ret < 0) {
         return ret;
     }

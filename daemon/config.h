@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 #include <vfio-userd/plugin.h>
@@ -83,7 +84,9 @@ struct config_daemon {
     char *admin_socket_group;    /* NULL: the daemon's group */
     unsigned int worker_threads; /* 0: one per online CPU */
     int log_level;               /* a syslog priority, LOG_ERR to LOG_DEBUG */
-    char *source;                /* the file that was read, or NULL */
+    /* The most data one server-to-client DMA_READ/DMA_WRITE message carries. */
+    uint32_t dma_message_chunk_size;
+    char *source; /* the file that was read, or NULL */
 };
 
 /* [A-Za-z0-9_.-]{1,64}, not starting with a dot: safe as a file name and in a socket path. */

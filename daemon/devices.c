@@ -34,14 +34,19 @@ static int run_create(sd_event *event, void *argument)
 struct serve_task {
     struct vu_device *device;
     int listen_fd;
+    uint32_t dma_chunk_size; /* dma_message_chunk_size, validated with the configuration */
     struct vu_endpoint *endpoint;
 };
 
 static int run_serve(sd_event *event, void *argument)
 {
     struct serve_task *task = argument;
+    int ret = vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
 
-    return vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
+    /* Valid: the configuration was checked when it was read. */
+    if (ret >= 0)
+        vu_endpoint_set_dma_chunk_size(task->endpoint, task->dma_chunk_size);
+    return ret;
 }
 
 struct stop_task {
@@ -347,7 +352,8 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
     struct managed_device **grown;
-    struct serve_task serve = {.listen_fd = -1};
+    struct serve_task serve = {.listen_fd = -1,
+                               .dma_chunk_size = manager->settings->dma_message_chunk_size};
     char path[CONFIG_SOCKET_PATH_MAX];
     int ret;
 
@@ -415,7 +421,8 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
                            struct config_device *config, char *error, size_t error_size)
 {
     const struct vfio_userd_plugin *plugin;
-    struct serve_task serve = {.listen_fd = -1};
+    struct serve_task serve = {.listen_fd = -1,
+                               .dma_chunk_size = manager->settings->dma_message_chunk_size};
     struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
     char *path_copy = NULL;

@@ -147,6 +147,8 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
         unlink(socket_path);
         goto out;
     }
+    /* Valid: the configuration was checked when it was read. */
+    vu_endpoint_set_dma_chunk_size(endpoint, settings->dma_message_chunk_size);
     vu_log(VFIO_USERD_LOG_INFO, NULL, "serving one %s device on %s", plugin->name, socket_path);
     sd_notify(0, "READY=1");
     ret = sd_event_loop(event);

@@ -31,6 +31,13 @@
 #define TESTDEV_REG_MAGIC    0x000
 #define TESTDEV_REG_SCRATCH0 0x010
 #define TESTDEV_REG_RAM_SIZE 0x028
+#define TESTDEV_REG_DMA_DEST 0x088
+#define TESTDEV_REG_DMA_LEN  0x090
+#define TESTDEV_REG_DMA_OP   0x098
+#define TESTDEV_REG_DMA_CTRL 0x09c
+#define TESTDEV_REG_DMA_STAT 0x0a0
+#define TESTDEV_DMA_FILL     1u
+#define TESTDEV_DMA_DONE     2u
 
 #define TIMEOUT DAEMON_HARNESS_TIMEOUT_MS
 
@@ -1196,6 +1203,142 @@ START_TEST(single_refuses_socket_in_use)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------
+ * dma_message_chunk_size: from the configuration file to the device's DMA messages.
+ */
+
+static void read_all(int fd, void *data, size_t length)
+{
+    for (size_t done = 0; done < length;) {
+        struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        ck_assert_int_eq(poll(&pollfd, 1, TIMEOUT), 1);
+        n = recv(fd, (uint8_t *)data + done, length - done, MSG_DONTWAIT);
+        ck_assert_int_gt(n, 0);
+        done += (size_t)n;
+    }
+}
+
+/*
+ * Has the testdev behind `socket_path` FILL `length` bytes of client memory shared without
+ * a descriptor, answers its DMA_WRITE messages by hand as QEMU does (a bare header), and
+ * returns the largest count one of them carried.
+ */
+static uint64_t largest_dma_message(const char *socket_path, uint32_t length)
+{
+    const uint64_t address = 0x100000000ull;
+    struct vu_client *client = NULL;
+    struct {
+        struct vu_region_access access;
+        uint32_t value;
+    } __attribute__((packed)) go = {
+        .access = {.offset = TESTDEV_REG_DMA_CTRL, .region = VFIO_USERD_REGION_BAR0, .count = 4},
+        .value = 1,
+    };
+    uint8_t *payload = malloc(VU_SERVER_MAX_DATA_XFER_SIZE + 64);
+    uint64_t largest = 0, written = 0, destination = address;
+    uint16_t command = 0x0006, id;
+    bool replied = false;
+
+    ck_assert_ptr_nonnull(payload);
+    ASSERT_OK(vu_client_connect(socket_path, NULL, &client));
+    ASSERT_OK(vu_client_region_write(client, VFIO_USERD_REGION_CONFIG, 0x04, &command, 2));
+    ASSERT_OK(vu_client_dma_map(client, address, length,
+                                VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, -1, 0));
+    ASSERT_OK(vu_client_region_write(client, VFIO_USERD_REGION_BAR0, TESTDEV_REG_DMA_DEST,
+                                     &destination, 8));
+    write32(client, TESTDEV_REG_DMA_LEN, length);
+    write32(client, TESTDEV_REG_DMA_OP, TESTDEV_DMA_FILL);
+    /* GO goes out raw: the client library would answer the DMA_WRITEs itself. */
+    id = vu_client_next_message_id(client);
+    ASSERT_OK(vu_client_send(client, id, VU_COMMAND_REGION_WRITE, 0, &go, sizeof(go), NULL, 0));
+    while (!replied || written < length) {
+        struct vu_header header;
+        struct vu_dma_access access;
+        uint8_t bytes[VU_HEADER_SIZE];
+        size_t size;
+
+        read_all(vu_client_socket(client), bytes, sizeof(bytes));
+        ASSERT_OK(vu_wire_decode_header(bytes, sizeof(bytes), &header));
+        size = header.message_size - VU_HEADER_SIZE;
+        ck_assert_uint_le(size, VU_SERVER_MAX_DATA_XFER_SIZE + 64);
+        read_all(vu_client_socket(client), payload, size);
+        if ((header.flags & VU_FLAGS_TYPE_MASK) == VU_FLAGS_TYPE_REPLY) {
+            ck_assert_uint_eq(header.message_id, id);
+            replied = true;
+            continue;
+        }
+        ck_assert_uint_eq(header.command, VU_COMMAND_DMA_WRITE);
+        ck_assert_uint_ge(size, sizeof(access));
+        memcpy(&access, payload, sizeof(access));
+        ck_assert_uint_eq(access.address, address + written);
+        ck_assert_uint_eq(size, sizeof(access) + access.count);
+        written += access.count;
+        if (access.count > largest)
+            largest = access.count;
+        ASSERT_OK(vu_client_send(client, header.message_id, header.command, VU_FLAGS_TYPE_REPLY,
+                                 NULL, 0, NULL, 0));
+    }
+    ck_assert_uint_eq(written, length);
+    ck_assert_uint_eq(read32(client, TESTDEV_REG_DMA_STAT) & 0xf, TESTDEV_DMA_DONE);
+    vu_client_close(client);
+    free(payload);
+    return largest;
+}
+
+START_TEST(dma_message_chunk_size_reaches_devices)
+{
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "worker_threads: 2\n"
+                                               "dma_message_chunk_size: 16K\n"),
+                     0);
+    write_device("tdev0", SMALL_TESTDEV);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    ck_assert_uint_eq(largest_dma_message(socket_of("tdev0"), 256 * 1024), 16 * 1024);
+}
+END_TEST
+
+START_TEST(dma_message_chunk_size_defaults_to_64k)
+{
+    write_device("tdev0", SMALL_TESTDEV);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    ck_assert_uint_eq(largest_dma_message(socket_of("tdev0"), 1024 * 1024), 64 * 1024);
+}
+END_TEST
+
+START_TEST(dma_message_chunk_size_for_single)
+{
+    char socket_path[PATH_MAX];
+    const char *arguments[] = {"-c",           harness.config_path, "--single",
+                               "testdev",      "--socket",          socket_path,
+                               "--plugin-dir", harness.plugin_dir,  NULL};
+
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "dma_message_chunk_size: 0x2000\n"),
+                     0);
+    FORMAT(socket_path, "%s/single.sock", harness.directory);
+    ASSERT_OK(daemon_harness_spawn(&harness, arguments));
+    ASSERT_OK(daemon_harness_wait_notify(&harness, "READY=1", TIMEOUT, NULL, 0));
+    ck_assert_uint_eq(largest_dma_message(socket_path, 64 * 1024), 8 * 1024);
+}
+END_TEST
+
+START_TEST(dma_message_chunk_size_invalid_fails_with_position)
+{
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "worker_threads: 2\n"
+                                               "dma_message_chunk_size: 100K\n"),
+                     0);
+    ASSERT_OK(daemon_harness_spawn(
+        &harness, (const char *[]){"-c", harness.config_path, "--check-config", NULL}));
+    ASSERT_OK(daemon_harness_wait_exit(&harness, TIMEOUT));
+    assert_exit_code(1);
+    assert_log_contains("vfio-userd.yaml:2:25: dma_message_chunk_size: expected a power of two "
+                        "from 4K to 1M, such as 65536 or 64K, found the string \"100K\"");
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------
  * The systemd units.
  */
 
@@ -1418,6 +1561,9 @@ static Suite *daemon_suite(void)
         {"single",
          {single_serves_in_tree_client, single_takes_plugin_path, single_refuses_bad_input,
           single_refuses_socket_in_use}},
+        {"dma chunks",
+         {dma_message_chunk_size_reaches_devices, dma_message_chunk_size_defaults_to_64k,
+          dma_message_chunk_size_for_single, dma_message_chunk_size_invalid_fails_with_position}},
         {"units", {units_pass_systemd_analyze_verify, units_agree_with_daemon_defaults}},
     };
 

@@ -618,6 +618,7 @@ START_TEST(test_daemon_defaults)
     ck_assert_ptr_null(daemon->admin_socket_group);
     ck_assert_uint_eq(daemon->worker_threads, 0);
     ck_assert_int_eq(daemon->log_level, LOG_INFO);
+    ck_assert_uint_eq(daemon->dma_message_chunk_size, 64 * 1024);
     ck_assert_ptr_null(daemon->source);
     ck_assert_int_eq(config_daemon_admin_socket(daemon, socket, sizeof(socket)), 0);
     ck_assert_str_eq(socket, "/run/vfio-userd/admin.sock");
@@ -653,7 +654,8 @@ START_TEST(test_daemon_full)
                                                      "admin_socket_mode: \"0600\"\n"
                                                      "admin_socket_group: vfio\n"
                                                      "worker_threads: 256\n"
-                                                     "log_level: debug\n");
+                                                     "log_level: debug\n"
+                                                     "dma_message_chunk_size: 16K\n");
 
     ck_assert_int_eq(config_daemon_load(path, true, &daemon, error, sizeof(error)), 0);
     ck_assert_uint_eq(daemon->devices_dir_count, 2);
@@ -664,6 +666,7 @@ START_TEST(test_daemon_full)
     ck_assert_str_eq(daemon->admin_socket_group, "vfio");
     ck_assert_uint_eq(daemon->worker_threads, 256);
     ck_assert_int_eq(daemon->log_level, LOG_DEBUG);
+    ck_assert_uint_eq(daemon->dma_message_chunk_size, 16 * 1024);
     ck_assert_str_eq(daemon->source, path);
     /* The admin socket and device sockets follow runtime_dir unless set. */
     ck_assert_int_eq(config_daemon_admin_socket(daemon, socket, sizeof(socket)), 0);
@@ -704,12 +707,60 @@ static void expect_daemon_error(const char *text, const char *expected)
     ck_assert_str_eq(error, full);
 }
 
+/* Every way to write a chunk size, as the YAML subset reads it. */
+START_TEST(test_daemon_dma_message_chunk_size)
+{
+    static const struct {
+        const char *text;
+        uint32_t bytes;
+    } good[] = {
+        {"4096", 4096},          {"0x8000", 32768}, {"64K", 65536},    {"\"128KiB\"", 131072},
+        {"\"0x40000\"", 262144}, {"1M", 1048576},   {"512kB", 524288}, {"", 65536},
+    };
+    static const struct {
+        const char *text;
+        const char *found;
+    } bad[] = {
+        {"100000", "the integer 100000"},
+        {"2048", "the integer 2048"},
+        {"2M", "the string \"2M\""},
+        {"0", "the integer 0"},
+        {"-4096", "the integer -4096"},
+        {"64 K", "the string \"64 K\""},
+        {"true", "true"},
+        {"[64K]", "a list"},
+        {"4G", "the string \"4G\""},
+    };
+    char text[128], expected[256];
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct config_daemon *daemon = NULL;
+        char error[CONFIG_ERROR_MAX] = "";
+
+        snprintf(text, sizeof(text), "dma_message_chunk_size: %s\n", good[i].text);
+        ck_assert_msg(config_daemon_load(write_file("chunk.yaml", text), true, &daemon, error,
+                                         sizeof(error)) == 0,
+                      "%s: %s", good[i].text, error);
+        ck_assert_uint_eq(daemon->dma_message_chunk_size, good[i].bytes);
+        config_daemon_free(daemon);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "log_level: info\ndma_message_chunk_size: %s\n", bad[i].text);
+        snprintf(expected, sizeof(expected),
+                 "2:25: dma_message_chunk_size: expected a power of two from 4K to 1M, such as "
+                 "65536 or 64K, found %s",
+                 bad[i].found);
+        expect_daemon_error(text, expected);
+    }
+}
+END_TEST
+
 START_TEST(test_daemon_errors)
 {
     expect_daemon_error("log_level: info\nworkers: 4\n",
                         "2:1: unknown key \"workers\"; expected devices_dirs, plugin_dirs, "
                         "runtime_dir, admin_socket, admin_socket_mode, admin_socket_group, "
-                        "worker_threads or log_level");
+                        "worker_threads, log_level or dma_message_chunk_size");
     expect_daemon_error("worker_threads: 257\n",
                         "1:17: worker_threads: expected an integer from 0 (one per CPU) to 256, "
                         "found the integer 257");
@@ -771,13 +822,28 @@ START_TEST(test_daemon_apply)
     ck_assert_str_eq(daemon->runtime_dir, "/run/vfio-userd");
     json_decref(settings);
 
+    /* A chunk size from JSON: a number or a string. */
+    settings = json_pack("{s:i}", "dma_message_chunk_size", 8192);
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     0);
+    ck_assert_uint_eq(daemon->dma_message_chunk_size, 8192);
+    json_decref(settings);
+    settings = json_pack("{s:s}", "dma_message_chunk_size", "3K");
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     -EINVAL);
+    ck_assert_str_eq(error, "command line: dma_message_chunk_size: expected a power of two from "
+                            "4K to 1M, such as 65536 or 64K, found the string \"3K\"");
+    ck_assert_uint_eq(daemon->dma_message_chunk_size, 8192);
+    json_decref(settings);
+
     /* null restores a default. */
-    settings =
-        json_pack("{s:n, s:n, s:s}", "devices_dirs", "log_level", "admin_socket", "/tmp/a.sock");
+    settings = json_pack("{s:n, s:n, s:s, s:n}", "devices_dirs", "log_level", "admin_socket",
+                         "/tmp/a.sock", "dma_message_chunk_size");
     ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
                      0);
     ck_assert_uint_eq(daemon->devices_dir_count, 3);
     ck_assert_int_eq(daemon->log_level, LOG_INFO);
+    ck_assert_uint_eq(daemon->dma_message_chunk_size, 64 * 1024);
     ck_assert_str_eq(daemon->admin_socket, "/tmp/a.sock");
     json_decref(settings);
 
@@ -996,6 +1062,7 @@ static Suite *config_suite(void)
     tcase_add_test(daemon, test_daemon_defaults);
     tcase_add_test(daemon, test_daemon_full);
     tcase_add_test(daemon, test_daemon_errors);
+    tcase_add_test(daemon, test_daemon_dma_message_chunk_size);
     tcase_add_test(daemon, test_daemon_apply);
     tcase_add_test(daemon, test_log_levels);
     suite_add_tcase(suite, daemon);
