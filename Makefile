@@ -141,6 +141,10 @@ BENCH_SECONDS ?= 2
 bench: all
 	$(BUILD)/bench/bench_protocol $(BUILD)/plugins/testdev.so $(BENCH_SECONDS)
 
+# The daemon in the foreground with one testdev device, and how to use it.
+run: all
+	@bash scripts/run.sh $(BUILD)
+
 # The QEMU guest suite (tests/interop/run.sh): fetches and caches QEMU and a guest kernel
 # on first use; INTEROP_BOOTS picks some of its boots (shared private reboot reconnect
 # eight hotplug).

@@ -184,6 +184,44 @@ qmp() {
         socat -t 5 - "UNIX-CONNECT:$logs/$label.qmp" >>"$logs/$label.qmp-log" 2>&1
 }
 
+# decode_trace LABEL: QEMU's vfio_user_* trace with command numbers and flags spelled out,
+# one line per message, in LABEL.vfio-user.
+decode_trace() {
+    awk '
+    BEGIN {
+        split("VERSION DMA_MAP DMA_UNMAP DEVICE_GET_INFO DEVICE_GET_REGION_INFO " \
+              "DEVICE_GET_REGION_IO_FDS DEVICE_GET_IRQ_INFO DEVICE_SET_IRQS REGION_READ " \
+              "REGION_WRITE DMA_READ DMA_WRITE DEVICE_RESET DIRTY_PAGES REGION_WRITE_MULTI " \
+              "DEVICE_FEATURE MIG_DATA_READ MIG_DATA_WRITE", names, " ")
+    }
+    function hex(text,   value, i) {
+        value = 0
+        text = tolower(text); sub(/^0x/, "", text)
+        for (i = 1; i <= length(text); i++)
+            value = value * 16 + index("0123456789abcdef", substr(text, i, 1)) - 1
+        return value
+    }
+    function bit(value, mask) { return int(value / mask) % 2 }
+    function field(name,   i) {
+        for (i = 1; i < NF; i++) if ($i == name) return $(i + 1)
+        return ""
+    }
+    /^vfio_user_recv_hdr/ {
+        command = hex(field("cmd")); flags = hex(field("flags"))
+        kind = (flags % 16 == 1) ? "reply" : "request"
+        if (bit(flags, 16)) kind = kind " no_reply"
+        if (bit(flags, 32)) kind = kind " ERROR"
+        printf "server -> qemu  id %-6s %-24s %-16s %d bytes\n", field("id"),
+            (command in names) ? names[command] : "command " command, kind, hex(field("size"))
+        next
+    }
+    /^vfio_user_send_write/ {
+        printf "qemu -> server  id %-6s %d bytes\n", field("id"), hex(field("wrote")); next
+    }
+    /^vfio_user_/ { sub(/^vfio_user_/, "                ") ; print; next }
+    ' "$logs/$1.trace" >"$logs/$1.vfio-user" 2>/dev/null
+}
+
 # ---------------------------------------------------------------------------------------
 # Results: every case named for a boot must report from the guest.
 
@@ -193,6 +231,7 @@ failed=0
 # report LABEL CASES: one line per case, from the guest's "VUT case" lines.
 report() {
     local label=$1 name line verdict rest shown=
+    decode_trace "$label"
     for name in ${2//,/ }; do
         line=$(grep -aE "^VUT case $name (pass|fail)" "$logs/$label.serial" 2>/dev/null | tail -n 1)
         verdict=$(echo "$line" | cut -d' ' -f4)
@@ -218,16 +257,18 @@ report() {
                 sed 's/^/     qemu: /' "$logs/$label.qemu" 2>/dev/null | tail -n 10
                 grep -av '^VUT lspci' "$logs/$label.serial" 2>/dev/null | tail -n 10 | sed 's/^/     guest: /'
             fi
-            printf '     logs: %s/%s.{serial,qemu,trace} and %s/daemon.log\n' "$logs" "$label" "$logs"
+            printf '     logs: %s/%s.{serial,qemu,vfio-user} and %s/daemon.log\n' "$logs" "$label" "$logs"
         fi
     done
 }
 
 # boot LABEL MEMORY CASES DEVICES: start a guest, wait for it to power off, report.
 boot() {
+    local started=$SECONDS
     add_devices "$4" || { report "$1" "$3"; return; }
     start_qemu "$@"
     wait_qemu "$1"
+    say "boot $1 ($2 guest memory, $4 device(s)): $((SECONDS - started)) s"
     report "$1" "$3"
 }
 
@@ -236,7 +277,7 @@ boot_shared() {
 }
 
 boot_private() {
-    boot private private dma,msix 1
+    boot private private bar0,bar2,dma,msix 1
 }
 
 boot_eight() {
@@ -249,15 +290,13 @@ boot_reboot() {
 
 # QEMU is killed with SIGKILL mid-run; a second QEMU on the same socket must get the device.
 boot_reconnect() {
-    add_devices 1 || { report kill kill; return; }
-    start_qemu kill shared kill 1
-    if wait_serial kill "VUT waiting kill"; then
-        kill -9 "$qemu_pid"
-        wait "$qemu_pid" 2>/dev/null
-        echo "VUT case kill pass 0.00" >>"$logs/kill.serial"
-    fi
+    add_devices 1 || { report kill bar0; return; }
+    start_qemu kill shared bar0,hold 1
+    wait_serial kill "VUT waiting kill"
+    kill -9 "$qemu_pid" 2>/dev/null
+    wait "$qemu_pid" 2>/dev/null
     qemu_pid=
-    report kill kill
+    report kill bar0
     start_qemu reconnect shared reconnect 1
     wait_qemu reconnect
     report reconnect reconnect
@@ -286,8 +325,22 @@ say "$("${qemu_binary[@]}" --version | head -n 1); guests run under TCG"
 for name in "${boots[@]}"; do
     "boot_$name"
 done
-if ! kill -0 "$daemon_pid" 2>/dev/null; then
-    say "the daemon died during the suite; see $logs/daemon.log"
+# The daemon served every boot and stops cleanly: SIGTERM, exit status 0 (under
+# SANITIZE=1 that also means no leak and no error report).
+if kill -0 "$daemon_pid" 2>/dev/null; then
+    kill "$daemon_pid"
+    wait "$daemon_pid"
+    status=$?
+    daemon_pid=
+else
+    status=died
+fi
+if [ "$status" = 0 ]; then
+    printf 'PASS %-10s %-16s\n' daemon "[stop]"
+    passed=$((passed + 1))
+else
+    printf 'FAIL %-10s %-16s exit status %s; see %s/daemon.log\n' daemon "[stop]" "$status" "$logs"
+    tail -n 20 "$logs/daemon.log" | sed 's/^/     /'
     failed=$((failed + 1))
 fi
 echo "interop: $passed passed, $failed failed"

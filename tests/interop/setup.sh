@@ -51,6 +51,7 @@ setup_chroot() {
     if [ -x "$chroot_dir/usr/bin/qemu-system-x86_64" ]; then
         return 0
     fi
+    install_host_packages debootstrap
     need_root "building the QEMU chroot"
     local mirror
     mirror=$(host_mirror)
@@ -79,18 +80,20 @@ setup_chroot() {
     mv "$chroot_dir.partial" "$chroot_dir"
 }
 
+# The guest kernel is the one whose headers the host has, so the module always matches it.
 setup_kernel() {
-    if [ -f "$kernel_dir/ready" ]; then
-        return 0
-    fi
-    install_host_packages linux-headers-amd64 busybox-static pciutils socat cpio kmod
-    need_root "fetching the guest kernel"
     local release
+    install_host_packages linux-headers-amd64 busybox-static pciutils socat cpio kmod
     release=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 | grep -oE 'linux-headers-[0-9][^ ,]*-amd64' | head -n 1)
     release=${release#linux-headers-}
+    if [ -f "$kernel_dir/ready" ] && [ "$(cat "$kernel_dir/release")" = "$release" ]; then
+        return 0
+    fi
+    need_root "fetching the guest kernel"
     say "downloading the guest kernel linux-image-$release"
     rm -rf "$kernel_dir"
     mkdir -p "$kernel_dir/deb"
+    chmod 0755 "$kernel_dir" "$kernel_dir/deb"
     (cd "$kernel_dir/deb" && apt-get download -q "linux-image-$release" >&2)
     dpkg-deb -x "$kernel_dir"/deb/linux-image-*.deb "$kernel_dir/root"
     rm -rf "$kernel_dir/deb"

@@ -66,9 +66,10 @@ check_match() {
 }
 
 uptime_centiseconds() {
-    local seconds
+    local seconds fraction
     seconds=$(cut -d' ' -f1 /proc/uptime)
-    echo $((${seconds%.*} * 100 + ${seconds#*.}))
+    fraction=${seconds#*.}
+    echo $((${seconds%.*} * 100 + ${fraction#0}))
 }
 
 run_case() {
@@ -427,15 +428,15 @@ case_reboot() {
     fi
     devmem $((bar2 + 0x2000)) 32 0
     check "SCRATCH0 after the reboot's reset" 0 "$(reg $SCRATCH0)"
-    [ "$(reg $MESSAGE_COUNT_DEVICE_RESET)" -gt "$(devmem $((bar2 + 0x2004)) 32)" ] ||
+    [ $(($(reg $MESSAGE_COUNT_DEVICE_RESET))) -gt $(($(devmem $((bar2 + 0x2004)) 32))) ] ||
         fail "no DEVICE_RESET counted across the reboot"
     check "MAGIC" 0x54444556 "$(reg $MAGIC)"
     interrupts_case msix "0 1"
 }
 
-# QEMU is killed while the guest runs (the host does it once it sees "waiting kill"); a new
-# QEMU on the same socket then runs case_reconnect.
-case_kill() {
+# Not a case of its own: leaves marks for case_reconnect, then waits for the host to kill
+# QEMU with SIGKILL once it sees "waiting kill".
+case_hold() {
     select_first_device || return
     enable_device
     devmem $((bar2 + 0x3000)) 32 0xdeadbeef
@@ -444,6 +445,7 @@ case_kill() {
     while :; do sleep 1; done
 }
 
+# After the killed QEMU, a new QEMU on the same socket gets the same device.
 case_reconnect() {
     select_first_device || return
     enable_device
