@@ -68,7 +68,7 @@ setup_chroot() {
     fi
     # The mirror may serve a frozen snapshot of sid whose Release file has expired.
     echo 'Acquire::Check-Valid-Until "false";' >"$chroot_dir.partial/etc/apt/apt.conf.d/90vfio-userd-interop"
-    # deb-src lets a reader run 'apt-get source qemu' in the chroot to read the client.
+    # deb-src lets a reader run "apt-get source qemu" in the chroot, where the mirror has it.
     printf 'deb %s sid main\ndeb-src %s sid main\n' "$mirror" "$mirror" >"$chroot_dir.partial/etc/apt/sources.list"
     say "installing qemu-system-x86 in the chroot"
     chroot "$chroot_dir.partial" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86 && apt-get clean' \
