@@ -193,14 +193,14 @@ static void dma_pump(struct vu_session *session)
         uint64_t done = request->host_private[DMA_PRIVATE_DONE];
         uint64_t chunk = request->length - done;
         size_t message_size, reserve;
-        struct vu_dma_access access;
         uint8_t *out;
 
         if (chunk > session->dma_chunk_size)
             chunk = session->dma_chunk_size;
         if (chunk > session->client.max_data_xfer_size)
             chunk = session->client.max_data_xfer_size;
-        message_size = VU_HEADER_SIZE + sizeof(access) + (request->to_client ? chunk : 0);
+        message_size =
+            VU_HEADER_SIZE + sizeof(struct vu_dma_access) + (request->to_client ? chunk : 0);
         /* On the main socket, keep room for the reply to the next command. */
         reserve = channel == VU_CHANNEL_MAIN ? VU_MAX_MESSAGE_SIZE : 0;
         if (vu_output_queue_free(queue) < message_size + reserve)
@@ -212,10 +212,9 @@ static void dma_pump(struct vu_session *session)
         vu_wire_encode_header(out, session->next_message_id,
                               request->to_client ? VU_COMMAND_DMA_WRITE : VU_COMMAND_DMA_READ,
                               (uint32_t)message_size, VU_FLAGS_TYPE_COMMAND, 0);
-        access = (struct vu_dma_access){.address = request->address + done, .count = chunk};
-        memcpy(out + VU_HEADER_SIZE, &access, sizeof(access));
-        if (request->to_client)
-            memcpy(out + VU_HEADER_SIZE + sizeof(access), (uint8_t *)request->buffer + done, chunk);
+        vu_wire_encode_dma_access(out + VU_HEADER_SIZE, request->address + done, chunk,
+                                  request->to_client ? (uint8_t *)request->buffer + done : NULL,
+                                  session->dma_layout);
         vu_output_queue_commit(queue, message_size);
         request->host_private[DMA_PRIVATE_CHUNK] = chunk;
         request->host_private[DMA_PRIVATE_MESSAGE] = session->next_message_id;

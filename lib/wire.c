@@ -248,6 +248,25 @@ static uint32_t get_u32(const uint8_t *bytes)
     return value;
 }
 
+void vu_wire_encode_dma_access(void *payload, uint64_t address, uint64_t count, const void *data,
+                               enum vu_dma_layout layout)
+{
+    uint8_t *bytes = payload;
+    uint32_t count32 = (uint32_t)count;
+
+    memcpy(bytes, &address, sizeof(address));
+    if (data != NULL && layout == VU_DMA_LAYOUT_COUNT32) {
+        /* u32 count, the data at offset 12, then the 4 bytes of padding. */
+        memcpy(bytes + 8, &count32, sizeof(count32));
+        memcpy(bytes + 12, data, count);
+        memset(bytes + 12 + count, 0, 4);
+        return;
+    }
+    memcpy(bytes + 8, &count, sizeof(count));
+    if (data != NULL)
+        memcpy(bytes + sizeof(struct vu_dma_access), data, count);
+}
+
 static int dma_reply_problem(struct vu_dma_reply *reply, const char *problem)
 {
     reply->problem = problem;

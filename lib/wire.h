@@ -141,11 +141,12 @@ struct vu_dma_access {
 } __attribute__((packed));
 
 /*
- * How a client lays out its DMA_READ replies. The spec's has a 64-bit count, the data at
- * payload offset 16. QEMU's client (10.2, 11.1) writes a 32-bit count, the data at offset
- * 12, from a structure padded to 8 bytes: its reply is as long as the spec's, with 4 zero
- * bytes after the data. The two can only be told apart by the bytes in them, so the
- * session remembers what a client's earlier replies showed.
+ * How a client lays out DMA_READ and DMA_WRITE. The spec's has a 64-bit count, the data at
+ * payload offset 16; QEMU 11.1 follows it. Earlier QEMU clients (10.2) use a 32-bit count,
+ * the data at offset 12, in a structure padded to 8 bytes: a message is as long as the
+ * spec's, with 4 zero bytes after the data. The two can only be told apart by the bytes in
+ * a reply, so the session remembers what a client's earlier replies showed, and writes its
+ * DMA_WRITE requests in that layout once it knows.
  */
 enum vu_dma_layout {
     VU_DMA_LAYOUT_UNKNOWN = 0,
@@ -244,6 +245,15 @@ char *vu_wire_format_capabilities(const struct vu_capabilities *capabilities,
  */
 int vu_wire_decode_dma_reply(bool is_write, const void *payload, size_t length, uint64_t address,
                              uint64_t count, enum vu_dma_layout known, struct vu_dma_reply *reply);
+
+/*
+ * The payload of a server-to-client DMA_READ (data NULL) or DMA_WRITE: address, count and,
+ * for DMA_WRITE, the `count` data bytes, in `layout` (UNKNOWN is the spec's). Either way it
+ * is sizeof(struct vu_dma_access) + (data ? count : 0) bytes, so a client of either layout
+ * finds the length it expects; the two read a DMA_READ request alike.
+ */
+void vu_wire_encode_dma_access(void *payload, uint64_t address, uint64_t count, const void *data,
+                               enum vu_dma_layout layout);
 
 /* A printable name for a command number, for logs ("REGION_READ", "unknown"). */
 const char *vu_wire_command_name(uint16_t command);

@@ -1024,12 +1024,8 @@ static size_t raw_dma_command(uint16_t command, uint64_t address, uint64_t count
     return length;
 }
 
-/*
- * Starts the mock's DMA engine with the register write sent raw, reads that write's reply
- * and the first DMA command that follows it, which the test then answers by hand.
- */
-static void raw_start_dma(uint64_t address, uint32_t length, uint32_t operation,
-                          uint64_t first_chunk, struct vu_header *command)
+/* Starts the mock's DMA engine with the register write sent raw and reads that write's reply. */
+static void raw_go(uint64_t address, uint32_t length, uint32_t operation)
 {
     struct {
         struct vu_region_access access;
@@ -1039,7 +1035,6 @@ static void raw_start_dma(uint64_t address, uint32_t length, uint32_t operation,
         .value = operation,
     };
     uint16_t id = vu_client_next_message_id(client);
-    uint16_t expected = operation == MOCK_DMA_GO_READ ? VU_COMMAND_DMA_READ : VU_COMMAND_DMA_WRITE;
     struct vu_header reply;
 
     write32(0, MOCK_REG_DMA_ADDRESS_LOW, (uint32_t)address);
@@ -1051,7 +1046,18 @@ static void raw_start_dma(uint64_t address, uint32_t length, uint32_t operation,
     raw_receive(&reply);
     ck_assert_uint_eq(reply.flags, VU_FLAGS_TYPE_REPLY);
     ck_assert_uint_eq(reply.message_id, id);
-    raw_dma_command(expected, address, first_chunk, command);
+}
+
+/*
+ * Starts the mock's DMA engine with the register write sent raw, reads that write's reply
+ * and the first DMA command that follows it, which the test then answers by hand.
+ */
+static void raw_start_dma(uint64_t address, uint32_t length, uint32_t operation,
+                          uint64_t first_chunk, struct vu_header *command)
+{
+    raw_go(address, length, operation);
+    raw_dma_command(operation == MOCK_DMA_GO_READ ? VU_COMMAND_DMA_READ : VU_COMMAND_DMA_WRITE,
+                    address, first_chunk, command);
 }
 
 /* Answers the DMA command `command` with `length` bytes of `payload`. */
@@ -1255,6 +1261,53 @@ START_TEST(dma_write_replies)
         echo.count = replies[i].count;
         raw_answer(&command, &echo, replies[i].length);
         ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), replies[i].status);
+    }
+    assert_device_serves();
+}
+END_TEST
+
+/*
+ * A client whose DMA_READ replies showed a 32-bit count (QEMU before 11.1) takes its
+ * DMA_WRITE data at payload offset 12: once the session knows, it writes them so, as long
+ * as the spec's with 4 zero bytes after the data. Until then, and for a client of the
+ * spec's layout, they are in the spec's.
+ */
+START_TEST(dma_write_in_the_client_layout)
+{
+    const uint64_t address = RAW_DMA_BASE + 0x300;
+    const enum reply_layout layouts[] = {LAYOUT_QEMU, LAYOUT_SPEC};
+    uint8_t data[64], expected[256];
+    uint32_t count32;
+    uint64_t count64;
+
+    fill_pattern(data, sizeof(data), 3);
+    memset(expected, 0x5a, sizeof(expected));
+    for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+        struct vu_header command;
+        size_t length;
+
+        if (i > 0)
+            reconnect();
+        raw_dma_map();
+        write32(0, MOCK_REG_DMA_FILL, 0x5a);
+        ck_assert_uint_eq(raw_read_once(layouts[i], data, sizeof(data)), MOCK_DMA_DONE);
+        raw_go(address, sizeof(expected), MOCK_DMA_GO_WRITE);
+        length = raw_receive(&command);
+        ck_assert_uint_eq(command.command, VU_COMMAND_DMA_WRITE);
+        ck_assert_uint_eq(length, sizeof(struct vu_dma_access) + sizeof(expected));
+        ck_assert_mem_eq(raw_buffer, &address, 8);
+        if (layouts[i] == LAYOUT_QEMU) {
+            memcpy(&count32, raw_buffer + 8, 4);
+            ck_assert_uint_eq(count32, sizeof(expected));
+            ck_assert_mem_eq(raw_buffer + 12, expected, sizeof(expected));
+            ck_assert_mem_eq(raw_buffer + 12 + sizeof(expected), "\0\0\0\0", 4);
+        } else {
+            memcpy(&count64, raw_buffer + 8, 8);
+            ck_assert_uint_eq(count64, sizeof(expected));
+            ck_assert_mem_eq(raw_buffer + 16, expected, sizeof(expected));
+        }
+        raw_answer(&command, NULL, 0);
+        ck_assert_uint_eq(read32(0, MOCK_REG_DMA_STATUS), MOCK_DMA_DONE);
     }
     assert_device_serves();
 }
@@ -2105,6 +2158,7 @@ static Suite *protocol_suite(void)
         {"dma", dma_in_flight_when_client_leaves},
         {"dma_reply", dma_read_reply_layouts},
         {"dma_reply", dma_read_reply_ambiguous_until_layout_known},
+        {"dma_reply", dma_write_in_the_client_layout},
         {"dma_reply", dma_read_reply_wrong_fields},
         {"dma_reply", dma_write_replies},
         {"dma_chunks", dma_messages_in_bounded_chunks},

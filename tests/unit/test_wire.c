@@ -998,6 +998,46 @@ START_TEST(test_dma_read_reply_wrong_fields)
 }
 END_TEST
 
+/* DMA_READ and DMA_WRITE requests are as long in either layout; only where a DMA_WRITE's
+ * count ends and its data starts differs. */
+START_TEST(test_dma_access_encoding)
+{
+    uint8_t data[DMA_COUNT], payload[sizeof(struct vu_dma_access) + DMA_COUNT + 8];
+    uint64_t address, count64;
+    uint32_t count32;
+
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i + 1);
+    for (int layout = VU_DMA_LAYOUT_UNKNOWN; layout <= VU_DMA_LAYOUT_COUNT32; layout++) {
+        /* A DMA_READ: the spec's 16 bytes, which a 32-bit-count client reads alike. */
+        memset(payload, 0xee, sizeof(payload));
+        vu_wire_encode_dma_access(payload, DMA_ADDRESS, DMA_COUNT, NULL, layout);
+        memcpy(&address, payload, 8);
+        memcpy(&count64, payload + 8, 8);
+        ck_assert_uint_eq(address, DMA_ADDRESS);
+        ck_assert_uint_eq(count64, DMA_COUNT);
+        ck_assert_uint_eq(payload[16], 0xee);
+
+        memset(payload, 0xee, sizeof(payload));
+        vu_wire_encode_dma_access(payload, DMA_ADDRESS, DMA_COUNT, data, layout);
+        memcpy(&address, payload, 8);
+        ck_assert_uint_eq(address, DMA_ADDRESS);
+        if (layout == VU_DMA_LAYOUT_COUNT32) {
+            memcpy(&count32, payload + 8, 4);
+            ck_assert_uint_eq(count32, DMA_COUNT);
+            ck_assert_mem_eq(payload + 12, data, DMA_COUNT);
+            ck_assert_mem_eq(payload + 12 + DMA_COUNT, "\0\0\0\0", 4);
+        } else {
+            memcpy(&count64, payload + 8, 8);
+            ck_assert_uint_eq(count64, DMA_COUNT);
+            ck_assert_mem_eq(payload + 16, data, DMA_COUNT);
+        }
+        /* Nothing past the 16 + count bytes is touched. */
+        ck_assert_uint_eq(payload[16 + DMA_COUNT], 0xee);
+    }
+}
+END_TEST
+
 START_TEST(test_dma_write_reply)
 {
     struct vu_dma_reply reply;
@@ -1107,6 +1147,7 @@ static Suite *wire_suite(void)
     tcase_add_test(dma, test_dma_read_reply_ambiguous);
     tcase_add_test(dma, test_dma_read_reply_wrong_fields);
     tcase_add_test(dma, test_dma_write_reply);
+    tcase_add_test(dma, test_dma_access_encoding);
     suite_add_tcase(suite, dma);
     return suite;
 }
