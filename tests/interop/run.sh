@@ -174,7 +174,8 @@ wait_qemu() {
             echo "interop: the guest did not power off within ${boot_timeout}s; QEMU killed" >>"$logs/$1.qemu"
         kill -9 "$qemu_pid"
     fi
-    wait "$qemu_pid" 2>/dev/null
+    # Braces keep bash's own note on a QEMU that died of a signal out of the output.
+    { wait "$qemu_pid"; } 2>/dev/null
     qemu_pid=
 }
 
@@ -227,6 +228,24 @@ decode_trace() {
 
 passed=0
 failed=0
+skipped=0
+
+# Cases QEMU itself cannot finish today: CASE, then what QEMU prints when it fails. Such a
+# case is run all the same and counted as skipped while QEMU fails that way; it passes
+# once QEMU is fixed, and the daemon must survive the client's crash either way.
+known_qemu_failures=(
+    "unplug" "memory_region_del_subregion: Assertion"
+)
+
+# known_failure LABEL CASE: what QEMU printed, if it failed the way it is known to.
+known_failure() {
+    local i
+    for ((i = 0; i < ${#known_qemu_failures[@]}; i += 2)); do
+        [ "${known_qemu_failures[i]}" = "$2" ] || continue
+        grep -m1 -F -- "${known_qemu_failures[i + 1]}" "$logs/$1.qemu" 2>/dev/null && return 0
+    done
+    return 1
+}
 
 # report LABEL CASES: one line per case, from the guest's "VUT case" lines.
 report() {
@@ -239,6 +258,9 @@ report() {
         if [ "$verdict" = pass ]; then
             printf 'PASS %-10s %-16s %6ss\n' "$name" "[$label]" "$rest"
             passed=$((passed + 1))
+        elif [ -z "$line" ] && rest=$(known_failure "$label" "$name"); then
+            printf 'SKIP %-10s %-16s a known QEMU bug: %s\n' "$name" "[$label]" "${rest#*: }"
+            skipped=$((skipped + 1))
         else
             failed=$((failed + 1))
             if [ -n "$line" ]; then
@@ -294,7 +316,7 @@ boot_reconnect() {
     start_qemu kill shared bar0,hold 1
     wait_serial kill "VUT waiting kill"
     kill -9 "$qemu_pid" 2>/dev/null
-    wait "$qemu_pid" 2>/dev/null
+    { wait "$qemu_pid"; } 2>/dev/null
     qemu_pid=
     report kill bar0
     start_qemu reconnect shared reconnect 1
@@ -305,13 +327,24 @@ boot_reconnect() {
 # A device added with vfio-userctl while the guest runs, then plugged in with device_add.
 boot_hotplug() {
     local socket=$run/rt/devices/tdevhp.sock
-    start_qemu hotplug shared hotplug 0
+    start_qemu hotplug shared hotplug,unplug 0
     if wait_serial hotplug "VUT waiting hotplug"; then
         ctl add tdevhp --plugin testdev >>"$logs/hotplug.qmp-log" 2>&1 && wait_for "$socket" 10 &&
             qmp hotplug "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"vfio-user-pci\",\"id\":\"tdevhp\",\"bus\":\"port0\",\"socket\":{\"type\":\"unix\",\"path\":\"$socket\"}}}"
     fi
+    if wait_serial hotplug "VUT waiting unplug"; then
+        qmp hotplug '{"execute":"device_del","arguments":{"id":"tdevhp"}}'
+    fi
     wait_qemu hotplug
-    report hotplug hotplug
+    report hotplug hotplug,unplug
+    # The daemon lets the device go as it took it: on an admin call, socket and all.
+    if ctl remove tdevhp >>"$logs/hotplug.qmp-log" 2>&1 && [ ! -e "$socket" ]; then
+        printf 'PASS %-10s %-16s\n' remove "[hotplug]"
+        passed=$((passed + 1))
+    else
+        printf 'FAIL %-10s %-16s vfio-userctl remove tdevhp failed or left %s\n' remove "[hotplug]" "$socket"
+        failed=$((failed + 1))
+    fi
 }
 
 boots=("$@")
@@ -343,5 +376,9 @@ else
     tail -n 20 "$logs/daemon.log" | sed 's/^/     /'
     failed=$((failed + 1))
 fi
-echo "interop: $passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+    echo "interop: $passed passed, $failed failed, $skipped skipped"
+else
+    echo "interop: $passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]

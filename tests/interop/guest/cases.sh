@@ -474,3 +474,17 @@ case_hotplug() {
     check "MAGIC" 0x54444556 "$(reg $MAGIC)"
     interrupts_case msix "0 1"
 }
+
+# Hot-unplug: the host unplugs the device with QMP device_del once it sees "waiting
+# unplug", and removes it from the daemon with vfio-userctl once QEMU let it go.
+case_unplug() {
+    local tries=0
+    select_first_device || return
+    echo "VUT waiting unplug"
+    while [ -e "/sys/bus/pci/devices/$dev" ] && [ $tries -lt 300 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    [ ! -e "/sys/bus/pci/devices/$dev" ] || fail "$dev still present 30 s after device_del"
+    [ -z "$(testdev_devices)" ] || fail "a testdev is still on the bus"
+}
