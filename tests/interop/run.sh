@@ -146,6 +146,9 @@ start_qemu() {
     echo "${qemu_binary[*]} ${args[*]}" >"$logs/$label.cmdline"
     "${qemu_binary[@]}" "${args[@]}" >>"$logs/$label.qemu" 2>&1 &
     qemu_pid=$!
+    # Watched with kill -0, not job control: a QEMU that aborts is reported by the case,
+    # not by bash.
+    disown "$qemu_pid"
 }
 
 # wait_serial LABEL TEXT: until TEXT shows on the console, QEMU exits, or time runs out.
@@ -173,9 +176,8 @@ wait_qemu() {
         [ $SECONDS -lt $deadline ] ||
             echo "interop: the guest did not power off within ${boot_timeout}s; QEMU killed" >>"$logs/$1.qemu"
         kill -9 "$qemu_pid"
+        while kill -0 "$qemu_pid" 2>/dev/null; do sleep 0.1; done
     fi
-    # Braces keep bash's own note on a QEMU that died of a signal out of the output.
-    { wait "$qemu_pid"; } 2>/dev/null
     qemu_pid=
 }
 
@@ -316,7 +318,7 @@ boot_reconnect() {
     start_qemu kill shared bar0,hold 1
     wait_serial kill "VUT waiting kill"
     kill -9 "$qemu_pid" 2>/dev/null
-    { wait "$qemu_pid"; } 2>/dev/null
+    while kill -0 "$qemu_pid" 2>/dev/null; do sleep 0.1; done
     qemu_pid=
     report kill bar0
     start_qemu reconnect shared reconnect 1

@@ -93,7 +93,9 @@ setup_kernel() {
     say "downloading the guest kernel linux-image-$release"
     rm -rf "$kernel_dir"
     mkdir -p "$kernel_dir/deb"
-    chmod 0755 "$kernel_dir" "$kernel_dir/deb"
+    chmod 0755 "$kernel_dir"
+    # apt drops to its own user to download where that user may write.
+    chown _apt "$kernel_dir/deb" 2>/dev/null || true
     (cd "$kernel_dir/deb" && apt-get download -q "linux-image-$release" >&2)
     dpkg-deb -x "$kernel_dir"/deb/linux-image-*.deb "$kernel_dir/root"
     rm -rf "$kernel_dir/deb"
