@@ -9,6 +9,7 @@
 #   make run             start the daemon with one testdev and print how to use it
 #   make install         install under $(DESTDIR)$(PREFIX)
 #   make format          reformat every C file with the committed .clang-format
+#   V=1                  show each command in full (quiet by default: "CC lib/wire.o")
 #
 # Layout: lib/*.c is the protocol core (a static archive), plugins/NAME/*.c
 # become plugins/NAME.so, daemon/*.c is vfio-userd, ctl/*.c is vfio-userctl,
@@ -79,6 +80,19 @@ BENCH_BINS     := $(BENCH_SRCS:%.c=$(BUILD)/%)
 .PHONY: all deps check fuzz install clean format format-check bench interop run
 .DEFAULT_GOAL := all
 
+# Quiet by default, one line per target, so a warning stands out; V=1 shows the commands.
+ifeq ($(V),1)
+Q       :=
+quiet    = @:
+else
+Q       := @
+quiet    = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
+# The shared test objects are intermediates of every test program: keep them, so an
+# unchanged tree relinks nothing.
+.SECONDARY:
+
 all: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory binaries
 
@@ -91,7 +105,8 @@ deps $(DEPS_STAMP): scripts/ensure-deps.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(EXTRA_CFLAGS) -fPIC -c $< -o $@
+	$(call quiet,CC,$<)
+	$(Q)$(CC) $(ALL_CFLAGS) $(EXTRA_CFLAGS) -fPIC -c $< -o $@
 
 # The CLI validates device files with the daemon's own parser before sending them.
 CTL_DAEMON_OBJS := $(BUILD)/daemon/yaml_json.o $(BUILD)/daemon/config.o
@@ -99,39 +114,47 @@ $(CTL_OBJS): EXTRA_CFLAGS := -Idaemon
 
 $(LIB_ARCHIVE): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call quiet,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 
 .SECONDEXPANSION:
 
-# A plugin sees only include/: it is compiled without -Ilib on purpose.
-$(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) include/vfio-userd/plugin.h
+# A plugin sees only include/: it is compiled without -Ilib on purpose. Its own headers
+# are prerequisites, so changing one rebuilds it.
+$(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) include/vfio-userd/plugin.h
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
 	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS)
 
 $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)
-	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
+	$(call quiet,LD,$@)
+	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
 
 $(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
-	$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
+	$(call quiet,LD,$@)
+	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
 
 # Tests link the core, the daemon's modules (not its main) and the shared
 # test helpers; integration tests find binaries and plugins through
 # VFIO_USERD_BUILD_DIR.
 $(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) | $(PLUGIN_SOS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
 	    $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
 
 $(BUILD)/tests/common/%.o: tests/common/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) -c $< -o $@
+	$(call quiet,CC,$<)
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
 
 check: all format-check
 	@sh tests/run-tests.sh $(BUILD) $(TEST_BINS)
