@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -20,6 +21,60 @@
 static struct vu_device *device_of(struct vfio_userd_device *public)
 {
     return (struct vu_device *)public;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Callback tracking: what a watchdog on another thread reports when a plugin hangs.
+ */
+
+static _Thread_local struct vu_callback_tracker *tracker;
+
+void vu_device_track_callbacks(struct vu_callback_tracker *new_tracker)
+{
+    tracker = new_tracker;
+}
+
+/* Records that `device` enters its plugin's `callback`, or (NULL) left plugin code. */
+static void track(const struct vu_device *device, const char *callback)
+{
+    struct vu_callback_tracker *own = tracker;
+    struct timespec now = {0};
+    unsigned sequence;
+
+    if (own == NULL)
+        return;
+    if (callback != NULL)
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    sequence = atomic_load_explicit(&own->sequence, memory_order_relaxed);
+    atomic_store_explicit(&own->sequence, sequence + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    own->state.callback = callback;
+    if (callback != NULL) {
+        own->state.since_usec = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+        own->state.plugin = device->plugin->name;
+        if (own->named != device) {
+            snprintf(own->state.device, sizeof(own->state.device), "%s",
+                     device->name != NULL ? device->name : "");
+            own->named = device;
+        }
+    }
+    atomic_store_explicit(&own->sequence, sequence + 2, memory_order_release);
+}
+
+void vu_callback_tracker_read(const struct vu_callback_tracker *source,
+                              struct vu_callback_state *state)
+{
+    for (unsigned attempt = 0; attempt < 1000; attempt++) {
+        unsigned before = atomic_load_explicit(&source->sequence, memory_order_acquire);
+        if (before & 1)
+            continue;
+        *state = source->state;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&source->sequence, memory_order_relaxed) == before)
+            return;
+    }
+    /* The writer never paused: it is busy, not stuck. */
+    *state = (struct vu_callback_state){0};
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -115,31 +170,61 @@ static int check_region(const struct vu_device *device, enum vfio_userd_region_i
     return check_sparse_areas(region);
 }
 
+/*
+ * The seals of region memory. The client gets the memfd itself (GET_REGION_INFO), and a
+ * client that could shrink it would make our next access through the mapping raise SIGBUS,
+ * taking every device of the process down; one that could grow it would charge us for the
+ * memory. Its size is therefore fixed for good, and a region the client may not write is
+ * also closed to writable mappings and write() from now on (F_SEAL_FUTURE_WRITE: our own
+ * mapping, made before, stays writable for the plugin, which F_SEAL_WRITE would forbid).
+ */
+#define REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static int seal_region_memory(int fd, uint32_t flags)
+{
+    int seals = REGION_SEALS;
+
+    if (!(flags & VFIO_USERD_REGION_WRITABLE)) {
+        if (fcntl(fd, F_ADD_SEALS, seals | F_SEAL_FUTURE_WRITE) == 0)
+            return 0;
+        if (errno != EINVAL)
+            return -errno;
+        /* Before Linux 5.1: no write seal, but the size is what matters for safety. */
+    }
+    return fcntl(fd, F_ADD_SEALS, seals) == 0 ? 0 : -errno;
+}
+
 static int allocate_region_memory(struct vu_device *device, struct vu_region_state *state)
 {
     uint64_t size = state->description.size;
     void *memory;
-    int fd;
+    int fd, ret;
 
     if (size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX)
         return -EFBIG;
-    fd = memfd_create(device->name, MFD_CLOEXEC);
+    fd = memfd_create(device->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -errno;
     if (ftruncate(fd, (off_t)size) < 0) {
-        int ret = -errno;
-        close(fd);
-        return ret;
+        ret = -errno;
+        goto fail;
     }
     memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (memory == MAP_FAILED) {
-        int ret = -errno;
-        close(fd);
-        return ret;
+        ret = -errno;
+        goto fail;
+    }
+    ret = seal_region_memory(fd, state->description.flags);
+    if (ret < 0) {
+        munmap(memory, size);
+        goto fail;
     }
     state->memory_fd = fd;
     state->memory = memory;
     return 0;
+fail:
+    close(fd);
+    return ret;
 }
 
 static void release_region(struct vu_region_state *state)
@@ -479,6 +564,8 @@ static void free_device(struct vu_device *device)
     vu_dma_table_destroy(&device->dma);
     json_decref(device->params);
     free(device->name);
+    if (tracker != NULL && tracker->named == device)
+        tracker->named = NULL; /* a later device may get the same address */
     free(device);
 }
 
@@ -515,7 +602,9 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
     }
 
     device->declaring = true;
+    track(device, "create");
     ret = plugin->create(&device->public, device->params, error);
+    track(device, NULL);
     device->declaring = false;
     if (ret < 0) {
         if (error != NULL && error->message[0] == '\0')
@@ -541,8 +630,11 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
     return 0;
 
 fail:
-    if (device->ops_set && device->ops.destroy != NULL)
+    if (device->ops_set && device->ops.destroy != NULL) {
+        track(device, "destroy");
         device->ops.destroy(device->instance);
+        track(device, NULL);
+    }
     free_device(device);
     return ret < 0 ? ret : -EINVAL;
 }
@@ -551,8 +643,11 @@ void vu_device_destroy(struct vu_device *device)
 {
     if (device == NULL)
         return;
-    if (device->ops.destroy != NULL)
+    if (device->ops.destroy != NULL) {
+        track(device, "destroy");
         device->ops.destroy(device->instance);
+        track(device, NULL);
+    }
     free_device(device);
 }
 
@@ -563,16 +658,22 @@ void vu_device_attach_session(struct vu_device *device, struct vu_session *sessi
     device->dma.limit =
         max_dma_maps < VU_SERVER_MAX_DMA_MAPS ? max_dma_maps : VU_SERVER_MAX_DMA_MAPS;
     device->statistics.connections++;
-    if (device->ops.client_connect != NULL)
+    if (device->ops.client_connect != NULL) {
+        track(device, "client_connect");
         device->ops.client_connect(device->instance);
+        track(device, NULL);
+    }
 }
 
 static void remove_dma_range(struct vu_device *device, uint32_t index)
 {
     const struct vu_dma_range *range = &device->dma.ranges[index];
 
-    if (device->ops.dma_unmap != NULL)
+    if (device->ops.dma_unmap != NULL) {
+        track(device, "dma_unmap");
         device->ops.dma_unmap(device->instance, range->address, range->size);
+        track(device, NULL);
+    }
     vu_dma_table_remove(&device->dma, index);
 }
 
@@ -584,8 +685,11 @@ void vu_device_detach_session(struct vu_device *device)
     device->session = NULL;
     device->dma_fault = 0;
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
-    if (device->ops.client_disconnect != NULL)
+    if (device->ops.client_disconnect != NULL) {
+        track(device, "client_disconnect");
         device->ops.client_disconnect(device->instance);
+        track(device, NULL);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -741,8 +845,12 @@ int vu_device_region_access(struct vu_device *device, uint32_t region, uint64_t 
         break;
     }
 
-    if (state->description.access != NULL)
-        return state->description.access(device->instance, region, offset, data, count, is_write);
+    if (state->description.access != NULL) {
+        track(device, is_write ? "region_write" : "region_read");
+        ret = state->description.access(device->instance, region, offset, data, count, is_write);
+        track(device, NULL);
+        return ret;
+    }
     if (is_write)
         memcpy(state->memory + offset, data, count);
     else
@@ -784,7 +892,9 @@ int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, in
             access |= VFIO_USERD_DMA_READ;
         if (map->flags & VU_DMA_FLAG_WRITABLE)
             access |= VFIO_USERD_DMA_WRITE;
+        track(device, "dma_map");
         device->ops.dma_map(device->instance, map->address, map->size, access);
+        track(device, NULL);
     }
     return ret;
 }
@@ -813,8 +923,11 @@ int vu_device_reset(struct vu_device *device)
 {
     int ret = 0;
 
-    if (device->ops.reset != NULL)
+    if (device->ops.reset != NULL) {
+        track(device, "reset");
         ret = device->ops.reset(device->instance);
+        track(device, NULL);
+    }
     vu_pci_config_reset(&device->config);
     vu_msix_reset(&device->msix);
     for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++)

@@ -11,6 +11,7 @@
 #define VU_DEVICE_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -100,6 +101,34 @@ void vu_device_destroy(struct vu_device *device);
 
 /* Checks a plugin descriptor's ABI version and mandatory members: 0 or -errno + message. */
 int vu_device_check_plugin(const struct vfio_userd_plugin *plugin, char *message, size_t size);
+
+/* --- Which plugin callback a thread is in, for a watchdog on another thread. --- */
+
+#define VU_CALLBACK_DEVICE_MAX 72 /* device names are at most 64 bytes */
+
+/* What a thread's engine was doing in plugin code, as vu_callback_tracker_read() sees it. */
+struct vu_callback_state {
+    const char *callback; /* "region_write", "reset", ...; NULL when not in plugin code */
+    const char *plugin;   /* the plugin's name (lives as long as the plugin is loaded) */
+    uint64_t since_usec;  /* CLOCK_MONOTONIC when the callback was entered */
+    char device[VU_CALLBACK_DEVICE_MAX];
+};
+
+/* Written only by the thread it was given to; a sequence count (odd while the state
+ * changes) lets any other thread take a consistent copy. */
+struct vu_callback_tracker {
+    atomic_uint sequence;
+    struct vu_callback_state state;
+    const struct vu_device *named; /* the writer's: whose name state.device holds */
+};
+
+/* From now on the engine records in `tracker` (NULL: nowhere) every plugin callback it
+ * makes on the calling thread, before making it. */
+void vu_device_track_callbacks(struct vu_callback_tracker *tracker);
+
+/* A consistent copy of what `tracker` holds, from any thread. */
+void vu_callback_tracker_read(const struct vu_callback_tracker *tracker,
+                              struct vu_callback_state *state);
 
 /* --- Called by the session. --- */
 
