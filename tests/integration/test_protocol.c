@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -738,6 +739,30 @@ static uint32_t wait_dma(void)
     }
     return status;
 }
+
+/* Region memory the client may get as a descriptor has a fixed size for good, and memory
+ * the client may not write is closed to writable mappings too. */
+static void read_region_seals(struct test_server *served, void *argument)
+{
+    int *seals = argument;
+
+    seals[0] = fcntl(served->device->regions[VFIO_USERD_REGION_BAR2].memory_fd, F_GET_SEALS);
+    seals[1] = fcntl(served->device->regions[VFIO_USERD_REGION_ROM].memory_fd, F_GET_SEALS);
+}
+
+START_TEST(region_memory_sealed)
+{
+    const int size_seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+    int seals[2];
+
+    test_server_call(&server, read_region_seals, seals);
+    /* BAR2 is writable, by the client too. */
+    ck_assert_int_eq(seals[0], size_seals);
+    /* The ROM is read-only to the client. */
+    ck_assert_int_eq(seals[1], size_seals | F_SEAL_FUTURE_WRITE);
+    assert_device_serves();
+}
+END_TEST
 
 START_TEST(dma_map_unmap_rules)
 {
@@ -2148,6 +2173,7 @@ static Suite *protocol_suite(void)
         {"region", write_multi},
         {"region", write_multi_needs_negotiation},
         {"region", config_space_and_bar_sizing},
+        {"region", region_memory_sealed},
         {"dma", dma_map_unmap_rules},
         {"dma", dma_map_limit},
         {"dma", dma_through_mapped_memory},

@@ -11,6 +11,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2183,6 +2184,44 @@ START_TEST(ram_mapping_and_traps)
 }
 END_TEST
 
+/* The RAM's memfd reaches the client, which must not be able to resize it: a shrunken file
+ * under the server's own mapping made the next REGION_READ raise SIGBUS and ended the whole
+ * server (every device with it). The order below is the attack's: truncate, then read. */
+START_TEST(ram_fd_cannot_be_resized)
+{
+    const uint32_t size = 1u << 20;
+    struct vfio_region_info *info = NULL;
+    uint8_t *data = malloc(size);
+    int fd = -1, shrink, shrink_errno, grow, grow_errno, seals;
+
+    ck_assert_int_eq(vu_client_region_info(client, VFIO_PCI_BAR2_REGION_INDEX, &info, &fd), 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(vu_client_region_write(client, VFIO_USERD_REGION_BAR2, size - 4, "tail", 4),
+                     0);
+    shrink = ftruncate(fd, 0);
+    shrink_errno = errno;
+    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_BAR2, 0, data, size), 0);
+    ck_assert_int_eq(memcmp(data + size - 4, "tail", 4), 0);
+    ck_assert_int_eq(shrink, -1);
+    ck_assert_int_eq(shrink_errno, EPERM);
+    grow = ftruncate(fd, (off_t)size * 64);
+    grow_errno = errno;
+    ck_assert_int_eq(grow, -1);
+    ck_assert_int_eq(grow_errno, EPERM);
+    /* The seals themselves are sealed; the RAM stays writable, as its flags say. */
+    seals = fcntl(fd, F_GET_SEALS);
+    ck_assert_int_eq(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+                     F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    ck_assert_int_eq(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE), 0);
+    ck_assert_int_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE), -1);
+    ck_assert_int_eq(errno, EPERM);
+    ck_assert_uint_eq(read32(TD_MAGIC), TD_MAGIC_VALUE);
+    close(fd);
+    free(info);
+    free(data);
+}
+END_TEST
+
 /* --- Reset -------------------------------------------------------------------------------- */
 
 struct dirty_state {
@@ -2562,6 +2601,7 @@ static Suite *testdev_suite(void)
         {"dma", dma_abandoned_by_reset},
         {"dma", dma_client_leaves_mid_transfer},
         {"ram", ram_mapping_and_traps},
+        {"ram", ram_fd_cannot_be_resized},
         {"reset", reset_register},
         {"reset", device_reset_message},
         {"counters", message_counters},
