@@ -129,6 +129,15 @@ $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) inc
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
 	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS)
 
+# Test-only plugins, tests/plugins/NAME.c -> BUILD/tests/plugins/NAME.so: never installed.
+TEST_PLUGIN_SOS := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(wildcard tests/plugins/*.c))
+binaries: $(TEST_PLUGIN_SOS)
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
+	@mkdir -p $(dir $@)
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
+	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
+
 $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
@@ -140,7 +149,7 @@ $(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
 # Tests link the core, the daemon's modules (not its main) and the shared
 # test helpers; integration tests find binaries and plugins through
 # VFIO_USERD_BUILD_DIR.
-$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) | $(PLUGIN_SOS)
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) | $(PLUGIN_SOS) $(TEST_PLUGIN_SOS)
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
