@@ -3,7 +3,7 @@
 #   make                 build the daemon, the CLI, the plugins and the tests
 #   make check           build, then run every test (installs build deps as root)
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
-#   make fuzz            run the libFuzzer target over the message decoder
+#   make fuzz            run each libFuzzer target (tests/fuzz/) briefly; fuzz-long: 1M inputs each
 #   make bench           run the benchmarks (bench/*.c)
 #   make interop         the QEMU guest suite: QEMU's vfio-user-pci in a Linux guest
 #   make run             start the daemon with one testdev and print how to use it
@@ -183,15 +183,48 @@ run: all
 interop: all
 	@bash tests/interop/run.sh $(BUILD) $(INTEROP_BOOTS)
 
-# The fuzz target is built with clang's libFuzzer; FUZZ_SECONDS bounds the run.
-FUZZ_SECONDS ?= 60
-FUZZ_BIN     := build/fuzz/fuzz_message
-fuzz: $(DEPS_STAMP)
-	@mkdir -p build/fuzz build/fuzz/corpus
-	clang -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -O1 -g -fsanitize=fuzzer,address,undefined \
-	    $(PKG_CFLAGS) tests/fuzz/fuzz_message.c $(LIB_SRCS) -o $(FUZZ_BIN) $(PKG_LIBS) -lpthread
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 \
-	    -artifact_prefix=build/fuzz/ build/fuzz/corpus tests/fuzz/seeds
+# libFuzzer targets (clang): tests/fuzz/fuzz_NAME.c, each with its seed corpus in
+# tests/fuzz/seeds/NAME/ and a working corpus in build/fuzz/corpus/NAME/.
+#   message  the vfio-user message path of one device (lib/)
+#   config   the YAML loader: device drop-ins and the daemon's file
+#   admin    the admin socket's framing and JSON-RPC dispatch
+# `make fuzz` runs each for FUZZ_SECONDS; `make fuzz-long` runs each for FUZZ_RUNS inputs.
+FUZZ_TARGETS   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS      := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_SECONDS   ?= 20
+FUZZ_RUNS      ?= 1000000
+FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
+FUZZ_FLAGS     := -max_len=8192 -timeout=10 -print_final_stats=1
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(call quiet,FUZZCC,$@)
+	$(Q)clang -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
+	    -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
+	    -DVFIO_USERD_PKGLIBDIR='"$(PKGLIBDIR)"' -DVFIO_USERD_RUNTIMEDIR='"$(RUNTIMEDIR)"' \
+	    -Iinclude -Ilib -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+	    $< $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) -o $@ $(PKG_LIBS) -ldl -lpthread
+
+.PHONY: fuzz-long
+fuzz: $(FUZZ_BINS)
+	@for target in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus/$$target; \
+	    echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+	    build/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) -artifact_prefix=build/fuzz/$$target- \
+	        build/fuzz/corpus/$$target tests/fuzz/seeds/$$target 2>build/fuzz/$$target.log || \
+	        { tail -n 40 build/fuzz/$$target.log; exit 1; }; \
+	    grep -E '^(stat::number_of_executed_units|Done)' build/fuzz/$$target.log; \
+	done
+
+fuzz-long: $(FUZZ_BINS)
+	@for target in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus/$$target; \
+	    echo "fuzz: $$target for $(FUZZ_RUNS) inputs"; \
+	    build/fuzz/fuzz_$$target -runs=$(FUZZ_RUNS) $(FUZZ_FLAGS) -artifact_prefix=build/fuzz/$$target- \
+	        build/fuzz/corpus/$$target tests/fuzz/seeds/$$target 2>build/fuzz/$$target.log || \
+	        { tail -n 40 build/fuzz/$$target.log; exit 1; }; \
+	    grep -E '^(stat::number_of_executed_units|Done)' build/fuzz/$$target.log; \
+	done
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Writes the seed corpus of tests/fuzz/fuzz_message.c into tests/fuzz/seeds/: short client
+# Writes the seed corpus of tests/fuzz/fuzz_message.c into tests/fuzz/seeds/message/: short client
 # conversations with the fuzzer's device model (fuzzdev), one per feature, so the fuzzer
 # starts from well-formed messages instead of discovering the framing itself.
 # See fuzz_message.c for the input format (the Error field of a command asks for fds).
@@ -200,7 +200,7 @@ def seeds():
 
 def main():
     directory = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__),
-                                                                   "seeds")
+                                                                   "seeds", "message")
     os.makedirs(directory, exist_ok=True)
     for name, data in seeds():
         next_id[0] = 0
