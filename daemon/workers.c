@@ -1,5 +1,6 @@
 /*
- * Worker threads with their own sd-event loops; see workers.h.
+ * Worker threads with their own sd-event loops, and the control plane's bounded waits on
+ * them; see workers.h.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -8,37 +9,70 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "workers.h"
 
-/* One queued call; lives on the caller's stack while the caller waits. */
+enum task_state { TASK_QUEUED, TASK_RUNNING, TASK_DONE };
+
+/*
+ * One queued call. It and its copy of the argument live on the heap, so that a caller
+ * that stopped waiting can leave a running task behind: the worker frees it then.
+ */
 struct task {
     worker_task_fn function;
     void *argument;
     int result;
-    bool done;
+    enum task_state state;
+    bool abandoned;
     struct task *next;
 };
 
 struct worker {
     struct workers *owner;
+    size_t index;
     pthread_t thread;
     bool thread_started;
     sd_event *event;
     sd_event_source *wake_source;
     int wake_fd;
+    /* Written by the worker before each plugin callback; read by the control plane. */
+    struct vu_callback_tracker tracker;
+
+    /* Under `lock`. */
     pthread_mutex_t lock;
-    pthread_cond_t finished;
+    pthread_cond_t finished; /* a task finished, or the worker answered a heartbeat */
     struct task *head, *tail;
     bool stopping;
+    bool heartbeat_pending;  /* set by the control plane, cleared by the worker */
+    uint64_t heartbeat_sent; /* CLOCK_MONOTONIC, microseconds */
+    bool timed_out;          /* a wait ran out while the heartbeat was pending */
+
+    /* The control plane's own. */
+    bool reported;        /* logged as stuck, and not yet as back */
+    uint64_t logged_usec; /* when it was last logged as stuck */
 };
 
 struct workers {
     struct worker *workers;
     size_t count;
 };
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+static struct timespec monotonic_deadline(uint64_t usec)
+{
+    return (struct timespec){.tv_sec = (time_t)(usec / 1000000),
+                             .tv_nsec = (long)(usec % 1000000) * 1000};
+}
 
 static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
@@ -53,14 +87,23 @@ static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *user
         worker->head = task->next;
         if (worker->head == NULL)
             worker->tail = NULL;
+        task->state = TASK_RUNNING;
         /* Tasks run unlocked: they may take long and may log. */
         pthread_mutex_unlock(&worker->lock);
         int result = task->function(worker->event, task->argument);
         pthread_mutex_lock(&worker->lock);
+        if (task->abandoned) {
+            free(task->argument);
+            free(task);
+            continue;
+        }
         task->result = result;
-        task->done = true;
-        pthread_cond_broadcast(&worker->finished);
+        task->state = TASK_DONE;
     }
+    /* Back in the event loop: whatever the control plane asked is answered. */
+    worker->heartbeat_pending = false;
+    worker->timed_out = false;
+    pthread_cond_broadcast(&worker->finished);
     if (worker->stopping)
         sd_event_exit(worker->event, 0);
     pthread_mutex_unlock(&worker->lock);
@@ -70,8 +113,10 @@ static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *user
 static void *worker_main(void *argument)
 {
     struct worker *worker = argument;
-    int ret = sd_event_loop(worker->event);
+    int ret;
 
+    vu_device_track_callbacks(&worker->tracker);
+    ret = sd_event_loop(worker->event);
     if (ret < 0)
         vu_log(VFIO_USERD_LOG_ERR, NULL, "worker event loop failed: %s", strerror(-ret));
     return NULL;
@@ -85,16 +130,21 @@ static void wake(struct worker *worker)
         vu_log(VFIO_USERD_LOG_ERR, NULL, "worker wake-up failed: %m");
 }
 
-static int worker_init(struct worker *worker, struct workers *owner)
+static int worker_init(struct worker *worker, struct workers *owner, size_t index)
 {
+    pthread_condattr_t attributes;
     int ret;
 
     worker->owner = owner;
+    worker->index = index;
     worker->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (worker->wake_fd < 0)
         return -errno;
     pthread_mutex_init(&worker->lock, NULL);
-    pthread_cond_init(&worker->finished, NULL);
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&worker->finished, &attributes);
+    pthread_condattr_destroy(&attributes);
     ret = sd_event_new(&worker->event);
     if (ret < 0)
         return ret;
@@ -110,13 +160,6 @@ static int worker_init(struct worker *worker, struct workers *owner)
 
 static void worker_fini(struct worker *worker)
 {
-    if (worker->thread_started) {
-        pthread_mutex_lock(&worker->lock);
-        worker->stopping = true;
-        wake(worker);
-        pthread_mutex_unlock(&worker->lock);
-        pthread_join(worker->thread, NULL);
-    }
     sd_event_source_disable_unref(worker->wake_source);
     sd_event_unref(worker->event);
     if (worker->wake_fd >= 0)
@@ -145,7 +188,7 @@ int workers_start(size_t count, struct workers **result)
     for (size_t i = 0; i < count; i++)
         workers->workers[i].wake_fd = -1;
     for (size_t i = 0; i < count && ret >= 0; i++) {
-        ret = worker_init(&workers->workers[i], workers);
+        ret = worker_init(&workers->workers[i], workers, i);
         workers->count = i + 1;
     }
     if (ret < 0) {
@@ -156,14 +199,108 @@ int workers_start(size_t count, struct workers **result)
     return 0;
 }
 
-void workers_stop(struct workers *workers)
+/* Under the worker's lock. */
+static bool is_stuck(const struct worker *worker, uint64_t now)
 {
-    if (workers == NULL)
+    return worker->heartbeat_pending &&
+           (worker->timed_out ||
+            (now >= worker->heartbeat_sent && now - worker->heartbeat_sent >= WORKERS_STUCK_USEC));
+}
+
+/* Under the worker's lock: asks the worker to answer, unless it was already asked. */
+static void send_heartbeat(struct worker *worker, uint64_t now)
+{
+    if (worker->heartbeat_pending)
         return;
+    worker->heartbeat_pending = true;
+    worker->heartbeat_sent = now;
+    wake(worker);
+}
+
+static void describe_stuck(struct worker *worker, uint64_t now, struct worker_stuck *stuck)
+{
+    uint64_t since = worker->heartbeat_sent;
+
+    stuck->worker = worker->index;
+    vu_callback_tracker_read(&worker->tracker, &stuck->state);
+    if (stuck->state.callback != NULL && stuck->state.since_usec < since)
+        since = stuck->state.since_usec;
+    stuck->seconds = now > since ? (now - since) / 1000000 : 0;
+}
+
+/* Under the worker's lock: logs a stuck worker, at most once per interval. */
+static void report_stuck(struct worker *worker, uint64_t now)
+{
+    struct worker_stuck stuck;
+
+    if (worker->reported && now - worker->logged_usec < WORKERS_STUCK_LOG_INTERVAL_USEC)
+        return;
+    describe_stuck(worker, now, &stuck);
+    if (stuck.state.callback != NULL)
+        vu_log(VFIO_USERD_LOG_ERR, stuck.state.device,
+               "stuck for %llu s in the %s callback of plugin %s: worker %zu does not answer, "
+               "and the devices it hosts are reported stuck until it does",
+               (unsigned long long)stuck.seconds, stuck.state.callback, stuck.state.plugin,
+               worker->index);
+    else
+        vu_log(VFIO_USERD_LOG_ERR, NULL,
+               "worker %zu has not answered for %llu s (outside plugin callbacks); the devices "
+               "it hosts are reported stuck until it does",
+               worker->index, (unsigned long long)stuck.seconds);
+    worker->reported = true;
+    worker->logged_usec = now;
+}
+
+size_t workers_stop(struct workers *workers)
+{
+    uint64_t deadline = monotonic_usec() + WORKERS_CALL_TIMEOUT_USEC;
+    size_t left = 0;
+
+    if (workers == NULL)
+        return 0;
+    for (size_t i = 0; i < workers->count; i++) {
+        struct worker *worker = &workers->workers[i];
+        if (!worker->thread_started)
+            continue;
+        pthread_mutex_lock(&worker->lock);
+        worker->stopping = true;
+        wake(worker);
+        pthread_mutex_unlock(&worker->lock);
+    }
+    for (size_t i = 0; i < workers->count; i++) {
+        struct worker *worker = &workers->workers[i];
+        bool running = worker->thread_started, stuck;
+
+        pthread_mutex_lock(&worker->lock);
+        stuck = is_stuck(worker, monotonic_usec());
+        pthread_mutex_unlock(&worker->lock);
+        /* pthread_timedjoin_np measures against CLOCK_REALTIME: poll the end instead. A
+         * worker already known to be stuck is not waited for. */
+        while (running && !stuck) {
+            if (pthread_tryjoin_np(worker->thread, NULL) == 0) {
+                running = false;
+                break;
+            }
+            if (monotonic_usec() >= deadline)
+                break;
+            usleep(1000);
+        }
+        if (running) {
+            pthread_mutex_lock(&worker->lock);
+            report_stuck(worker, monotonic_usec());
+            pthread_mutex_unlock(&worker->lock);
+            left++;
+            continue;
+        }
+        worker->thread_started = false;
+    }
+    if (left > 0)
+        return left; /* the stuck threads still use their workers; the process ends soon */
     for (size_t i = 0; i < workers->count; i++)
         worker_fini(&workers->workers[i]);
     free(workers->workers);
     free(workers);
+    return 0;
 }
 
 size_t workers_count(const struct workers *workers)
@@ -171,20 +308,138 @@ size_t workers_count(const struct workers *workers)
     return workers->count;
 }
 
-int workers_call(struct workers *workers, size_t index, worker_task_fn function, void *argument)
+int workers_call_sized(struct workers *workers, size_t index, worker_task_fn function,
+                       void *argument, size_t size)
 {
     struct worker *worker = &workers->workers[index % workers->count];
-    struct task task = {.function = function, .argument = argument};
+    uint64_t now = monotonic_usec();
+    struct timespec deadline = monotonic_deadline(now + WORKERS_CALL_TIMEOUT_USEC);
+    struct task *task;
+    int ret;
+
+    pthread_mutex_lock(&worker->lock);
+    if (is_stuck(worker, now)) {
+        pthread_mutex_unlock(&worker->lock);
+        return -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&worker->lock);
+
+    task = calloc(1, sizeof(*task));
+    if (task == NULL)
+        return -ENOMEM;
+    task->argument = malloc(size > 0 ? size : 1);
+    if (task->argument == NULL) {
+        free(task);
+        return -ENOMEM;
+    }
+    memcpy(task->argument, argument, size);
+    task->function = function;
 
     pthread_mutex_lock(&worker->lock);
     if (worker->tail != NULL)
-        worker->tail->next = &task;
+        worker->tail->next = task;
     else
-        worker->head = &task;
-    worker->tail = &task;
+        worker->head = task;
+    worker->tail = task;
     wake(worker);
-    while (!task.done)
-        pthread_cond_wait(&worker->finished, &worker->lock);
+    while (task->state != TASK_DONE) {
+        if (pthread_cond_timedwait(&worker->finished, &worker->lock, &deadline) == ETIMEDOUT &&
+            task->state != TASK_DONE)
+            break;
+    }
+    if (task->state == TASK_DONE) {
+        memcpy(argument, task->argument, size);
+        ret = task->result;
+        free(task->argument);
+        free(task);
+        pthread_mutex_unlock(&worker->lock);
+        return ret;
+    }
+
+    /* No answer in time: the worker is stuck. */
+    if (task->state == TASK_QUEUED) {
+        struct task **link = &worker->head, *previous = NULL;
+        while (*link != task) {
+            previous = *link;
+            link = &(*link)->next;
+        }
+        *link = task->next;
+        if (worker->tail == task)
+            worker->tail = previous;
+        free(task->argument);
+        free(task);
+    } else {
+        task->abandoned = true;
+    }
+    send_heartbeat(worker, now);
+    worker->timed_out = true;
+    report_stuck(worker, monotonic_usec());
     pthread_mutex_unlock(&worker->lock);
-    return task.result;
+    return -ETIMEDOUT;
+}
+
+bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck)
+{
+    struct worker *worker = &workers->workers[index % workers->count];
+    uint64_t now = monotonic_usec();
+    bool result;
+
+    pthread_mutex_lock(&worker->lock);
+    result = is_stuck(worker, now);
+    if (result && stuck != NULL)
+        describe_stuck(worker, now, stuck);
+    pthread_mutex_unlock(&worker->lock);
+    return result;
+}
+
+bool workers_heartbeat(struct workers *workers)
+{
+    uint64_t now = monotonic_usec();
+    bool recovered = false;
+
+    for (size_t i = 0; i < workers->count; i++) {
+        struct worker *worker = &workers->workers[i];
+
+        pthread_mutex_lock(&worker->lock);
+        if (is_stuck(worker, now)) {
+            report_stuck(worker, now);
+        } else if (!worker->heartbeat_pending && worker->reported) {
+            vu_log(VFIO_USERD_LOG_NOTICE, NULL, "worker %zu answers again", worker->index);
+            worker->reported = false;
+            recovered = true;
+        }
+        send_heartbeat(worker, now);
+        pthread_mutex_unlock(&worker->lock);
+    }
+    return recovered;
+}
+
+size_t workers_probe(struct workers *workers, uint64_t timeout_usec)
+{
+    uint64_t now = monotonic_usec();
+    struct timespec deadline = monotonic_deadline(now + timeout_usec);
+    size_t stuck = 0;
+
+    for (size_t i = 0; i < workers->count; i++) {
+        struct worker *worker = &workers->workers[i];
+        pthread_mutex_lock(&worker->lock);
+        if (!is_stuck(worker, now))
+            send_heartbeat(worker, now);
+        pthread_mutex_unlock(&worker->lock);
+    }
+    for (size_t i = 0; i < workers->count; i++) {
+        struct worker *worker = &workers->workers[i];
+
+        pthread_mutex_lock(&worker->lock);
+        while (worker->heartbeat_pending && !is_stuck(worker, now) &&
+               pthread_cond_timedwait(&worker->finished, &worker->lock, &deadline) != ETIMEDOUT)
+            ;
+        if (worker->heartbeat_pending) {
+            worker->timed_out = true;
+            report_stuck(worker, monotonic_usec());
+            stuck++;
+        }
+        pthread_mutex_unlock(&worker->lock);
+    }
+    return stuck;
 }

@@ -1,27 +1,85 @@
 /*
  * Worker threads: each runs its own sd-event loop and hosts a set of devices, whose
  * plugin callbacks and socket I/O then all happen on that thread. The control plane hands
- * work to a worker through a queue it wakes with an eventfd, and may wait for the result.
+ * work to a worker through a queue it wakes with an eventfd, and waits for the result, but
+ * never without a deadline: a plugin that hangs in a callback holds its worker, and the
+ * control plane must go on serving every other device, the admin socket and signals.
+ *
+ * A worker is "stuck" when it has not come back to its event loop for WORKERS_STUCK_USEC:
+ * either a call to it timed out, or a heartbeat (workers_heartbeat, from the main loop's
+ * timer) stayed unanswered that long. Calls to a stuck worker fail at once; each worker
+ * records which device, plugin and callback it is in (vu_callback_tracker), so that the
+ * daemon can say what holds it. A worker that comes back is healthy again.
  */
 #ifndef VFIO_USERD_WORKERS_H
 #define VFIO_USERD_WORKERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <systemd/sd-event.h>
+
+#include "device.h"
+
+/* How long the control plane waits for a worker's answer (vfio-userd(8), STUCK DEVICES). */
+#define WORKERS_CALL_TIMEOUT_USEC 1000000
+/* How long a worker may stay away from its event loop before it counts as stuck. */
+#define WORKERS_STUCK_USEC WORKERS_CALL_TIMEOUT_USEC
+/* A stuck worker is logged when found, then at most this often while it stays stuck. */
+#define WORKERS_STUCK_LOG_INTERVAL_USEC (30 * 1000000ull)
 
 struct workers;
 
 typedef int (*worker_task_fn)(sd_event *event, void *argument);
 
+/* What holds a stuck worker. */
+struct worker_stuck {
+    size_t worker;
+    uint64_t seconds;               /* since the worker last answered, or entered the callback */
+    struct vu_callback_state state; /* state.callback NULL: not in plugin code */
+};
+
 /* Starts `count` workers (0: one per online CPU). Signals must already be blocked. */
 int workers_start(size_t count, struct workers **workers);
 
-/* Stops and joins every worker; their queues must be empty of devices by then. */
-void workers_stop(struct workers *workers);
+/*
+ * Stops and joins every worker; their queues must be empty of devices by then, except on
+ * stuck workers. Waits at most WORKERS_CALL_TIMEOUT_USEC in all for the workers to end. A
+ * stuck worker cannot be joined: it is left running, with what it uses (the process must
+ * then exit without unloading plugins). Returns how many were left.
+ */
+size_t workers_stop(struct workers *workers);
 
 size_t workers_count(const struct workers *workers);
 
-/* Runs `task` on worker `index` and returns its result, waiting for it. */
-int workers_call(struct workers *workers, size_t index, worker_task_fn task, void *argument);
+/*
+ * Runs `task` on worker `index` with a copy of the `size` bytes at `argument`, and copies
+ * them back once it is done; returns its result. Waits at most WORKERS_CALL_TIMEOUT_USEC,
+ * and not at all for a worker already stuck: -ETIMEDOUT then, `argument` unchanged. A
+ * task that had not started is withdrawn; one already running finishes later on its copy,
+ * and its result is lost. Only the main thread calls this.
+ */
+int workers_call_sized(struct workers *workers, size_t index, worker_task_fn task, void *argument,
+                       size_t size);
+#define workers_call(workers, index, task, argument)                                               \
+    workers_call_sized(workers, index, task, argument, sizeof(*(argument)))
+
+/* Whether worker `index` is stuck; if so, and `stuck` is not NULL, what holds it. */
+bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck);
+
+/*
+ * Wakes every worker that has no heartbeat pending and looks at those that do: logs a
+ * worker found stuck (with its device, plugin and callback; again at most every
+ * WORKERS_STUCK_LOG_INTERVAL_USEC) and one that answers again. Returns true when a worker
+ * came back since the last call. Never waits.
+ */
+bool workers_heartbeat(struct workers *workers);
+
+/*
+ * Sends every worker a heartbeat and waits until all have answered or `timeout_usec`
+ * passed, so that later calls fail at once on the stuck ones instead of waiting for each
+ * in turn. Returns how many are stuck.
+ */
+size_t workers_probe(struct workers *workers, uint64_t timeout_usec);
 
 #endif /* VFIO_USERD_WORKERS_H */
