@@ -636,8 +636,10 @@ int command_plugins(struct ctl_options *options, int argc, char **argv)
 static void print_status(const struct ctl_options *options, const json_t *status)
 {
     const json_t *devices = json_object_get(status, "devices");
+    const json_t *stuck_workers = json_object_get(status, "stuck_workers"), *stuck;
     json_t *uptime = json_object_get(status, "uptime_seconds");
     char numbers[5][32], text[64];
+    size_t index;
 
     output_field(stdout, FIELD_WIDTH, "Version", "%s", text_member(status, "version"));
     output_field(stdout, FIELD_WIDTH, "PID", "%s",
@@ -651,6 +653,23 @@ static void print_status(const struct ctl_options *options, const json_t *status
                  integer_text(numbers[1], sizeof(numbers[1]), devices, "listening"),
                  integer_text(numbers[2], sizeof(numbers[2]), devices, "connected"),
                  integer_text(numbers[3], sizeof(numbers[3]), devices, "error"));
+    if (json_integer_value(json_object_get(devices, "stuck")) > 0)
+        output_field(stdout, FIELD_WIDTH, "Stuck devices", "%s",
+                     integer_text(numbers[4], sizeof(numbers[4]), devices, "stuck"));
+    /* A worker stuck in plugin code: which device, plugin and callback hold it. */
+    json_array_foreach (stuck_workers, index, stuck) {
+        if (json_is_string(json_object_get(stuck, "callback")))
+            output_field(stdout, FIELD_WIDTH, "Stuck",
+                         "worker %s, %s s in the %s callback of plugin %s (device %s)",
+                         integer_text(numbers[0], sizeof(numbers[0]), stuck, "worker"),
+                         integer_text(numbers[1], sizeof(numbers[1]), stuck, "seconds"),
+                         text_member(stuck, "callback"), text_member(stuck, "plugin"),
+                         text_member(stuck, "device"));
+        else
+            output_field(stdout, FIELD_WIDTH, "Stuck", "worker %s, no answer for %s s",
+                         integer_text(numbers[0], sizeof(numbers[0]), stuck, "worker"),
+                         integer_text(numbers[1], sizeof(numbers[1]), stuck, "seconds"));
+    }
     output_field(stdout, FIELD_WIDTH, "Plugins", "%s",
                  integer_text(numbers[4], sizeof(numbers[4]), status, "plugins"));
     output_field(stdout, FIELD_WIDTH, "Worker threads", "%s",

@@ -116,10 +116,75 @@ static void log_change(const struct admin_peer *peer, const char *what, const ch
            (unsigned)peer->credentials.gid);
 }
 
+/* --- Stuck workers. --- */
+
+/* {"worker", "device", "plugin", "callback", "seconds"}: what holds a stuck worker. */
+static json_t *stuck_json(const struct worker_stuck *stuck)
+{
+    const struct vu_callback_state *state = &stuck->state;
+
+    return json_pack("{s:I, s:o, s:o, s:o, s:I}", "worker", (json_int_t)stuck->worker, "device",
+                     state->callback != NULL ? json_string(state->device) : json_null(), "plugin",
+                     state->callback != NULL ? json_string(state->plugin) : json_null(), "callback",
+                     state->callback != NULL ? json_string(state->callback) : json_null(),
+                     "seconds", (json_int_t)stuck->seconds);
+}
+
+/* One line a person can act on: which worker, device, plugin and callback. */
+static void stuck_text(const struct worker_stuck *stuck, char *text, size_t size)
+{
+    const struct vu_callback_state *state = &stuck->state;
+
+    if (state->callback != NULL)
+        snprintf(text, size,
+                 "worker %zu has been stuck for %llu s in the %s callback of plugin %s "
+                 "(device '%s')",
+                 stuck->worker, (unsigned long long)stuck->seconds, state->callback, state->plugin,
+                 state->device);
+    else
+        snprintf(text, size, "worker %zu has not answered for %llu s", stuck->worker,
+                 (unsigned long long)stuck->seconds);
+}
+
+/* Whether `device`'s worker is stuck; `stuck` is filled when it is. */
+static bool device_stuck(struct daemon *daemon, const struct managed_device *device,
+                         struct worker_stuck *stuck)
+{
+    return workers_stuck(daemon->workers, device->worker, stuck);
+}
+
+/* The error of a method that needs the stuck worker of device `name`. */
+static json_t *fail_stuck(struct method_error *error, const char *name,
+                          const struct worker_stuck *stuck)
+{
+    char text[512];
+    json_t *data = stuck_json(stuck);
+
+    stuck_text(stuck, text, sizeof(text));
+    if (data != NULL)
+        json_object_set_new(data, "name", json_string(name));
+    return fail(error, ADMIN_DEVICE_STUCK, data,
+                "device '%s' is stuck: %s; try again once it answers, or restart the daemon", name,
+                text);
+}
+
+/* Refuses a method on a stuck device; true when it may go ahead. */
+static bool check_not_stuck(struct daemon *daemon, const struct managed_device *device,
+                            struct method_error *error)
+{
+    struct worker_stuck stuck;
+
+    if (!device_stuck(daemon, device, &stuck))
+        return true;
+    fail_stuck(error, device->config->name, &stuck);
+    return false;
+}
+
 /* --- Device description. --- */
 
 struct snapshot_task {
-    struct managed_device *device;
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
     struct vu_device_statistics statistics;
     uint32_t dma_maps;
     bool connected;
@@ -129,39 +194,62 @@ struct snapshot_task {
 static int run_snapshot(sd_event *event, void *argument)
 {
     struct snapshot_task *task = argument;
-    struct managed_device *device = task->device;
 
-    task->statistics = device->device->statistics;
-    task->dma_maps = device->device->dma.count;
-    if (device->endpoint != NULL) {
-        task->connected = vu_endpoint_connected(device->endpoint);
-        task->client_pid = vu_endpoint_client_pid(device->endpoint);
+    task->statistics = task->device->statistics;
+    task->dma_maps = task->device->dma.count;
+    if (task->endpoint != NULL) {
+        task->connected = vu_endpoint_connected(task->endpoint);
+        task->client_pid = vu_endpoint_client_pid(task->endpoint);
     }
     return 0;
 }
 
+/* A counter of the snapshot, or null when the worker could not be asked. */
+static json_t *counter(bool known, uint64_t value)
+{
+    return known ? json_integer((json_int_t)value) : json_null();
+}
+
+/*
+ * The device as device_get shows it. Its counters belong to its worker, and are read
+ * there; a worker that does not answer in time makes the device "stuck", its counters
+ * null, with "stuck" saying what holds the worker.
+ */
 static json_t *describe_device(struct daemon *daemon, struct managed_device *device)
 {
-    struct snapshot_task task = {.device = device};
+    struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
+    struct worker_stuck stuck;
     uint64_t messages = 0;
     const char *state;
+    json_t *error = json_null(), *stuck_data = json_null();
+    char text[512];
+    bool known = workers_call(daemon->workers, device->worker, run_snapshot, &task) >= 0;
 
-    /* Statistics belong to the device's worker: read them there. */
-    workers_call(daemon->workers, device->worker, run_snapshot, &task);
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
         messages += task.statistics.messages[i];
-    state = device->endpoint == NULL ? "error" : task.connected ? "connected" : "listening";
-    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:i, s:o}",
+    if (!known && device_stuck(daemon, device, &stuck)) {
+        state = "stuck";
+        stuck_text(&stuck, text, sizeof(text));
+        error = json_string(text);
+        stuck_data = stuck_json(&stuck);
+    } else if (device->endpoint == NULL) {
+        state = "error";
+        error = json_string("not serving its socket");
+    } else {
+        state = !known ? "unknown" : task.connected ? "connected" : "listening";
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                     "s:o}",
                      "name", device->config->name, "plugin", device->plugin->name, "socket",
                      device->socket_path, "source", device->config->origin, "persistent",
-                     device->source != NULL, "state", state, "error",
-                     device->endpoint == NULL ? json_string("not serving its socket") : json_null(),
+                     device->source != NULL, "state", state, "error", error, "stuck", stuck_data,
                      "client_pid", task.connected ? json_integer(task.client_pid) : json_null(),
-                     "connections", (json_int_t)task.statistics.connections, "messages",
-                     (json_int_t)messages, "errors", (json_int_t)task.statistics.errors,
-                     "bytes_received", (json_int_t)task.statistics.bytes_received, "bytes_sent",
-                     (json_int_t)task.statistics.bytes_sent, "dma_maps", (int)task.dma_maps,
-                     "config", config_device_to_json(device->config));
+                     "connections", counter(known, task.statistics.connections), "messages",
+                     counter(known, messages), "errors", counter(known, task.statistics.errors),
+                     "bytes_received", counter(known, task.statistics.bytes_received), "bytes_sent",
+                     counter(known, task.statistics.bytes_sent), "dma_maps",
+                     counter(known, task.dma_maps), "config",
+                     config_device_to_json(device->config));
 }
 
 /* --- Methods. --- */
@@ -174,6 +262,8 @@ static json_t *method_device_list(struct daemon *daemon, const struct admin_peer
 
     if (!check_params(params, allowed, error))
         return NULL;
+    /* One bounded wait for all workers, rather than one per stuck worker in turn. */
+    workers_probe(daemon->workers, WORKERS_CALL_TIMEOUT_USEC);
     list = json_array();
     for (size_t i = 0; list != NULL && i < daemon->devices.count; i++)
         if (json_array_append_new(list, describe_device(daemon, daemon->devices.devices[i])) < 0)
@@ -278,6 +368,14 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     }
     ret = device_manager_add(&daemon->devices, config, persist ? source : NULL, message,
                              sizeof(message));
+    if (ret == -ETIMEDOUT) {
+        struct worker_stuck stuck = {0};
+        /* The worker chosen for it does not answer. */
+        for (size_t i = 0; i < workers_count(daemon->workers); i++)
+            if (workers_stuck(daemon->workers, i, &stuck))
+                break;
+        return fail_stuck(error, name, &stuck);
+    }
     if (ret < 0)
         return fail(
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
@@ -343,7 +441,8 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
     if (!check_params(params, allowed, error) ||
         (requested = required_name(params, error)) == NULL ||
         !optional_bool(params, "persist", &persist, error) ||
-        (device = existing_device(daemon, requested, error)) == NULL)
+        (device = existing_device(daemon, requested, error)) == NULL ||
+        !check_not_stuck(daemon, device, error))
         return NULL;
     if (device->source != NULL && !persist)
         return fail(error, ADMIN_OPERATION_FAILED, field_data("persist"),
@@ -359,14 +458,19 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
     return json_pack("{s:s, s:b}", "name", name, "persistent", persist);
 }
 
+struct reset_task {
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
+};
+
 static int run_reset(sd_event *event, void *argument)
 {
-    struct managed_device *device = argument;
-    struct vu_device *previous = vu_fault_guard_enter(device->device);
-    int ret = vu_device_reset(device->device);
+    struct reset_task *task = argument;
+    struct vu_device *previous = vu_fault_guard_enter(task->device);
+    int ret = vu_device_reset(task->device);
 
-    if (device->endpoint != NULL)
-        vu_endpoint_flush(device->endpoint);
+    if (task->endpoint != NULL)
+        vu_endpoint_flush(task->endpoint);
     vu_fault_guard_enter(previous);
     return ret;
 }
@@ -376,13 +480,19 @@ static json_t *method_device_reset(struct daemon *daemon, const struct admin_pee
 {
     static const char *const allowed[] = {"name", NULL};
     struct managed_device *device;
+    struct reset_task task;
+    struct worker_stuck stuck;
     const char *name;
     int ret;
 
     if (!check_params(params, allowed, error) || (name = required_name(params, error)) == NULL ||
-        (device = existing_device(daemon, name, error)) == NULL)
+        (device = existing_device(daemon, name, error)) == NULL ||
+        !check_not_stuck(daemon, device, error))
         return NULL;
-    ret = workers_call(daemon->workers, device->worker, run_reset, device);
+    task = (struct reset_task){.device = device->device, .endpoint = device->endpoint};
+    ret = workers_call(daemon->workers, device->worker, run_reset, &task);
+    if (ret == -ETIMEDOUT && device_stuck(daemon, device, &stuck))
+        return fail_stuck(error, name, &stuck);
     if (ret < 0)
         return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
                     strerror(-ret));
@@ -420,24 +530,39 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
 {
     static const char *const allowed[] = {NULL};
     uint64_t now = 0;
-    size_t connected = 0, serving = 0;
+    size_t connected = 0, serving = 0, stuck_devices = 0;
+    json_t *stuck_workers = json_array();
 
     if (!check_params(params, allowed, error))
         return NULL;
     sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
-    for (size_t i = 0; i < daemon->devices.count; i++) {
-        struct snapshot_task task = {.device = daemon->devices.devices[i]};
-        workers_call(daemon->workers, task.device->worker, run_snapshot, &task);
-        connected += task.connected;
-        serving += task.device->endpoint != NULL;
+    /* One bounded wait for all workers; then stuck ones are not waited on again. */
+    workers_probe(daemon->workers, WORKERS_CALL_TIMEOUT_USEC);
+    for (size_t i = 0; i < workers_count(daemon->workers); i++) {
+        struct worker_stuck stuck;
+        if (workers_stuck(daemon->workers, i, &stuck))
+            json_array_append_new(stuck_workers, stuck_json(&stuck));
     }
-    return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:s, s:s}", "version",
-                     VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
+    for (size_t i = 0; i < daemon->devices.count; i++) {
+        struct managed_device *device = daemon->devices.devices[i];
+        struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
+        if (device->endpoint == NULL)
+            continue;
+        if (workers_call(daemon->workers, device->worker, run_snapshot, &task) < 0) {
+            stuck_devices++;
+            continue;
+        }
+        connected += task.connected;
+        serving++;
+    }
+    return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s}",
+                     "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
                      (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
                      (json_int_t)daemon->devices.count, "listening",
-                     (json_int_t)(serving - connected), "connected", (json_int_t)connected, "error",
-                     (json_int_t)(daemon->devices.count - serving), "plugins",
-                     (json_int_t)daemon->plugins.count, "worker_threads",
+                     (json_int_t)(serving - connected), "connected", (json_int_t)connected, "stuck",
+                     (json_int_t)stuck_devices, "error",
+                     (json_int_t)(daemon->devices.count - serving - stuck_devices), "stuck_workers",
+                     stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
                      (json_int_t)workers_count(daemon->workers), "drop_in_problems",
                      (json_int_t)daemon->problems, "plugin_abi",
                      VFIO_USERD_ABI_MAJOR == 1 ? "1.0" : "?", "protocol", "0.1");

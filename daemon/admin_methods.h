@@ -24,6 +24,7 @@ enum admin_error {
     ADMIN_PLUGIN_NOT_FOUND = -32003, /* device_add with an unknown plugin */
     ADMIN_PERSIST_FAILED = -32004,   /* the drop-in could not be written or deleted */
     ADMIN_OPERATION_FAILED = -32005, /* e.g. the socket path is in use */
+    ADMIN_DEVICE_STUCK = -32006,     /* the device's worker is stuck in plugin code */
 };
 
 /* Who sent a request, for the log line of every change. */

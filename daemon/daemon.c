@@ -41,12 +41,47 @@ static bool source_listed(const char *source, const struct pending_device *pendi
     return false;
 }
 
+__attribute__((format(printf, 3, 4))) static void
+report_problem(const struct daemon *daemon, json_t *current, const char *format, ...);
+
+/* Whether `device` lives on a worker that does not answer; `stuck` says what holds it. */
+static bool device_stuck(struct daemon *daemon, const struct managed_device *device,
+                         struct worker_stuck *stuck)
+{
+    return workers_stuck(daemon->workers, device->worker, stuck);
+}
+
 static void notify_status(struct daemon *daemon)
 {
-    sd_notifyf(0, "STATUS=Serving %zu device%s, %zu plugin%s%s", daemon->devices.count,
+    size_t stuck = 0;
+
+    for (size_t i = 0; i < daemon->devices.count; i++)
+        stuck += device_stuck(daemon, daemon->devices.devices[i], NULL);
+    sd_notifyf(0, "STATUS=Serving %zu device%s, %zu plugin%s%s%s", daemon->devices.count,
                daemon->devices.count == 1 ? "" : "s", daemon->plugins.count,
                daemon->plugins.count == 1 ? "" : "s",
-               daemon->problems > 0 ? "; some drop-ins have errors (see the log)" : "");
+               daemon->problems > 0 ? "; some drop-ins have errors (see the log)" : "",
+               stuck > 0 ? "; some devices are stuck in plugin code (see the log)" : "");
+}
+
+/* A device on a stuck worker cannot be stopped or replaced: say so, and try again later. */
+static bool defer_if_stuck(struct daemon *daemon, json_t *reported,
+                           const struct managed_device *device, const char *change)
+{
+    struct worker_stuck stuck;
+
+    if (!device_stuck(daemon, device, &stuck))
+        return false;
+    report_problem(daemon, reported,
+                   "%s: device '%s' cannot be %s: its worker %zu is stuck%s%s%s%s; the change "
+                   "waits until it answers again",
+                   device->config->origin, device->config->name, change, stuck.worker,
+                   stuck.state.callback != NULL ? " in the " : "",
+                   stuck.state.callback != NULL ? stuck.state.callback : "",
+                   stuck.state.callback != NULL ? " callback of plugin " : "",
+                   stuck.state.callback != NULL ? stuck.state.plugin : "");
+    daemon->deferred++;
+    return true;
 }
 
 /*
@@ -104,8 +139,10 @@ size_t daemon_synchronize(struct daemon *daemon)
         problems = 1;
         goto out;
     }
+    daemon->deferred = 0;
     pending = calloc(list.count + 1, sizeof(*pending));
-    kept = calloc(list.count + 1, sizeof(*kept));
+    /* Failed drop-ins, and devices on stuck workers. */
+    kept = calloc(list.count + daemon->devices.count + 1, sizeof(*kept));
     if (pending == NULL || kept == NULL || reported == NULL) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "out of memory; devices left as they were");
         problems = 1;
@@ -135,9 +172,15 @@ size_t daemon_synchronize(struct daemon *daemon)
     /* Removals first, so a name or socket a removed device held is free for the rest. */
     for (size_t i = daemon->devices.count; i-- > 0;) {
         struct managed_device *device = daemon->devices.devices[i];
-        if (device->source != NULL &&
-            !source_listed(device->source, pending, pending_count, kept, kept_count))
-            device_manager_remove(&daemon->devices, device);
+        if (device->source == NULL ||
+            source_listed(device->source, pending, pending_count, kept, kept_count))
+            continue;
+        if (defer_if_stuck(daemon, reported, device, "removed")) {
+            kept[kept_count++] = device->source;
+            problems++;
+            continue;
+        }
+        device_manager_remove(&daemon->devices, device);
     }
     for (size_t i = 0; i < pending_count; i++) {
         struct managed_device *existing =
@@ -147,6 +190,11 @@ size_t daemon_synchronize(struct daemon *daemon)
         pending[i].config = NULL;
         if (existing != NULL && config_device_equal(existing->config, config)) {
             config_device_free(config);
+            continue;
+        }
+        if (existing != NULL && defer_if_stuck(daemon, reported, existing, "changed")) {
+            config_device_free(config);
+            problems++;
             continue;
         }
         ret = existing != NULL
@@ -324,6 +372,25 @@ static int on_inotify(sd_event_source *source, int fd, uint32_t revents, void *u
     return 0;
 }
 
+/*
+ * Looks for stuck workers twice a second. A worker that answers again gets the drop-in
+ * changes left for it. This never waits on a worker: the main loop, and with it the
+ * systemd watchdog, stays alive whatever a plugin does.
+ */
+static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct daemon *daemon = userdata;
+
+    if (workers_heartbeat(daemon->workers)) {
+        if (daemon->deferred > 0)
+            daemon_reload(daemon, "a stuck worker answers again", false);
+        else
+            notify_status(daemon);
+    }
+    sd_event_source_set_time(source, usec + DAEMON_HEARTBEAT_USEC);
+    return 0;
+}
+
 static int on_signal(sd_event_source *source, const struct signalfd_siginfo *info, void *userdata)
 {
     struct daemon *daemon = userdata;
@@ -346,12 +413,49 @@ static int make_directory(const char *path)
     return errno == EEXIST ? 0 : -errno;
 }
 
-static void daemon_free(struct daemon *daemon)
+/*
+ * Logs the devices left on stuck workers, which cannot be stopped: their sockets are
+ * removed all the same, and their clients lose them when the process exits.
+ */
+static void log_stuck_devices(struct daemon *daemon)
 {
+    for (size_t i = 0; i < daemon->devices.count; i++) {
+        const struct managed_device *device = daemon->devices.devices[i];
+        struct worker_stuck stuck;
+
+        if (!device_stuck(daemon, device, &stuck))
+            continue;
+        if (stuck.state.callback != NULL)
+            vu_log(VFIO_USERD_LOG_ERR, device->config->name,
+                   "cannot be stopped: worker %zu has been stuck for %llu s in the %s callback "
+                   "of plugin %s (device %s); giving it up",
+                   stuck.worker, (unsigned long long)stuck.seconds, stuck.state.callback,
+                   stuck.state.plugin, stuck.state.device);
+        else
+            vu_log(VFIO_USERD_LOG_ERR, device->config->name,
+                   "cannot be stopped: worker %zu has not answered for %llu s; giving it up",
+                   stuck.worker, (unsigned long long)stuck.seconds);
+    }
+}
+
+/* Returns how many stuck workers had to be left running (then plugins stay loaded). */
+static size_t daemon_free(struct daemon *daemon)
+{
+    size_t left = 0;
+
+    sd_event_source_disable_unref(daemon->heartbeat_timer);
     admin_server_stop(daemon->admin);
+    if (daemon->workers != NULL && workers_probe(daemon->workers, WORKERS_CALL_TIMEOUT_USEC) > 0)
+        log_stuck_devices(daemon);
+    /* Devices on stuck workers are dropped at once, their sockets unlinked. */
     device_manager_fini(&daemon->devices);
-    workers_stop(daemon->workers);
-    plugin_registry_free(&daemon->plugins);
+    left = workers_stop(daemon->workers);
+    if (left > 0)
+        vu_log(VFIO_USERD_LOG_ERR, NULL,
+               "%zu worker%s stuck in plugin code: exiting without joining %s", left,
+               left == 1 ? "" : "s", left == 1 ? "it" : "them");
+    else
+        plugin_registry_free(&daemon->plugins);
     sd_event_source_disable_unref(daemon->reload_timer);
     sd_event_source_disable_unref(daemon->inotify_source);
     if (daemon->inotify_fd >= 0)
@@ -359,6 +463,7 @@ static void daemon_free(struct daemon *daemon)
     sd_event_unref(daemon->event);
     json_decref(daemon->reported);
     config_daemon_free(daemon->settings);
+    return left;
 }
 
 int daemon_run(struct config_daemon *settings)
@@ -425,11 +530,16 @@ int daemon_run(struct config_daemon *settings)
            workers_count(daemon.workers) == 1 ? "" : "s");
     sd_notify(0, "READY=1");
     notify_status(&daemon);
+    ret = sd_event_add_time_relative(daemon.event, &daemon.heartbeat_timer, CLOCK_MONOTONIC,
+                                     DAEMON_HEARTBEAT_USEC, 0, on_heartbeat, &daemon);
+    if (ret < 0)
+        goto fail;
+    sd_event_source_set_enabled(daemon.heartbeat_timer, SD_EVENT_ON);
     ret = sd_event_loop(daemon.event);
     if (ret < 0)
         goto fail;
-    daemon_free(&daemon);
-    return EXIT_SUCCESS;
+    /* A worker that could not be stopped makes the stop a failure (vfio-userd(8)). */
+    return daemon_free(&daemon) > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
 fail:
     vu_log(VFIO_USERD_LOG_ERR, NULL, "cannot start: %s", strerror(-ret));

@@ -46,9 +46,19 @@ struct daemon {
     json_t *reported;      /* their messages, each logged once at error level */
     uint64_t started_usec; /* CLOCK_MONOTONIC */
     struct admin_server *admin;
+    sd_event_source *heartbeat_timer; /* looks for stuck workers (workers_heartbeat) */
+    size_t deferred; /* drop-in changes left for a stuck worker, done once it answers */
 };
 
-/* Serves until SIGTERM or SIGINT; returns the process exit code. `settings` is taken. */
+/* How often the main loop looks for stuck workers. */
+#define DAEMON_HEARTBEAT_USEC 500000
+
+/*
+ * Serves until SIGTERM or SIGINT; returns the process exit code. `settings` is taken.
+ * A worker stuck in a plugin callback is given up after WORKERS_CALL_TIMEOUT_USEC: the
+ * daemon then removes every socket it can and returns EXIT_FAILURE without joining that
+ * thread, and without unloading plugins it may still run; the caller must just exit.
+ */
 int daemon_run(struct config_daemon *settings);
 
 /*
@@ -63,7 +73,8 @@ int daemon_check_config(const struct config_daemon *settings);
  * daemon_reload). */
 void daemon_reload(struct daemon *daemon, const char *reason, bool explicit_request);
 
-/* Brings the devices in line with the drop-in directories; returns the problem count. */
+/* Brings the devices in line with the drop-in directories; returns the problem count.
+ * A device whose worker is stuck is left as it is until the worker answers again. */
 size_t daemon_synchronize(struct daemon *daemon);
 
 #endif /* VFIO_USERD_DAEMON_H */

@@ -1,0 +1,377 @@
+/*
+ * A plugin stuck in a callback, with the real daemon: the test plugin stuckdev
+ * (tests/plugins/stuckdev.c) hangs in a BAR0 write until a file appears, next to a healthy
+ * testdev device on the other worker. The admin socket must keep answering within a
+ * bounded time and report the first device as stuck (naming its plugin and callback), the
+ * healthy device must keep serving its client, drop-in changes to the stuck device wait
+ * for its worker, and SIGTERM must end the daemon within a bounded time all the same.
+ */
+#include <check.h>
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vfio-userd/plugin.h>
+
+#include "client.h"
+#include "daemon_harness.h"
+#include "test_runner.h"
+
+#define TIMEOUT  DAEMON_HARNESS_TIMEOUT_MS
+#define SCRATCH0 0x010 /* testdev, vfio-userd-testdev(7) */
+/* Bounds the tests hold the daemon to: a call waits at most 1 s for a worker. */
+#define ADMIN_BOUND_MS 3000
+#define EXIT_BOUND_MS  5000
+
+static struct daemon_harness harness;
+static int admin = -1;
+static char release_path[PATH_MAX];
+
+static uint64_t now_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
+    strcpy(address.sun_path, path);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0, "connect %s: %s",
+                  path, strerror(errno));
+    return fd;
+}
+
+/* Calls `method` with `params` (JSON text or NULL); returns the whole response. */
+static json_t *call(const char *method, const char *params)
+{
+    static int next_id = 1;
+    static char buffer[1 << 20];
+    char request[4096];
+    size_t buffered = 0;
+    json_error_t error;
+
+    FORMAT(request, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"%s%s}\n", next_id++, method,
+           params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
+    ck_assert_int_eq(send(admin, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+    for (;;) {
+        char *newline = memchr(buffer, '\n', buffered);
+        if (newline != NULL) {
+            json_t *reply = json_loadb(buffer, (size_t)(newline - buffer), 0, &error);
+            ck_assert_msg(reply != NULL, "reply is not JSON: %s", error.text);
+            return reply;
+        }
+        struct pollfd pollfd = {.fd = admin, .events = POLLIN};
+        ck_assert_msg(poll(&pollfd, 1, TIMEOUT) == 1, "%s: no reply", method);
+        ssize_t received = recv(admin, buffer + buffered, sizeof(buffer) - buffered, 0);
+        ck_assert_int_gt(received, 0);
+        buffered += (size_t)received;
+    }
+}
+
+static json_t *call_ok(const char *method, const char *params)
+{
+    json_t *response = call(method, params);
+    json_t *result = json_incref(json_object_get(response, "result"));
+
+    ck_assert_msg(
+        result != NULL, "%s failed: %s", method,
+        json_string_value(json_object_get(json_object_get(response, "error"), "message")));
+    json_decref(response);
+    return result;
+}
+
+static void write_drop_ins(void)
+{
+    char text[PATH_MAX + 128];
+
+    FORMAT(release_path, "%s/release", harness.directory);
+    FORMAT(text, "plugin: stuckdev\nparams:\n  release_file: %s\n", release_path);
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "stuck0.yaml", text), 0);
+    ck_assert_int_eq(
+        daemon_harness_write_file(harness.devices_dir, "healthy0.yaml", "plugin: testdev\n"), 0);
+}
+
+static void setup(void)
+{
+    char plugins[PATH_MAX];
+    /* --plugin-dir replaces the list: the build's plugins, then the test plugins. */
+    const char *arguments[] = {"--plugin-dir", harness.plugin_dir, "--plugin-dir", plugins, NULL};
+
+    FORMAT(plugins, "%s/tests/plugins", daemon_harness_build_dir());
+    ck_assert_int_eq(daemon_harness_init(&harness, NULL), 0);
+    write_drop_ins();
+    ck_assert_int_eq(daemon_harness_start(&harness, arguments), 0);
+    admin = connect_to(harness.admin_socket);
+}
+
+static void release(void)
+{
+    FILE *file = fopen(release_path, "w");
+
+    ck_assert_ptr_nonnull(file);
+    fclose(file);
+}
+
+static void teardown(void)
+{
+    if (release_path[0] != '\0')
+        release();
+    if (admin >= 0)
+        close(admin);
+    admin = -1;
+    if (harness.pid > 0)
+        daemon_harness_stop(&harness, SIGKILL);
+    daemon_harness_fini(&harness);
+    release_path[0] = '\0';
+}
+
+static struct vu_client *connect_device(const char *name)
+{
+    struct vu_client *client = NULL;
+    char path[PATH_MAX];
+
+    daemon_harness_device_socket(&harness, name, path, sizeof(path));
+    ck_assert_int_eq(vu_client_connect(path, NULL, &client), 0);
+    return client;
+}
+
+/* Sends the BAR0 write that makes stuckdev hang (posted: the client does not wait). */
+static struct vu_client *make_stuck(void)
+{
+    struct vu_client *client = connect_device("stuck0");
+    uint32_t value = 1;
+
+    ck_assert_int_eq(
+        vu_client_region_write_posted(client, VFIO_USERD_REGION_BAR0, 0, &value, sizeof(value)), 0);
+    usleep(100 * 1000); /* long enough for the worker to enter the callback */
+    return client;
+}
+
+/* The healthy device answers its client: a scratch register keeps what is written. */
+static void expect_healthy(struct vu_client *client, uint32_t value)
+{
+    uint32_t read = 0;
+
+    ck_assert_int_eq(
+        vu_client_region_write(client, VFIO_USERD_REGION_BAR0, SCRATCH0, &value, sizeof(value)), 0);
+    ck_assert_int_eq(
+        vu_client_region_read(client, VFIO_USERD_REGION_BAR0, SCRATCH0, &read, sizeof(read)), 0);
+    ck_assert_uint_eq(read, value);
+}
+
+static json_t *find_device(json_t *list, const char *name)
+{
+    size_t index;
+    json_t *device;
+
+    json_array_foreach (list, index, device)
+        if (strcmp(json_string_value(json_object_get(device, "name")), name) == 0)
+            return device;
+    ck_abort_msg("device %s not listed", name);
+    return NULL;
+}
+
+static void expect_stuck_description(const json_t *device)
+{
+    const json_t *stuck = json_object_get(device, "stuck");
+
+    ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "stuck");
+    ck_assert(json_is_object(stuck));
+    ck_assert_str_eq(json_string_value(json_object_get(stuck, "device")), "stuck0");
+    ck_assert_str_eq(json_string_value(json_object_get(stuck, "plugin")), "stuckdev");
+    ck_assert_str_eq(json_string_value(json_object_get(stuck, "callback")), "region_write");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(device, "error")), "stuckdev"));
+}
+
+/* Asserts that `method` fails with the stuck-device error, naming stuck0. */
+static void expect_stuck_error(const char *method, const char *params)
+{
+    uint64_t start = now_ms();
+    json_t *response = call(method, params);
+    json_t *error = json_object_get(response, "error");
+
+    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    ck_assert_msg(error != NULL, "%s succeeded on a stuck device", method);
+    ck_assert_int_eq(json_integer_value(json_object_get(error, "code")), -32006);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(error, "message")), "stuck0"));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(error, "data"), "callback")),
+                     "region_write");
+    json_decref(response);
+}
+
+START_TEST(admin_reports_stuck_device_and_others_keep_serving)
+{
+    struct vu_client *healthy = connect_device("healthy0");
+    struct vu_client *stuck;
+    json_t *list, *device, *status;
+    uint64_t start;
+
+    expect_healthy(healthy, 0x11111111);
+    stuck = make_stuck();
+
+    /* The first call finds out: bounded by one wait for all workers. */
+    start = now_ms();
+    list = call_ok("device_list", NULL);
+    fprintf(stderr, "device_list with a stuck worker, first call: %llu ms\n",
+            (unsigned long long)(now_ms() - start));
+    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    expect_stuck_description(find_device(list, "stuck0"));
+    ck_assert_str_eq(json_string_value(json_object_get(find_device(list, "healthy0"), "state")),
+                     "connected");
+    json_decref(list);
+
+    /* Known stuck: later calls do not wait for it. */
+    start = now_ms();
+    device = call_ok("device_get", "{\"name\":\"stuck0\"}");
+    fprintf(stderr, "device_get of the stuck device: %llu ms\n",
+            (unsigned long long)(now_ms() - start));
+    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    expect_stuck_description(device);
+    ck_assert(json_is_null(json_object_get(device, "messages")));
+    json_decref(device);
+
+    start = now_ms();
+    status = call_ok("daemon_status", NULL);
+    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(status, "devices"), "stuck")), 1);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(status, "devices"), "connected")), 1);
+    ck_assert_uint_eq(json_array_size(json_object_get(status, "stuck_workers")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(status, "stuck_workers"), 0), "device")),
+                     "stuck0");
+    json_decref(status);
+
+    expect_stuck_error("device_reset", "{\"name\":\"stuck0\"}");
+    expect_stuck_error("device_remove", "{\"name\":\"stuck0\",\"persist\":true}");
+
+    /* The other worker's device, and the admin socket, carry on. */
+    expect_healthy(healthy, 0x22222222);
+    device = call_ok("device_get", "{\"name\":\"healthy0\"}");
+    ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
+    json_decref(device);
+
+    /* The journal names the device, the plugin and the callback, once. */
+    ck_assert_int_eq(daemon_harness_wait_log(&harness,
+                                             "in the region_write callback of plugin "
+                                             "stuckdev",
+                                             TIMEOUT),
+                     0);
+    ck_assert_uint_eq(daemon_harness_log_count(&harness, "stuck for"), 1);
+
+    /* Released, the worker answers again and the device is itself again. */
+    release();
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "answers again", TIMEOUT), 0);
+    device = call_ok("device_get", "{\"name\":\"stuck0\"}");
+    ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
+    ck_assert(json_is_null(json_object_get(device, "stuck")));
+    json_decref(device);
+    expect_healthy(healthy, 0x33333333);
+
+    vu_client_close(stuck);
+    vu_client_close(healthy);
+    ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+    ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
+}
+END_TEST
+
+START_TEST(drop_in_changes_wait_for_a_stuck_worker)
+{
+    struct vu_client *stuck = make_stuck();
+    char path[PATH_MAX];
+
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "stuck for", TIMEOUT), 0);
+    FORMAT(path, "%s/stuck0.yaml", harness.devices_dir);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "cannot be removed", TIMEOUT), 0);
+    daemon_harness_device_socket(&harness, "stuck0", path, sizeof(path));
+    ck_assert_int_eq(access(path, F_OK), 0);
+
+    /* Once it answers, the removal happens without another change. */
+    release();
+    ck_assert_int_eq(daemon_harness_wait_socket(&harness, path, false, TIMEOUT), 0);
+    vu_client_close(stuck);
+}
+END_TEST
+
+/* SIGTERM with a worker stuck for good: the daemon exits (status 1), sockets removed. */
+static void sigterm_exits(bool wait_until_known)
+{
+    struct vu_client *stuck = make_stuck();
+    char stuck_path[PATH_MAX], healthy_path[PATH_MAX];
+    uint64_t start;
+
+    if (wait_until_known)
+        ck_assert_int_eq(daemon_harness_wait_log(&harness, "stuck for", TIMEOUT), 0);
+    daemon_harness_device_socket(&harness, "stuck0", stuck_path, sizeof(stuck_path));
+    daemon_harness_device_socket(&harness, "healthy0", healthy_path, sizeof(healthy_path));
+    start = now_ms();
+    ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+    fprintf(stderr, "SIGTERM with a stuck plugin (%s): exit after %llu ms\n",
+            wait_until_known ? "known stuck" : "just stuck",
+            (unsigned long long)(now_ms() - start));
+    ck_assert_uint_lt(now_ms() - start, EXIT_BOUND_MS);
+    ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 1);
+    ck_assert_int_ne(access(stuck_path, F_OK), 0);
+    ck_assert_int_ne(access(healthy_path, F_OK), 0);
+    ck_assert(daemon_harness_log_contains(&harness, "giving it up"));
+    ck_assert(daemon_harness_log_contains(&harness, "exiting without joining"));
+    vu_client_close(stuck);
+}
+
+START_TEST(sigterm_with_a_known_stuck_plugin_exits_in_bounded_time)
+{
+    sigterm_exits(true);
+}
+END_TEST
+
+START_TEST(sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time)
+{
+    sigterm_exits(false);
+}
+END_TEST
+
+static Suite *stuck_suite(void)
+{
+    Suite *suite = suite_create("stuck");
+    TCase *tcase = tcase_create("stuck");
+
+    tcase_add_checked_fixture(tcase, setup, teardown);
+    tcase_set_timeout(tcase, 60);
+    tcase_add_test(tcase, admin_reports_stuck_device_and_others_keep_serving);
+    tcase_add_test(tcase, drop_in_changes_wait_for_a_stuck_worker);
+    tcase_add_test(tcase, sigterm_with_a_known_stuck_plugin_exits_in_bounded_time);
+    tcase_add_test(tcase, sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time);
+    suite_add_tcase(suite, tcase);
+    return suite;
+}
+
+int main(void)
+{
+    int status;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (daemon_harness_global_init() < 0)
+        return EXIT_FAILURE;
+    status = test_run_suite(stuck_suite());
+    daemon_harness_global_cleanup();
+    return status;
+}
