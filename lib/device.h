@@ -86,8 +86,23 @@ struct vu_device {
     /* Set by the SIGBUS guard (fault_guard.h): the client shrank memory it shared. */
     volatile sig_atomic_t dma_fault;
     struct vu_session *session; /* the connected client's session, or NULL */
+    /* The client's eventfds the device holds (SET_IRQS), and the most it may hold. */
+    uint32_t client_fds;
+    uint32_t max_client_fds;
+    bool client_fds_warned; /* this client was told in the log once */
     struct vu_device_statistics statistics;
 };
+
+/*
+ * The most descriptors one client may make the device hold: the eventfds of SET_IRQS. DMA
+ * maps hold none (the memory is mapped and the descriptor closed). The default takes a
+ * trigger eventfd for each of 2048 MSI-X vectors (the most PCI allows), with the same
+ * again to spare for INTx, MSI, ERR, REQ and mask eventfds. Beyond it SET_IRQS fails with
+ * ENOSPC. The bounds are what vu_endpoint_set_max_client_fds() accepts.
+ */
+#define VU_MAX_CLIENT_FDS_DEFAULT 4096u
+#define VU_MAX_CLIENT_FDS_MIN     16u
+#define VU_MAX_CLIENT_FDS_MAX     (1u << 20)
 
 /*
  * Creates a device named `name` from `plugin` with `params` (a JSON object; NULL means

@@ -21,6 +21,15 @@
  * other devices of its worker thread. */
 #define MESSAGES_PER_WAKEUP 64
 
+/* How long accepting pauses when the process is out of descriptors or memory. */
+#define ACCEPT_BACKOFF_USEC (1000u * 1000)
+
+/* Lines a client can make us write by what it does to the socket (connecting in a loop,
+ * running us out of descriptors, never saying VERSION): this many per interval each. */
+#define CONNECTION_LOG_INTERVAL_USEC (10u * 1000 * 1000)
+#define CONNECTION_LOG_BURST         20
+#define ACCEPT_LOG_BURST             1
+
 /* Reassembly state of one socket's incoming stream. */
 struct channel_input {
     uint8_t header_bytes[VU_HEADER_SIZE];
@@ -51,7 +60,14 @@ struct vu_endpoint {
     sd_event *event;
     int listen_fd;
     sd_event_source *listen_source;
-    sd_event_source *accept_retry; /* listening paused after running out of descriptors */
+    /* Both timers are made once and re-armed. They share the loop's CLOCK_MONOTONIC timerfd,
+     * made with the first timer; after that, making or arming one takes no descriptor. */
+    sd_event_source *accept_retry;    /* listening paused after running out of descriptors */
+    sd_event_source *handshake_timer; /* the client's VERSION is due */
+    bool accept_edge_triggered;       /* out of descriptors, and no timer could be made */
+    unsigned accept_failures;         /* in a row, since the last client accepted */
+    struct vu_log_ratelimit accept_log, connection_log;
+    uint64_t handshake_timeout_usec; /* 0: none */
     uint64_t dma_timeout_usec;
     uint32_t dma_chunk_size; /* given to each client's session */
     unsigned refusals;       /* second clients refused while this one is connected */
@@ -150,8 +166,9 @@ static void connection_free(struct connection *connection)
     if (connection->sockets[0] >= 0)
         close(connection->sockets[0]);
     vu_session_free(connection->session);
-    vu_log(VFIO_USERD_LOG_INFO, endpoint->device->name, "client (pid %d) disconnected",
-           (int)connection->pid);
+    vu_log_ratelimited(&endpoint->connection_log, VFIO_USERD_LOG_INFO, endpoint->device->name,
+                       "client (pid %d) disconnected", (int)connection->pid);
+    sd_event_source_set_enabled(endpoint->handshake_timer, SD_EVENT_OFF);
     endpoint->connection = NULL;
     free(connection);
 }
@@ -384,6 +401,11 @@ static int update_events(struct connection *connection)
 
     if (ret < 0)
         return ret;
+    if (vu_session_negotiated(connection->session)) {
+        ret = sd_event_source_set_enabled(connection->endpoint->handshake_timer, SD_EVENT_OFF);
+        if (ret < 0)
+            return ret;
+    }
     for (int channel = 0; channel < 2; channel++) {
         uint32_t events = 0;
 
@@ -445,12 +467,15 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
         ret = update_events(connection);
     if (ret < 0) {
         if (ret != -ECONNRESET && ret != -EPIPE)
-            vu_log(VFIO_USERD_LOG_INFO, device->name, "dropping client: %s", strerror(-ret));
+            vu_log_ratelimited(&connection->endpoint->connection_log, VFIO_USERD_LOG_INFO,
+                               device->name, "dropping client: %s", strerror(-ret));
         connection_free(connection);
     }
     vu_fault_guard_enter(previous);
     return 0;
 }
+
+static int on_handshake_timeout(sd_event_source *source, uint64_t usec, void *userdata);
 
 static int connection_new(struct vu_endpoint *endpoint, int fd)
 {
@@ -481,9 +506,25 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
                           connection);
     if (ret < 0)
         goto fail;
+    if (endpoint->handshake_timeout_usec > 0) {
+        if (endpoint->handshake_timer == NULL)
+            ret = sd_event_add_time_relative(endpoint->event, &endpoint->handshake_timer,
+                                             CLOCK_MONOTONIC, endpoint->handshake_timeout_usec, 0,
+                                             on_handshake_timeout, endpoint);
+        else
+            ret = sd_event_source_set_time_relative(endpoint->handshake_timer,
+                                                    endpoint->handshake_timeout_usec);
+        if (ret >= 0)
+            ret = sd_event_source_set_enabled(endpoint->handshake_timer, SD_EVENT_ONESHOT);
+        if (ret < 0) {
+            sd_event_source_disable_unref(connection->sources[0]);
+            goto fail;
+        }
+    }
     endpoint->connection = connection;
-    vu_log(VFIO_USERD_LOG_INFO, endpoint->device->name, "client connected (pid %d, uid %u)",
-           (int)connection->pid, (unsigned)credentials.uid);
+    vu_log_ratelimited(&endpoint->connection_log, VFIO_USERD_LOG_INFO, endpoint->device->name,
+                       "client connected (pid %d, uid %u)", (int)connection->pid,
+                       (unsigned)credentials.uid);
     return 0;
 fail:
     vu_session_free(connection->session);
@@ -501,19 +542,49 @@ static int on_accept_retry(sd_event_source *source, uint64_t usec, void *userdat
     return 0;
 }
 
+/*
+ * Stops accepting for ACCEPT_BACKOFF_USEC. Once the loop has a CLOCK_MONOTONIC timer (from
+ * any client's handshake deadline, or an earlier back-off), this needs no descriptor. In a
+ * loop that never had one, where sd-event's timerfd cannot be made now, the listening
+ * socket turns edge-triggered instead: the next attempt waits for the next connection,
+ * rather than following at once (re-enabling it at once spun a core at 100%).
+ */
 static void pause_accepting(struct vu_endpoint *endpoint)
 {
-    const uint64_t one_second = 1000000;
+    int ret;
 
-    sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_OFF);
-    if (endpoint->accept_retry == NULL) {
-        if (sd_event_add_time_relative(endpoint->event, &endpoint->accept_retry, CLOCK_MONOTONIC,
-                                       one_second, 0, on_accept_retry, endpoint) < 0)
-            sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_ON);
+    if (endpoint->accept_retry == NULL)
+        ret = sd_event_add_time_relative(endpoint->event, &endpoint->accept_retry, CLOCK_MONOTONIC,
+                                         ACCEPT_BACKOFF_USEC, 0, on_accept_retry, endpoint);
+    else
+        ret = sd_event_source_set_time_relative(endpoint->accept_retry, ACCEPT_BACKOFF_USEC);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(endpoint->accept_retry, SD_EVENT_ONESHOT);
+    if (ret >= 0) {
+        sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_OFF);
         return;
     }
-    sd_event_source_set_time_relative(endpoint->accept_retry, one_second);
-    sd_event_source_set_enabled(endpoint->accept_retry, SD_EVENT_ONESHOT);
+    if (sd_event_source_set_io_events(endpoint->listen_source, EPOLLIN | EPOLLET) >= 0)
+        endpoint->accept_edge_triggered = true;
+}
+
+/* The client never completed VERSION in time: it goes, and the socket is free again. */
+static int on_handshake_timeout(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+    struct connection *connection = endpoint->connection;
+    struct vu_device *previous;
+
+    if (connection == NULL || vu_session_negotiated(connection->session))
+        return 0;
+    vu_log_ratelimited(&endpoint->connection_log, VFIO_USERD_LOG_WARNING, endpoint->device->name,
+                       "client (pid %d) did not complete VERSION within %.3g s "
+                       "(handshake_timeout); disconnecting it",
+                       (int)connection->pid, (double)endpoint->handshake_timeout_usec / 1e6);
+    previous = vu_fault_guard_enter(endpoint->device);
+    connection_free(connection);
+    vu_fault_guard_enter(previous);
+    return 0;
 }
 
 static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
@@ -523,15 +594,28 @@ static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, vo
     int ret;
 
     if (client < 0) {
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        int error = errno;
+
+        if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
             /* The connection stays queued and the socket readable: pause, or spin. */
-            vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name,
-                   "cannot accept a client: %m; retrying in a second");
+            endpoint->accept_failures++;
+            vu_log_ratelimited(
+                &endpoint->accept_log, VFIO_USERD_LOG_WARNING, endpoint->device->name,
+                "cannot accept a client: %s; retrying every second", strerror(error));
             pause_accepting(endpoint);
-        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-            vu_log(VFIO_USERD_LOG_WARNING, endpoint->device->name, "accept failed: %m");
+        } else if (error != EAGAIN && error != EINTR && error != ECONNABORTED) {
+            vu_log_ratelimited(&endpoint->accept_log, VFIO_USERD_LOG_WARNING,
+                               endpoint->device->name, "accept failed: %s", strerror(error));
         }
         return 0;
+    }
+    if (endpoint->accept_edge_triggered &&
+        sd_event_source_set_io_events(endpoint->listen_source, EPOLLIN) >= 0)
+        endpoint->accept_edge_triggered = false;
+    if (endpoint->accept_failures > 0) {
+        vu_log(VFIO_USERD_LOG_NOTICE, endpoint->device->name,
+               "accepting clients again, after %u failed attempts", endpoint->accept_failures);
+        endpoint->accept_failures = 0;
     }
     if (endpoint->connection != NULL) {
         /* One client per device: refuse the newcomer, leave the first alone. */
@@ -544,8 +628,8 @@ static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, vo
     endpoint->refusals = 0;
     ret = connection_new(endpoint, client);
     if (ret < 0)
-        vu_log(VFIO_USERD_LOG_ERR, endpoint->device->name, "cannot accept client: %s",
-               strerror(-ret));
+        vu_log_ratelimited(&endpoint->connection_log, VFIO_USERD_LOG_ERR, endpoint->device->name,
+                           "cannot accept client: %s", strerror(-ret));
     return 0;
 }
 
@@ -583,6 +667,11 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     endpoint->listen_fd = listen_fd;
     endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
     endpoint->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
+    endpoint->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
+    endpoint->accept_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(
+        CONNECTION_LOG_INTERVAL_USEC, ACCEPT_LOG_BURST);
+    endpoint->connection_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(
+        CONNECTION_LOG_INTERVAL_USEC, CONNECTION_LOG_BURST);
     ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
                           endpoint);
     for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
@@ -610,6 +699,7 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     for (uint32_t i = 0; i < VFIO_USERD_MAX_IOEVENTFDS; i++)
         sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
     sd_event_source_disable_unref(endpoint->accept_retry);
+    sd_event_source_disable_unref(endpoint->handshake_timer);
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)
         close(endpoint->listen_fd);
@@ -639,6 +729,25 @@ int vu_endpoint_set_dma_chunk_size(struct vu_endpoint *endpoint, uint32_t bytes)
     if (endpoint->connection != NULL)
         vu_session_set_dma_chunk_size(endpoint->connection->session, bytes);
     return 0;
+}
+
+void vu_endpoint_set_handshake_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec)
+{
+    endpoint->handshake_timeout_usec = timeout_usec;
+}
+
+int vu_endpoint_set_max_client_fds(struct vu_endpoint *endpoint, uint32_t count)
+{
+    if (count < VU_MAX_CLIENT_FDS_MIN || count > VU_MAX_CLIENT_FDS_MAX)
+        return -EINVAL;
+    endpoint->device->max_client_fds = count;
+    return 0;
+}
+
+void vu_endpoint_client_fds(const struct vu_endpoint *endpoint, uint32_t *held, uint32_t *limit)
+{
+    *held = endpoint->device->client_fds;
+    *limit = endpoint->device->max_client_fds;
 }
 
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint)

@@ -61,6 +61,25 @@ void vu_endpoint_set_dma_timeout(struct vu_endpoint *endpoint, uint64_t timeout_
  */
 int vu_endpoint_set_dma_chunk_size(struct vu_endpoint *endpoint, uint32_t bytes);
 
+/*
+ * How long a client has, from connecting, to complete VERSION before it is disconnected and
+ * the socket is free for the next one; 0: forever. A silent first client would otherwise
+ * hold the device. Takes effect from the next client.
+ */
+#define VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC (10u * 1000 * 1000)
+
+void vu_endpoint_set_handshake_timeout(struct vu_endpoint *endpoint, uint64_t timeout_usec);
+
+/*
+ * The most descriptors a client may make the device hold (VU_MAX_CLIENT_FDS_* in device.h):
+ * -EINVAL outside VU_MAX_CLIENT_FDS_MIN..VU_MAX_CLIENT_FDS_MAX. A lower bound than the
+ * connected client holds refuses only its next SET_IRQS that adds descriptors.
+ */
+int vu_endpoint_set_max_client_fds(struct vu_endpoint *endpoint, uint32_t count);
+
+/* The descriptors the client makes the device hold now, and the bound (for status). */
+void vu_endpoint_client_fds(const struct vu_endpoint *endpoint, uint32_t *held, uint32_t *limit);
+
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint);
 
 /* The connected client's process id, or 0. */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +19,14 @@ static void close_fd(int *fd)
         close(*fd);
         *fd = -1;
     }
+}
+
+/* Closes a client's eventfd the device held, if any, and counts it out of the budget. */
+static void release_slot(struct vu_device *device, int *slot)
+{
+    if (*slot >= 0)
+        device->client_fds--;
+    close_fd(slot);
 }
 
 /* Signals an eventfd; the descriptors are non-blocking, so this never stalls. */
@@ -152,6 +161,8 @@ int vu_device_allocate_interrupts(struct vu_device *device)
 {
     device->irqs[VFIO_USERD_IRQ_ERR].count = 1;
     device->irqs[VFIO_USERD_IRQ_REQ].count = 1;
+    device->client_fds = 0;
+    device->max_client_fds = VU_MAX_CLIENT_FDS_DEFAULT;
     device->irqs[VFIO_USERD_IRQ_INTX].info_flags =
         VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
     device->irqs[VFIO_USERD_IRQ_MSI].info_flags = VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE;
@@ -177,12 +188,13 @@ int vu_device_allocate_interrupts(struct vu_device *device)
     return 0;
 }
 
-static void close_irq_fds(struct vu_irq_state *irq, uint32_t start, uint32_t count)
+static void close_irq_fds(struct vu_device *device, struct vu_irq_state *irq, uint32_t start,
+                          uint32_t count)
 {
     for (uint32_t i = start; i < start + count; i++) {
-        close_fd(&irq->trigger_fds[i]);
-        close_fd(&irq->mask_fds[i]);
-        close_fd(&irq->unmask_fds[i]);
+        release_slot(device, &irq->trigger_fds[i]);
+        release_slot(device, &irq->mask_fds[i]);
+        release_slot(device, &irq->unmask_fds[i]);
     }
 }
 
@@ -191,7 +203,7 @@ void vu_device_release_interrupts(struct vu_device *device)
     for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
         struct vu_irq_state *irq = &device->irqs[index];
         if (irq->trigger_fds != NULL && irq->mask_fds != NULL && irq->unmask_fds != NULL)
-            close_irq_fds(irq, 0, irq->count);
+            close_irq_fds(device, irq, 0, irq->count);
         free(irq->trigger_fds);
         free(irq->mask_fds);
         free(irq->unmask_fds);
@@ -219,6 +231,35 @@ static void close_fds(int *fds, size_t count)
 {
     for (size_t i = 0; i < count; i++)
         close_fd(&fds[i]);
+}
+
+/* The eventfd slots SET_IRQS with `action` writes, for one vector. */
+static int *action_slot(struct vu_irq_state *irq, uint32_t action, uint32_t vector)
+{
+    return action == VFIO_IRQ_SET_ACTION_TRIGGER ? &irq->trigger_fds[vector]
+           : action == VFIO_IRQ_SET_ACTION_MASK  ? &irq->mask_fds[vector]
+                                                 : &irq->unmask_fds[vector];
+}
+
+/*
+ * Whether the client may hand over `fd_count` eventfds for vectors [start, start + count)
+ * of `irq`, replacing those it gave before for the same slots, within its budget.
+ */
+static int check_fd_budget(struct vu_device *device, struct vu_irq_state *irq, uint32_t action,
+                           uint32_t start, uint32_t count, size_t fd_count)
+{
+    uint64_t held = device->client_fds;
+
+    for (uint32_t i = 0; i < count; i++)
+        held -= *action_slot(irq, action, start + i) >= 0;
+    if (held + fd_count <= device->max_client_fds)
+        return 0;
+    vu_log(device->client_fds_warned ? VFIO_USERD_LOG_DEBUG : VFIO_USERD_LOG_WARNING, device->name,
+           "SET_IRQS refused: the client would make the device hold %" PRIu64
+           " eventfds, more than max_client_fds (%u)",
+           held + fd_count, device->max_client_fds);
+    device->client_fds_warned = true;
+    return -ENOSPC;
 }
 
 static void set_masked(struct vu_device *device, enum vfio_userd_irq_index index, uint32_t vector,
@@ -258,7 +299,7 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
         if (data_type != VFIO_IRQ_SET_DATA_NONE || action != VFIO_IRQ_SET_ACTION_TRIGGER ||
             set->start != 0)
             goto out;
-        close_irq_fds(irq, 0, irq->count);
+        close_irq_fds(device, irq, 0, irq->count);
         vu_device_clear_interrupts(device, set->index);
         ret = 0;
         goto notify;
@@ -269,6 +310,12 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
         goto out;
     if (action != VFIO_IRQ_SET_ACTION_TRIGGER && !(irq->info_flags & VFIO_IRQ_INFO_MASKABLE))
         goto out;
+    if (fd_count > 0) {
+        ret = check_fd_budget(device, irq, action, set->start, set->count, fd_count);
+        if (ret < 0)
+            goto out;
+        ret = -EINVAL;
+    }
     for (size_t i = 0; i < fd_count; i++) {
         int flags = fcntl(fds[i], F_GETFL);
         if (flags < 0 || fcntl(fds[i], F_SETFL, flags | O_NONBLOCK) < 0)
@@ -280,14 +327,14 @@ int vu_device_set_irqs(struct vu_device *device, const struct vfio_irq_set *set,
         bool selected = data_type != VFIO_IRQ_SET_DATA_BOOL || data[i] != 0;
 
         if (data_type == VFIO_IRQ_SET_DATA_EVENTFD) {
-            int *slot = action == VFIO_IRQ_SET_ACTION_TRIGGER ? &irq->trigger_fds[vector]
-                        : action == VFIO_IRQ_SET_ACTION_MASK  ? &irq->mask_fds[vector]
-                                                              : &irq->unmask_fds[vector];
-            close_fd(slot);
+            int *slot = action_slot(irq, action, vector);
+
+            release_slot(device, slot);
             /* No descriptors at all means "de-assign these vectors". */
             if (fd_count > 0) {
                 *slot = fds[i];
                 fds[i] = -1;
+                device->client_fds++;
             }
             continue;
         }
@@ -322,9 +369,10 @@ int vu_device_irq_signal(struct vu_device *device, enum vfio_userd_irq_index ind
 void vu_device_release_client_interrupts(struct vu_device *device)
 {
     for (unsigned index = 0; index < VFIO_USERD_IRQ_COUNT; index++) {
-        close_irq_fds(&device->irqs[index], 0, device->irqs[index].count);
+        close_irq_fds(device, &device->irqs[index], 0, device->irqs[index].count);
         vu_device_clear_interrupts(device, index);
     }
+    device->client_fds_warned = false;
     /* The next client may keep the MSI-X table itself: ours gates nothing until it writes. */
     vu_msix_forget_client(&device->msix);
 }

@@ -2,6 +2,7 @@
  * Core logging: level filter and sink; see log.h.
  */
 #include <stdio.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -49,4 +50,49 @@ void vu_log(enum vfio_userd_log_level level, const char *device, const char *for
     va_start(args, format);
     vu_log_va(level, device, format, args);
     va_end(args);
+}
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+bool vu_log_ratelimit_allow(struct vu_log_ratelimit *limit, unsigned *suppressed)
+{
+    uint64_t now = monotonic_usec();
+
+    if (limit->begin_usec == 0 || now - limit->begin_usec >= limit->interval_usec) {
+        limit->begin_usec = now;
+        limit->printed = 0;
+    }
+    if (limit->printed >= limit->burst) {
+        limit->suppressed++;
+        return false;
+    }
+    limit->printed++;
+    *suppressed = limit->suppressed;
+    limit->suppressed = 0;
+    return true;
+}
+
+void vu_log_ratelimited(struct vu_log_ratelimit *limit, enum vfio_userd_log_level level,
+                        const char *device, const char *format, ...)
+{
+    char message[900];
+    unsigned suppressed;
+    va_list args;
+
+    /* A line the level drops anyway uses none of the budget. */
+    if (level > vu_log_get_level() || !vu_log_ratelimit_allow(limit, &suppressed))
+        return;
+    va_start(args, format);
+    vsnprintf(message, sizeof(message), format, args);
+    va_end(args);
+    if (suppressed > 0)
+        vu_log(level, device, "%s (%u similar messages suppressed)", message, suppressed);
+    else
+        vu_log(level, device, "%s", message);
 }

@@ -132,6 +132,11 @@ bool vu_session_ready(const struct vu_session *session)
            queue->attachment_count < VU_OUTPUT_MAX_ATTACHMENTS;
 }
 
+bool vu_session_negotiated(const struct vu_session *session)
+{
+    return session->negotiated;
+}
+
 bool vu_session_closing(const struct vu_session *session)
 {
     return session->closing;

@@ -79,6 +79,9 @@ int vu_session_handle_message(struct vu_session *session, enum vu_channel channe
 void vu_session_reject_message(struct vu_session *session, const struct vu_header *header,
                                int error);
 
+/* Whether VERSION was negotiated: the handshake is over. */
+bool vu_session_negotiated(const struct vu_session *session);
+
 /* Whether a fatal error asked for the connection to close. */
 bool vu_session_closing(const struct vu_session *session);
 

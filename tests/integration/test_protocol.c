@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -21,6 +22,7 @@
 #include "client.h"
 #include "device.h"
 #include "endpoint.h"
+#include "log.h"
 #include "mock_device.h"
 #include "session.h"
 #include "test_server.h"
@@ -29,6 +31,28 @@
 static struct test_server server;
 static struct vu_client *client;
 static int fds_before;
+
+/* Log lines the server wrote about accept() failing, and about handshake timeouts. */
+static unsigned accept_failure_lines, handshake_timeout_lines;
+
+/* The default sink's format, with the lines the tests count counted. */
+static void counting_sink(enum vfio_userd_log_level level, const char *device, const char *message)
+{
+    if (strstr(message, "cannot accept a client") != NULL)
+        __atomic_add_fetch(&accept_failure_lines, 1, __ATOMIC_RELAXED);
+    if (strstr(message, "did not complete VERSION") != NULL)
+        __atomic_add_fetch(&handshake_timeout_lines, 1, __ATOMIC_RELAXED);
+    fprintf(stderr, "<%d>%s: %s\n", (int)level, device != NULL ? device : "-", message);
+}
+
+static uint64_t cpu_usec(void)
+{
+    struct rusage usage;
+
+    getrusage(RUSAGE_SELF, &usage);
+    return (uint64_t)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000 +
+           (uint64_t)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
 
 static void setup(void)
 {
@@ -2018,6 +2042,7 @@ START_TEST(out_of_descriptors_then_accepted)
 {
     struct rlimit original, tight;
     struct sockaddr_un address = {.sun_family = AF_UNIX};
+    uint64_t cpu;
     int fd;
 
     unsigned connects;
@@ -2040,8 +2065,16 @@ START_TEST(out_of_descriptors_then_accepted)
         spares++;
     ck_assert_int_lt(spares, 128);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
-    usleep(200000);
+    /* For a while the server can take no descriptor, not even for a back-off timer: it
+     * must pause all the same, neither spinning nor flooding the log. */
+    __atomic_store_n(&accept_failure_lines, 0, __ATOMIC_RELAXED);
+    cpu = cpu_usec();
+    usleep(1500000);
+    cpu = cpu_usec() - cpu;
     ck_assert_uint_eq(MOCK_OBSERVED(connects), connects);
+    ck_assert_uint_le(__atomic_load_n(&accept_failure_lines, __ATOMIC_RELAXED), 1);
+    ck_assert_msg(cpu < 300000, "the server used %llu us of CPU in 1.5 s while out of descriptors",
+                  (unsigned long long)cpu);
     for (int i = 0; i < spares; i++)
         close(spare[i]);
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &original), 0);
@@ -2049,6 +2082,166 @@ START_TEST(out_of_descriptors_then_accepted)
     ck_assert_int_eq(vu_client_attach(fd, &client), 0);
     ck_assert_int_eq(vu_client_negotiate(client, NULL), 0);
     assert_device_serves();
+}
+END_TEST
+
+/* --- Handshake deadline -------------------------------------------------------------------- */
+
+static void shorten_handshake_timeout(struct test_server *served, void *argument)
+{
+    vu_endpoint_set_handshake_timeout(served->endpoint, 200000);
+}
+
+/* Whether the server closed `fd` within `timeout_ms`. */
+static bool closed_by_server(int fd, int timeout_ms)
+{
+    struct pollfd pollfd = {.fd = fd, .events = POLLIN};
+    char byte;
+
+    while (poll(&pollfd, 1, timeout_ms) == 1) {
+        ssize_t received = recv(fd, &byte, 1, MSG_DONTWAIT);
+        if (received == 0)
+            return true;
+        if (received < 0 && errno != EAGAIN)
+            return true;
+    }
+    return false;
+}
+
+START_TEST(silent_client_disconnected_at_handshake_deadline)
+{
+    struct vu_header header;
+    uint8_t reply[64];
+    int silent, chatty;
+
+    test_server_call(&server, shorten_handshake_timeout, NULL);
+    vu_client_close(client);
+    client = NULL;
+    wait_disconnected();
+    __atomic_store_n(&handshake_timeout_lines, 0, __ATOMIC_RELAXED);
+
+    /* Says nothing: gone at the deadline, and the next client is served. */
+    silent = raw_connect();
+    ck_assert(closed_by_server(silent, 2000));
+    close(silent);
+    ck_assert_uint_eq(__atomic_load_n(&handshake_timeout_lines, __ATOMIC_RELAXED), 1);
+    wait_disconnected();
+
+    /* Talks, but never VERSION: answered with errors, and gone at the deadline all the same. */
+    chatty = raw_connect();
+    ck_assert_int_eq(vu_client_attach(chatty, &client), 0);
+    ck_assert_int_eq(vu_client_send(client, 1, VU_COMMAND_DEVICE_RESET, 0, NULL, 0, NULL, 0), 0);
+    ck_assert_int_eq(vu_client_receive(client, &header, reply, sizeof(reply), NULL, NULL, 0, NULL),
+                     0);
+    ck_assert(header.flags & VU_FLAGS_ERROR);
+    ck_assert(closed_by_server(vu_client_socket(client), 2000));
+    vu_client_close(client);
+    client = NULL;
+    wait_disconnected();
+
+    /* One that completes VERSION in time stays past the deadline. */
+    ck_assert_int_eq(vu_client_connect(server.socket_path, NULL, &client), 0);
+    usleep(400000);
+    assert_device_serves();
+    ck_assert_uint_eq(__atomic_load_n(&handshake_timeout_lines, __ATOMIC_RELAXED), 2);
+}
+END_TEST
+
+/* --- Descriptors a client makes the device hold ------------------------------------------- */
+
+static void set_fd_budget(struct test_server *served, void *argument)
+{
+    ck_assert_int_eq(vu_endpoint_set_max_client_fds(served->endpoint, *(uint32_t *)argument), 0);
+}
+
+static void read_fd_budget(struct test_server *served, void *argument)
+{
+    uint32_t *counts = argument;
+
+    vu_endpoint_client_fds(served->endpoint, &counts[0], &counts[1]);
+}
+
+static void refuse_fd_budgets(struct test_server *served, void *argument)
+{
+    ck_assert_int_eq(vu_endpoint_set_max_client_fds(served->endpoint, VU_MAX_CLIENT_FDS_MIN - 1),
+                     -EINVAL);
+    ck_assert_int_eq(vu_endpoint_set_max_client_fds(served->endpoint, VU_MAX_CLIENT_FDS_MAX + 1),
+                     -EINVAL);
+}
+
+static void open_eventfds(int *fds, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++) {
+        fds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        ck_assert_int_ge(fds[i], 0);
+    }
+}
+
+static void close_eventfds(int *fds, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        close(fds[i]);
+}
+
+START_TEST(client_fd_budget)
+{
+    const uint32_t trigger = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    const uint32_t mask = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_MASK;
+    int triggers[MOCK_MSIX_VECTORS], masks[MOCK_MSIX_VECTORS], more[MOCK_MSIX_VECTORS], err;
+    uint32_t budget = 2 * MOCK_MSIX_VECTORS, counts[2];
+
+    _Static_assert(2 * MOCK_MSIX_VECTORS >= VU_MAX_CLIENT_FDS_MIN, "the budget below is valid");
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], 0);
+    ck_assert_uint_eq(counts[1], VU_MAX_CLIENT_FDS_DEFAULT);
+    test_server_call(&server, refuse_fd_budgets, NULL);
+    test_server_call(&server, set_fd_budget, &budget);
+    open_eventfds(triggers, MOCK_MSIX_VECTORS);
+    open_eventfds(masks, MOCK_MSIX_VECTORS);
+    open_eventfds(more, MOCK_MSIX_VECTORS);
+    open_eventfds(&err, 1);
+
+    /* Up to the budget. */
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX, trigger, 0,
+                                        MOCK_MSIX_VECTORS, triggers, NULL),
+                     0);
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX, mask, 0, MOCK_MSIX_VECTORS,
+                                        masks, NULL),
+                     0);
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], budget);
+    /* One more is refused with an error reply, and nothing changes. */
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_ERR_IRQ_INDEX, trigger, 0, 1, &err, NULL),
+                     -ENOSPC);
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], budget);
+    assert_device_serves();
+    /* Replacing descriptors the device holds takes no more of the budget. */
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX, trigger, 0,
+                                        MOCK_MSIX_VECTORS, more, NULL),
+                     0);
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], budget);
+    /* Giving some back makes room. */
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX,
+                                        VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0,
+                                        NULL, NULL),
+                     0);
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], 0);
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_ERR_IRQ_INDEX, trigger, 0, 1, &err, NULL),
+                     0);
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], 1);
+    /* What a client held is given back when it goes. */
+    reconnect();
+    test_server_call(&server, read_fd_budget, counts);
+    ck_assert_uint_eq(counts[0], 0);
+    assert_device_serves();
+    close_eventfds(triggers, MOCK_MSIX_VECTORS);
+    close_eventfds(masks, MOCK_MSIX_VECTORS);
+    close_eventfds(more, MOCK_MSIX_VECTORS);
+    close_eventfds(&err, 1);
 }
 END_TEST
 
@@ -2206,6 +2399,8 @@ static Suite *protocol_suite(void)
         {"connection", second_client_refused_first_undisturbed},
         {"connection", out_of_descriptors_then_accepted},
         {"connection", disconnect_releases_client_state_keeps_device_state},
+        {"connection", client_fd_budget},
+        {"connection", silent_client_disconnected_at_handshake_deadline},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -2224,5 +2419,6 @@ static Suite *protocol_suite(void)
 
 int main(void)
 {
+    vu_log_set_sink(counting_sink);
     return test_run_suite(protocol_suite());
 }
