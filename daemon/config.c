@@ -18,6 +18,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "device.h"
+#include "endpoint.h"
 #include "params.h"
 #include "session.h"
 
@@ -34,16 +36,10 @@ struct config_report {
 
 static const char *const device_keys[] = {"name", "plugin", "enabled", "socket", "params", NULL};
 static const char *const socket_keys[] = {"path", "user", "group", "mode", NULL};
-static const char *const daemon_keys[] = {"devices_dirs",
-                                          "plugin_dirs",
-                                          "runtime_dir",
-                                          "admin_socket",
-                                          "admin_socket_mode",
-                                          "admin_socket_group",
-                                          "worker_threads",
-                                          "log_level",
-                                          "dma_message_chunk_size",
-                                          NULL};
+static const char *const daemon_keys[] = {
+    "devices_dirs",           "plugin_dirs",        "runtime_dir",       "admin_socket",
+    "admin_socket_mode",      "admin_socket_group", "worker_threads",    "log_level",
+    "dma_message_chunk_size", "max_client_fds",     "handshake_timeout", NULL};
 
 static const char *const log_level_names[] = {
     [LOG_ERR] = "err",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
@@ -131,6 +127,26 @@ __attribute__((format(printf, 6, 7))) static int report_at(const struct config_r
 }
 
 #define report_value(report, path, ...) report_at(report, -EINVAL, path, false, path, __VA_ARGS__)
+
+/*
+ * The first control character (below 0x20, or DEL) in `text`, or NUL. A name or path with
+ * one would be written into log lines and error messages as is, where a newline forges a
+ * line of its own; no file name or account a person means has one.
+ */
+static unsigned char find_control(const char *text)
+{
+    for (; *text != '\0'; text++) {
+        unsigned char c = (unsigned char)*text;
+        if (c < 0x20 || c == 0x7f) {
+            return c;
+        }
+    }
+    return 0;
+}
+
+#define report_control(report, path, c)                                                            \
+    report_value(report, path, "contains a control character (0x%02x); names and paths may not",   \
+                 (unsigned int)(c))
 
 static const char *describe(const json_t *value, char *buffer, size_t size)
 {
@@ -267,6 +283,9 @@ static int parse_path(const struct config_report *report, const json_t *value, c
     if (ret < 0) {
         return ret;
     }
+    if (find_control(text) != 0) {
+        return report_control(report, path, find_control(text));
+    }
     if (text[0] != '/') {
         return report_value(report, path, "%s is not an absolute path",
                             yaml_json_quote(quoted, sizeof(quoted), text));
@@ -300,6 +319,9 @@ static int parse_account(const struct config_report *report, const json_t *value
     ret = get_string(report, value, path, "a user or group name", &text);
     if (ret < 0) {
         return ret;
+    }
+    if (find_control(text) != 0) {
+        return report_control(report, path, find_control(text));
     }
     length = strlen(text);
     for (i = 0; i < length; i++) {
@@ -381,6 +403,12 @@ static int check_param(const struct config_report *report, const json_t *value, 
         if (json_is_object(value)) {
             json_object_foreach ((json_t *)value, key, member) {
                 snprintf(child, sizeof(child), "%s.%s", path, key);
+                if (find_control(key) != 0) {
+                    return report_at(report, -EINVAL, child, true, child,
+                                     "the key contains a control character (0x%02x); "
+                                     "names and paths may not",
+                                     (unsigned int)find_control(key));
+                }
                 ret = check_param(report, member, child, depth + 1);
                 if (ret < 0) {
                     return ret;
@@ -1031,6 +1059,8 @@ static int daemon_copy(struct config_daemon *target, const struct config_daemon 
     target->worker_threads = source->worker_threads;
     target->log_level = source->log_level;
     target->dma_message_chunk_size = source->dma_message_chunk_size;
+    target->max_client_fds = source->max_client_fds;
+    target->handshake_timeout_usec = source->handshake_timeout_usec;
     ret = strv_copy(source->devices_dirs, source->devices_dir_count, &target->devices_dirs);
     if (ret == 0) {
         target->devices_dir_count = source->devices_dir_count;
@@ -1068,6 +1098,8 @@ int config_daemon_new(struct config_daemon **result)
     daemon->worker_threads = 0;
     daemon->log_level = CONFIG_LOG_LEVEL;
     daemon->dma_message_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
+    daemon->max_client_fds = VU_MAX_CLIENT_FDS_DEFAULT;
+    daemon->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
     ret = default_devices_dirs(&daemon->devices_dirs, &daemon->devices_dir_count);
     if (ret == 0) {
         ret = default_plugin_dirs(&daemon->plugin_dirs, &daemon->plugin_dir_count);
@@ -1161,6 +1193,56 @@ static int parse_dma_chunk_size(const struct config_report *report, const json_t
     return 0;
 }
 
+/* max_client_fds: an integer within what vu_endpoint_set_max_client_fds() takes. */
+static int parse_max_client_fds(const struct config_report *report, const json_t *value,
+                                const char *key, uint32_t *result)
+{
+    char description[96];
+
+    if (!json_is_integer(value) || json_integer_value(value) < VU_MAX_CLIENT_FDS_MIN ||
+        json_integer_value(value) > VU_MAX_CLIENT_FDS_MAX) {
+        return report_value(report, key, "expected an integer from %u to %u, found %s",
+                            VU_MAX_CLIENT_FDS_MIN, VU_MAX_CLIENT_FDS_MAX,
+                            describe(value, description, sizeof(description)));
+    }
+    *result = (uint32_t)json_integer_value(value);
+    return 0;
+}
+
+/*
+ * handshake_timeout: seconds, an integer or a decimal string such as "2.5" (the YAML reader
+ * hands numbers with a fraction over as strings); 0 for no limit; at most an hour.
+ */
+static int parse_handshake_timeout(const struct config_report *report, const json_t *value,
+                                   const char *key, uint64_t *result)
+{
+    const double max = CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS;
+    char description[96];
+    double seconds = -1;
+    char *end = NULL;
+
+    if (json_is_integer(value)) {
+        seconds = (double)json_integer_value(value);
+    } else if (json_is_real(value)) {
+        seconds = json_real_value(value);
+    } else if (json_is_string(value) && json_string_value(value)[0] >= '0' &&
+               json_string_value(value)[0] <= '9') {
+        seconds = strtod(json_string_value(value), &end);
+        if (*end != '\0') {
+            seconds = -1;
+        }
+    }
+    if (!(seconds >= 0 && seconds <= max)) {
+        return report_value(report, key,
+                            "expected a number of seconds from 0 (no limit) to %d, such as 10 or "
+                            "2.5, found %s",
+                            CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS,
+                            describe(value, description, sizeof(description)));
+    }
+    *result = (uint64_t)(seconds * 1e6 + 0.5);
+    return 0;
+}
+
 static int apply_daemon_key(const struct config_report *report, struct config_daemon *daemon,
                             const char *key, const json_t *value)
 {
@@ -1219,6 +1301,18 @@ static int apply_daemon_key(const struct config_report *report, struct config_da
                    ? 0
                    : parse_dma_chunk_size(report, value, key, &daemon->dma_message_chunk_size);
     }
+    if (strcmp(key, "max_client_fds") == 0) {
+        daemon->max_client_fds = VU_MAX_CLIENT_FDS_DEFAULT;
+        return json_is_null(value)
+                   ? 0
+                   : parse_max_client_fds(report, value, key, &daemon->max_client_fds);
+    }
+    if (strcmp(key, "handshake_timeout") == 0) {
+        daemon->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
+        return json_is_null(value)
+                   ? 0
+                   : parse_handshake_timeout(report, value, key, &daemon->handshake_timeout_usec);
+    }
     if (strcmp(key, "log_level") != 0) {
         return -EINVAL;
     }
@@ -1258,7 +1352,8 @@ static int daemon_apply(const struct config_report *report, struct config_daemon
     }
     ret = check_keys(report, settings, "", daemon_keys,
                      "devices_dirs, plugin_dirs, runtime_dir, admin_socket, admin_socket_mode, "
-                     "admin_socket_group, worker_threads, log_level or dma_message_chunk_size");
+                     "admin_socket_group, worker_threads, log_level, dma_message_chunk_size, "
+                     "max_client_fds or handshake_timeout");
     if (ret < 0) {
         return ret;
     }

@@ -57,6 +57,9 @@
 #define CONFIG_WORKERS_MAX     256
 #define CONFIG_ERROR_MAX       512
 
+/* handshake_timeout, in seconds: at most an hour. */
+#define CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS 3600
+
 /* One device, from a drop-in file or from device_add. */
 struct config_device {
     char name[CONFIG_NAME_MAX + 1];
@@ -86,6 +89,11 @@ struct config_daemon {
     int log_level;               /* a syslog priority, LOG_ERR to LOG_DEBUG */
     /* The most data one server-to-client DMA_READ/DMA_WRITE message carries. */
     uint32_t dma_message_chunk_size;
+    /* The most descriptors one client may make its device hold (vu_endpoint_set_max_client_fds). */
+    uint32_t max_client_fds;
+    /* How long a client has to complete VERSION (vu_endpoint_set_handshake_timeout); 0: no
+     * limit. */
+    uint64_t handshake_timeout_usec;
     char *source; /* the file that was read, or NULL */
 };
 

@@ -619,6 +619,8 @@ START_TEST(test_daemon_defaults)
     ck_assert_uint_eq(daemon->worker_threads, 0);
     ck_assert_int_eq(daemon->log_level, LOG_INFO);
     ck_assert_uint_eq(daemon->dma_message_chunk_size, 64 * 1024);
+    ck_assert_uint_eq(daemon->max_client_fds, 4096);
+    ck_assert_uint_eq(daemon->handshake_timeout_usec, 10 * 1000 * 1000);
     ck_assert_ptr_null(daemon->source);
     ck_assert_int_eq(config_daemon_admin_socket(daemon, socket, sizeof(socket)), 0);
     ck_assert_str_eq(socket, "/run/vfio-userd/admin.sock");
@@ -760,7 +762,8 @@ START_TEST(test_daemon_errors)
     expect_daemon_error("log_level: info\nworkers: 4\n",
                         "2:1: unknown key \"workers\"; expected devices_dirs, plugin_dirs, "
                         "runtime_dir, admin_socket, admin_socket_mode, admin_socket_group, "
-                        "worker_threads, log_level or dma_message_chunk_size");
+                        "worker_threads, log_level, dma_message_chunk_size, max_client_fds or "
+                        "handshake_timeout");
     expect_daemon_error("worker_threads: 257\n",
                         "1:17: worker_threads: expected an integer from 0 (one per CPU) to 256, "
                         "found the integer 257");
@@ -793,6 +796,116 @@ START_TEST(test_daemon_errors)
     expect_daemon_error("[1, 2]\n", "1:1: expected a mapping of daemon settings, found a list");
     expect_daemon_error("log_level: info\nlog_level: debug\n",
                         "2:1: duplicate key \"log_level\" (first defined at line 1, column 1)");
+}
+END_TEST
+
+/* The limits a client meets on a device socket. */
+START_TEST(test_daemon_client_limits)
+{
+    static const struct {
+        const char *text;
+        uint32_t fds;
+        uint64_t usec;
+    } good[] = {
+        {"max_client_fds: 16\nhandshake_timeout: 0\n", 16, 0},
+        {"max_client_fds: 1048576\nhandshake_timeout: 3600\n", 1048576, 3600000000ull},
+        {"max_client_fds: 8192\nhandshake_timeout: 2.5\n", 8192, 2500000},
+        {"handshake_timeout: \"0.25\"\n", 4096, 250000},
+        {"max_client_fds:\nhandshake_timeout:\n", 4096, 10000000},
+    };
+    static const struct {
+        const char *text;
+        const char *expected;
+    } bad[] = {
+        {"max_client_fds: 15\n",
+         "1:17: max_client_fds: expected an integer from 16 to 1048576, found the integer 15"},
+        {"max_client_fds: 1048577\n", "1:17: max_client_fds: expected an integer from 16 to "
+                                      "1048576, found the integer 1048577"},
+        {"max_client_fds: 4K\n",
+         "1:17: max_client_fds: expected an integer from 16 to 1048576, found the string \"4K\""},
+        {"handshake_timeout: -1\n",
+         "1:20: handshake_timeout: expected a number of seconds from 0 (no limit) to 3600, such "
+         "as 10 or 2.5, found the integer -1"},
+        {"handshake_timeout: 3601\n",
+         "1:20: handshake_timeout: expected a number of seconds from 0 (no limit) to 3600, such "
+         "as 10 or 2.5, found the integer 3601"},
+        {"handshake_timeout: 10s\n",
+         "1:20: handshake_timeout: expected a number of seconds from 0 (no limit) to 3600, such "
+         "as 10 or 2.5, found the string \"10s\""},
+        {"handshake_timeout: .nan\n",
+         "1:20: handshake_timeout: expected a number of seconds from 0 (no limit) to 3600, such "
+         "as 10 or 2.5, found the string \".nan\""},
+        {"handshake_timeout: true\n",
+         "1:20: handshake_timeout: expected a number of seconds from 0 (no limit) to 3600, such "
+         "as 10 or 2.5, found true"},
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct config_daemon *daemon = NULL;
+        char error[CONFIG_ERROR_MAX] = "";
+
+        ck_assert_msg(config_daemon_load(write_file("limits.yaml", good[i].text), true, &daemon,
+                                         error, sizeof(error)) == 0,
+                      "%s: %s", good[i].text, error);
+        ck_assert_uint_eq(daemon->max_client_fds, good[i].fds);
+        ck_assert_uint_eq(daemon->handshake_timeout_usec, good[i].usec);
+        config_daemon_free(daemon);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_daemon_error(bad[i].text, bad[i].expected);
+}
+END_TEST
+
+/*
+ * A control character in a name or path would reach log lines as is, where a newline forges
+ * a line of its own: refused wherever a name or path comes from outside, naming the field.
+ */
+START_TEST(test_control_characters)
+{
+    expect_device_error("plugin: testdev\nsocket:\n  path: \"/run/x\\n<3>forged: line.sock\"\n",
+                        "3:9: socket.path: contains a control character (0x0a); names and paths "
+                        "may not");
+    expect_device_error("plugin: testdev\nsocket:\n  path: \"/run/x\\tTAB.sock\"\n",
+                        "3:9: socket.path: contains a control character (0x09); names and paths "
+                        "may not");
+    expect_device_error("plugin: testdev\nsocket:\n  user: \"qemu\\r\"\n",
+                        "3:9: socket.user: contains a control character (0x0d); names and paths "
+                        "may not");
+    expect_device_error("plugin: testdev\nsocket:\n  group: \"kvm\\x7f\"\n",
+                        "3:10: socket.group: contains a control character (0x7f); names and paths "
+                        "may not");
+    expect_device_error("plugin: testdev\nparams:\n  \"ram\\nsize\": 1M\n",
+                        "3:3: params.ram?size: the key contains a control character (0x0a); "
+                        "names and paths may not");
+    expect_device_error(
+        "name: \"tdev\\n0\"\nplugin: testdev\n",
+        "1:7: name: \"tdev\\x0a0\" is not a valid device name: use 1 to 64 letters, "
+        "digits, '_', '.' or '-', not starting with '.'");
+    expect_device_error("plugin: \"test\\ndev\"\n",
+                        "1:9: plugin: \"test\\x0adev\" is not a valid plugin name: use 1 to 64 "
+                        "letters, digits, '_', '.' or '-', not starting with '.'");
+    expect_json_error("{\"plugin\": \"testdev\", \"socket\": {\"path\": \"/run/a\\nb\"}}", "tdev0",
+                      "device_add: socket.path: contains a control character (0x0a); names and "
+                      "paths may not");
+    expect_json_error("{\"plugin\": \"testdev\", \"params\": {\"a\\u001bb\": 1}}", "tdev0",
+                      "device_add: params.a?b: the key contains a control character (0x1b); "
+                      "names and paths may not");
+
+    expect_daemon_error("runtime_dir: \"/run/v\\nx\"\n",
+                        "1:14: runtime_dir: contains a control character (0x0a); names and paths "
+                        "may not");
+    expect_daemon_error("admin_socket: \"/run/a\\u0001.sock\"\n",
+                        "1:15: admin_socket: contains a control character (0x01); names and paths "
+                        "may not");
+    expect_daemon_error("devices_dirs:\n  - /etc/x\n  - \"/etc/\\ty\"\n",
+                        "3:5: devices_dirs[1]: contains a control character (0x09); names and "
+                        "paths may not");
+    expect_daemon_error("plugin_dirs: [\"/usr/lib/\\n\"]\n",
+                        "1:15: plugin_dirs[0]: contains a control character (0x0a); names and "
+                        "paths may not");
+    expect_daemon_error("admin_socket_group: \"kvm\\n\"\n",
+                        "1:21: admin_socket_group: contains a control character (0x0a); names and "
+                        "paths may not");
 }
 END_TEST
 
@@ -1063,6 +1176,8 @@ static Suite *config_suite(void)
     tcase_add_test(daemon, test_daemon_full);
     tcase_add_test(daemon, test_daemon_errors);
     tcase_add_test(daemon, test_daemon_dma_message_chunk_size);
+    tcase_add_test(daemon, test_daemon_client_limits);
+    tcase_add_test(daemon, test_control_characters);
     tcase_add_test(daemon, test_daemon_apply);
     tcase_add_test(daemon, test_log_levels);
     suite_add_tcase(suite, daemon);
