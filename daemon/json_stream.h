@@ -13,12 +13,24 @@
  *     white space, bracket, quote, comma, colon or NUL byte; one of those where a text should
  *     start (",", "}", a NUL byte) is a one-byte text of its own, which the parser rejects.
  * A bare token at the very end of the stream is not complete until a byte follows it.
+ *
+ * Alongside the framing, every byte is checked once against the JSON grammar (RFC 8259:
+ * tokens, nesting, string escapes, control characters and UTF-8), so that input which can no
+ * longer become valid JSON, such as `{"method": garbage`, is known at its first wrong byte
+ * rather than when its brackets balance, which may be never. The first such byte sets
+ * `error`; it stays set, and framing carries on regardless. Nesting deeper than
+ * JSON_STREAM_MAX_DEPTH is an error too, since the parser refuses it. Two things only the
+ * parser judges, when the text is complete: a \u escape that is half a surrogate pair, and
+ * \u0000.
  */
 #ifndef VFIO_USERD_JSON_STREAM_H
 #define VFIO_USERD_JSON_STREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+/* jansson's own nesting limit: deeper texts are refused by the parser anyway. */
+#define JSON_STREAM_MAX_DEPTH 2048
 
 enum json_stream_state {
     JSON_STREAM_BETWEEN_TEXTS, /* skipping white space before the next text */
@@ -38,6 +50,18 @@ struct json_stream_scanner {
     enum json_stream_state state;
     bool in_string;
     bool escaped; /* the previous byte was a backslash inside a string */
+
+    /* The grammar check: what it found, then its own state. */
+    const char *error;   /* NULL, or why the stream cannot be valid JSON (static text) */
+    size_t error_offset; /* where: the offending byte, counted like `offset` */
+    size_t validated;    /* next byte the grammar check looks at */
+    size_t valid_depth;  /* open containers, innermost last in `containers` */
+    unsigned char containers[JSON_STREAM_MAX_DEPTH / 8]; /* one bit per level: 1 = object */
+    unsigned char expect; /* what the grammar allows next, and the token in progress; */
+    unsigned char token;  /* private to json_stream.c */
+    unsigned char token_index;
+    unsigned char utf8_low, utf8_high; /* range of the next UTF-8 continuation byte */
+    bool in_key;
 };
 
 void json_stream_init(struct json_stream_scanner *scanner);
@@ -58,5 +82,12 @@ size_t json_stream_next(struct json_stream_scanner *scanner, const char *buffer,
  * `examined` keeps counting.
  */
 void json_stream_consumed(struct json_stream_scanner *scanner, size_t bytes);
+
+/*
+ * The stream ended (the peer will send nothing more) at `length`, after json_stream_next()
+ * returned 0 for it. Returns `length` when a bare token was waiting for its delimiter and
+ * is now complete; 0 otherwise, and then `error` is set if a text was left unfinished.
+ */
+size_t json_stream_end(struct json_stream_scanner *scanner, size_t length);
 
 #endif

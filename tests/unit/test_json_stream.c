@@ -528,6 +528,149 @@ START_TEST(work_is_linear_for_many_small_texts)
 }
 END_TEST
 
+/* --- The grammar check --------------------------------------------------------------- */
+
+struct grammar_case {
+    const char *text;
+    size_t length;
+    long error_at; /* offset of the first byte that cannot be valid JSON, or -1 */
+};
+
+#define GRAMMAR(text, at)                                                                          \
+    {                                                                                              \
+        text, sizeof(text) - 1, at                                                                 \
+    }
+
+static const struct grammar_case grammar_cases[] = {
+    /* Valid, including prefixes that may still become valid. */
+    GRAMMAR("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\",\"params\":{}}", -1),
+    GRAMMAR("[1,-0,0.5,-1.5e+3,2E-2,10e9,true,false,null,\"\",{},[]] \"x\" 42 ", -1),
+    GRAMMAR("{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"}", -1),
+    GRAMMAR("[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xed\x9f\xbf\xf4\x8f\xbf\xbf\"]", -1),
+    GRAMMAR("{\"method\": tr", -1),
+    GRAMMAR("{\"method\": \"daemon_st", -1),
+    GRAMMAR("[1, 2, {\"a\" :", -1),
+    GRAMMAR("{}{}[]\"a\"\"b\"", -1),
+    GRAMMAR("-", -1),
+    GRAMMAR("1.", -1),
+    /* Invalid: the offset of the first byte that shows it. */
+    GRAMMAR("{\"method\": garbage", 11),
+    GRAMMAR("{\"method\" \"x\"}", 10),
+    GRAMMAR("{\"a\":1 \"b\":2}", 7),
+    GRAMMAR("{1:2}", 1),
+    GRAMMAR("{\"a\":1,}", 7),
+    GRAMMAR("[1,]", 3),
+    GRAMMAR("[,1]", 1),
+    GRAMMAR("[}", 1),
+    GRAMMAR("{\"a\":[}", 6),
+    GRAMMAR("}", 0),
+    GRAMMAR(",", 0),
+    GRAMMAR("{} ]", 3),
+    GRAMMAR("[01]", 2),
+    GRAMMAR("01", 1),
+    GRAMMAR("[1.e3]", 3),
+    GRAMMAR("[1e]", 3),
+    GRAMMAR("[-a]", 2),
+    GRAMMAR("[+1]", 1),
+    GRAMMAR("[.5]", 1),
+    GRAMMAR("[trUe]", 3),
+    GRAMMAR("truex", 4),
+    GRAMMAR("[nul]", 4),
+    GRAMMAR("[\"a\\x\"]", 4),
+    GRAMMAR("[\"\\u12g4\"]", 6),
+    GRAMMAR("[\"a\nb\"]", 3),
+    GRAMMAR("[\"a\0b\"]", 3),
+    GRAMMAR("[\"\xc3\"]", 3),
+    GRAMMAR("[\"\xc0\xaf\"]", 2),
+    GRAMMAR("[\"\xe0\x80\xaf\"]", 3),
+    GRAMMAR("[\"\xed\xa0\x80\"]", 3),
+    GRAMMAR("[\"\xf4\x90\x80\x80\"]", 3),
+    GRAMMAR("[\"\xff\"]", 2),
+    GRAMMAR("\xef\xbb\xbf{}", 0),
+    GRAMMAR("{\"a\":1}\0", 7),
+    GRAMMAR("'a'", 0),
+};
+
+#define GRAMMAR_COUNT (sizeof(grammar_cases) / sizeof(grammar_cases[0]))
+
+/* Feeds `text` one byte more per call; the error offset found, or -1. */
+static long grammar_error(const char *text, size_t length, size_t step)
+{
+    struct json_stream_scanner scanner;
+
+    json_stream_init(&scanner);
+    for (size_t received = step < length ? step : length;; received += step) {
+        if (received > length)
+            received = length;
+        while (json_stream_next(&scanner, text, received) != 0)
+            ;
+        if (scanner.error != NULL || received == length)
+            break;
+    }
+    return scanner.error != NULL ? (long)scanner.error_offset : -1;
+}
+
+START_TEST(grammar_errors_are_found_at_their_first_byte)
+{
+    for (size_t i = 0; i < GRAMMAR_COUNT; i++) {
+        const struct grammar_case *c = &grammar_cases[i];
+        long whole = grammar_error(c->text, c->length, c->length > 0 ? c->length : 1);
+        long trickled = grammar_error(c->text, c->length, 1);
+        ck_assert_msg(whole == c->error_at, "case %zu: error at %ld, expected %ld", i, whole,
+                      c->error_at);
+        ck_assert_msg(trickled == c->error_at, "case %zu trickled: error at %ld, expected %ld", i,
+                      trickled, c->error_at);
+    }
+}
+END_TEST
+
+START_TEST(grammar_check_follows_dropped_texts)
+{
+    struct json_stream_scanner scanner;
+    char buffer[64];
+
+    /* The caller drops each handled text: offsets stay relative to its buffer. */
+    json_stream_init(&scanner);
+    memcpy(buffer, "{\"a\":1} 12 {\"b\":", 16);
+    ck_assert_uint_eq(json_stream_next(&scanner, buffer, 16), 7);
+    ck_assert_uint_eq(json_stream_next(&scanner, buffer, 16), 10);
+    ck_assert_uint_eq(json_stream_next(&scanner, buffer, 16), 0);
+    memmove(buffer, buffer + 10, 6);
+    json_stream_consumed(&scanner, 10);
+    ck_assert_ptr_null(scanner.error);
+    memcpy(buffer + 6, " x}", 3);
+    /* Framing still closes the text; the error says it is no JSON, and where. */
+    ck_assert_uint_eq(json_stream_next(&scanner, buffer, 9), 9);
+    ck_assert_ptr_nonnull(scanner.error);
+    ck_assert_uint_eq(scanner.error_offset, 7);
+}
+END_TEST
+
+START_TEST(end_of_stream_completes_or_fails_the_last_text)
+{
+    static const struct {
+        const char *text;
+        size_t end;  /* what json_stream_end returns */
+        bool failed; /* whether it leaves an error */
+    } cases[] = {
+        {"", 0, false},          {"  \n", 0, false}, {"42", 2, false},   {"-0.5e3", 6, false},
+        {"{\"a\":1}", 0, false}, {"1.", 2, true},    {"-", 1, true},     {"tru", 3, true},
+        {"{\"a\"", 0, true},     {"[1,2", 0, true},  {"\"abc", 0, true},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct json_stream_scanner scanner;
+        size_t length = strlen(cases[i].text);
+        json_stream_init(&scanner);
+        while (json_stream_next(&scanner, cases[i].text, length) != 0)
+            ;
+        ck_assert_msg(json_stream_end(&scanner, length) == cases[i].end, "case %zu: end", i);
+        ck_assert_msg((scanner.error != NULL) == cases[i].failed, "case %zu: error %s", i,
+                      scanner.error != NULL ? scanner.error : "none");
+    }
+}
+END_TEST
+
 static Suite *json_stream_suite(void)
 {
     Suite *suite = suite_create("json_stream");
@@ -545,6 +688,9 @@ static Suite *json_stream_suite(void)
     tcase_add_test(tcase, work_is_linear_for_a_trickled_string);
     tcase_add_test(tcase, work_is_linear_for_trickled_escapes_and_brackets);
     tcase_add_test(tcase, work_is_linear_for_many_small_texts);
+    tcase_add_test(tcase, grammar_errors_are_found_at_their_first_byte);
+    tcase_add_test(tcase, grammar_check_follows_dropped_texts);
+    tcase_add_test(tcase, end_of_stream_completes_or_fails_the_last_text);
     suite_add_tcase(suite, tcase);
     return suite;
 }
