@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -399,15 +400,39 @@ START_TEST(invalid_requests)
         "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"daemon_status\"}",
         "42 ",
         "[]",
+        /* Without an id too: invalid requests are answered, with a null id. */
+        "{}",
+        "{\"method\":\"daemon_status\"}",
+        "{\"jsonrpc\":\"2.0\",\"method\":1,\"params\":\"bar\"}",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\",\"params\":3}",
+        "[[]]",
+        "[{}]",
+        "[1,2]",
     };
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        json_t *element, *elements;
+        size_t index;
         send_text(admin, invalid[i]);
         reply = receive_reply(admin);
         ck_assert_ptr_nonnull(reply);
-        ck_assert_int_eq(
-            json_integer_value(json_object_get(json_object_get(reply, "error"), "code")), -32600);
+        /* A batch of invalid requests gets an array with one error each. */
+        if (json_is_array(reply)) {
+            ck_assert_uint_ge(json_array_size(reply), 1);
+            ck_assert_uint_eq(json_array_size(reply), invalid[i][1] == '1' ? 2 : 1);
+        }
+        elements = json_is_array(reply) ? json_incref(reply) : json_pack("[O]", reply);
+        json_array_foreach (elements, index, element) {
+            ck_assert_msg(json_integer_value(
+                              json_object_get(json_object_get(element, "error"), "code")) == -32600,
+                          "%s: not -32600", invalid[i]);
+            if (strstr(invalid[i], "\"id\"") == NULL)
+                ck_assert(json_is_null(json_object_get(element, "id")));
+        }
+        json_decref(elements);
         json_decref(reply);
     }
+    /* A valid notification is still not answered. */
+    send_text(admin, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\"}");
     json_decref(call_ok("daemon_status", NULL));
 }
 END_TEST
@@ -428,6 +453,33 @@ START_TEST(malformed_json_closes_connection)
     /* Other connections carry on. */
     json_decref(call_on(other, "daemon_status", NULL));
     close(other);
+}
+END_TEST
+
+START_TEST(invalid_json_is_answered_at_once)
+{
+    const char *invalid[] = {
+        "{\"jsonrpc\":\"2.0\",\"method\": garbage",
+        "{\"jsonrpc\":\"2.0\",\"id\":1 \"method\"",
+        "[{\"jsonrpc\":\"2.0\"},,",
+        "{\"a\":\"\x01",
+        "{\"a\":tru ",
+    };
+
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        /* Never closed, never balanced: the answer cannot wait for the end of the text. */
+        int fd = connect_to(harness.admin_socket);
+        json_t *reply;
+        send_text(fd, invalid[i]);
+        reply = receive_reply(fd);
+        ck_assert_msg(reply != NULL, "%s: no reply", invalid[i]);
+        ck_assert_int_eq(
+            json_integer_value(json_object_get(json_object_get(reply, "error"), "code")), -32700);
+        ck_assert(json_is_null(json_object_get(reply, "id")));
+        json_decref(reply);
+        ck_assert(closed_by_daemon(fd));
+        close(fd);
+    }
 }
 END_TEST
 
@@ -524,6 +576,150 @@ START_TEST(oversized_request_closes_connection)
 }
 END_TEST
 
+/* The error code of a batch reply's element `index`, 0 for a result. */
+static int element_code(json_t *reply, size_t index)
+{
+    return (int)json_integer_value(
+        json_object_get(json_object_get(json_array_get(reply, index), "error"), "code"));
+}
+
+/* Adds `count` testdev devices named NAME0, NAME1... */
+static void add_devices(const char *name, int count)
+{
+    char params[256];
+
+    for (int i = 0; i < count; i++) {
+        FORMAT(params,
+               "{\"name\":\"%s%d\",\"plugin\":\"testdev\",\"params\":{\"ram_size\":\"8K\"}}", name,
+               i);
+        json_decref(call_ok("device_add", params));
+    }
+}
+
+/* A batch of `count` copies of `request` with ids 0, 1...: malloc'ed text. */
+static char *make_batch(const char *method, size_t count)
+{
+    size_t size = count * 96 + 3, used = 0;
+    char *text = malloc(size);
+
+    ck_assert_ptr_nonnull(text);
+    text[used++] = '[';
+    for (size_t i = 0; i < count; i++)
+        used += (size_t)snprintf(text + used, size - used,
+                                 "%s{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":\"%s\"}",
+                                 i > 0 ? "," : "", i, method);
+    ck_assert_uint_lt(used + 2, size);
+    text[used++] = ']';
+    text[used] = '\0';
+    return text;
+}
+
+START_TEST(batch_too_large_is_refused_whole)
+{
+    char *text = make_batch("device_list", 257);
+    json_t *reply;
+
+    send_text(admin, text);
+    free(text);
+    reply = receive_reply(admin);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert(json_is_object(reply));
+    ck_assert(json_is_null(json_object_get(reply, "id")));
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                     -32600);
+    ck_assert_ptr_nonnull(strstr(
+        json_string_value(json_object_get(json_object_get(reply, "error"), "message")), "batch"));
+    json_decref(reply);
+    /* Nothing was carried out, and the connection carries on. */
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "batch of 257 requests refused", TIMEOUT),
+                     0);
+    json_decref(call_ok("daemon_status", NULL));
+    /* 256 is allowed. */
+    text = make_batch("rpc_get_methods", 256);
+    send_text(admin, text);
+    free(text);
+    reply = receive_reply(admin);
+    ck_assert_uint_eq(json_array_size(reply), 256);
+    for (size_t i = 0; i < 256; i++)
+        ck_assert_int_eq(element_code(reply, i), 0);
+    json_decref(reply);
+}
+END_TEST
+
+START_TEST(batch_stops_carrying_out_requests_past_its_reply_budget)
+{
+    char *text = make_batch("device_list", 256);
+    size_t results = 0;
+    json_t *reply;
+
+    /* 30 devices: a device_list reply of about 12 KiB, 256 of them about 3 MiB. */
+    add_devices("big", 30);
+    send_text(admin, text);
+    free(text);
+    reply = receive_reply(admin);
+    ck_assert(json_is_array(reply));
+    ck_assert_uint_eq(json_array_size(reply), 256);
+    for (size_t i = 0; i < 256; i++) {
+        json_t *element = json_array_get(reply, i);
+        ck_assert_int_eq(json_integer_value(json_object_get(element, "id")), (json_int_t)i);
+        if (element_code(reply, i) == 0) {
+            /* Results first, then only refusals. */
+            ck_assert_uint_eq(results, i);
+            results++;
+        } else {
+            ck_assert_int_eq(element_code(reply, i), -32010);
+        }
+    }
+    ck_assert_uint_gt(results, 10);
+    ck_assert_uint_lt(results, 200);
+    json_decref(reply);
+    ck_assert(daemon_harness_log_contains(&harness, "replies to a batch reached 1024 KiB"));
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
+START_TEST(half_closed_client_gets_every_reply)
+{
+    size_t count = 200, replies = 0;
+    json_t *reply;
+
+    /* Replies of about 12 KiB each: more than the daemon writes before pausing. */
+    add_devices("h", 30);
+    for (size_t i = 0; i < count; i++)
+        send_text(admin, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"device_list\"}\n");
+    /* A bare value at the end of the stream is complete then; so is a request. */
+    send_text(admin, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"daemon_status\"} 42");
+    ck_assert_int_eq(shutdown(admin, SHUT_WR), 0);
+    while ((reply = receive_reply(admin)) != NULL) {
+        if (replies < count) {
+            ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 7);
+            ck_assert_uint_eq(json_array_size(json_object_get(reply, "result")), 30);
+        } else if (replies == count) {
+            ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 8);
+        } else {
+            ck_assert_int_eq(
+                json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                -32600);
+        }
+        replies++;
+        json_decref(reply);
+    }
+    ck_assert_uint_eq(replies, count + 2);
+
+    /* Half a request before the end of the stream: a parse error, then the close. */
+    close(admin);
+    admin = connect_to(harness.admin_socket);
+    send_text(admin, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon_st");
+    ck_assert_int_eq(shutdown(admin, SHUT_WR), 0);
+    reply = receive_reply(admin);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                     -32700);
+    json_decref(reply);
+    ck_assert(closed_by_daemon(admin));
+}
+END_TEST
+
 START_TEST(silent_client_does_not_stall_others)
 {
     int silent = connect_to(harness.admin_socket);
@@ -538,17 +734,36 @@ START_TEST(silent_client_does_not_stall_others)
 }
 END_TEST
 
+/* The line a refused connection gets before the daemon closes it: its error code. */
+static int refused_code(int fd)
+{
+    json_t *reply = receive_reply(fd);
+    int code;
+
+    if (reply == NULL)
+        return 0;
+    code = (int)json_integer_value(json_object_get(json_object_get(reply, "error"), "code"));
+    json_decref(reply);
+    return code;
+}
+
 START_TEST(connection_limit)
 {
     int fds[64];
 
-    /* The fixture's connection is one of the 64. */
+    /* The fixture's connection is one of the 64; root may use them all. */
     for (int i = 0; i < 63; i++)
         fds[i] = connect_to(harness.admin_socket);
     json_decref(call_on(fds[62], "daemon_status", NULL));
-    fds[63] = connect_to(harness.admin_socket);
-    ck_assert(closed_by_daemon(fds[63]));
-    close(fds[63]);
+    /* One too many is told why, then closed; the refusals are logged a few times only. */
+    for (int i = 0; i < 20; i++) {
+        fds[63] = connect_to(harness.admin_socket);
+        ck_assert_int_eq(refused_code(fds[63]), -32010);
+        ck_assert(closed_by_daemon(fds[63]));
+        close(fds[63]);
+    }
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "admin socket: refused", TIMEOUT), 0);
+    ck_assert_uint_le(daemon_harness_log_count(&harness, "admin socket: refused"), 5);
     close(fds[0]);
     /* A slot is free again once a client leaves. */
     for (int i = 0; i < 50; i++) {
@@ -564,6 +779,125 @@ START_TEST(connection_limit)
     }
     for (int i = 1; i < 63; i++)
         close(fds[i]);
+}
+END_TEST
+
+START_TEST(silent_connections_closed_before_they_lock_anyone_out)
+{
+    int fds[70];
+    struct timespec start, end;
+
+    /* 63 silent connections and one with half a request: all gone within 5 s and a bit. */
+    for (int i = 0; i < 63; i++)
+        fds[i] = connect_to(harness.admin_socket);
+    send_text(fds[0], "{\"jsonrpc\":\"2.0\",\"id\":1,\"meth");
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int i = 0; i < 63; i++) {
+        ck_assert(closed_by_daemon(fds[i]));
+        close(fds[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    ck_assert_int_le(end.tv_sec - start.tv_sec, 7);
+    ck_assert(daemon_harness_log_contains(&harness, "sent no complete request within 5 s"));
+    /* The fixture's connection was silent too. */
+    ck_assert(closed_by_daemon(admin));
+    close(admin);
+    admin = connect_to(harness.admin_socket);
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
+/* In a child as `uid`: opens `count` connections, each asking daemon_status; writes to
+ * `report` how many were answered and how many were refused with -32010, then waits for
+ * `hold` to close before exiting (keeping the answered ones open). */
+static void connect_as(uid_t uid, int count, int report, int hold)
+{
+    int answered = 0, refused = 0, fds[64];
+
+    if (setgid(uid) != 0 || setuid(uid) != 0)
+        _exit(2);
+    for (int i = 0; i < count && i < 64; i++) {
+        char line[8192];
+        size_t length = 0;
+        struct sockaddr_un address = {.sun_family = AF_UNIX};
+        fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        strcpy(address.sun_path, harness.admin_socket);
+        if (connect(fds[i], (struct sockaddr *)&address, sizeof(address)) != 0)
+            _exit(3);
+        (void)!send(fds[i], "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"}", 49,
+                    MSG_NOSIGNAL);
+        while (length < sizeof(line) && memchr(line, '\n', length) == NULL) {
+            struct pollfd pollfd = {.fd = fds[i], .events = POLLIN};
+            ssize_t received;
+            if (poll(&pollfd, 1, TIMEOUT) != 1)
+                _exit(4);
+            received = recv(fds[i], line + length, sizeof(line) - length, 0);
+            if (received <= 0)
+                break;
+            length += (size_t)received;
+        }
+        answered += memmem(line, length, "\"result\"", 8) != NULL;
+        refused += memmem(line, length, "-32010", 6) != NULL;
+    }
+    int counts[2] = {answered, refused};
+    (void)!write(report, counts, sizeof(counts));
+    char byte;
+    (void)!read(hold, &byte, 1);
+    _exit(0);
+}
+
+START_TEST(other_users_cannot_lock_out_root)
+{
+    uid_t uids[] = {65534, 65533, 65532, 65531, 65530};
+    int expected[][2] = {{16, 4}, {16, 4}, {16, 4}, {7, 13}, {0, 20}};
+    int hold[2];
+    pid_t children[5];
+
+    if (getuid() != 0) {
+        fprintf(stderr, "other_users_cannot_lock_out_root: skipped, needs root\n");
+        return;
+    }
+    /* Let other users reach the socket. */
+    char parent[PATH_MAX];
+    FORMAT(parent, "%s", harness.directory);
+    *strrchr(parent, '/') = '\0';
+    ck_assert_int_eq(chmod(parent, 0711), 0);
+    ck_assert_int_eq(chmod(harness.directory, 0711), 0);
+    ck_assert_int_eq(chmod(harness.runtime_dir, 0711), 0);
+    ck_assert_int_eq(chmod(harness.admin_socket, 0666), 0);
+    ck_assert_int_eq(pipe(hold), 0);
+    /* 16 per user, as far as the 56 open to all go (the fixture holds one): a fifth gets none. */
+    for (int i = 0; i < 5; i++) {
+        int report[2], counts[2];
+        ck_assert_int_eq(pipe(report), 0);
+        children[i] = fork();
+        ck_assert_int_ge(children[i], 0);
+        if (children[i] == 0) {
+            close(hold[1]);
+            connect_as(uids[i], 20, report[1], hold[0]);
+        }
+        close(report[1]);
+        ck_assert_int_eq(read(report[0], counts, sizeof(counts)), (ssize_t)sizeof(counts));
+        close(report[0]);
+        ck_assert_msg(counts[0] == expected[i][0] && counts[1] == expected[i][1],
+                      "uid %u: %d answered, %d refused", (unsigned)uids[i], counts[0], counts[1]);
+    }
+    /* 57 open (the fixture's and 56 others): root still gets in, up to 64. */
+    int fds[7];
+    for (int i = 0; i < 7; i++) {
+        fds[i] = connect_to(harness.admin_socket);
+        json_decref(call_on(fds[i], "daemon_status", NULL));
+    }
+    json_decref(call_ok("daemon_status", NULL));
+    for (int i = 0; i < 7; i++)
+        close(fds[i]);
+    close(hold[1]);
+    for (int i = 0; i < 5; i++) {
+        int status;
+        ck_assert_int_eq(waitpid(children[i], &status, 0), children[i]);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    close(hold[0]);
 }
 END_TEST
 
@@ -743,11 +1077,15 @@ static Suite *admin_suite(void)
           device_add_get_list_reset_remove, daemon_reload_applies_drop_ins_now}},
         {"errors",
          {application_and_parameter_errors, persist_failure_leaves_nothing, invalid_requests,
-          malformed_json_closes_connection}},
+          malformed_json_closes_connection, invalid_json_is_answered_at_once}},
         {"framing",
          {request_split_across_writes, several_requests_in_one_write_and_notifications, batch,
-          oversized_request_closes_connection}},
-        {"clients", {silent_client_does_not_stall_others, connection_limit}},
+          oversized_request_closes_connection, batch_too_large_is_refused_whole,
+          batch_stops_carrying_out_requests_past_its_reply_budget,
+          half_closed_client_gets_every_reply}},
+        {"clients",
+         {silent_client_does_not_stall_others, connection_limit,
+          silent_connections_closed_before_they_lock_anyone_out, other_users_cannot_lock_out_root}},
         {"persistence", {persist_survives_restart, persist_never_replaces_a_drop_in}},
         {"scale", {a_thousand_devices_added_and_removed}},
         {"activation", {socket_activation}},
