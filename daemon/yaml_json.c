@@ -597,7 +597,13 @@ static int read_file(const char *path, char **data, size_t *size, char *error, s
     int fd;
     int ret;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /*
+     * O_NONBLOCK: whatever the caller saw at `path` may have been swapped for a FIFO since,
+     * and opening a FIFO without a writer would block the daemon's main thread for good.
+     * The descriptor is then checked for what it is; no O_NOFOLLOW, since a drop-in may be a
+     * symlink to a regular file (config_dirs.h).
+     */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         ret = -errno;
         set_error(error, error_size, "%s: cannot open: %s", path, strerror(-ret));
@@ -611,6 +617,12 @@ static int read_file(const char *path, char **data, size_t *size, char *error, s
     if (!S_ISREG(st.st_mode)) {
         ret = -EINVAL;
         set_error(error, error_size, "%s: not a regular file", path);
+        goto out;
+    }
+    /* A regular file ignores O_NONBLOCK; cleared anyway, so reads mean what they say. */
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        ret = -errno;
+        set_error(error, error_size, "%s: cannot read: %s", path, strerror(-ret));
         goto out;
     }
     if (st.st_size > YAML_JSON_MAX_SIZE) {

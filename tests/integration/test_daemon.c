@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,6 +285,36 @@ static int connect_raw(const char *path)
     return fd;
 }
 
+/* Whether the admin socket answers a daemon_status call within TIMEOUT. */
+static bool admin_answers(void)
+{
+    static const char request[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon_status\"}\n";
+    char reply[4096];
+    size_t length = 0;
+    int fd = connect_raw(harness.admin_socket);
+    bool answered = false;
+
+    if (fd < 0)
+        return false;
+    if (send(fd, request, strlen(request), MSG_NOSIGNAL) == (ssize_t)strlen(request)) {
+        while (length < sizeof(reply) - 1 && memchr(reply, '\n', length) == NULL) {
+            struct pollfd readable = {.fd = fd, .events = POLLIN};
+            ssize_t received;
+
+            if (poll(&readable, 1, TIMEOUT) != 1)
+                break;
+            received = recv(fd, reply + length, sizeof(reply) - 1 - length, 0);
+            if (received <= 0)
+                break;
+            length += (size_t)received;
+        }
+        reply[length] = '\0';
+        answered = strstr(reply, "\"result\"") != NULL;
+    }
+    close(fd);
+    return answered;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Start-up and systemd notifications.
  */
@@ -548,6 +579,81 @@ END_TEST
 /* ---------------------------------------------------------------------------------------
  * Broken files.
  */
+
+/* Swaps a regular file and a FIFO at DIRECTORY/zz-race.yaml until told to stop. */
+struct fifo_swapper {
+    const char *directory;
+    volatile bool stop;
+    unsigned long swaps;
+};
+
+static void *swap_fifo_and_file(void *argument)
+{
+    struct fifo_swapper *swapper = argument;
+    char file[PATH_MAX], fifo[PATH_MAX], staged[PATH_MAX], target[PATH_MAX];
+
+    snprintf(file, sizeof(file), "%s/.race-file", swapper->directory);
+    snprintf(fifo, sizeof(fifo), "%s/.race-fifo", swapper->directory);
+    snprintf(staged, sizeof(staged), "%s/.race-staged", swapper->directory);
+    snprintf(target, sizeof(target), "%s/zz-race.yaml", swapper->directory);
+    while (!swapper->stop) {
+        /* Hard links keep both inodes; rename() replaces the drop-in atomically. */
+        const char *next = swapper->swaps % 2 == 0 ? file : fifo;
+        if (link(next, staged) < 0 || rename(staged, target) < 0)
+            break;
+        swapper->swaps++;
+    }
+    return NULL;
+}
+
+/*
+ * A FIFO among the drop-ins is reported, never opened in a way that blocks: not when it is
+ * there at the scan, and not when a regular file is swapped for one between the scan and
+ * the open. Either way the admin socket keeps answering and SIGTERM keeps working.
+ */
+START_TEST(fifo_drop_in_never_blocks_the_daemon)
+{
+    struct fifo_swapper swapper = {.directory = harness.devices_dir};
+    char path[PATH_MAX], name[32];
+    pthread_t thread;
+
+    FORMAT(path, "%s/fifo.yaml", harness.devices_dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    write_device("tdev0", SMALL_TESTDEV);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    expect_status("STATUS=Serving 1 device, 1 plugin; some drop-ins have errors (see the log)");
+    FORMAT(path, "%s/fifo.yaml: not a regular file", harness.devices_dir);
+    assert_log_contains(path);
+    ck_assert(admin_answers());
+
+    /* Files parsed between the scan and the open of zz-race.yaml widen the window. */
+    for (int i = 0; i < 50; i++) {
+        FORMAT(name, "off%02d", i);
+        write_device(name, "plugin: testdev\nenabled: false\n");
+    }
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, ".race-file", SMALL_TESTDEV),
+                     0);
+    FORMAT(path, "%s/.race-fifo", harness.devices_dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert_int_eq(pthread_create(&thread, NULL, swap_fifo_and_file, &swapper), 0);
+    /* Each SIGHUP is one more synchronisation racing with the swaps. The notifications
+     * are read meanwhile, as systemd would: the daemon waits when their queue is full. */
+    for (int i = 0; i < 300; i++) {
+        ck_assert_int_eq(kill(harness.pid, SIGHUP), 0);
+        usleep(5000);
+        daemon_harness_collect_notify(&harness);
+    }
+    swapper.stop = true;
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_uint_gt(swapper.swaps, 100);
+
+    if (!admin_answers())
+        fail_with_log("the admin socket no longer answers");
+    ck_assert(socket_exists(socket_of("tdev0")));
+    ASSERT_OK(daemon_harness_stop(&harness, SIGTERM));
+    assert_exit_code(0);
+}
+END_TEST
 
 static void write_problem_files(void)
 {
@@ -1546,7 +1652,7 @@ static Suite *daemon_suite(void)
         {"broken files",
          {broken_file_next_to_good_ones, broken_file_is_reported_once,
           broken_change_keeps_running_device, duplicate_name_is_refused_for_second_file,
-          burst_of_a_hundred_files}},
+          burst_of_a_hundred_files, fifo_drop_in_never_blocks_the_daemon}},
         {"plugins", {plugin_that_fails_to_load, no_plugins_at_all}},
         {"sockets",
          {stale_socket_is_replaced, socket_in_use_is_an_error_for_that_device_only,

@@ -381,6 +381,49 @@ START_TEST(test_parse_file)
 }
 END_TEST
 
+/*
+ * Only regular files are read, and finding something else never blocks: a FIFO without a
+ * writer (a drop-in swapped for one after the directory scan) is refused at once, a device
+ * node too, while a symlink to a regular file is followed.
+ */
+START_TEST(test_parse_file_refuses_fifo_without_blocking)
+{
+    char directory[] = "/tmp/yaml-json-XXXXXX";
+    struct yaml_json_document *document = NULL;
+    char error[512] = "", expected[600], path[256], link_path[256];
+    FILE *file;
+
+    ck_assert_ptr_nonnull(mkdtemp(directory));
+    snprintf(path, sizeof(path), "%s/fifo.yaml", directory);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    /* Blocking in open() would end this test by SIGALRM. */
+    alarm(5);
+    ck_assert_int_eq(yaml_json_parse_file(path, &document, error, sizeof(error)), -EINVAL);
+    alarm(0);
+    snprintf(expected, sizeof(expected), "%s: not a regular file", path);
+    ck_assert_str_eq(error, expected);
+    ck_assert_ptr_null(document);
+    unlink(path);
+
+    ck_assert_int_eq(yaml_json_parse_file("/dev/null", &document, error, sizeof(error)), -EINVAL);
+    ck_assert_str_eq(error, "/dev/null: not a regular file");
+
+    snprintf(path, sizeof(path), "%s/target.yaml", directory);
+    snprintf(link_path, sizeof(link_path), "%s/link.yaml", directory);
+    file = fopen(path, "w");
+    ck_assert_ptr_nonnull(file);
+    fputs("a: 1\n", file);
+    fclose(file);
+    ck_assert_int_eq(symlink(path, link_path), 0);
+    ck_assert_int_eq(yaml_json_parse_file(link_path, &document, error, sizeof(error)), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(yaml_json_root(document), "a")), 1);
+    yaml_json_free(document);
+    unlink(link_path);
+    unlink(path);
+    rmdir(directory);
+}
+END_TEST
+
 static void expect_round_trip(const char *json_text)
 {
     json_error_t json_error;
@@ -576,6 +619,7 @@ static Suite *yaml_json_suite(void)
     tcase_add_test(tcase, test_depth_limit);
     tcase_add_test(tcase, test_size_limit);
     tcase_add_test(tcase, test_parse_file);
+    tcase_add_test(tcase, test_parse_file_refuses_fifo_without_blocking);
     tcase_add_test(tcase, test_emit_round_trip);
     tcase_add_test(tcase, test_emit_random_strings);
     tcase_add_test(tcase, test_quote);
