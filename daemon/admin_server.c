@@ -243,6 +243,16 @@ static json_t *answer(struct admin_connection *connection, json_t *request)
     return reply;
 }
 
+/* An error response whose data names the limit that was reached. */
+static json_t *limit_error(json_t *id, int code, const char *message, int limit)
+{
+    json_t *data = json_pack("{s:i}", "limit", limit);
+    json_t *reply = admin_error_response(id, code, message, data); /* takes its own reference */
+
+    json_decref(data);
+    return reply;
+}
+
 /* The response to a batch request left undone because the batch's reply budget is spent. */
 static json_t *not_carried_out(json_t *request)
 {
@@ -257,8 +267,7 @@ static json_t *not_carried_out(json_t *request)
              "not carried out: the replies to this batch reached %d KiB; send the remaining "
              "requests again",
              ADMIN_MAX_BATCH_REPLY / 1024);
-    return admin_error_response(id, ADMIN_LIMIT_EXCEEDED, message,
-                                json_pack("{s:i}", "limit", ADMIN_MAX_BATCH_REPLY));
+    return limit_error(id, ADMIN_LIMIT_EXCEEDED, message, ADMIN_MAX_BATCH_REPLY);
 }
 
 /* Starts a batch (taking `requests`), or refuses it whole. */
@@ -283,8 +292,7 @@ static int start_batch(struct admin_connection *connection, json_t *requests)
                    (unsigned)connection->peer.credentials.uid, count, ADMIN_MAX_BATCH);
         snprintf(message, sizeof(message), "batch too large: %zu requests, at most %d in one batch",
                  count, ADMIN_MAX_BATCH);
-        reply = admin_error_response(NULL, ADMIN_INVALID_REQUEST, message,
-                                     json_pack("{s:i}", "limit", ADMIN_MAX_BATCH));
+        reply = limit_error(NULL, ADMIN_INVALID_REQUEST, message, ADMIN_MAX_BATCH);
     }
     json_decref(requests);
     return queue_reply(connection, reply);
