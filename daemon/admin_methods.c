@@ -642,11 +642,12 @@ static json_t *handle_one(struct daemon *daemon, const struct admin_peer *peer, 
     if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0 ||
         !json_is_string(method) ||
         (params != NULL && !json_is_object(params) && !json_is_array(params))) {
-        response = admin_error_response(id, ADMIN_INVALID_REQUEST,
-                                        "not a JSON-RPC 2.0 request (jsonrpc \"2.0\", a method "
-                                        "string, params an object if present)",
-                                        NULL);
-        goto out;
+        /* Not a request at all, so not a notification either: JSON-RPC 2.0 answers it,
+         * with a null id when it has none. */
+        return admin_error_response(id, ADMIN_INVALID_REQUEST,
+                                    "not a JSON-RPC 2.0 request (jsonrpc \"2.0\", a method "
+                                    "string, params an object if present)",
+                                    NULL);
     }
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
         if (strcmp(methods[i].name, json_string_value(method)) == 0)

@@ -203,44 +203,13 @@ static int queue_reply(struct admin_connection *connection, json_t *reply)
     return ret < 0 ? ret : queue_output(connection, "\n", 1);
 }
 
-/* The error code of a response, or 0. */
-static json_int_t error_code(json_t *response)
-{
-    return json_integer_value(json_object_get(json_object_get(response, "error"), "code"));
-}
-
 /*
  * Carries out one request of a stream or a batch; returns its response, or NULL for a
  * notification.
  */
 static json_t *answer(struct admin_connection *connection, json_t *request)
 {
-    struct daemon *daemon = connection->server->daemon;
-    json_t *copy, *reply;
-
-    if (!json_is_object(request))
-        return admin_error_response(NULL, ADMIN_INVALID_REQUEST, "a request must be a JSON object",
-                                    NULL);
-    if (json_object_get(request, "id") != NULL)
-        return admin_handle(daemon, &connection->peer, request);
-    /*
-     * No id: a notification, which gets no response, unless it is not a valid request at
-     * all; then JSON-RPC 2.0 wants -32600 with a null id. admin_handle() is silent about
-     * every object without an id, so it is asked with "id": null instead, and only its
-     * -32600 (which no method returns: they report -32602 and up) is passed on.
-     */
-    copy = json_copy(request);
-    if (copy == NULL || json_object_set_new(copy, "id", json_null()) < 0) {
-        json_decref(copy);
-        return admin_error_response(NULL, ADMIN_INTERNAL_ERROR, "out of memory", NULL);
-    }
-    reply = admin_handle(daemon, &connection->peer, copy);
-    json_decref(copy);
-    if (reply != NULL && error_code(reply) != ADMIN_INVALID_REQUEST) {
-        json_decref(reply);
-        reply = NULL;
-    }
-    return reply;
+    return admin_handle(connection->server->daemon, &connection->peer, request);
 }
 
 /* An error response whose data names the limit that was reached. */
