@@ -8,6 +8,8 @@
 #   make interop         the QEMU guest suite: QEMU's vfio-user-pci in a Linux guest
 #   make run             start the daemon with one testdev and print how to use it
 #   make install         install under $(DESTDIR)$(PREFIX)
+#   make deb             Debian packages from a clean export of HEAD, into build/deb/
+#   make systemd-test    boot Debian 12 with systemd as PID 1, install the packages, check them
 #   make format          reformat every C file with the committed .clang-format
 #   V=1                  show each command in full (quiet by default: "CC lib/wire.o")
 #
@@ -264,6 +266,18 @@ install: all
 	install -m 0644 conf/vfio-userd.yaml $(DESTDIR)$(PREFIX)/share/doc/vfio-userd/examples/
 	install -m 0644 conf/devices.d/*.yaml \
 	    $(DESTDIR)$(PREFIX)/share/doc/vfio-userd/examples/devices.d/
+
+# Debian packages (debian/make-deb): dpkg-buildpackage on an export of DEB_REF (HEAD by
+# default) in build/deb/src, never in this tree; packages and lintian.log land in build/deb/.
+DEB_DIR        ?= build/deb
+.PHONY: deb systemd-test
+deb:
+	@DEB_REF=$(DEB_REF) bash debian/make-deb $(DEB_DIR)
+
+# The real-systemd test (tests/systemd/): the packages just built, installed in a Debian 12
+# container booted with systemd-nspawn; the tree is cached in /var/cache/vfio-userd-systemd-test.
+systemd-test: deb
+	@bash tests/systemd/run.sh $(DEB_DIR)
 
 clean:
 	rm -rf build
