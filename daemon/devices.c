@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,45 @@ static int check_unique(const struct device_manager *manager, const struct manag
     return 0;
 }
 
+/*
+ * The allocator gives back only the top of its heap by itself: the free space that devices
+ * leave between blocks still in use stayed resident, and RSS grew with every cycle of
+ * adding and removing devices. So the heap is trimmed (main.c keeps every thread on the one
+ * arena that malloc_trim() can shrink whole) this long after the first removal of a burst:
+ * once per burst, or at most this often while devices keep going.
+ */
+#define TRIM_DELAY_USEC    250000
+#define TRIM_ACCURACY_USEC 10000
+
+static int on_trim_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    malloc_trim(0);
+    return 0;
+}
+
+static void schedule_trim(struct device_manager *manager)
+{
+    uint64_t now;
+    int enabled = SD_EVENT_OFF;
+
+    if (manager->event == NULL)
+        return;
+    if (manager->trim_timer != NULL &&
+        sd_event_source_get_enabled(manager->trim_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+        return;
+    if (sd_event_now(manager->event, CLOCK_MONOTONIC, &now) < 0)
+        return;
+    if (manager->trim_timer == NULL) {
+        if (sd_event_add_time(manager->event, &manager->trim_timer, CLOCK_MONOTONIC,
+                              now + TRIM_DELAY_USEC, TRIM_ACCURACY_USEC, on_trim_timer,
+                              manager) < 0)
+            malloc_trim(0); /* no timer: at once, rather than never */
+        return;
+    }
+    sd_event_source_set_time(manager->trim_timer, now + TRIM_DELAY_USEC);
+    sd_event_source_set_enabled(manager->trim_timer, SD_EVENT_ONESHOT);
+}
+
 /* --- Public. --- */
 
 int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
@@ -284,6 +324,9 @@ int device_manager_init(struct device_manager *manager, const struct config_daem
         manager->worker_load = calloc(workers_count(workers), sizeof(size_t));
         if (manager->worker_load == NULL)
             return -ENOMEM;
+        /* Without a loop, memory is merely not given back early. */
+        if (sd_event_default(&manager->event) < 0)
+            manager->event = NULL;
     }
     return 0;
 }
@@ -296,6 +339,8 @@ void device_manager_fini(struct device_manager *manager)
     free(manager->worker_load);
     manager->devices = NULL;
     manager->worker_load = NULL;
+    manager->trim_timer = sd_event_source_disable_unref(manager->trim_timer);
+    manager->event = sd_event_unref(manager->event);
 }
 
 struct managed_device *device_manager_find(const struct device_manager *manager, const char *name)
@@ -487,6 +532,7 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     existing->plugin = plugin;
     free(existing->socket_path);
     existing->socket_path = path_copy;
+    schedule_trim(manager);
     vu_log(VFIO_USERD_LOG_INFO, config->name, "replaced: %s device on %s (from %s)", plugin->name,
            path, config->origin);
     return 0;
@@ -513,6 +559,12 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
     memmove(&manager->devices[index], &manager->devices[index + 1],
             (manager->count - index - 1) * sizeof(manager->devices[0]));
     manager->count--;
+    /* The array grew one device at a time; with no devices left, it goes too. */
+    if (manager->count == 0) {
+        free(manager->devices);
+        manager->devices = NULL;
+    }
     vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
     free_managed(device);
+    schedule_trim(manager);
 }

@@ -36,8 +36,16 @@ struct device_manager {
     size_t *worker_load;
     struct managed_device **devices;
     size_t count;
+    sd_event *event;             /* the calling thread's default loop; NULL without workers */
+    sd_event_source *trim_timer; /* gives freed heap memory back after devices went */
 };
 
+/*
+ * With `workers` (a serving daemon), the manager uses the calling thread's default sd-event
+ * loop (sd_event_default()), which must be the control plane's: once devices have gone,
+ * it hands the memory they used back to the system (malloc_trim) a moment later, once per
+ * burst of removals rather than once per device.
+ */
 int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
                         const struct plugin_registry *plugins, struct workers *workers);
 

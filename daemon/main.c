@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,18 @@ int main(int argc, char **argv)
     char error[1024];
     int option, status = EXIT_USAGE;
 
+    /*
+     * Memory that devices used goes back to the system once they are gone (devices.c trims
+     * the heap after removals), which takes two settings of glibc's allocator:
+     *  - one arena for every thread: malloc_trim() cannot shrink the top of a thread's own
+     *    arena, and workers allocate only when devices come and go, not per message, so
+     *    they gain nothing from arenas of their own;
+     *  - a fixed mmap threshold: large blocks (a plugin's buffers) get mappings of their
+     *    own, unmapped when freed. glibc would otherwise raise the threshold after the
+     *    first such block is freed and serve later ones from the heap.
+     */
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     if (overrides == NULL || params == NULL)
         return EXIT_FAILURE;
     while ((option = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
