@@ -195,8 +195,8 @@ socket_activation() {
 check socket-activation socket_activation
 
 # --- systemd-analyze security: the exposure level, recorded; it must not get worse than
-# the level of the shipped unit when this test was written.
-exposure_limit=${VFIO_USERD_EXPOSURE_LIMIT:-2.0}
+# the level of the shipped unit when this test was written (1.2), with a margin.
+exposure_limit=${VFIO_USERD_EXPOSURE_LIMIT:-1.5}
 security() {
     local report level
     report=$(systemd-analyze security --no-pager vfio-userd.service) || true
