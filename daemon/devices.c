@@ -124,12 +124,30 @@ static int stop_device(struct device_manager *manager, size_t worker, struct vu_
     return task.listen_fd;
 }
 
-static int lookup_user(const char *name, uid_t *uid)
+/* A string of decimal digits as an id that fits uid_t/gid_t, but is not (id_t)-1. */
+static bool parse_id(const char *text, unsigned long *id)
+{
+    char *end;
+
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    errno = 0;
+    *id = strtoul(text, &end, 10);
+    return errno == 0 && *end == '\0' && *id < (unsigned long)(uid_t)-1;
+}
+
+int device_lookup_user(const char *text, uid_t *uid)
 {
     char buffer[4096];
     struct passwd entry, *found = NULL;
-    int ret = getpwnam_r(name, &entry, buffer, sizeof(buffer), &found);
+    unsigned long id;
+    int ret;
 
+    if (parse_id(text, &id)) {
+        *uid = (uid_t)id;
+        return 0;
+    }
+    ret = getpwnam_r(text, &entry, buffer, sizeof(buffer), &found);
     if (ret != 0)
         return -ret;
     if (found == NULL)
@@ -138,12 +156,18 @@ static int lookup_user(const char *name, uid_t *uid)
     return 0;
 }
 
-static int lookup_group(const char *name, gid_t *gid)
+int device_lookup_group(const char *text, gid_t *gid)
 {
     char buffer[4096];
     struct group entry, *found = NULL;
-    int ret = getgrnam_r(name, &entry, buffer, sizeof(buffer), &found);
+    unsigned long id;
+    int ret;
 
+    if (parse_id(text, &id)) {
+        *gid = (gid_t)id;
+        return 0;
+    }
+    ret = getgrnam_r(text, &entry, buffer, sizeof(buffer), &found);
     if (ret != 0)
         return -ret;
     if (found == NULL)
@@ -161,13 +185,14 @@ static int resolve_socket_owner(const struct config_device *config, uid_t *uid, 
 
     *uid = (uid_t)-1;
     *gid = (gid_t)-1;
-    if (config->socket_user != NULL && (ret = lookup_user(config->socket_user, uid)) < 0) {
+    if (config->socket_user != NULL && (ret = device_lookup_user(config->socket_user, uid)) < 0) {
         config_device_location(config, "socket.user", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.user: no user '%s'", location, config->socket_user);
         /* An unknown name is a bad setting; a failing lookup keeps its errno. */
         return ret == -ENOENT ? -EINVAL : ret;
     }
-    if (config->socket_group != NULL && (ret = lookup_group(config->socket_group, gid)) < 0) {
+    if (config->socket_group != NULL &&
+        (ret = device_lookup_group(config->socket_group, gid)) < 0) {
         config_device_location(config, "socket.group", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.group: no group '%s'", location,
                  config->socket_group);

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "device.h"
@@ -70,6 +71,14 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
                            struct config_device *config, char *error, size_t error_size);
 
 void device_manager_remove(struct device_manager *manager, struct managed_device *device);
+
+/*
+ * A socket's owner or group as the configuration gives it: a string of digits is the id
+ * itself, used as it is whether or not an account has it (as chown(1) does), anything else
+ * a name to look up. -ENOENT for an unknown name, or the lookup's negative errno.
+ */
+int device_lookup_user(const char *text, uid_t *uid);
+int device_lookup_group(const char *text, gid_t *gid);
 
 /*
  * Only validates `config` (not taken): plugin known and accepting the parameters. For

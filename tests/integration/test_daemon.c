@@ -10,8 +10,10 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -504,6 +506,44 @@ START_TEST(mode_change_is_applied_to_same_socket)
     write_device("tdev0", "plugin: testdev\n");
     wait_reload();
     ck_assert_uint_eq(socket_mode(socket_of("tdev0")), 0660);
+}
+END_TEST
+
+static int check_config(const char *const *extra);
+
+/* vfio-userd.yaml(5): socket.user and socket.group are each a name or a number. */
+START_TEST(numeric_socket_owner_and_group)
+{
+    /* Ids no account has are used as they are, as chown(1) does; that takes root. */
+    unsigned long uid = getuid() == 0 ? 4000123 : getuid(),
+                  gid = getuid() == 0 ? 4000456 : getgid();
+    char text[256];
+    struct stat status;
+
+    FORMAT(text, "plugin: testdev\nsocket:\n  user: \"%lu\"\n  group: \"%lu\"\n", uid, gid);
+    write_device("tdev0", text);
+    ck_assert_int_eq(check_config(NULL), 0);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    expect_status("STATUS=Serving 1 device, 1 plugin");
+    ck_assert_int_eq(lstat(socket_of("tdev0"), &status), 0);
+    ck_assert_uint_eq(status.st_uid, uid);
+    ck_assert_uint_eq(status.st_gid, gid);
+
+    /* Names still work, and an unknown name is still an error. */
+    skip_notifications();
+    ck_assert_ptr_nonnull(getpwuid(getuid()));
+    ck_assert_ptr_nonnull(getgrgid(getgid()));
+    FORMAT(text, "plugin: testdev\nsocket:\n  user: %s\n  group: %s\n", getpwuid(getuid())->pw_name,
+           getgrgid(getgid())->gr_name);
+    write_device("tdev0", text);
+    wait_reload();
+    ck_assert_int_eq(lstat(socket_of("tdev0"), &status), 0);
+    ck_assert_uint_eq(status.st_uid, getuid());
+    ck_assert_uint_eq(status.st_gid, getgid());
+    write_device("tdev1", "plugin: testdev\nsocket:\n  user: no-such-user-here\n");
+    wait_reload();
+    assert_log_contains("socket.user: no user 'no-such-user-here'");
+    ck_assert(!socket_exists(socket_of("tdev1")));
 }
 END_TEST
 
@@ -1647,8 +1687,8 @@ static Suite *daemon_suite(void)
         {"drop-ins",
          {dropped_file_appears_and_deleted_file_vanishes, changed_file_replaces_device,
           unchanged_file_keeps_device_and_client, mode_change_is_applied_to_same_socket,
-          renamed_file_moves_device, socket_path_change_moves_socket,
-          disabled_and_masked_devices_are_not_served}},
+          numeric_socket_owner_and_group, renamed_file_moves_device,
+          socket_path_change_moves_socket, disabled_and_masked_devices_are_not_served}},
         {"broken files",
          {broken_file_next_to_good_ones, broken_file_is_reported_once,
           broken_change_keeps_running_device, duplicate_name_is_refused_for_second_file,
