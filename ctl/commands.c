@@ -91,6 +91,12 @@ out:
     return ret;
 }
 
+int ctl_call_daemon(struct ctl_options *options, const char *method, json_t *params,
+                    json_t **result)
+{
+    return call_daemon(options, method, params, result, NULL);
+}
+
 /* For a reply that is valid JSON-RPC but not what the method returns. */
 static int unexpected_reply(const char *method)
 {

@@ -39,6 +39,16 @@ int command_plugins(struct ctl_options *options, int argc, char **argv);
 int command_status(struct ctl_options *options, int argc, char **argv);
 int command_reload(struct ctl_options *options, int argc, char **argv);
 int command_probe(struct ctl_options *options, int argc, char **argv);
+int command_stats(struct ctl_options *options, int argc, char **argv);
+int command_logs(struct ctl_options *options, int argc, char **argv);
+
+/*
+ * Calls one admin method on the daemon (commands.c). Returns CTL_EXIT_OK with *result set
+ * (the caller frees it), or another exit code after telling the user why. Takes `params`.
+ */
+struct json_t;
+int ctl_call_daemon(struct ctl_options *options, const char *method, struct json_t *params,
+                    struct json_t **result);
 
 /*
  * Parses a command's argv: its own options (`extra_short`, `extra`: may be NULL) and the

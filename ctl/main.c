@@ -60,6 +60,20 @@ static const struct ctl_command commands[] = {
      ""},
     {"reload", command_reload, "reload", "reload", "Re-read the device drop-in directories",
      "Devices whose files appeared, changed or went away are added, replaced or removed.\n"},
+    {"stats", command_stats, "stats [NAME]",
+     "stats [NAME] [--interval SECONDS] [--watch]\n"
+     "stats [NAME] --json\n"
+     "stats [NAME] --prometheus",
+     "Show the devices' message counters and rates",
+     "Prints, per device, the messages, errors, bytes received and sent (with rates per\n"
+     "second over the interval) and the clients accepted.\n"
+     "      --interval SECONDS  Time between the two samples a rate needs (default 1)\n"
+     "      --watch             Refresh the table in place every interval until Ctrl-C\n"
+     "      --prometheus        Print the counters in the Prometheus text format, for\n"
+     "                          node-exporter's textfile collector (no rates, no wait)\n"},
+    {"logs", command_logs, "logs NAME", "logs NAME [JOURNALCTL_OPTION]...",
+     "Show one device's journal entries",
+     "Runs journalctl VFIO_USERD_DEVICE=NAME with the options given (-f, -n 50, ...).\n"},
     {"probe", command_probe, "probe DEVICE_SOCKET", "probe DEVICE_SOCKET",
      "Show what a VMM sees on a device socket",
      "Connects as a vfio-user client, as QEMU would, and prints the negotiated version and\n"
