@@ -144,6 +144,16 @@ journal_field() {
 }
 check journal-VFIO_USERD_DEVICE journal_field
 
+# --- The operator commands against the packaged daemon.
+operator_commands() {
+    vfio-userctl status || return 1
+    vfio-userctl logs tdev1 --no-pager -n 5 | tee /dev/stderr | grep -q tdev1 || { say "logs shows nothing"; return 1; }
+    vfio-userctl stats --interval 0.2 | grep -qE '^tdev1 +listening' || return 1
+    vfio-userctl stats tdev1 --prometheus | tee /dev/stderr |
+        grep -qx 'vfio_userd_device_messages_total{device="tdev1",plugin="testdev"} [0-9]*'
+}
+check ctl-status-logs-stats operator_commands
+
 # --- A crash: Restart=on-failure brings the daemon and its devices back.
 restart_on_abort() {
     local pid restarts new
