@@ -18,6 +18,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "device.h"
+#include "devices.h"
 #include "endpoint.h"
 #include "log.h"
 #include "plugins.h"
@@ -28,6 +29,7 @@ static void print_help(void)
 {
     printf("Usage: vfio-userd [OPTION]...\n"
            "       vfio-userd --single PLUGIN --socket PATH [--param KEY=VALUE]...\n"
+           "                  [--socket-mode MODE] [--socket-owner USER[:GROUP]]\n"
            "\n"
            "Serve emulated PCI devices to virtual machine monitors over vfio-user.\n"
            "Each device comes from a YAML drop-in file and gets a UNIX socket of its own.\n"
@@ -45,6 +47,11 @@ static void print_help(void)
            "                            .so) in the foreground, without drop-ins\n"
            "      --socket PATH         with --single: the socket to serve the device on\n"
            "      --param KEY=VALUE     with --single: a device parameter; repeatable\n"
+           "      --socket-mode MODE    with --single: the socket's mode in octal (default\n"
+           "                            0600, whatever the umask)\n"
+           "      --socket-owner USER[:GROUP]\n"
+           "                            with --single: the socket's owner and group, names\n"
+           "                            or numbers (default: the caller's)\n"
            "  -h, --help                show this help and exit\n"
            "      --version             show the version and exit\n"
            "\n"
@@ -93,9 +100,83 @@ static int on_single_signal(sd_event_source *source, const struct signalfd_sigin
     return 0;
 }
 
-static int run_single(const struct config_daemon *settings, const char *plugin_name,
-                      const char *socket_path, json_t *params)
+/* --single's socket: private to the caller unless --socket-mode/--socket-owner say more. */
+#define SINGLE_SOCKET_MODE 0600
+
+struct single_socket {
+    const char *path;
+    mode_t mode;
+    const char *owner; /* USER[:GROUP] or :GROUP, or NULL */
+};
+
+/* Resolves --socket-owner; (uid_t)-1 / (gid_t)-1 for what it leaves out. */
+static int resolve_owner(const char *owner, uid_t *uid, gid_t *gid)
 {
+    char user[CONFIG_ACCOUNT_MAX + 1];
+    const char *colon = strchr(owner, ':');
+    size_t length = colon != NULL ? (size_t)(colon - owner) : strlen(owner);
+    int ret;
+
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (length > CONFIG_ACCOUNT_MAX || (length == 0 && (colon == NULL || colon[1] == '\0'))) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "--socket-owner %s: expected USER, USER:GROUP or :GROUP",
+               owner);
+        return -EINVAL;
+    }
+    memcpy(user, owner, length);
+    user[length] = '\0';
+    if (length > 0 && (ret = device_lookup_user(user, uid)) < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "--socket-owner: no user '%s'%s%s", user,
+               ret == -ENOENT ? "" : ": ", ret == -ENOENT ? "" : strerror(-ret));
+        return ret;
+    }
+    if (colon != NULL && colon[1] != '\0' && (ret = device_lookup_group(colon + 1, gid)) < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "--socket-owner: no group '%s'%s%s", colon + 1,
+               ret == -ENOENT ? "" : ": ", ret == -ENOENT ? "" : strerror(-ret));
+        return ret;
+    }
+    return 0;
+}
+
+/* Listens on the socket, created private and then given its owner and mode. */
+static int listen_single(const struct single_socket *socket_settings, int *listen_fd)
+{
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    const char *path = socket_settings->path;
+    int ret;
+
+    if (socket_settings->owner != NULL && resolve_owner(socket_settings->owner, &uid, &gid) < 0)
+        return -EINVAL;
+    /* The caller's umask does not decide who may connect: the mode below does. */
+    umask(0077);
+    ret = vu_socket_listen(path, listen_fd);
+    if (ret < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: %s", path,
+               ret == -EADDRINUSE ? "a live process is listening on it" : strerror(-ret));
+        return ret;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
+        ret = -errno;
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: cannot give it its owner: %s", path,
+               strerror(-ret));
+    } else if (chmod(path, socket_settings->mode) < 0) {
+        ret = -errno;
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: cannot set its mode: %s", path,
+               strerror(-ret));
+    }
+    if (ret < 0) {
+        close(*listen_fd);
+        unlink(path);
+    }
+    return ret;
+}
+
+static int run_single(const struct config_daemon *settings, const char *plugin_name,
+                      const struct single_socket *socket_settings, json_t *params)
+{
+    const char *socket_path = socket_settings->path;
     struct plugin_registry plugins = {0};
     const struct vfio_userd_plugin *plugin = NULL;
     struct vfio_userd_error error = {0};
@@ -136,12 +217,9 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
                error.field[0] != '\0' ? error.field : "", error.message);
         goto out;
     }
-    ret = vu_socket_listen(socket_path, &listen_fd);
-    if (ret < 0) {
-        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: %s", socket_path,
-               ret == -EADDRINUSE ? "a live process is listening on it" : strerror(-ret));
+    ret = listen_single(socket_settings, &listen_fd);
+    if (ret < 0)
         goto out;
-    }
     ret = vu_endpoint_new(device, event, listen_fd, &endpoint);
     if (ret < 0) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "serving %s: %s", socket_path, strerror(-ret));
@@ -175,6 +253,8 @@ enum {
     OPTION_SINGLE,
     OPTION_SOCKET,
     OPTION_PARAM,
+    OPTION_SOCKET_MODE,
+    OPTION_SOCKET_OWNER,
     OPTION_VERSION,
 };
 
@@ -211,6 +291,25 @@ static int add_param(json_t *params, const char *assignment)
     return ret;
 }
 
+/* --socket-mode: permission bits in octal, as chmod(1) takes them ("660" or "0660"). */
+static int parse_socket_mode(const char *text, mode_t *mode)
+{
+    unsigned long value = 0;
+    size_t length = strlen(text);
+
+    for (size_t i = 0; i < length; i++) {
+        if (text[i] < '0' || text[i] > '7' || value > 0777)
+            break;
+        value = value * 8 + (unsigned long)(text[i] - '0');
+        if (i + 1 == length && value <= 0777) {
+            *mode = (mode_t)value;
+            return 0;
+        }
+    }
+    fprintf(stderr, "vfio-userd: --socket-mode %s: expected an octal mode from 0 to 0777\n", text);
+    return -EINVAL;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -224,12 +323,16 @@ int main(int argc, char **argv)
         {"single", required_argument, NULL, OPTION_SINGLE},
         {"socket", required_argument, NULL, OPTION_SOCKET},
         {"param", required_argument, NULL, OPTION_PARAM},
+        {"socket-mode", required_argument, NULL, OPTION_SOCKET_MODE},
+        {"socket-owner", required_argument, NULL, OPTION_SOCKET_OWNER},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPTION_VERSION},
         {0},
     };
     struct config_daemon *settings = NULL;
-    const char *config_path = CONFIG_DAEMON_PATH, *single = NULL, *socket_path = NULL;
+    const char *config_path = CONFIG_DAEMON_PATH, *single = NULL;
+    struct single_socket single_socket = {.mode = SINGLE_SOCKET_MODE};
+    bool socket_access_given = false;
     bool config_given = false, check_config = false;
     json_t *overrides = json_object(), *params = json_object();
     char error[1024];
@@ -278,7 +381,15 @@ int main(int argc, char **argv)
             single = optarg;
             break;
         case OPTION_SOCKET:
-            socket_path = optarg;
+            single_socket.path = optarg;
+            break;
+        case OPTION_SOCKET_MODE:
+            ret = parse_socket_mode(optarg, &single_socket.mode);
+            socket_access_given = true;
+            break;
+        case OPTION_SOCKET_OWNER:
+            single_socket.owner = optarg;
+            socket_access_given = true;
             break;
         case OPTION_PARAM:
             ret = add_param(params, optarg);
@@ -305,10 +416,11 @@ int main(int argc, char **argv)
                 argv[optind]);
         goto out;
     }
-    if ((single != NULL) != (socket_path != NULL) ||
-        (json_object_size(params) > 0 && single == NULL) || (single != NULL && check_config)) {
-        fprintf(stderr, "vfio-userd: --single needs --socket (and --param goes with them), "
-                        "and not --check-config\n");
+    if ((single != NULL) != (single_socket.path != NULL) ||
+        ((json_object_size(params) > 0 || socket_access_given) && single == NULL) ||
+        (single != NULL && check_config)) {
+        fprintf(stderr, "vfio-userd: --single needs --socket (and --param, --socket-mode and "
+                        "--socket-owner go with them), and not --check-config\n");
         goto out;
     }
 
@@ -328,7 +440,7 @@ int main(int argc, char **argv)
     if (check_config)
         status = daemon_check_config(settings);
     else if (single != NULL)
-        status = run_single(settings, single, socket_path, params);
+        status = run_single(settings, single, &single_socket, params);
     else {
         status = daemon_run(settings);
         settings = NULL; /* taken */

@@ -1330,6 +1330,84 @@ START_TEST(single_refuses_bad_input)
 }
 END_TEST
 
+/* Runs --single with `extra` options under umask 000 and returns its socket's status. */
+static struct stat single_socket_status(const char *socket_path, const char *const *extra)
+{
+    const char *arguments[16] = {"--single",         "testdev",  "--plugin-dir",
+                                 harness.plugin_dir, "--socket", socket_path};
+    size_t count = 6;
+    struct stat status;
+    mode_t saved;
+
+    for (size_t i = 0; extra[i] != NULL && count < 15; i++)
+        arguments[count++] = extra[i];
+    arguments[count] = NULL;
+    skip_notifications();
+    saved = umask(0);
+    ASSERT_OK(daemon_harness_spawn(&harness, arguments));
+    umask(saved);
+    ASSERT_OK(daemon_harness_wait_notify(&harness, "READY=1", TIMEOUT, NULL, 0));
+    ck_assert_int_eq(lstat(socket_path, &status), 0);
+    ASSERT_OK(daemon_harness_stop(&harness, SIGTERM));
+    assert_exit_code(0);
+    return status;
+}
+
+START_TEST(single_socket_mode_and_owner)
+{
+    char socket_path[PATH_MAX], owner[64], names[600];
+    /* Ids no account has are used as they are; giving them takes root. */
+    unsigned long uid = getuid() == 0 ? 4000123 : getuid(),
+                  gid = getuid() == 0 ? 4000456 : getgid();
+    struct stat status;
+
+    FORMAT(socket_path, "%s/single.sock", harness.directory);
+    /* The caller's umask (000 here) does not open the socket to everyone. */
+    status = single_socket_status(socket_path, (const char *[]){NULL});
+    ck_assert_uint_eq(status.st_mode & 07777, 0600);
+    ck_assert_uint_eq(status.st_uid, getuid());
+
+    FORMAT(owner, "%lu:%lu", uid, gid);
+    status = single_socket_status(
+        socket_path, (const char *[]){"--socket-mode", "660", "--socket-owner", owner, NULL});
+    ck_assert_uint_eq(status.st_mode & 07777, 0660);
+    ck_assert_uint_eq(status.st_uid, uid);
+    ck_assert_uint_eq(status.st_gid, gid);
+
+    ck_assert_ptr_nonnull(getpwuid(getuid()));
+    ck_assert_ptr_nonnull(getgrgid(getgid()));
+    FORMAT(names, "%s:%s", getpwuid(getuid())->pw_name, getgrgid(getgid())->gr_name);
+    status = single_socket_status(
+        socket_path, (const char *[]){"--socket-mode", "0640", "--socket-owner", names, NULL});
+    ck_assert_uint_eq(status.st_mode & 07777, 0640);
+    ck_assert_uint_eq(status.st_uid, getuid());
+    ck_assert_uint_eq(status.st_gid, getgid());
+    FORMAT(names, ":%s", getgrgid(getgid())->gr_name);
+    status = single_socket_status(socket_path, (const char *[]){"--socket-owner", names, NULL});
+    ck_assert_uint_eq(status.st_mode & 07777, 0600);
+    ck_assert_uint_eq(status.st_gid, getgid());
+
+    /* A bad mode is a usage error; an unknown owner fails before any socket is made. */
+    ASSERT_OK(daemon_harness_spawn(
+        &harness, (const char *[]){"--single", "testdev", "--plugin-dir", harness.plugin_dir,
+                                   "--socket", socket_path, "--socket-mode", "0999", NULL}));
+    ASSERT_OK(daemon_harness_wait_exit(&harness, TIMEOUT));
+    assert_exit_code(2);
+    ASSERT_OK(daemon_harness_spawn(&harness,
+                                   (const char *[]){"--single", "testdev", "--plugin-dir",
+                                                    harness.plugin_dir, "--socket", socket_path,
+                                                    "--socket-owner", "no-such-user-here", NULL}));
+    ASSERT_OK(daemon_harness_wait_exit(&harness, TIMEOUT));
+    assert_exit_code(1);
+    assert_log_contains("--socket-owner: no user 'no-such-user-here'");
+    ck_assert_int_ne(access(socket_path, F_OK), 0);
+    /* Without --single they are usage errors. */
+    ASSERT_OK(daemon_harness_spawn(&harness, (const char *[]){"--socket-mode", "0600", NULL}));
+    ASSERT_OK(daemon_harness_wait_exit(&harness, TIMEOUT));
+    assert_exit_code(2);
+}
+END_TEST
+
 START_TEST(single_refuses_socket_in_use)
 {
     char socket_path[PATH_MAX];
@@ -1706,7 +1784,7 @@ static Suite *daemon_suite(void)
           shipped_examples_are_valid}},
         {"single",
          {single_serves_in_tree_client, single_takes_plugin_path, single_refuses_bad_input,
-          single_refuses_socket_in_use}},
+          single_refuses_socket_in_use, single_socket_mode_and_owner}},
         {"dma chunks",
          {dma_message_chunk_size_reaches_devices, dma_message_chunk_size_defaults_to_64k,
           dma_message_chunk_size_for_single, dma_message_chunk_size_invalid_fails_with_position}},
