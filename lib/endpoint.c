@@ -91,18 +91,48 @@ static int fill_address(const char *path, struct sockaddr_un *address)
     return 0;
 }
 
-/* Whether a live process accepts connections on the socket file at `address`. */
-static bool socket_in_use(const struct sockaddr_un *address)
+/* 1 when a live process accepts connections at `address`, 0 when none does, or -errno. */
+static int probe_socket(const struct sockaddr_un *address)
 {
     int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool in_use;
+    int ret;
 
     if (probe < 0)
-        return true; /* cannot tell: do not remove it */
-    in_use = connect(probe, (const struct sockaddr *)address, sizeof(*address)) == 0 ||
-             (errno != ECONNREFUSED && errno != ENOENT);
+        return -errno;
+    if (connect(probe, (const struct sockaddr *)address, sizeof(*address)) == 0)
+        ret = 1;
+    else
+        ret = errno == ECONNREFUSED || errno == ENOENT ? 0 : -errno;
     close(probe);
-    return in_use;
+    return ret;
+}
+
+/*
+ * Whether a live process accepts connections on the socket file `path`, of `status`. A
+ * socket given to another user (a VM's) refuses our probe with EACCES when the daemon runs
+ * without CAP_DAC_OVERRIDE, as its unit has it: then the file is made ours for the probe
+ * (CAP_CHOWN and CAP_FOWNER, which the unit keeps) and handed back if someone listens.
+ * Whatever cannot be told counts as in use, so a live socket is never taken over.
+ */
+static bool socket_in_use(const char *path, const struct sockaddr_un *address,
+                          const struct stat *status)
+{
+    int ret = probe_socket(address);
+
+    if (ret != -EACCES && ret != -EPERM)
+        return ret != 0;
+    if (lchown(path, geteuid(), getegid()) < 0)
+        return true;
+    if (chmod(path, (status->st_mode & 07777) | S_IRUSR | S_IWUSR) < 0)
+        ret = -errno;
+    else
+        ret = probe_socket(address);
+    if (ret != 0) {
+        /* Not ours to take: as it was. */
+        lchown(path, status->st_uid, status->st_gid);
+        chmod(path, status->st_mode & 07777);
+    }
+    return ret != 0;
 }
 
 int vu_socket_listen(const char *path, int *result)
@@ -117,7 +147,7 @@ int vu_socket_listen(const char *path, int *result)
     if (lstat(path, &status) == 0) {
         if (!S_ISSOCK(status.st_mode))
             return -EEXIST;
-        if (socket_in_use(&address))
+        if (socket_in_use(path, &address, &status))
             return -EADDRINUSE;
         if (unlink(path) < 0 && errno != ENOENT)
             return -errno;

@@ -1,0 +1,156 @@
+/*
+ * vu_socket_listen() and the socket file it finds at its path: a stale one (its listener
+ * died) is replaced, a live one is left alone. The daemon's unit runs it as root without
+ * CAP_DAC_OVERRIDE, so a socket handed to a VM's user refuses the probe with EACCES; the
+ * cases that need that run in a child that drops the capability, as the unit does.
+ */
+#include <check.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+#include "test_runner.h"
+
+#define FOREIGN_UID 65534
+
+static char directory[] = "/tmp/test-socket-listen.XXXXXX";
+static char path[96];
+
+static void setup(void)
+{
+    ck_assert_ptr_nonnull(mkdtemp(directory));
+    snprintf(path, sizeof(path), "%s/device.sock", directory);
+}
+
+static void teardown(void)
+{
+    unlink(path);
+    rmdir(directory);
+    strcpy(directory, "/tmp/test-socket-listen.XXXXXX");
+}
+
+/* A socket file at `path`, owned by FOREIGN_UID with `mode`; listening when `live`. */
+static int make_socket_file(mode_t mode, bool live)
+{
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    snprintf(address.sun_path, sizeof(address.sun_path), "%s", path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    ck_assert_int_eq(chown(path, FOREIGN_UID, FOREIGN_UID), 0);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    if (live)
+        return fd;
+    close(fd);
+    return -1;
+}
+
+/* Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the effective set, as the unit does. */
+static void drop_dac_override(void)
+{
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2];
+
+    ck_assert_int_eq(syscall(SYS_capget, &header, data), 0);
+    data[0].effective &= ~((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
+    ck_assert_int_eq(syscall(SYS_capset, &header, data), 0);
+}
+
+/* Runs vu_socket_listen() in a child without DAC override; returns what it returned. */
+static int listen_without_dac_override(void)
+{
+    int status, fd;
+    pid_t child = fork();
+
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        int ret;
+
+        drop_dac_override();
+        ret = vu_socket_listen(path, &fd);
+        _exit(ret == 0 ? 0 : -ret);
+    }
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFEXITED(status));
+    return -WEXITSTATUS(status);
+}
+
+START_TEST(stale_socket_is_replaced)
+{
+    int fd;
+
+    make_socket_file(0660, false);
+    ck_assert_int_eq(vu_socket_listen(path, &fd), 0);
+    close(fd);
+}
+END_TEST
+
+START_TEST(live_socket_is_left_alone)
+{
+    int live = make_socket_file(0660, true), fd;
+
+    ck_assert_int_eq(vu_socket_listen(path, &fd), -EADDRINUSE);
+    close(live);
+}
+END_TEST
+
+/* After a crash, a socket the daemon gave to a VM's user (mode 0660 or 0604, not its own). */
+START_TEST(stale_foreign_socket_is_replaced_without_dac_override)
+{
+    struct stat status;
+
+    if (geteuid() != 0)
+        return; /* needs root: chown to another user, capabilities to drop */
+    make_socket_file(0604, false);
+    ck_assert_int_eq(listen_without_dac_override(), 0);
+    ck_assert_int_eq(lstat(path, &status), 0);
+    ck_assert(S_ISSOCK(status.st_mode));
+    /* Not even its owner may write to it. */
+    ck_assert_int_eq(unlink(path), 0);
+    make_socket_file(0000, false);
+    ck_assert_int_eq(listen_without_dac_override(), 0);
+}
+END_TEST
+
+/* A live socket of another user stays as it was: same owner, same mode. */
+START_TEST(live_foreign_socket_is_left_as_it_was)
+{
+    struct stat status;
+    int live;
+
+    if (geteuid() != 0)
+        return;
+    live = make_socket_file(0604, true);
+    ck_assert_int_eq(listen_without_dac_override(), -EADDRINUSE);
+    ck_assert_int_eq(lstat(path, &status), 0);
+    ck_assert_uint_eq(status.st_uid, FOREIGN_UID);
+    ck_assert_uint_eq(status.st_gid, FOREIGN_UID);
+    ck_assert_uint_eq(status.st_mode & 07777, 0604);
+    close(live);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("socket_listen");
+    TCase *test_case = tcase_create("socket file");
+
+    tcase_add_checked_fixture(test_case, setup, teardown);
+    tcase_add_test(test_case, stale_socket_is_replaced);
+    tcase_add_test(test_case, live_socket_is_left_alone);
+    tcase_add_test(test_case, stale_foreign_socket_is_replaced_without_dac_override);
+    tcase_add_test(test_case, live_foreign_socket_is_left_as_it_was);
+    suite_add_tcase(suite, test_case);
+    return test_run_suite(suite);
+}
