@@ -42,6 +42,8 @@ SANITIZE_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 else
 BUILD         ?= build/plain
 SANITIZE_FLAGS :=
+# As Debian's package build has it, so an unchecked result fails here first.
+HARDENING_FLAGS := -D_FORTIFY_SOURCE=2
 endif
 
 DEPS_STAMP    := build/.deps-ok
@@ -53,7 +55,7 @@ CHECK_LIBS     = $(shell pkg-config --libs check)
 ALL_CFLAGS     = -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
                  -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
                  -DVFIO_USERD_PKGLIBDIR='"$(PKGLIBDIR)"' -DVFIO_USERD_RUNTIMEDIR='"$(RUNTIMEDIR)"' \
-                 -Iinclude -Ilib $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(PKG_CFLAGS) -MMD -MP
+                 -Iinclude -Ilib $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS    = $(LDFLAGS) $(SANITIZE_FLAGS)
 
 LIB_SRCS       := $(wildcard lib/*.c)
@@ -127,7 +129,7 @@ $(LIB_ARCHIVE): $(LIB_OBJS)
 $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) include/vfio-userd/plugin.h
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
-	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
 	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS)
 
@@ -137,7 +139,7 @@ binaries: $(TEST_PLUGIN_SOS)
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
-	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) \
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
 
 $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)

@@ -127,11 +127,11 @@ static bool socket_in_use(const char *path, const struct sockaddr_un *address,
         ret = -errno;
     else
         ret = probe_socket(address);
-    if (ret != 0) {
-        /* Not ours to take: as it was. */
-        lchown(path, status->st_uid, status->st_gid);
-        chmod(path, status->st_mode & 07777);
-    }
+    if (ret != 0 && (lchown(path, status->st_uid, status->st_gid) < 0 ||
+                     chmod(path, status->st_mode & 07777) < 0))
+        /* Not ours to take, and it could not be given back as it was. */
+        vu_log(VFIO_USERD_LOG_WARNING, NULL, "%s: cannot restore its owner and mode: %s", path,
+               strerror(errno));
     return ret != 0;
 }
 
