@@ -32,10 +32,18 @@ static int run_create(sd_event *event, void *argument)
     return vu_device_create(task->plugin, task->name, task->params, &task->device, &task->error);
 }
 
+void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config_daemon *settings)
+{
+    /* Valid: the configuration was checked when it was read. */
+    vu_endpoint_set_dma_chunk_size(endpoint, settings->dma_message_chunk_size);
+    vu_endpoint_set_max_client_fds(endpoint, settings->max_client_fds);
+    vu_endpoint_set_handshake_timeout(endpoint, settings->handshake_timeout_usec);
+}
+
 struct serve_task {
     struct vu_device *device;
     int listen_fd;
-    uint32_t dma_chunk_size; /* dma_message_chunk_size, validated with the configuration */
+    const struct config_daemon *settings; /* read only, and it outlives every device */
     struct vu_endpoint *endpoint;
 };
 
@@ -44,9 +52,8 @@ static int run_serve(sd_event *event, void *argument)
     struct serve_task *task = argument;
     int ret = vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
 
-    /* Valid: the configuration was checked when it was read. */
     if (ret >= 0)
-        vu_endpoint_set_dma_chunk_size(task->endpoint, task->dma_chunk_size);
+        device_endpoint_configure(task->endpoint, task->settings);
     return ret;
 }
 
@@ -422,8 +429,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
     struct managed_device **grown;
-    struct serve_task serve = {.listen_fd = -1,
-                               .dma_chunk_size = manager->settings->dma_message_chunk_size};
+    struct serve_task serve = {.listen_fd = -1, .settings = manager->settings};
     char path[CONFIG_SOCKET_PATH_MAX];
     int ret;
 
@@ -491,8 +497,7 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
                            struct config_device *config, char *error, size_t error_size)
 {
     const struct vfio_userd_plugin *plugin;
-    struct serve_task serve = {.listen_fd = -1,
-                               .dma_chunk_size = manager->settings->dma_message_chunk_size};
+    struct serve_task serve = {.listen_fd = -1, .settings = manager->settings};
     struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
     char *path_copy = NULL;

@@ -73,6 +73,13 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
 void device_manager_remove(struct device_manager *manager, struct managed_device *device);
 
 /*
+ * What the daemon's settings say about every device socket (DMA message chunks, the
+ * descriptors one client may make the device hold, the VERSION deadline); on the endpoint's
+ * own thread, before its first client.
+ */
+void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config_daemon *settings);
+
+/*
  * A socket's owner or group as the configuration gives it: a string of digits is the id
  * itself, used as it is whether or not an account has it (as chown(1) does), anything else
  * a name to look up. -ENOENT for an unknown name, or the lookup's negative errno.

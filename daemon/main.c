@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
@@ -226,8 +227,7 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
         unlink(socket_path);
         goto out;
     }
-    /* Valid: the configuration was checked when it was read. */
-    vu_endpoint_set_dma_chunk_size(endpoint, settings->dma_message_chunk_size);
+    device_endpoint_configure(endpoint, settings);
     vu_log(VFIO_USERD_LOG_INFO, NULL, "serving one %s device on %s", plugin->name, socket_path);
     sd_notify(0, "READY=1");
     ret = sd_event_loop(event);
@@ -310,6 +310,24 @@ static int parse_socket_mode(const char *text, mode_t *mode)
     return -EINVAL;
 }
 
+/*
+ * Every client may make its device hold max_client_fds descriptors (4096 by default), but
+ * systemd starts services with a soft limit of 1024: one client could then use up all the
+ * daemon has. The daemon never uses select(), so it takes the hard limit, as systemd
+ * advises for such services.
+ */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit limit;
+
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) < 0)
+            vu_log(VFIO_USERD_LOG_WARNING, NULL, "cannot raise the descriptor limit: %s",
+                   strerror(errno));
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -350,6 +368,7 @@ int main(int argc, char **argv)
      */
     mallopt(M_ARENA_MAX, 1);
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    raise_descriptor_limit();
     if (overrides == NULL || params == NULL)
         return EXIT_FAILURE;
     while ((option = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {

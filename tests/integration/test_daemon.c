@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1547,6 +1549,109 @@ START_TEST(dma_message_chunk_size_for_single)
 }
 END_TEST
 
+/*
+ * handshake_timeout and max_client_fds: from the configuration file to every device socket,
+ * the broker's and --single's alike.
+ */
+
+/* A client that connects and says nothing is let go within `seconds` (plus slack). */
+static void assert_silent_client_dropped(const char *socket_path, int seconds)
+{
+    struct pollfd pollfd = {.events = POLLIN};
+    char byte;
+
+    pollfd.fd = connect_raw(socket_path);
+    ck_assert_int_eq(poll(&pollfd, 1, seconds * 1000 + 3000), 1);
+    ck_assert_int_eq(recv(pollfd.fd, &byte, 1, 0), 0);
+    close(pollfd.fd);
+}
+
+/* SET_IRQS with `count` MSI-X eventfds: its result. */
+static int set_msix_eventfds(struct vu_client *client, uint32_t count)
+{
+    int fds[64], ret;
+
+    ck_assert_uint_le(count, 64);
+    for (uint32_t i = 0; i < count; i++)
+        ck_assert_int_ge(fds[i] = eventfd(0, EFD_CLOEXEC), 0);
+    ret = vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX,
+                             VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0, count, fds,
+                             NULL);
+    for (uint32_t i = 0; i < count; i++)
+        close(fds[i]);
+    return ret;
+}
+
+static void assert_client_fd_budget(const char *socket_path, uint32_t budget)
+{
+    struct vu_client *client = NULL;
+
+    ASSERT_OK(vu_client_connect(socket_path, NULL, &client));
+    ck_assert_int_eq(set_msix_eventfds(client, budget + 1), -ENOSPC);
+    ASSERT_OK(set_msix_eventfds(client, budget));
+    vu_client_close(client);
+}
+
+START_TEST(client_limits_reach_devices)
+{
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "handshake_timeout: 1\n"
+                                               "max_client_fds: 16\n"),
+                     0);
+    write_device("tdev0", "plugin: testdev\nparams:\n  ram_size: 8K\n  msix_vectors: 32\n");
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    assert_silent_client_dropped(socket_of("tdev0"), 1);
+    assert_client_fd_budget(socket_of("tdev0"), 16);
+}
+END_TEST
+
+START_TEST(client_limits_for_single)
+{
+    char socket_path[PATH_MAX];
+    const char *arguments[] = {
+        "-c",           harness.config_path, "--single", "testdev",         "--socket", socket_path,
+        "--plugin-dir", harness.plugin_dir,  "--param",  "msix_vectors=32", NULL};
+
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "handshake_timeout: 1\n"
+                                               "max_client_fds: 20\n"),
+                     0);
+    FORMAT(socket_path, "%s/single.sock", harness.directory);
+    ASSERT_OK(daemon_harness_spawn(&harness, arguments));
+    ASSERT_OK(daemon_harness_wait_notify(&harness, "READY=1", TIMEOUT, NULL, 0));
+    assert_silent_client_dropped(socket_path, 1);
+    assert_client_fd_budget(socket_path, 20);
+}
+END_TEST
+
+/* The daemon takes the hard descriptor limit: systemd's soft 1024 is below one client's budget. */
+START_TEST(descriptor_limit_raised_to_hard)
+{
+    struct rlimit saved, lowered;
+    char path[64], line[256];
+    unsigned long long soft = 0, hard = 0;
+    FILE *limits;
+
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    lowered = saved;
+    if (saved.rlim_max > 4096)
+        lowered.rlim_max = 4096;
+    lowered.rlim_cur = 256;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    setrlimit(RLIMIT_NOFILE, &saved);
+    FORMAT(path, "/proc/%d/limits", (int)harness.pid);
+    limits = fopen(path, "r");
+    ck_assert_ptr_nonnull(limits);
+    while (fgets(line, sizeof(line), limits) != NULL)
+        if (sscanf(line, "Max open files %llu %llu", &soft, &hard) == 2)
+            break;
+    fclose(limits);
+    ck_assert_uint_eq(hard, lowered.rlim_max);
+    ck_assert_uint_eq(soft, lowered.rlim_max);
+}
+END_TEST
+
 START_TEST(dma_message_chunk_size_invalid_fails_with_position)
 {
     ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
@@ -1788,6 +1893,8 @@ static Suite *daemon_suite(void)
         {"dma chunks",
          {dma_message_chunk_size_reaches_devices, dma_message_chunk_size_defaults_to_64k,
           dma_message_chunk_size_for_single, dma_message_chunk_size_invalid_fails_with_position}},
+        {"client limits",
+         {client_limits_reach_devices, client_limits_for_single, descriptor_limit_raised_to_hard}},
         {"units", {units_pass_systemd_analyze_verify, units_agree_with_daemon_defaults}},
     };
 
