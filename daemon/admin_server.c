@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include "admin_methods.h"
 #include "admin_server.h"
 #include "daemon.h"
+#include "devices.h"
 #include "endpoint.h"
 #include "json_stream.h"
 #include "log.h"
@@ -650,15 +650,15 @@ static int create_socket(struct admin_server *server, const struct config_daemon
     }
     server->created = true;
     if (settings->admin_socket_group != NULL) {
-        struct group entry, *found = NULL;
-        char buffer[4096];
-        if (getgrnam_r(settings->admin_socket_group, &entry, buffer, sizeof(buffer), &found) != 0 ||
-            found == NULL) {
+        /* A name or a number, as for device sockets. */
+        gid_t group;
+
+        if (device_lookup_group(settings->admin_socket_group, &group) < 0) {
             vu_log(VFIO_USERD_LOG_ERR, NULL, "admin socket: no group '%s'",
                    settings->admin_socket_group);
             return -ENOENT;
         }
-        if (chown(path, (uid_t)-1, found->gr_gid) < 0)
+        if (chown(path, (uid_t)-1, group) < 0)
             return -errno;
     }
     if (chmod(path, settings->admin_socket_mode) < 0)

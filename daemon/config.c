@@ -316,6 +316,23 @@ static int parse_account(const struct config_report *report, const json_t *value
     char *copy;
     int ret;
 
+    /* A number is the id itself, kept as its decimal text as if it had been quoted. */
+    if (json_is_integer(value)) {
+        json_int_t id = json_integer_value(value);
+        char digits[24];
+
+        if (id < 0 || id > 4294967294)
+            return report_value(
+                report, path,
+                "%" JSON_INTEGER_FORMAT " is not a user or group id (0 to 4294967294)", id);
+        snprintf(digits, sizeof(digits), "%" JSON_INTEGER_FORMAT, id);
+        copy = strdup(digits);
+        if (copy == NULL)
+            return -ENOMEM;
+        free(*result);
+        *result = copy;
+        return 0;
+    }
     ret = get_string(report, value, path, "a user or group name", &text);
     if (ret < 0) {
         return ret;

@@ -1652,6 +1652,22 @@ START_TEST(descriptor_limit_raised_to_hard)
 }
 END_TEST
 
+/* admin_socket_group and admin_socket_mode, the group given by number. */
+START_TEST(admin_socket_group_by_number)
+{
+    struct stat status;
+
+    ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
+                                               "admin_socket_group: 4000456\n"
+                                               "admin_socket_mode: \"0640\"\n"),
+                     0);
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    ck_assert_int_eq(stat(harness.admin_socket, &status), 0);
+    ck_assert_uint_eq(status.st_gid, 4000456);
+    ck_assert_uint_eq(status.st_mode & 07777, 0640);
+}
+END_TEST
+
 START_TEST(dma_message_chunk_size_invalid_fails_with_position)
 {
     ck_assert_int_eq(daemon_harness_write_file(harness.directory, "vfio-userd.yaml",
@@ -1893,8 +1909,9 @@ static Suite *daemon_suite(void)
         {"dma chunks",
          {dma_message_chunk_size_reaches_devices, dma_message_chunk_size_defaults_to_64k,
           dma_message_chunk_size_for_single, dma_message_chunk_size_invalid_fails_with_position}},
-        {"client limits",
-         {client_limits_reach_devices, client_limits_for_single, descriptor_limit_raised_to_hard}},
+        {"socket settings",
+         {client_limits_reach_devices, client_limits_for_single, descriptor_limit_raised_to_hard,
+          admin_socket_group_by_number}},
         {"units", {units_pass_systemd_analyze_verify, units_agree_with_daemon_defaults}},
     };
 

@@ -279,6 +279,25 @@ START_TEST(test_device_errors)
                         "3:9: socket.user: \"-root\" is not a valid user or group name");
     expect_device_error("plugin: p\nsocket:\n  user: \"\"\n",
                         "3:9: socket.user: \"\" is not a valid user or group name");
+    expect_device_error("plugin: p\nsocket:\n  user: -1\n",
+                        "3:9: socket.user: -1 is not a user or group id (0 to 4294967294)");
+    expect_device_error(
+        "plugin: p\nsocket:\n  group: 4294967295\n",
+        "3:10: socket.group: 4294967295 is not a user or group id (0 to 4294967294)");
+}
+END_TEST
+
+/* A user or group written as a number, quoted or not, is that id, kept as its digits. */
+START_TEST(test_device_numeric_accounts)
+{
+    struct config_device *device = load_ok("numeric.yaml", "plugin: testdev\n"
+                                                           "socket:\n"
+                                                           "  user: 107\n"
+                                                           "  group: \"0\"\n");
+
+    ck_assert_str_eq(device->socket_user, "107");
+    ck_assert_str_eq(device->socket_group, "0");
+    config_device_free(device);
 }
 END_TEST
 
@@ -1165,6 +1184,7 @@ static Suite *config_suite(void)
     tcase_add_test(devices, test_device_defaults);
     tcase_add_test(devices, test_device_errors);
     tcase_add_test(devices, test_device_bad_stem);
+    tcase_add_test(devices, test_device_numeric_accounts);
     tcase_add_test(devices, test_device_from_json);
     tcase_add_test(devices, test_plugin_error_location);
     tcase_add_test(devices, test_persist_round_trip);
