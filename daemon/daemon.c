@@ -2,6 +2,7 @@
  * Control plane: start-up, drop-in synchronisation, inotify, signals and systemd
  * notifications; see daemon.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include "admin_server.h"
 #include "config_dirs.h"
 #include "daemon.h"
+#include "endpoint.h"
 #include "log.h"
 
 /* Changes in the drop-in directories are applied this long after the last event, so an
@@ -466,6 +468,46 @@ static size_t daemon_free(struct daemon *daemon)
     return left;
 }
 
+/*
+ * After a SIGKILL the sockets of devices that no longer exist stay behind in the daemon's
+ * own socket directory, refusing every connection. Once the drop-ins are served, a socket
+ * file there that no device claims and nobody listens on is removed; anything else (a live
+ * socket, a file that is not a socket, another program's file) is left alone.
+ */
+static void remove_stale_sockets(struct daemon *daemon)
+{
+    char directory[CONFIG_SOCKET_PATH_MAX], path[CONFIG_SOCKET_PATH_MAX];
+    struct dirent *entry;
+    size_t removed = 0;
+    DIR *listing;
+
+    if (snprintf(directory, sizeof(directory), "%s/devices", daemon->settings->runtime_dir) >=
+        (int)sizeof(directory))
+        return;
+    listing = opendir(directory);
+    if (listing == NULL)
+        return;
+    while ((entry = readdir(listing)) != NULL) {
+        bool claimed = false;
+
+        if (entry->d_type != DT_SOCK && entry->d_type != DT_UNKNOWN)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", directory, entry->d_name) >= (int)sizeof(path))
+            continue;
+        for (size_t i = 0; i < daemon->devices.count && !claimed; i++)
+            claimed = strcmp(daemon->devices.devices[i]->socket_path, path) == 0;
+        if (!claimed && vu_socket_remove_stale(path) == 1) {
+            vu_log(VFIO_USERD_LOG_INFO, NULL, "removed %s, left by a daemon that did not stop",
+                   path);
+            removed++;
+        }
+    }
+    closedir(listing);
+    if (removed > 0)
+        vu_log(VFIO_USERD_LOG_NOTICE, NULL, "removed %zu stale device socket%s", removed,
+               removed == 1 ? "" : "s");
+}
+
 int daemon_run(struct config_daemon *settings)
 {
     struct daemon daemon = {.settings = settings, .inotify_fd = -1};
@@ -522,6 +564,7 @@ int daemon_run(struct config_daemon *settings)
         goto fail;
     watch_directories(&daemon);
     daemon_synchronize(&daemon);
+    remove_stale_sockets(&daemon);
 
     vu_log(VFIO_USERD_LOG_INFO, NULL,
            "vfio-userd " VFIO_USERD_VERSION " ready: %zu plugin%s, %zu device%s, %zu worker%s",

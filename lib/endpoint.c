@@ -135,23 +135,37 @@ static bool socket_in_use(const char *path, const struct sockaddr_un *address,
     return ret != 0;
 }
 
-int vu_socket_listen(const char *path, int *result)
+int vu_socket_remove_stale(const char *path)
 {
     struct sockaddr_un address;
     struct stat status;
+    int ret;
+
+    ret = fill_address(path, &address);
+    if (ret < 0)
+        return ret;
+    if (lstat(path, &status) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(status.st_mode))
+        return -EEXIST;
+    if (socket_in_use(path, &address, &status))
+        return -EADDRINUSE;
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -errno;
+    return 1;
+}
+
+int vu_socket_listen(const char *path, int *result)
+{
+    struct sockaddr_un address;
     int fd, ret;
 
     ret = fill_address(path, &address);
     if (ret < 0)
         return ret;
-    if (lstat(path, &status) == 0) {
-        if (!S_ISSOCK(status.st_mode))
-            return -EEXIST;
-        if (socket_in_use(path, &address, &status))
-            return -EADDRINUSE;
-        if (unlink(path) < 0 && errno != ENOENT)
-            return -errno;
-    }
+    ret = vu_socket_remove_stale(path);
+    if (ret < 0)
+        return ret;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;

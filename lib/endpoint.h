@@ -25,6 +25,13 @@ struct vu_endpoint;
  */
 int vu_socket_listen(const char *path, int *fd);
 
+/*
+ * Removes the socket file at `path` if nobody listens on it (its daemon died). Returns 1
+ * when it did, 0 when there is nothing at `path`, -EADDRINUSE when a live process listens,
+ * -EEXIST when it is not a socket, or another negative errno.
+ */
+int vu_socket_remove_stale(const char *path);
+
 /* Serves `device` on `listen_fd` (taken over) from `event`'s loop. */
 int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
                     struct vu_endpoint **endpoint);

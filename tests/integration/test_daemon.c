@@ -908,6 +908,32 @@ START_TEST(stale_socket_is_replaced)
 }
 END_TEST
 
+/* After a SIGKILL: the sockets of devices that are gone are removed at the next start. */
+START_TEST(stale_sockets_of_gone_devices_are_removed)
+{
+    char devices[PATH_MAX], notes[PATH_MAX];
+    int live;
+
+    ck_assert_int_eq(daemon_harness_make_directory(&harness, "run", devices, sizeof(devices)), 0);
+    ck_assert_int_eq(
+        daemon_harness_make_directory(&harness, "run/devices", devices, sizeof(devices)), 0);
+    close(bind_socket(socket_of("ghost1"), true));
+    close(bind_socket(socket_of("ghost2"), false));
+    live = bind_socket(socket_of("other"), true);
+    FORMAT(notes, "%s/notes.txt", devices);
+    ck_assert_int_eq(daemon_harness_write_file(devices, "notes.txt", "keep me\n"), 0);
+    write_device("tdev0", "plugin: testdev\n");
+    ASSERT_OK(daemon_harness_start(&harness, NULL));
+    ck_assert(socket_exists(socket_of("tdev0")));
+    ck_assert(!socket_exists(socket_of("ghost1")));
+    ck_assert(!socket_exists(socket_of("ghost2")));
+    ck_assert(socket_exists(socket_of("other")));
+    ck_assert_int_eq(access(notes, F_OK), 0);
+    assert_log_contains("removed 2 stale device sockets");
+    close(live);
+}
+END_TEST
+
 START_TEST(socket_in_use_is_an_error_for_that_device_only)
 {
     char devices[PATH_MAX], occupied[PATH_MAX], text[PATH_MAX + 64];
@@ -1894,8 +1920,9 @@ static Suite *daemon_suite(void)
           burst_of_a_hundred_files, fifo_drop_in_never_blocks_the_daemon}},
         {"plugins", {plugin_that_fails_to_load, no_plugins_at_all}},
         {"sockets",
-         {stale_socket_is_replaced, socket_in_use_is_an_error_for_that_device_only,
-          stale_admin_socket_is_replaced, second_daemon_on_same_admin_socket_fails}},
+         {stale_socket_is_replaced, stale_sockets_of_gone_devices_are_removed,
+          socket_in_use_is_an_error_for_that_device_only, stale_admin_socket_is_replaced,
+          second_daemon_on_same_admin_socket_fails}},
         {"signals",
          {missing_directories_are_watched_once_created, sighup_resynchronises,
           sigterm_with_client_connected, sigint_stops_cleanly}},
