@@ -642,6 +642,7 @@ int command_plugins(struct ctl_options *options, int argc, char **argv)
 static void print_status(const struct ctl_options *options, const json_t *status)
 {
     const json_t *devices = json_object_get(status, "devices");
+    const json_t *descriptors = json_object_get(status, "descriptors");
     const json_t *stuck_workers = json_object_get(status, "stuck_workers"), *stuck;
     json_t *uptime = json_object_get(status, "uptime_seconds");
     char numbers[5][32], text[64];
@@ -676,6 +677,12 @@ static void print_status(const struct ctl_options *options, const json_t *status
                          integer_text(numbers[0], sizeof(numbers[0]), stuck, "worker"),
                          integer_text(numbers[1], sizeof(numbers[1]), stuck, "seconds"));
     }
+    output_field(stdout, FIELD_WIDTH, "Descriptors",
+                 "%s open of %s; clients hold %s (each at most %s)",
+                 integer_text(numbers[0], sizeof(numbers[0]), descriptors, "open"),
+                 integer_text(numbers[1], sizeof(numbers[1]), descriptors, "limit"),
+                 integer_text(numbers[2], sizeof(numbers[2]), descriptors, "held_by_clients"),
+                 integer_text(numbers[3], sizeof(numbers[3]), descriptors, "per_client_limit"));
     output_field(stdout, FIELD_WIDTH, "Plugins", "%s",
                  integer_text(numbers[4], sizeof(numbers[4]), status, "plugins"));
     output_field(stdout, FIELD_WIDTH, "Worker threads", "%s",

@@ -1,10 +1,12 @@
 /*
  * JSON-RPC 2.0 envelope handling and the admin methods; see admin_methods.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -189,6 +191,7 @@ struct snapshot_task {
     uint32_t dma_maps;
     bool connected;
     pid_t client_pid;
+    uint32_t client_fds; /* descriptors the client made the device hold */
 };
 
 static int run_snapshot(sd_event *event, void *argument)
@@ -200,6 +203,7 @@ static int run_snapshot(sd_event *event, void *argument)
     if (task->endpoint != NULL) {
         task->connected = vu_endpoint_connected(task->endpoint);
         task->client_pid = vu_endpoint_client_pid(task->endpoint);
+        vu_endpoint_client_fds(task->endpoint, &task->client_fds, &(uint32_t){0});
     }
     return 0;
 }
@@ -239,7 +243,7 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
         state = !known ? "unknown" : task.connected ? "connected" : "listening";
     }
     return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-                     "s:o}",
+                     "s:o, s:o}",
                      "name", device->config->name, "plugin", device->plugin->name, "socket",
                      device->socket_path, "source", device->config->origin, "persistent",
                      device->source != NULL, "state", state, "error", error, "stuck", stuck_data,
@@ -248,8 +252,8 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
                      counter(known, messages), "errors", counter(known, task.statistics.errors),
                      "bytes_received", counter(known, task.statistics.bytes_received), "bytes_sent",
                      counter(known, task.statistics.bytes_sent), "dma_maps",
-                     counter(known, task.dma_maps), "config",
-                     config_device_to_json(device->config));
+                     counter(known, task.dma_maps), "client_fds", counter(known, task.client_fds),
+                     "config", config_device_to_json(device->config));
 }
 
 /* --- Methods. --- */
@@ -525,12 +529,38 @@ static json_t *method_plugin_list(struct daemon *daemon, const struct admin_peer
     return list;
 }
 
+/*
+ * The daemon's descriptors: how many are open against its limit, how many of them clients
+ * made their devices hold, and the most one client may (max_client_fds).
+ */
+static json_t *descriptors_json(const struct daemon *daemon, size_t client_fds)
+{
+    struct rlimit limit = {0};
+    json_int_t open_count = -1;
+    DIR *listing = opendir("/proc/self/fd");
+
+    if (listing != NULL) {
+        struct dirent *entry;
+
+        open_count = 0;
+        while ((entry = readdir(listing)) != NULL)
+            open_count += entry->d_name[0] != '.';
+        open_count--; /* the listing's own */
+        closedir(listing);
+    }
+    getrlimit(RLIMIT_NOFILE, &limit);
+    return json_pack("{s:o, s:I, s:I, s:I}", "open",
+                     open_count >= 0 ? json_integer(open_count) : json_null(), "limit",
+                     (json_int_t)limit.rlim_cur, "held_by_clients", (json_int_t)client_fds,
+                     "per_client_limit", (json_int_t)daemon->settings->max_client_fds);
+}
+
 static json_t *method_daemon_status(struct daemon *daemon, const struct admin_peer *peer,
                                     json_t *params, struct method_error *error)
 {
     static const char *const allowed[] = {NULL};
     uint64_t now = 0;
-    size_t connected = 0, serving = 0, stuck_devices = 0;
+    size_t connected = 0, serving = 0, stuck_devices = 0, client_fds = 0;
     json_t *stuck_workers = json_array();
 
     if (!check_params(params, allowed, error))
@@ -553,19 +583,21 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
             continue;
         }
         connected += task.connected;
+        client_fds += task.client_fds;
         serving++;
     }
-    return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s}",
-                     "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
-                     (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
-                     (json_int_t)daemon->devices.count, "listening",
-                     (json_int_t)(serving - connected), "connected", (json_int_t)connected, "stuck",
-                     (json_int_t)stuck_devices, "error",
-                     (json_int_t)(daemon->devices.count - serving - stuck_devices), "stuck_workers",
-                     stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
-                     (json_int_t)workers_count(daemon->workers), "drop_in_problems",
-                     (json_int_t)daemon->problems, "plugin_abi",
-                     VFIO_USERD_ABI_MAJOR == 1 ? "1.0" : "?", "protocol", "0.1");
+    return json_pack(
+        "{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
+        "s:o}",
+        "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
+        (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
+        (json_int_t)daemon->devices.count, "listening", (json_int_t)(serving - connected),
+        "connected", (json_int_t)connected, "stuck", (json_int_t)stuck_devices, "error",
+        (json_int_t)(daemon->devices.count - serving - stuck_devices), "stuck_workers",
+        stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
+        (json_int_t)workers_count(daemon->workers), "drop_in_problems",
+        (json_int_t)daemon->problems, "plugin_abi", VFIO_USERD_ABI_MAJOR == 1 ? "1.0" : "?",
+        "protocol", "0.1", "descriptors", descriptors_json(daemon, client_fds));
 }
 
 static json_t *method_daemon_reload(struct daemon *daemon, const struct admin_peer *peer,

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -238,10 +239,28 @@ START_TEST(device_add_get_list_reset_remove)
     json_decref(device);
     ck_assert_int_eq(daemon_harness_wait_socket(&harness, path, true, TIMEOUT), 0);
 
-    /* Seen connected, with its traffic counted. */
+    /* Seen connected, with its traffic counted and the descriptors it made the device hold. */
     ck_assert_int_eq(vu_client_connect(path, NULL, &client), 0);
     ck_assert_int_eq(vu_client_region_write(client, 0, SCRATCH0, &value, 4), 0);
+    int eventfds[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_ge(eventfds[i] = eventfd(0, EFD_CLOEXEC), 0);
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX,
+                                        VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0,
+                                        3, eventfds, NULL),
+                     0);
+    for (int i = 0; i < 3; i++)
+        close(eventfds[i]);
+    json_t *status = call_ok("daemon_status", NULL);
+    json_t *descriptors = json_object_get(status, "descriptors");
+    ck_assert_int_eq(json_integer_value(json_object_get(descriptors, "held_by_clients")), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(descriptors, "per_client_limit")), 4096);
+    ck_assert_int_gt(json_integer_value(json_object_get(descriptors, "open")), 3);
+    ck_assert_int_gt(json_integer_value(json_object_get(descriptors, "limit")),
+                     json_integer_value(json_object_get(descriptors, "open")));
+    json_decref(status);
     device = call_ok("device_get", "{\"name\":\"rpc0\"}");
+    ck_assert_int_eq(json_integer_value(json_object_get(device, "client_fds")), 3);
     ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
     ck_assert_int_eq(json_integer_value(json_object_get(device, "client_pid")), getpid());
     ck_assert_int_eq(json_integer_value(json_object_get(device, "connections")), 1);
