@@ -307,6 +307,51 @@ static int check_unique(const struct device_manager *manager, const struct manag
 }
 
 /*
+ * The array of devices doubles when full and halves when a quarter full. Grown one slot
+ * per device, it was reallocated at every add, and each move left the old block in the
+ * calling thread's allocator cache (glibc's tcache, which malloc_trim() cannot empty):
+ * one block of every size up to 1 KiB per cycle of adds, each pinning a page of the heap,
+ * which showed as RSS creeping up cycle after cycle.
+ */
+#define DEVICES_MIN_CAPACITY 16
+
+static int resize_devices(struct device_manager *manager, size_t capacity)
+{
+    struct managed_device **resized;
+
+    if (capacity == 0) {
+        free(manager->devices);
+        manager->devices = NULL;
+        manager->capacity = 0;
+        return 0;
+    }
+    resized = reallocarray(manager->devices, capacity, sizeof(*resized));
+    if (resized == NULL)
+        return -ENOMEM;
+    manager->devices = resized;
+    manager->capacity = capacity;
+    return 0;
+}
+
+/* Room for one more device. */
+static int reserve_device(struct device_manager *manager)
+{
+    if (manager->count < manager->capacity)
+        return 0;
+    return resize_devices(manager,
+                          manager->capacity > 0 ? 2 * manager->capacity : DEVICES_MIN_CAPACITY);
+}
+
+/* After a removal: the array goes with the last device, and shrinks when mostly empty. */
+static void release_devices(struct device_manager *manager)
+{
+    if (manager->count == 0)
+        resize_devices(manager, 0);
+    else if (manager->capacity > DEVICES_MIN_CAPACITY && manager->count <= manager->capacity / 4)
+        resize_devices(manager, manager->capacity / 2); /* a failure keeps the larger one */
+}
+
+/*
  * The allocator gives back only the top of its heap by itself: the free space that devices
  * leave between blocks still in use stayed resident, and RSS grew with every cycle of
  * adding and removing devices. So the heap is trimmed (main.c keeps every thread on the one
@@ -367,9 +412,8 @@ void device_manager_fini(struct device_manager *manager)
 {
     while (manager->count > 0)
         device_manager_remove(manager, manager->devices[manager->count - 1]);
-    free(manager->devices);
+    resize_devices(manager, 0);
     free(manager->worker_load);
-    manager->devices = NULL;
     manager->worker_load = NULL;
     manager->trim_timer = sd_event_source_disable_unref(manager->trim_timer);
     manager->event = sd_event_unref(manager->event);
@@ -428,7 +472,6 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
                        const char *source, char *error, size_t error_size)
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
-    struct managed_device **grown;
     struct serve_task serve = {.listen_fd = -1, .settings = manager->settings};
     char path[CONFIG_SOCKET_PATH_MAX];
     int ret;
@@ -446,14 +489,12 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
     }
     managed->socket_path = strdup(path);
     managed->source = source != NULL ? strdup(source) : NULL;
-    grown = reallocarray(manager->devices, manager->count + 1, sizeof(*grown));
     if (managed->socket_path == NULL || (source != NULL && managed->source == NULL) ||
-        grown == NULL) {
+        reserve_device(manager) < 0) {
         snprintf(error, error_size, "out of memory");
         ret = -ENOMEM;
         goto fail;
     }
-    manager->devices = grown;
     ret = check_unique(manager, NULL, config, path, error, error_size);
     if (ret < 0)
         goto fail;
@@ -589,11 +630,7 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
     memmove(&manager->devices[index], &manager->devices[index + 1],
             (manager->count - index - 1) * sizeof(manager->devices[0]));
     manager->count--;
-    /* The array grew one device at a time; with no devices left, it goes too. */
-    if (manager->count == 0) {
-        free(manager->devices);
-        manager->devices = NULL;
-    }
+    release_devices(manager);
     vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
     free_managed(device);
     schedule_trim(manager);

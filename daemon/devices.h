@@ -37,6 +37,7 @@ struct device_manager {
     size_t *worker_load;
     struct managed_device **devices;
     size_t count;
+    size_t capacity;             /* slots in `devices` */
     sd_event *event;             /* the calling thread's default loop; NULL without workers */
     sd_event_source *trim_timer; /* gives freed heap memory back after devices went */
 };
