@@ -209,26 +209,24 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_ST
 	    -Iinclude -Ilib -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
 	    $< $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) -o $@ $(PKG_LIBS) -ldl -lpthread
 
+# run_fuzzers LIMIT DESCRIPTION: each target with its corpus and seeds, stopping at LIMIT.
+define run_fuzzers
+	@for target in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus/$$target; \
+	    echo "fuzz: $$target for $(2)"; \
+	    build/fuzz/fuzz_$$target $(1) $(FUZZ_FLAGS) -artifact_prefix=build/fuzz/$$target- \
+	        build/fuzz/corpus/$$target tests/fuzz/seeds/$$target 2>build/fuzz/$$target.log || \
+	        { tail -n 40 build/fuzz/$$target.log; exit 1; }; \
+	    grep -E '^(stat::number_of_executed_units|Done)' build/fuzz/$$target.log; \
+	done
+endef
+
 .PHONY: fuzz-long
 fuzz: $(FUZZ_BINS)
-	@for target in $(FUZZ_TARGETS); do \
-	    mkdir -p build/fuzz/corpus/$$target; \
-	    echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
-	    build/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) -artifact_prefix=build/fuzz/$$target- \
-	        build/fuzz/corpus/$$target tests/fuzz/seeds/$$target 2>build/fuzz/$$target.log || \
-	        { tail -n 40 build/fuzz/$$target.log; exit 1; }; \
-	    grep -E '^(stat::number_of_executed_units|Done)' build/fuzz/$$target.log; \
-	done
+	$(call run_fuzzers,-max_total_time=$(FUZZ_SECONDS),$(FUZZ_SECONDS) s)
 
 fuzz-long: $(FUZZ_BINS)
-	@for target in $(FUZZ_TARGETS); do \
-	    mkdir -p build/fuzz/corpus/$$target; \
-	    echo "fuzz: $$target for $(FUZZ_RUNS) inputs"; \
-	    build/fuzz/fuzz_$$target -runs=$(FUZZ_RUNS) $(FUZZ_FLAGS) -artifact_prefix=build/fuzz/$$target- \
-	        build/fuzz/corpus/$$target tests/fuzz/seeds/$$target 2>build/fuzz/$$target.log || \
-	        { tail -n 40 build/fuzz/$$target.log; exit 1; }; \
-	    grep -E '^(stat::number_of_executed_units|Done)' build/fuzz/$$target.log; \
-	done
+	$(call run_fuzzers,-runs=$(FUZZ_RUNS),$(FUZZ_RUNS) inputs)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -17,6 +17,7 @@ chroot_dir=$cache/sid
 kernel_dir=$cache/kernel
 
 say() { printf 'interop setup: %s\n' "$*" >&2; }
+. "$(dirname "$0")/../../scripts/debian-host.sh"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
@@ -25,36 +26,14 @@ need_root() {
     fi
 }
 
-# The Debian mirror the host already uses, so no host name is written down here.
-host_mirror() {
-    local uri
-    uri=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-        grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -n 1 | tr -d ' ')
-    [ -n "$uri" ] || { say "no Debian mirror found in /etc/apt; set VFIO_USERD_INTEROP_MIRROR"; exit 1; }
-    echo "${VFIO_USERD_INTEROP_MIRROR:-$uri}"
-}
-
-install_host_packages() {
-    local missing=()
-    for package in "$@"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
-            missing+=("$package")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    need_root "installing ${missing[*]}"
-    say "installing host packages: ${missing[*]}"
-    apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-}
-
 setup_chroot() {
     if [ -x "$chroot_dir/usr/bin/qemu-system-x86_64" ]; then
         return 0
     fi
-    install_host_packages debootstrap
+    debian_install_missing debootstrap
     need_root "building the QEMU chroot"
     local mirror
-    mirror=$(host_mirror)
+    mirror=$(debian_host_mirror "${VFIO_USERD_INTEROP_MIRROR:-}")
     if [ ! -f "$chroot_dir.partial/.debootstrap-done" ]; then
         say "downloading a minimal Debian sid tree for its QEMU (vfio-user-pci needs QEMU >= 10); about 1 minute, once"
         rm -rf "$chroot_dir.partial"
@@ -83,7 +62,7 @@ setup_chroot() {
 # The guest kernel is the one whose headers the host has, so the module always matches it.
 setup_kernel() {
     local release
-    install_host_packages linux-headers-amd64 busybox-static pciutils socat cpio kmod
+    debian_install_missing linux-headers-amd64 busybox-static pciutils socat cpio kmod
     release=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 | grep -oE 'linux-headers-[0-9][^ ,]*-amd64' | head -n 1)
     release=${release#linux-headers-}
     if [ -f "$kernel_dir/ready" ] && [ "$(cat "$kernel_dir/release")" = "$release" ]; then

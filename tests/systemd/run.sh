@@ -28,38 +28,20 @@ timeout=${VFIO_USERD_SYSTEMD_TEST_TIMEOUT:-300}
 include=systemd,systemd-sysv,dbus,libsystemd0,libyaml-0-2,libjansson4
 
 say() { printf 'systemd-test: %s\n' "$*" >&2; }
+. "$(dirname "$0")/../../scripts/debian-host.sh"
 
 [ "$(id -u)" = 0 ] || { say "needs root (debootstrap, systemd-nspawn)"; exit 1; }
 ls "$debs"/vfio-userd_*.deb "$debs"/vfio-userd-plugin-testdev_*.deb >/dev/null ||
     { say "no packages in $debs; run make deb"; exit 1; }
 
-missing=""
-for package in systemd-container debootstrap debian-archive-keyring; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q ' installed$' ||
-        missing="$missing $package"
-done
-if [ -n "$missing" ]; then
-    say "installing:$missing"
-    apt-get update -qq
-    # shellcheck disable=SC2086 # the list is meant to split into words
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
-
-# The Debian mirror the host already uses, so no host name is written down here.
-host_mirror() {
-    local uri
-    uri=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-        grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -n 1 | tr -d ' ')
-    [ -n "$uri" ] || { say "no Debian mirror found in /etc/apt; set VFIO_USERD_SYSTEMD_TEST_MIRROR"; exit 1; }
-    echo "${VFIO_USERD_SYSTEMD_TEST_MIRROR:-$uri}"
-}
+debian_install_missing systemd-container debootstrap debian-archive-keyring
 
 mkdir -p "$cache"
 if [ "$(cat "$base/.vfio-userd-include" 2>/dev/null)" != "$include" ]; then
     say "making a minimal Debian 12 tree with systemd (debootstrap, about 1 minute, once)"
     rm -rf "$base" "$base.partial"
     if ! debootstrap --variant=minbase --include="$include" bookworm "$base.partial" \
-        "$(host_mirror)" >"$cache/debootstrap.log" 2>&1; then
+        "$(debian_host_mirror "${VFIO_USERD_SYSTEMD_TEST_MIRROR:-}")" >"$cache/debootstrap.log" 2>&1; then
         tail -n 20 "$cache/debootstrap.log" >&2
         say "debootstrap failed; see $cache/debootstrap.log"
         exit 1
