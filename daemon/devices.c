@@ -311,9 +311,10 @@ static int check_unique(const struct device_manager *manager, const struct manag
  * per device, it was reallocated at every add, and each move left the old block in the
  * calling thread's allocator cache (glibc's tcache, which malloc_trim() cannot empty):
  * one block of every size up to 1 KiB per cycle of adds, each pinning a page of the heap,
- * which showed as RSS creeping up cycle after cycle.
+ * which showed as RSS creeping up cycle after cycle. The smallest array (2 KiB) is already
+ * larger than any block that cache keeps (1032 bytes by default), so resizing never feeds it.
  */
-#define DEVICES_MIN_CAPACITY 16
+#define DEVICES_MIN_CAPACITY 256
 
 static int resize_devices(struct device_manager *manager, size_t capacity)
 {
