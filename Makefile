@@ -4,7 +4,7 @@
 #   make check           build, then run every test (installs build deps as root)
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
 #   make fuzz            run each libFuzzer target (tests/fuzz/) briefly; fuzz-long: 1M inputs each
-#   make bench           run the benchmarks (bench/*.c)
+#   make bench           run the benchmarks against a floor server (bench/)
 #   make interop         the QEMU guest suite: QEMU's vfio-user-pci in a Linux guest
 #   make run             start the daemon with one testdev and print how to use it
 #   make install         install under $(DESTDIR)$(PREFIX)
@@ -124,6 +124,9 @@ $(LIB_ARCHIVE): $(LIB_OBJS)
 
 .SECONDEXPANSION:
 
+# The libraries a plugin links, by plugin name: testdev's CRC-32 is zlib's.
+PLUGIN_LIBS_testdev := -lz
+
 # A plugin sees only include/: it is compiled without -Ilib on purpose. Its own headers
 # are prerequisites, so changing one rebuilds it.
 $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) include/vfio-userd/plugin.h
@@ -131,7 +134,7 @@ $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) inc
 	$(call quiet,CCLD,$@)
 	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
-	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS)
+	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS) $(PLUGIN_LIBS_$*)
 
 # Test-only plugins, tests/plugins/NAME.c -> BUILD/tests/plugins/NAME.so: never installed.
 TEST_PLUGIN_SOS := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(wildcard tests/plugins/*.c))
@@ -172,10 +175,14 @@ $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 check: all format-check
 	@sh tests/run-tests.sh $(BUILD) $(TEST_BINS)
 
-# Benchmarks print their numbers; BENCH_SECONDS bounds each case.
-BENCH_SECONDS ?= 2
+# Benchmarks (bench/run_bench.py): region I/O through --single and the daemon against a
+# floor server in the same run, interleaved BENCH_ROUNDS times (medians), then DMA against
+# memcpy for BENCH_SECONDS per case. One table, in about two minutes.
+BENCH_ROUNDS   ?= 3
+BENCH_REQUESTS ?= 50000
+BENCH_SECONDS  ?= 1
 bench: all
-	$(BUILD)/bench/bench_protocol $(BUILD)/plugins/testdev.so $(BENCH_SECONDS)
+	@BENCH_SECONDS=$(BENCH_SECONDS) python3 bench/run_bench.py $(BUILD) $(BENCH_ROUNDS) $(BENCH_REQUESTS)
 
 # The daemon in the foreground with one testdev device, and how to use it.
 run: all
