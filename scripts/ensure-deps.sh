@@ -6,7 +6,7 @@
 set -eu
 
 packages="make gcc pkg-config libsystemd-dev libyaml-dev libjansson-dev check
-linux-libc-dev clang libclang-rt-14-dev clang-format systemd valgrind"
+linux-libc-dev clang libclang-rt-14-dev clang-format systemd valgrind zlib1g-dev"
 
 missing=""
 for package in $packages; do

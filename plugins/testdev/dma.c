@@ -10,30 +10,31 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "testdev.h"
 
-/* CRC-32 (IEEE 802.3, reflected polynomial 0xedb88320), four bits at a time. */
-static const uint32_t testdev_crc32_nibbles[16] = {
-    0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4, 0x4db26158, 0x5005713c,
-    0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c, 0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
-};
-
+/* CRC-32 (IEEE 802.3, as zlib computes it): zlib's crc32() is table-driven and works on
+ * several bytes per step, ten times the speed of a byte-by-byte loop. */
 uint32_t testdev_crc32(uint32_t crc, const uint8_t *bytes, size_t length)
 {
-    crc = ~crc;
-    for (size_t i = 0; i < length; i++) {
-        crc = (crc >> 4) ^ testdev_crc32_nibbles[(crc ^ bytes[i]) & 0xf];
-        crc = (crc >> 4) ^ testdev_crc32_nibbles[(crc ^ (bytes[i] >> 4)) & 0xf];
-    }
-    return ~crc;
+    return (uint32_t)crc32_z(crc, bytes, length);
 }
 
 static void testdev_fill(uint8_t *bytes, uint32_t length, uint32_t pattern)
 {
-    /* The pattern is laid down as little-endian words from the first byte on. */
-    for (uint32_t i = 0; i < length; i++)
-        bytes[i] = (uint8_t)(pattern >> (8 * (i % 4)));
+    /* The pattern is laid down as little-endian words from the first byte on: the first
+     * word byte by byte, then the filled part doubles by copies of itself, which run at
+     * memcpy speed. */
+    uint32_t done = length < 4 ? length : 4;
+
+    for (uint32_t i = 0; i < done; i++)
+        bytes[i] = (uint8_t)(pattern >> (8 * i));
+    while (done < length) {
+        uint32_t chunk = done < length - done ? done : length - done;
+        memcpy(bytes + done, bytes, chunk);
+        done += chunk;
+    }
 }
 
 static uint32_t testdev_dma_error_of(int rc)
