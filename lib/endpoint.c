@@ -30,18 +30,23 @@
 #define CONNECTION_LOG_BURST         20
 #define ACCEPT_LOG_BURST             1
 
-/* Reassembly state of one socket's incoming stream. */
+/*
+ * One socket's incoming stream. A single recvmsg reads as much as has arrived, header and
+ * body and any messages after them, into one buffer that holds the largest message; every
+ * complete message in it is handled before the next read. Descriptors arrive with the read
+ * that reaches the first byte of the sendmsg that carried them, and the kernel ends that
+ * read after it; they belong to the message holding the last byte the read returned.
+ */
 struct channel_input {
-    uint8_t header_bytes[VU_HEADER_SIZE];
-    size_t header_received;
-    struct vu_header header;
-    int header_error; /* decoded header is bad: reject once the body is skipped */
-    uint8_t *body;    /* VU_MAX_MESSAGE_SIZE bytes */
-    size_t body_received;
-    size_t body_length;
-    bool discarding; /* body too large: read and drop it, then reject */
+    uint8_t *buffer;   /* VU_MAX_MESSAGE_SIZE bytes */
+    size_t head, tail; /* unhandled bytes are buffer[head, tail) */
+    /* An oversized message is read and dropped, then rejected. */
+    uint64_t discarding; /* its bytes still to drop */
+    struct vu_header discarded;
     int fds[VU_SERVER_MAX_MSG_FDS];
     size_t fd_count;
+    bool fds_pending; /* fds (or fds_lost) belong to the message holding buffer[fds_at] */
+    size_t fds_at;
     bool fds_lost; /* more descriptors came than one message may carry */
 };
 
@@ -50,6 +55,7 @@ struct connection {
     int sockets[2]; /* main, twin */
     sd_event_source *sources[2];
     sd_event_source *dma_timer; /* the client's answer to a DMA_READ/DMA_WRITE is due */
+    sd_event_source *resume;    /* complete messages wait in an input buffer */
     struct channel_input inputs[2];
     struct vu_session *session;
     pid_t pid;
@@ -182,17 +188,14 @@ int vu_socket_listen(const char *path, int *result)
  * Connections.
  */
 
-static void input_reset(struct channel_input *input)
+/* Closes the descriptors waiting for a message, which then has none. */
+static void input_drop_fds(struct channel_input *input)
 {
     for (size_t i = 0; i < input->fd_count; i++)
         close(input->fds[i]);
     input->fd_count = 0;
     input->fds_lost = false;
-    input->header_received = 0;
-    input->body_received = 0;
-    input->body_length = 0;
-    input->discarding = false;
-    input->header_error = 0;
+    input->fds_pending = false;
 }
 
 static void connection_free(struct connection *connection)
@@ -200,10 +203,11 @@ static void connection_free(struct connection *connection)
     struct vu_endpoint *endpoint = connection->endpoint;
 
     sd_event_source_disable_unref(connection->dma_timer);
+    sd_event_source_disable_unref(connection->resume);
     for (int i = 0; i < 2; i++) {
         sd_event_source_disable_unref(connection->sources[i]);
-        input_reset(&connection->inputs[i]);
-        free(connection->inputs[i].body);
+        input_drop_fds(&connection->inputs[i]);
+        free(connection->inputs[i].buffer);
     }
     /* The socket goes first: by the time the device hears of the disconnect (from the
      * session, which owns the twin socket), the client is gone for good. */
@@ -217,8 +221,29 @@ static void connection_free(struct connection *connection)
     free(connection);
 }
 
-static void collect_fds(struct channel_input *input, struct msghdr *message)
+static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+
+static int watch_twin_socket(struct connection *connection)
 {
+    int twin = vu_session_twin_socket(connection->session);
+    int ret;
+
+    if (twin < 0 || connection->sources[1] != NULL)
+        return 0;
+    connection->inputs[1].buffer = malloc(VU_MAX_MESSAGE_SIZE);
+    if (connection->inputs[1].buffer == NULL)
+        return -ENOMEM;
+    connection->sockets[1] = twin;
+    ret = sd_event_add_io(connection->endpoint->event, &connection->sources[1], twin, EPOLLIN,
+                          on_socket_event, connection);
+    return ret;
+}
+
+/* Takes the descriptors a read brought; they belong to the message holding buffer[at]. */
+static void collect_fds(struct channel_input *input, struct msghdr *message, size_t at)
+{
+    bool any = (message->msg_flags & MSG_CTRUNC) != 0;
+
     for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(message); cmsg != NULL;
          cmsg = CMSG_NXTHDR(message, cmsg)) {
         size_t count;
@@ -231,6 +256,7 @@ static void collect_fds(struct channel_input *input, struct msghdr *message)
             count = sizeof(fds) / sizeof(fds[0]);
         memcpy(fds, CMSG_DATA(cmsg), count * sizeof(int));
         for (size_t i = 0; i < count; i++) {
+            any = true;
             if (input->fd_count < VU_SERVER_MAX_MSG_FDS) {
                 input->fds[input->fd_count++] = fds[i];
             } else {
@@ -241,17 +267,23 @@ static void collect_fds(struct channel_input *input, struct msghdr *message)
     }
     if (message->msg_flags & MSG_CTRUNC)
         input->fds_lost = true;
+    if (any) {
+        /* A read never goes past the message that descriptors wait for (input_read_limit),
+         * so a second batch belongs to the same message as the first. */
+        input->fds_pending = true;
+        input->fds_at = at;
+    }
 }
 
-/* Reads up to `length` bytes into `buffer`, taking descriptors. >0 bytes, 0 would block,
+/* Reads once into buffer[tail, limit), taking descriptors. >0 bytes, 0 would block,
  * -ECONNRESET at end of stream, -errno on error. */
-static ssize_t receive(int fd, struct channel_input *input, void *buffer, size_t length)
+static ssize_t input_read(int fd, struct channel_input *input, size_t limit)
 {
     union {
         struct cmsghdr header;
         char space[CMSG_SPACE(sizeof(int) * (VU_SERVER_MAX_MSG_FDS + 1))];
     } control;
-    struct iovec iov = {.iov_base = buffer, .iov_len = length};
+    struct iovec iov = {.iov_base = input->buffer + input->tail, .iov_len = limit - input->tail};
     struct msghdr message = {
         .msg_iov = &iov,
         .msg_iovlen = 1,
@@ -260,68 +292,145 @@ static ssize_t receive(int fd, struct channel_input *input, void *buffer, size_t
     };
     ssize_t received;
 
+    if (limit <= input->tail)
+        return 0; /* no room: cannot happen, input_compact() makes it */
     do {
         received = recvmsg(fd, &message, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     } while (received < 0 && errno == EINTR);
     if (received < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-    collect_fds(input, &message);
-    if (received == 0)
+    if (received == 0) {
+        collect_fds(input, &message, input->tail);
         return -ECONNRESET;
+    }
+    collect_fds(input, &message, input->tail + (size_t)received - 1);
+    input->tail += (size_t)received;
     return received;
 }
 
-/* Advances reassembly. 1: a whole message is ready; 0: wait for more; <0: drop client. */
-static int read_message(struct connection *connection, int channel, uint64_t *bytes)
+/* The size of the message at head as its header says, or 0 while the header is partial. */
+static uint32_t input_message_size(const struct channel_input *input)
+{
+    struct vu_header header;
+
+    if (input->tail - input->head < VU_HEADER_SIZE)
+        return 0;
+    memcpy(&header, input->buffer + input->head, sizeof(header));
+    return header.message_size;
+}
+
+/*
+ * Where the next read must stop. With descriptors waiting for the message at head, at its
+ * end (or its header's, while that is partial), so that descriptors a read brings always
+ * belong to the message they came with; otherwise at the end of the buffer.
+ */
+static size_t input_read_limit(const struct channel_input *input)
+{
+    uint64_t size;
+
+    if (input->discarding > 0 || !input->fds_pending)
+        return VU_MAX_MESSAGE_SIZE;
+    size = input_message_size(input);
+    if (size < VU_HEADER_SIZE || size > VU_MAX_MESSAGE_SIZE)
+        size = VU_HEADER_SIZE;
+    return input->head + (size_t)size;
+}
+
+/* Moves the bytes at head to the front when the message there would not fit after them,
+ * or when they are few (cheap, and keeps the buffer's start hot in the cache). */
+static void input_compact(struct channel_input *input)
+{
+    size_t pending = input->tail - input->head;
+    uint64_t needed = input_message_size(input);
+
+    if (input->head == 0)
+        return;
+    if (needed < VU_HEADER_SIZE || needed > VU_MAX_MESSAGE_SIZE)
+        needed = VU_HEADER_SIZE;
+    if (pending > 4096 && input->head + needed <= VU_MAX_MESSAGE_SIZE)
+        return;
+    memmove(input->buffer, input->buffer + input->head, pending);
+    if (input->fds_pending)
+        input->fds_at -= input->head;
+    input->tail = pending;
+    input->head = 0;
+}
+
+/* Drops what arrived of an oversized message; once it is whole, rejects it. */
+static void input_discard(struct connection *connection, struct channel_input *input)
+{
+    size_t available = input->tail - input->head;
+    size_t dropped = available < input->discarding ? available : (size_t)input->discarding;
+
+    if (input->fds_pending && input->fds_at < input->head + dropped)
+        input_drop_fds(input); /* they came with the dropped message */
+    input->head += dropped;
+    input->discarding -= dropped;
+    if (input->head == input->tail)
+        input->head = input->tail = 0;
+    if (input->discarding == 0)
+        vu_session_reject_message(connection->session, &input->discarded, -E2BIG);
+}
+
+/*
+ * Handles the message at head if it is complete. 1: handled (or rejected), go on; 0: it is
+ * not complete yet; <0: drop the client.
+ */
+static int input_handle_one(struct connection *connection, int channel)
 {
     struct channel_input *input = &connection->inputs[channel];
-    int fd = connection->sockets[channel];
-    uint8_t scratch[4096];
-    ssize_t received;
+    size_t available = input->tail - input->head;
+    struct vu_header header;
+    bool fds_lost = false;
+    int fds[VU_SERVER_MAX_MSG_FDS];
+    size_t fd_count = 0, end;
     int ret;
 
-    while (input->header_received < VU_HEADER_SIZE) {
-        received = receive(fd, input, input->header_bytes + input->header_received,
-                           VU_HEADER_SIZE - input->header_received);
-        if (received <= 0)
-            return (int)received;
-        *bytes += (uint64_t)received;
-        input->header_received += (size_t)received;
-        if (input->header_received < VU_HEADER_SIZE)
-            continue;
-        ret = vu_wire_decode_header(input->header_bytes, VU_HEADER_SIZE, &input->header);
-        if (ret < 0 && input->header.message_size < VU_HEADER_SIZE) {
-            /* No way to find the next message boundary. */
-            vu_log(VFIO_USERD_LOG_WARNING, connection->endpoint->device->name,
-                   "client sent a message size of %u, below the header size; disconnecting",
-                   input->header.message_size);
-            return -EPROTO;
-        }
-        input->header_error = ret;
-        input->body_length = input->header.message_size - VU_HEADER_SIZE;
-        if (input->body_length > VU_MAX_MESSAGE_SIZE - VU_HEADER_SIZE) {
-            input->discarding = true;
-            input->header_error = -E2BIG;
-        }
+    if (available < VU_HEADER_SIZE)
+        return 0;
+    ret = vu_wire_decode_header(input->buffer + input->head, VU_HEADER_SIZE, &header);
+    if (ret < 0 && header.message_size < VU_HEADER_SIZE) {
+        /* No way to find the next message boundary. */
+        vu_log(VFIO_USERD_LOG_WARNING, connection->endpoint->device->name,
+               "client sent a message size of %u, below the header size; disconnecting",
+               header.message_size);
+        return -EPROTO;
     }
-    while (input->body_received < input->body_length) {
-        size_t wanted = input->body_length - input->body_received;
-        void *target;
-
-        if (input->discarding) {
-            target = scratch;
-            if (wanted > sizeof(scratch))
-                wanted = sizeof(scratch);
-        } else {
-            target = input->body + input->body_received;
-        }
-        received = receive(fd, input, target, wanted);
-        if (received <= 0)
-            return (int)received;
-        *bytes += (uint64_t)received;
-        input->body_received += (size_t)received;
+    if (header.message_size > VU_MAX_MESSAGE_SIZE) {
+        input->discarding = header.message_size;
+        input->discarded = header;
+        input_discard(connection, input);
+        return 1;
     }
-    return 1;
+    if (available < header.message_size)
+        return 0;
+    end = input->head + header.message_size;
+    if (input->fds_pending && input->fds_at < end) {
+        /* The session takes the descriptors. */
+        fd_count = input->fd_count;
+        fds_lost = input->fds_lost;
+        memcpy(fds, input->fds, fd_count * sizeof(int));
+        input->fd_count = 0;
+        input->fds_lost = false;
+        input->fds_pending = false;
+    }
+    if (ret < 0 || fds_lost) {
+        for (size_t i = 0; i < fd_count; i++)
+            close(fds[i]);
+        vu_session_reject_message(connection->session, &header, ret < 0 ? ret : -EINVAL);
+        ret = 0;
+    } else {
+        ret = vu_session_handle_message(connection->session, channel, &header,
+                                        input->buffer + input->head + VU_HEADER_SIZE,
+                                        header.message_size - VU_HEADER_SIZE, fds, fd_count);
+    }
+    input->head = end;
+    if (input->head == input->tail)
+        input->head = input->tail = 0;
+    if (ret < 0)
+        return ret;
+    ret = watch_twin_socket(connection);
+    return ret < 0 ? ret : 1;
 }
 
 static int update_events(struct connection *connection);
@@ -355,58 +464,66 @@ static int flush_outputs(struct connection *connection)
 
 static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
 
-static int watch_twin_socket(struct connection *connection)
-{
-    int twin = vu_session_twin_socket(connection->session);
-    int ret;
-
-    if (twin < 0 || connection->sources[1] != NULL)
-        return 0;
-    connection->inputs[1].body = malloc(VU_MAX_MESSAGE_SIZE);
-    if (connection->inputs[1].body == NULL)
-        return -ENOMEM;
-    connection->sockets[1] = twin;
-    ret = sd_event_add_io(connection->endpoint->event, &connection->sources[1], twin, EPOLLIN,
-                          on_socket_event, connection);
-    return ret;
-}
-
-/* Reads and handles what arrived on one socket; <0 means drop the client. */
-static int process_input(struct connection *connection, int channel)
+/*
+ * Handles what waits in a socket's buffer and what arrived on it (when `readable`); <0 means
+ * drop the client. A read that returns less than it asked for emptied the socket, so the
+ * loop is told to wait rather than asking again for an EAGAIN: the socket is level-triggered.
+ */
+static int process_input(struct connection *connection, int channel, bool readable)
 {
     struct vu_device_statistics *statistics = &connection->endpoint->device->statistics;
     struct channel_input *input = &connection->inputs[channel];
+    int handled = 0;
 
-    for (int handled = 0; handled < MESSAGES_PER_WAKEUP; handled++) {
+    for (;;) {
+        size_t limit;
+        ssize_t received;
         int ret;
 
-        if (!vu_session_ready(connection->session))
-            return 0;
-        ret = read_message(connection, channel, &statistics->bytes_received);
-        if (ret <= 0)
-            return ret;
-        if (input->header_error < 0 || input->fds_lost) {
-            vu_session_reject_message(connection->session, &input->header,
-                                      input->header_error < 0 ? input->header_error : -EINVAL);
-            input_reset(input);
-        } else {
-            int fds[VU_SERVER_MAX_MSG_FDS];
-            size_t fd_count = input->fd_count;
-
-            /* The session takes the descriptors. */
-            memcpy(fds, input->fds, fd_count * sizeof(int));
-            input->fd_count = 0;
-            ret = vu_session_handle_message(connection->session, channel, &input->header,
-                                            input->body, input->body_length, fds, fd_count);
-            input_reset(input);
+        for (;;) {
+            if (handled == MESSAGES_PER_WAKEUP || !vu_session_ready(connection->session))
+                return 0; /* the rest waits: resume_input() */
+            if (input->discarding > 0) {
+                if (input->head == input->tail)
+                    break;
+                input_discard(connection, input);
+                handled += input->discarding == 0;
+                continue;
+            }
+            ret = input_handle_one(connection, channel);
             if (ret < 0)
                 return ret;
-            ret = watch_twin_socket(connection);
-            if (ret < 0)
-                return ret;
+            if (ret == 0)
+                break;
+            handled++;
         }
+        if (!readable)
+            return 0;
+        input_compact(input);
+        limit = input_read_limit(input);
+        received = input_read(connection->sockets[channel], input, limit);
+        if (received <= 0)
+            return (int)received;
+        statistics->bytes_received += (uint64_t)received;
+        /* Short: the socket is empty for now. */
+        readable = input->tail == limit;
     }
-    return 0;
+}
+
+/* Whether a complete message (or dropped bytes) waits in the buffer of `channel`. */
+static bool input_waiting(const struct connection *connection, int channel)
+{
+    const struct channel_input *input = &connection->inputs[channel];
+    struct vu_header header;
+
+    if (input->discarding > 0)
+        return input->tail > input->head;
+    if (input->tail - input->head < VU_HEADER_SIZE)
+        return false;
+    memcpy(&header, input->buffer + input->head, sizeof(header));
+    /* A bad size is handled (refused) at once too. */
+    return header.message_size < VU_HEADER_SIZE || header.message_size > VU_MAX_MESSAGE_SIZE ||
+           input->tail - input->head >= header.message_size;
 }
 
 static int on_dma_timeout(sd_event_source *source, uint64_t usec, void *userdata)
@@ -439,9 +556,27 @@ static int update_dma_timer(struct connection *connection)
     return sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_ONESHOT);
 }
 
+static int on_resume(sd_event_source *source, void *userdata);
+
+/* Complete messages wait in a buffer and the session can take them: handle them from the
+ * next loop pass, whether or not more arrives. */
+static int update_resume(struct connection *connection)
+{
+    if (!vu_session_ready(connection->session) ||
+        !(input_waiting(connection, 0) || input_waiting(connection, 1)))
+        return 0;
+    if (connection->resume == NULL)
+        return sd_event_add_defer(connection->endpoint->event, &connection->resume, on_resume,
+                                  connection);
+    return sd_event_source_set_enabled(connection->resume, SD_EVENT_ONESHOT);
+}
+
 static int update_events(struct connection *connection)
 {
     int ret = update_dma_timer(connection);
+
+    if (ret >= 0)
+        ret = update_resume(connection);
 
     if (ret < 0)
         return ret;
@@ -488,16 +623,21 @@ void vu_endpoint_flush(struct vu_endpoint *endpoint)
         connection_free(connection);
 }
 
-static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+/* Handles input of `channel` (reading it when `readable`), or of both channels from their
+ * buffers when `channel` is -1, then sends what is ready; drops the client on failure. */
+static void connection_work(struct connection *connection, int channel, uint32_t revents)
 {
-    struct connection *connection = userdata;
     struct vu_device *device = connection->endpoint->device;
     struct vu_device *previous = vu_fault_guard_enter(device);
-    int channel = fd == connection->sockets[0] ? 0 : 1;
     int ret = 0;
 
-    if (revents & EPOLLIN)
-        ret = process_input(connection, channel);
+    if (channel < 0) {
+        for (int i = 0; i < 2 && ret >= 0; i++)
+            if (connection->inputs[i].buffer != NULL)
+                ret = process_input(connection, i, false);
+    } else if (revents & EPOLLIN) {
+        ret = process_input(connection, channel, true);
+    }
     if (ret >= 0)
         ret = check_dma_fault(device);
     if (ret == 0 && (revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLIN))
@@ -516,6 +656,19 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
         connection_free(connection);
     }
     vu_fault_guard_enter(previous);
+}
+
+static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct connection *connection = userdata;
+
+    connection_work(connection, fd == connection->sockets[0] ? 0 : 1, revents);
+    return 0;
+}
+
+static int on_resume(sd_event_source *source, void *userdata)
+{
+    connection_work(userdata, -1, 0);
     return 0;
 }
 
@@ -537,8 +690,8 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
     connection->sockets[1] = -1;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0)
         connection->pid = credentials.pid;
-    connection->inputs[0].body = malloc(VU_MAX_MESSAGE_SIZE);
-    if (connection->inputs[0].body == NULL) {
+    connection->inputs[0].buffer = malloc(VU_MAX_MESSAGE_SIZE);
+    if (connection->inputs[0].buffer == NULL) {
         ret = -ENOMEM;
         goto fail;
     }
@@ -572,7 +725,7 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
     return 0;
 fail:
     vu_session_free(connection->session);
-    free(connection->inputs[0].body);
+    free(connection->inputs[0].buffer);
     close(fd);
     free(connection);
     return ret;

@@ -629,9 +629,18 @@ static int handle_region_write(struct vu_session *session, const uint8_t *payloa
     ret = check_region_access(session, access.region, access.offset, access.count, true);
     if (ret < 0)
         return ret;
-    /* The payload buffer is the transport's and is not reused until we return. */
-    ret = vu_device_region_access(session->device, access.region, access.offset,
-                                  (void *)(payload + sizeof(access)), access.count, true);
+    if (access.count <= sizeof(uint64_t)) {
+        /* A register write: the data lies wherever the message fell in the transport's
+         * buffer, so give the device an aligned copy, as for a read. */
+        uint64_t value = 0;
+        memcpy(&value, payload + sizeof(access), access.count);
+        ret = vu_device_region_access(session->device, access.region, access.offset, &value,
+                                      access.count, true);
+    } else {
+        /* The payload buffer is the transport's and is not reused until we return. */
+        ret = vu_device_region_access(session->device, access.region, access.offset,
+                                      (void *)(payload + sizeof(access)), access.count, true);
+    }
     if (ret < 0)
         return ret;
     memcpy(reply->payload, &access, sizeof(access));

@@ -646,6 +646,84 @@ START_TEST(pipelined_replies_with_descriptors)
 }
 END_TEST
 
+/*
+ * The server reads as much as has arrived in one go: descriptors must still go with the
+ * message they came with, here a DMA_MAP between writes that carry none, and one whose
+ * body trails its descriptor-carrying header in a later send.
+ */
+START_TEST(descriptors_stay_with_their_message_in_one_read)
+{
+    int fd = memfd_create("guest", MFD_CLOEXEC);
+    struct vu_dma_map map = {.argsz = sizeof(map),
+                             .flags = VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE,
+                             .offset = 0,
+                             .address = 0x10000000,
+                             .size = 0x4000};
+    struct {
+        struct vu_region_access access;
+        uint32_t data;
+    } write = {{.offset = MOCK_REG_SCRATCH, .region = 0, .count = 4}, 0x5a};
+    uint8_t split[VU_HEADER_SIZE + sizeof(map)];
+    uint16_t ids[7];
+    int socket_fd = vu_client_socket(client);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, 0x4000), 0);
+    for (int i = 0; i < 5; i++) {
+        ids[i] = vu_client_next_message_id(client);
+        if (i == 2)
+            ck_assert_int_eq(
+                vu_client_send(client, ids[i], VU_COMMAND_DMA_MAP, 0, &map, sizeof(map), &fd, 1),
+                0);
+        else
+            ck_assert_int_eq(vu_client_send(client, ids[i], VU_COMMAND_REGION_WRITE, 0, &write,
+                                            sizeof(write), NULL, 0),
+                             0);
+    }
+    /* A second map whose header comes with the descriptor and whose body comes later. */
+    ids[5] = vu_client_next_message_id(client);
+    map.address = 0x20000000;
+    vu_wire_encode_header(split, ids[5], VU_COMMAND_DMA_MAP, sizeof(split), 0, 0);
+    memcpy(split + VU_HEADER_SIZE, &map, sizeof(map));
+    {
+        union {
+            struct cmsghdr header;
+            char space[CMSG_SPACE(sizeof(int))];
+        } control = {0};
+        struct iovec iov = {.iov_base = split, .iov_len = 10};
+        struct msghdr message = {.msg_iov = &iov,
+                                 .msg_iovlen = 1,
+                                 .msg_control = control.space,
+                                 .msg_controllen = sizeof(control.space)};
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&message);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+        ck_assert_int_eq(sendmsg(socket_fd, &message, 0), 10);
+        usleep(20000);
+        ck_assert_int_eq(send(socket_fd, split + 10, sizeof(split) - 10, 0),
+                         (ssize_t)(sizeof(split) - 10));
+    }
+    ids[6] = vu_client_next_message_id(client);
+    ck_assert_int_eq(
+        vu_client_send(client, ids[6], VU_COMMAND_REGION_WRITE, 0, &write, sizeof(write), NULL, 0),
+        0);
+    for (int i = 0; i < 7; i++) {
+        struct vu_header header;
+        uint8_t reply[64];
+        size_t length;
+        ck_assert_int_eq(
+            vu_client_receive(client, &header, reply, sizeof(reply), &length, NULL, 0, NULL), 0);
+        ck_assert_uint_eq(header.message_id, ids[i]);
+        /* A descriptor on a write would have been refused. */
+        ck_assert_uint_eq(header.flags & VU_FLAGS_ERROR, 0);
+    }
+    close(fd);
+    assert_device_serves();
+}
+END_TEST
+
 START_TEST(write_multi)
 {
     struct vu_write_multi_entry writes[3] = {
@@ -2363,6 +2441,7 @@ static Suite *protocol_suite(void)
         {"region", posted_writes_are_not_answered},
         {"region", pipelined_requests_answered_in_order},
         {"region", pipelined_replies_with_descriptors},
+        {"region", descriptors_stay_with_their_message_in_one_read},
         {"region", write_multi},
         {"region", write_multi_needs_negotiation},
         {"region", config_space_and_bar_sizing},
