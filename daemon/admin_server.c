@@ -77,6 +77,7 @@ struct admin_server {
     bool created; /* by us, so ours to unlink */
     char *path;
     sd_event_source *listen_source;
+    sd_event_source *accept_pause; /* made up front: backing off must not need a descriptor */
     struct admin_connection *connections;
     size_t connection_count;
     struct log_limit refused_log, dropped_log, limit_log;
@@ -358,7 +359,8 @@ static int process_requests(struct admin_connection *connection)
         size_t end;
 
         if (turn == 0 || output_pending(connection) >= OUTPUT_PAUSE_THRESHOLD) {
-            connection->more_work = turn == 0;
+            /* Requests may be left either way: come back once the output drains. */
+            connection->more_work = true;
             break;
         }
         if (connection->batch.requests != NULL) {
@@ -502,7 +504,8 @@ static int on_connection_event(sd_event_source *source, int fd, uint32_t revents
         connection_close(connection);
         return 0;
     }
-    if (!connection->closing && !connection->peer_done &&
+    /* No more input while what came is still being carried out: it would only pile up. */
+    if (!connection->closing && !connection->peer_done && !connection->more_work &&
         output_pending(connection) < OUTPUT_PAUSE_THRESHOLD)
         events |= EPOLLIN;
     /* Writable at once when nothing waits: the next turn comes after other clients'. */
@@ -565,6 +568,14 @@ static void refuse(struct admin_server *server, int client, const struct ucred *
                (int)peer->pid, (unsigned)peer->uid, why);
 }
 
+static int on_accept_pause_end(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct admin_server *server = userdata;
+
+    sd_event_source_set_enabled(server->listen_source, SD_EVENT_ON);
+    return 0;
+}
+
 static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
     struct admin_server *server = userdata;
@@ -575,8 +586,19 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
     bool privileged;
     int client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-    if (client < 0)
+    if (client < 0) {
+        /* Out of descriptors or memory the listener stays readable: pause rather than spin. */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (log_allowed(server, &server->refused_log, "admin connections refused"))
+                vu_log(VFIO_USERD_LOG_WARNING, NULL,
+                       "admin socket: cannot accept a connection: %s; retrying in a second",
+                       strerror(errno));
+            sd_event_source_set_enabled(server->listen_source, SD_EVENT_OFF);
+            sd_event_source_set_time_relative(server->accept_pause, 1000000);
+            sd_event_source_set_enabled(server->accept_pause, SD_EVENT_ONESHOT);
+        }
         return 0;
+    }
     if (getsockopt(client, SOL_SOCKET, SO_PEERCRED, &peer, &length) < 0)
         peer.uid = (uid_t)-1;
     privileged = peer.uid == 0 || peer.uid == geteuid();
@@ -689,6 +711,11 @@ int admin_server_start(struct daemon *daemon, struct admin_server **result)
                           on_accept, server);
     if (ret < 0)
         goto fail;
+    ret = sd_event_add_time_relative(daemon->event, &server->accept_pause, CLOCK_MONOTONIC, 1000000,
+                                     0, on_accept_pause_end, server);
+    if (ret < 0)
+        goto fail;
+    sd_event_source_set_enabled(server->accept_pause, SD_EVENT_OFF);
     *result = server;
     return 0;
 fail:
@@ -703,6 +730,7 @@ void admin_server_stop(struct admin_server *server)
     while (server->connections != NULL)
         connection_close(server->connections);
     sd_event_source_disable_unref(server->listen_source);
+    sd_event_source_disable_unref(server->accept_pause);
     if (server->listen_fd >= 0)
         close(server->listen_fd);
     if (server->created)

@@ -11,11 +11,13 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -633,6 +635,114 @@ static char *make_batch(const char *method, size_t count)
     return text;
 }
 
+struct bulk_sender {
+    int fd;
+    const char *text;
+    size_t length;
+};
+
+static void *send_bulk(void *argument)
+{
+    struct bulk_sender *sender = argument;
+
+    for (size_t done = 0; done < sender->length;) {
+        ssize_t n = send(sender->fd, sender->text + done, sender->length - done, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    return NULL;
+}
+
+/*
+ * A batch is carried out a few requests per turn; what the client sends meanwhile waits in
+ * the socket rather than piling up in the daemon's input buffer, where it would count
+ * against the 1 MiB request limit although no request is large.
+ */
+START_TEST(requests_behind_a_batch_wait_in_the_socket)
+{
+    enum { FOLLOWING = 24000 };
+    char *first = make_batch("rpc_get_methods", 256), *text;
+    size_t batch_length = strlen(first), used = batch_length, size = batch_length + FOLLOWING * 64;
+    struct bulk_sender sender = {.fd = admin};
+    pthread_t thread;
+    json_t *reply;
+
+    text = malloc(size);
+    ck_assert_ptr_nonnull(text);
+    memcpy(text, first, batch_length);
+    free(first);
+    for (int i = 0; i < FOLLOWING; i++)
+        used += (size_t)snprintf(text + used, size - used,
+                                 "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"plugin_list\"}",
+                                 1000 + i);
+    ck_assert_uint_gt(used, 1u << 20);
+    sender.text = text;
+    sender.length = used;
+    ck_assert_int_eq(pthread_create(&thread, NULL, send_bulk, &sender), 0);
+    reply = receive_reply(admin);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_uint_eq(json_array_size(reply), 256);
+    json_decref(reply);
+    for (int i = 0; i < FOLLOWING; i++) {
+        reply = receive_reply(admin);
+        ck_assert_msg(reply != NULL, "connection closed after %d of %d replies", i, FOLLOWING);
+        ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 1000 + i);
+        json_decref(reply);
+    }
+    pthread_join(thread, NULL);
+    free(text);
+}
+END_TEST
+
+/* CPU time (user + system, in clock ticks) the process has used. */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+    char path[64], text[1024], *end;
+    unsigned long long user = 0, system = 0;
+    FILE *stat_file;
+
+    FORMAT(path, "/proc/%d/stat", (int)pid);
+    stat_file = fopen(path, "r");
+    ck_assert_ptr_nonnull(stat_file);
+    ck_assert_ptr_nonnull(fgets(text, sizeof(text), stat_file));
+    fclose(stat_file);
+    /* Fields 14 and 15, counted after the command name's closing parenthesis. */
+    end = strrchr(text, ')');
+    ck_assert_ptr_nonnull(end);
+    ck_assert_int_eq(
+        sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &user, &system),
+        2);
+    return user + system;
+}
+
+/* Out of descriptors, the admin socket backs off instead of spinning, and recovers. */
+START_TEST(admin_socket_backs_off_without_descriptors)
+{
+    const struct rlimit tight = {.rlim_cur = 40, .rlim_max = 40};
+    int clients[64], count = 0;
+    unsigned long long before;
+
+    /* The daemon under a tight descriptor limit, set from outside once it runs. */
+    ck_assert_int_eq(prlimit(harness.pid, RLIMIT_NOFILE, &tight, NULL), 0);
+    while (count < 64) {
+        clients[count] = connect_to(harness.admin_socket);
+        count++;
+    }
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "cannot accept a connection", TIMEOUT), 0);
+    before = cpu_ticks(harness.pid);
+    sleep(1);
+    ck_assert_uint_lt(cpu_ticks(harness.pid) - before,
+                      (unsigned long long)sysconf(_SC_CLK_TCK) / 4);
+    ck_assert_uint_le(daemon_harness_log_count(&harness, "cannot accept a connection"), 5);
+    for (int i = 0; i < count; i++)
+        close(clients[i]);
+    /* Once descriptors are free again, the administrator gets in. */
+    admin = connect_to(harness.admin_socket);
+    json_decref(call_ok("daemon_status", NULL));
+}
+END_TEST
+
 START_TEST(batch_too_large_is_refused_whole)
 {
     char *text = make_batch("device_list", 257);
@@ -1100,11 +1210,13 @@ static Suite *admin_suite(void)
         {"framing",
          {request_split_across_writes, several_requests_in_one_write_and_notifications, batch,
           oversized_request_closes_connection, batch_too_large_is_refused_whole,
+          requests_behind_a_batch_wait_in_the_socket,
           batch_stops_carrying_out_requests_past_its_reply_budget,
           half_closed_client_gets_every_reply}},
         {"clients",
          {silent_client_does_not_stall_others, connection_limit,
-          silent_connections_closed_before_they_lock_anyone_out, other_users_cannot_lock_out_root}},
+          silent_connections_closed_before_they_lock_anyone_out, other_users_cannot_lock_out_root,
+          admin_socket_backs_off_without_descriptors}},
         {"persistence", {persist_survives_restart, persist_never_replaces_a_drop_in}},
         {"scale", {a_thousand_devices_added_and_removed}},
         {"activation", {socket_activation}},
