@@ -454,10 +454,13 @@ size_t json_stream_end(struct json_stream_scanner *scanner, size_t length)
 {
     bool number_may_end = scanner->token == TOKEN_ZERO || scanner->token == TOKEN_INTEGER ||
                           scanner->token == TOKEN_FRACTION || scanner->token == TOKEN_EXP_DIGITS;
+    /* A literal is whole once matched, and only waits for a delimiter. */
+    bool literal_ended = scanner->token == TOKEN_NONE && scanner->expect == EXPECT_DELIMITER;
 
     if (scanner->offset != length || scanner->state == JSON_STREAM_BETWEEN_TEXTS)
         return 0;
-    if (scanner->error == NULL && !(scanner->valid_depth == 0 && number_may_end)) {
+    if (scanner->error == NULL &&
+        !(scanner->valid_depth == 0 && (number_may_end || literal_ended))) {
         scanner->error = "the input ended inside a value";
         scanner->error_offset = length;
     }

@@ -653,9 +653,10 @@ START_TEST(end_of_stream_completes_or_fails_the_last_text)
         size_t end;  /* what json_stream_end returns */
         bool failed; /* whether it leaves an error */
     } cases[] = {
-        {"", 0, false},          {"  \n", 0, false}, {"42", 2, false},   {"-0.5e3", 6, false},
-        {"{\"a\":1}", 0, false}, {"1.", 2, true},    {"-", 1, true},     {"tru", 3, true},
-        {"{\"a\"", 0, true},     {"[1,2", 0, true},  {"\"abc", 0, true},
+        {"", 0, false},          {"  \n", 0, false},  {"42", 2, false},   {"-0.5e3", 6, false},
+        {"{\"a\":1}", 0, false}, {"1.", 2, true},     {"-", 1, true},     {"tru", 3, true},
+        {"{\"a\"", 0, true},     {"[1,2", 0, true},   {"\"abc", 0, true}, {"true", 4, false},
+        {"null", 4, false},      {"false", 5, false},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
