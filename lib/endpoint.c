@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -100,7 +101,8 @@ static int fill_address(const char *path, struct sockaddr_un *address)
 /* 1 when a live process accepts connections at `address`, 0 when none does, or -errno. */
 static int probe_socket(const struct sockaddr_un *address)
 {
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live listener whose backlog is full must not hold the caller. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int ret;
 
     if (probe < 0)
@@ -113,6 +115,17 @@ static int probe_socket(const struct sockaddr_un *address)
     return ret;
 }
 
+/* Owner and mode of the file open as `fd` (O_PATH), without following a link. */
+static int set_owner_and_mode(int fd, uid_t uid, gid_t gid, mode_t mode)
+{
+    char path[32];
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0 || chmod(path, mode) < 0)
+        return -errno;
+    return 0;
+}
+
 /*
  * Whether a live process accepts connections on the socket file `path`, of `status`. A
  * socket given to another user (a VM's) refuses our probe with EACCES when the daemon runs
@@ -123,21 +136,29 @@ static int probe_socket(const struct sockaddr_un *address)
 static bool socket_in_use(const char *path, const struct sockaddr_un *address,
                           const struct stat *status)
 {
-    int ret = probe_socket(address);
+    struct stat opened;
+    int ret = probe_socket(address), fd;
 
     if (ret != -EACCES && ret != -EPERM)
         return ret != 0;
-    if (lchown(path, geteuid(), getegid()) < 0)
+    /* The very socket that was probed, not whatever a link put in its place since. */
+    fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
         return true;
-    if (chmod(path, (status->st_mode & 07777) | S_IRUSR | S_IWUSR) < 0)
-        ret = -errno;
-    else
-        ret = probe_socket(address);
-    if (ret != 0 && (lchown(path, status->st_uid, status->st_gid) < 0 ||
-                     chmod(path, status->st_mode & 07777) < 0))
+    if (fstat(fd, &opened) < 0 || !S_ISSOCK(opened.st_mode) || opened.st_dev != status->st_dev ||
+        opened.st_ino != status->st_ino ||
+        set_owner_and_mode(fd, geteuid(), getegid(),
+                           (status->st_mode & 07777) | S_IRUSR | S_IWUSR) < 0) {
+        close(fd);
+        return true;
+    }
+    ret = probe_socket(address);
+    if (ret != 0 &&
+        set_owner_and_mode(fd, status->st_uid, status->st_gid, status->st_mode & 07777) < 0)
         /* Not ours to take, and it could not be given back as it was. */
         vu_log(VFIO_USERD_LOG_WARNING, NULL, "%s: cannot restore its owner and mode: %s", path,
                strerror(errno));
+    close(fd);
     return ret != 0;
 }
 

@@ -141,6 +141,30 @@ START_TEST(live_foreign_socket_is_left_as_it_was)
 }
 END_TEST
 
+/* A live listener whose backlog is full: the probe must not wait for room in it. */
+START_TEST(full_backlog_is_in_use_at_once)
+{
+    struct sockaddr_un address = {.sun_family = AF_UNIX};
+    int live = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), waiting[8], fd;
+
+    ck_assert_int_ge(live, 0);
+    snprintf(address.sun_path, sizeof(address.sun_path), "%s", path);
+    ck_assert_int_eq(bind(live, (struct sockaddr *)&address, sizeof(address)), 0);
+    ck_assert_int_eq(listen(live, 0), 0);
+    /* Nobody accepts: fill the backlog with non-blocking connections. */
+    for (int i = 0; i < 8; i++) {
+        waiting[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        connect(waiting[i], (struct sockaddr *)&address, sizeof(address));
+    }
+    alarm(5); /* a blocking probe would hang here for good */
+    ck_assert_int_eq(vu_socket_listen(path, &fd), -EADDRINUSE);
+    alarm(0);
+    for (int i = 0; i < 8; i++)
+        close(waiting[i]);
+    close(live);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("socket_listen");
@@ -149,6 +173,7 @@ int main(void)
     tcase_add_checked_fixture(test_case, setup, teardown);
     tcase_add_test(test_case, stale_socket_is_replaced);
     tcase_add_test(test_case, live_socket_is_left_alone);
+    tcase_add_test(test_case, full_backlog_is_in_use_at_once);
     tcase_add_test(test_case, stale_foreign_socket_is_replaced_without_dac_override);
     tcase_add_test(test_case, live_foreign_socket_is_left_as_it_was);
     suite_add_tcase(suite, test_case);
