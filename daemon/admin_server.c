@@ -210,6 +210,10 @@ static int queue_reply(struct admin_connection *connection, json_t *reply)
  */
 static json_t *answer(struct admin_connection *connection, json_t *request)
 {
+    /* One request: an array here is an element of a batch, never a batch of its own. */
+    if (!json_is_object(request))
+        return admin_error_response(NULL, ADMIN_INVALID_REQUEST, "a request must be a JSON object",
+                                    NULL);
     return admin_handle(connection->server->daemon, &connection->peer, request);
 }
 

@@ -427,6 +427,7 @@ START_TEST(invalid_requests)
         "{\"jsonrpc\":\"2.0\",\"method\":1,\"params\":\"bar\"}",
         "{\"jsonrpc\":\"2.0\",\"method\":\"daemon_status\",\"params\":3}",
         "[[]]",
+        "[[null]]",
         "[{}]",
         "[1,2]",
     };
