@@ -373,13 +373,12 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     ret = device_manager_add(&daemon->devices, config, persist ? source : NULL, message,
                              sizeof(message));
     if (ret == -ETIMEDOUT) {
-        struct worker_stuck stuck = {0};
-        /* The worker chosen for it does not answer. */
-        for (size_t i = 0; i < workers_count(daemon->workers); i++)
-            if (workers_stuck(daemon->workers, i, &stuck))
-                break;
+        /* The worker chosen for it does not answer: that one, not any other stuck one. */
+        struct worker_stuck stuck = {.worker = daemon->devices.last_worker};
+        workers_stuck(daemon->workers, daemon->devices.last_worker, &stuck);
         return fail_stuck(error, name, &stuck);
     }
+
     if (ret < 0)
         return fail(
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,

@@ -204,8 +204,13 @@ size_t daemon_synchronize(struct daemon *daemon)
                   : device_manager_add(&daemon->devices, config, pending[i].source, error,
                                        sizeof(error));
         if (ret < 0) {
-            report_problem(daemon, reported, "%s%s", error,
-                           existing != NULL ? "; the running device is unchanged" : "");
+            /* A worker that did not answer in time: tried again once it answers, without
+             * waiting for the file to change. */
+            if (ret == -ETIMEDOUT)
+                daemon->deferred++;
+            report_problem(daemon, reported, "%s%s%s", error,
+                           existing != NULL ? "; the running device is unchanged" : "",
+                           ret == -ETIMEDOUT ? "; tried again once the worker answers" : "");
             problems++;
         }
     }

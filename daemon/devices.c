@@ -96,14 +96,24 @@ static const struct vfio_userd_plugin *find_plugin(const struct device_manager *
     return plugin;
 }
 
+/*
+ * The worker with the fewest devices among those that answer: a stuck worker would win
+ * every tie (a device that failed to come up on it does not count), and every call to it
+ * fails at once. Only when all are stuck does the choice fall on a stuck one.
+ */
 static size_t least_loaded_worker(const struct device_manager *manager)
 {
-    size_t best = 0;
+    size_t count = workers_count(manager->workers), best = count, any = 0;
 
-    for (size_t i = 1; i < workers_count(manager->workers); i++)
-        if (manager->worker_load[i] < manager->worker_load[best])
+    for (size_t i = 0; i < count; i++) {
+        if (manager->worker_load[i] < manager->worker_load[any])
+            any = i;
+        if (workers_stuck(manager->workers, i, NULL))
+            continue;
+        if (best == count || manager->worker_load[i] < manager->worker_load[best])
             best = i;
-    return best;
+    }
+    return best < count ? best : any;
 }
 
 static int create_device(struct device_manager *manager, size_t worker,
@@ -505,6 +515,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
         goto fail;
     }
     managed->worker = least_loaded_worker(manager);
+    manager->last_worker = managed->worker;
     ret = create_device(manager, managed->worker, managed->plugin, config, &managed->device, error,
                         error_size);
     if (ret < 0)

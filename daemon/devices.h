@@ -35,6 +35,7 @@ struct device_manager {
     const struct plugin_registry *plugins;
     struct workers *workers; /* NULL: validation only (--check-config) */
     size_t *worker_load;
+    size_t last_worker; /* the worker the last device_manager_add chose */
     struct managed_device **devices;
     size_t count;
     size_t capacity;             /* slots in `devices` */
@@ -59,9 +60,10 @@ struct managed_device *device_manager_find_source(const struct device_manager *m
                                                   const char *source);
 
 /*
- * Creates and starts serving the device `config` describes (taken over in every case).
- * `source` names the drop-in file it came from, or is NULL. On failure, `error` holds one
- * line naming the file, line and column where one is known.
+ * Creates and starts serving the device `config` describes (taken over in every case) on
+ * the least loaded worker that answers (`last_worker` says which). `source` names the
+ * drop-in file it came from, or is NULL. On failure, `error` holds one line naming the
+ * file, line and column where one is known; -ETIMEDOUT when the worker does not answer.
  */
 int device_manager_add(struct device_manager *manager, struct config_device *config,
                        const char *source, char *error, size_t error_size);

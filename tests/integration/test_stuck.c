@@ -349,6 +349,68 @@ START_TEST(sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time)
 }
 END_TEST
 
+/* Adds a device over the admin socket; returns the whole response. */
+static json_t *add_device(const char *name, const char *plugin, const char *params)
+{
+    char text[PATH_MAX + 256];
+
+    FORMAT(text, "{\"name\":\"%s\",\"plugin\":\"%s\"%s%s}", name, plugin,
+           params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
+    return call("device_add", text);
+}
+
+/*
+ * A worker stuck in a plugin's create must not be given every later device: they go to
+ * the workers that answer, and the drop-in whose create timed out comes up once its worker
+ * answers again, without the file changing.
+ */
+START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
+{
+    char text[PATH_MAX * 2], create_release[PATH_MAX], hang_path[PATH_MAX], params[PATH_MAX + 64];
+    json_t *response, *data;
+    FILE *file;
+
+    FORMAT(create_release, "%s/release-create", harness.directory);
+    FORMAT(text, "plugin: stuckdev\nparams:\n  release_file: %s\n  hang_create: true\n",
+           create_release);
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "hang0.yaml", text), 0);
+    /* Its worker is stuck in create, and known to be. */
+    ck_assert_int_eq(daemon_harness_wait_log(&harness, "in the create callback", TIMEOUT), 0);
+
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        uint64_t start = now_ms();
+        json_t *result;
+
+        FORMAT(name, "good%d", i);
+        response = add_device(name, "testdev", NULL);
+        result = json_object_get(response, "result");
+        ck_assert_msg(
+            result != NULL, "device_add %s failed: %s", name,
+            json_string_value(json_object_get(json_object_get(response, "error"), "message")));
+        ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+        json_decref(response);
+    }
+
+    /* A create that hangs on the worker chosen for it names that worker, device and callback. */
+    FORMAT(params, "{\"release_file\":\"%s\",\"hang_create\":true}", create_release);
+    response = add_device("hang1", "stuckdev", params);
+    data = json_object_get(json_object_get(response, "error"), "data");
+    ck_assert_msg(data != NULL, "device_add of a hanging create did not fail");
+    ck_assert_str_eq(json_string_value(json_object_get(data, "callback")), "create");
+    ck_assert_str_eq(json_string_value(json_object_get(data, "device")), "hang1");
+    json_decref(response);
+
+    /* Released, the drop-in is tried again and comes up. */
+    file = fopen(create_release, "w");
+    ck_assert_ptr_nonnull(file);
+    fclose(file);
+    daemon_harness_device_socket(&harness, "hang0", hang_path, sizeof(hang_path));
+    ck_assert_int_eq(daemon_harness_wait_socket(&harness, hang_path, true, TIMEOUT), 0);
+    json_decref(call_ok("device_get", "{\"name\":\"hang0\"}"));
+}
+END_TEST
+
 static Suite *stuck_suite(void)
 {
     Suite *suite = suite_create("stuck");
@@ -360,6 +422,7 @@ static Suite *stuck_suite(void)
     tcase_add_test(tcase, drop_in_changes_wait_for_a_stuck_worker);
     tcase_add_test(tcase, sigterm_with_a_known_stuck_plugin_exits_in_bounded_time);
     tcase_add_test(tcase, sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time);
+    tcase_add_test(tcase, a_worker_stuck_in_create_gets_no_new_devices);
     suite_add_tcase(suite, tcase);
     return suite;
 }

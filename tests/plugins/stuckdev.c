@@ -5,7 +5,8 @@
  *
  * BAR0, 4 KiB, trapped: reads return STUCKDEV_MAGIC; a write to offset 0 does not return
  * until the file named by the `release_file` parameter exists (checked every 10 ms, for
- * at most two minutes, so a forgotten test cannot hang forever).
+ * at most two minutes, so a forgotten test cannot hang forever). With `hang_create: true`,
+ * create waits for the release file too.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -23,11 +24,19 @@ struct stuckdev {
     char *release_file;
 };
 
+static void wait_for_release(const char *release_file)
+{
+    const struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
+
+    for (int waited = 0; waited < STUCKDEV_MAX_WAIT_MS && access(release_file, F_OK) != 0;
+         waited += 10)
+        nanosleep(&pause, NULL);
+}
+
 static int stuckdev_access(void *instance, uint32_t region, uint64_t offset, void *data,
                            uint32_t count, bool is_write)
 {
     struct stuckdev *device = instance;
-    const struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
 
     if (!is_write) {
         uint32_t magic = STUCKDEV_MAGIC;
@@ -37,9 +46,7 @@ static int stuckdev_access(void *instance, uint32_t region, uint64_t offset, voi
     }
     if (offset != 0)
         return 0;
-    for (int waited = 0; waited < STUCKDEV_MAX_WAIT_MS && access(device->release_file, F_OK) != 0;
-         waited += 10)
-        nanosleep(&pause, NULL);
+    wait_for_release(device->release_file);
     return 0;
 }
 
@@ -57,7 +64,7 @@ static int stuckdev_create(struct vfio_userd_device *public, const json_t *param
                            struct vfio_userd_error *error)
 {
     const struct vfio_userd_host *host = vfio_userd_host_of(public);
-    static const char *const allowed[] = {"release_file", NULL};
+    static const char *const allowed[] = {"release_file", "hang_create", NULL};
     const struct vfio_userd_pci_identity identity = {
         .vendor_id = 0x1af4, .device_id = 0x10fe, .class_code = 0xff0000};
     const struct vfio_userd_region bar0 = {.size = 4096,
@@ -65,6 +72,7 @@ static int stuckdev_create(struct vfio_userd_device *public, const json_t *param
                                                     VFIO_USERD_REGION_WRITABLE,
                                            .access = stuckdev_access};
     json_t *release = json_object_get(params, "release_file");
+    json_t *hang_create = json_object_get(params, "hang_create");
     struct stuckdev *device;
     int ret;
 
@@ -74,6 +82,8 @@ static int stuckdev_create(struct vfio_userd_device *public, const json_t *param
     if (!json_is_string(release))
         return vfio_userd_error_set(error, -EINVAL, "release_file",
                                     "release_file: a path is required");
+    if (json_is_true(hang_create))
+        wait_for_release(json_string_value(release));
     device = calloc(1, sizeof(*device));
     if (device == NULL || (device->release_file = strdup(json_string_value(release))) == NULL) {
         free(device);
