@@ -32,6 +32,15 @@ static int run_create(sd_event *event, void *argument)
     return vu_device_create(task->plugin, task->name, task->params, &task->device, &task->error);
 }
 
+/* A create that finished after its caller gave up: the device it made goes. */
+static void abandon_create(void *argument)
+{
+    struct create_task *task = argument;
+
+    vu_device_destroy(task->device);
+    task->device = NULL;
+}
+
 void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config_daemon *settings)
 {
     /* Valid: the configuration was checked when it was read. */
@@ -52,9 +61,23 @@ static int run_serve(sd_event *event, void *argument)
     struct serve_task *task = argument;
     int ret = vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
 
+    task->listen_fd = -1; /* taken over by vu_endpoint_new, whatever its result */
     if (ret >= 0)
         device_endpoint_configure(task->endpoint, task->settings);
     return ret;
+}
+
+/* A serve the caller gave up on: the endpoint it made goes, or the socket it never took. */
+static void abandon_serve(void *argument)
+{
+    struct serve_task *task = argument;
+
+    if (task->endpoint != NULL)
+        vu_endpoint_free(task->endpoint);
+    else if (task->listen_fd >= 0)
+        close(task->listen_fd);
+    task->endpoint = NULL;
+    task->listen_fd = -1;
 }
 
 struct stop_task {
@@ -77,6 +100,16 @@ static int run_stop(sd_event *event, void *argument)
     }
     vu_device_destroy(task->device);
     return 0;
+}
+
+/* A stop that finished after its caller gave up: the socket it kept for it closes. */
+static void abandon_stop(void *argument)
+{
+    struct stop_task *task = argument;
+
+    if (task->listen_fd >= 0)
+        close(task->listen_fd);
+    task->listen_fd = -1;
 }
 
 /* --- Helpers. --- */
@@ -121,9 +154,10 @@ static int create_device(struct device_manager *manager, size_t worker,
                          struct vu_device **device, char *error, size_t error_size)
 {
     struct create_task task = {.plugin = plugin, .name = config->name, .params = config->params};
+    const struct worker_call call = {.task = run_create, .abandon = abandon_create};
     int ret;
 
-    ret = workers_call(manager->workers, worker, run_create, &task);
+    ret = workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
     if (ret < 0) {
         config_device_format_plugin_error(config, &task.error, error, error_size);
         return ret;
@@ -135,10 +169,20 @@ static int create_device(struct device_manager *manager, size_t worker,
 static int stop_device(struct device_manager *manager, size_t worker, struct vu_device *device,
                        struct vu_endpoint *endpoint, bool keep_socket)
 {
-    struct stop_task task = {.device = device, .endpoint = endpoint, .keep_socket = keep_socket};
+    /* listen_fd -1 until run_stop says otherwise: a stop that never ran gives no socket. */
+    struct stop_task task = {
+        .device = device, .endpoint = endpoint, .keep_socket = keep_socket, .listen_fd = -1};
+    const struct worker_call call = {.task = run_stop, .abandon = abandon_stop};
 
-    workers_call(manager->workers, worker, run_stop, &task);
+    workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
     return task.listen_fd;
+}
+
+static int serve_device(struct device_manager *manager, size_t worker, struct serve_task *serve)
+{
+    const struct worker_call call = {.task = run_serve, .abandon = abandon_serve};
+
+    return workers_call_sized(manager->workers, worker, &call, serve, sizeof(*serve));
 }
 
 /* A string of decimal digits as an id that fits uid_t/gid_t, but is not (id_t)-1. */
@@ -524,9 +568,9 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
     if (ret < 0)
         goto fail_device;
     serve.device = managed->device;
-    ret = workers_call(manager->workers, managed->worker, run_serve, &serve);
+    ret = serve_device(manager, managed->worker, &serve);
     if (ret < 0) {
-        /* vu_endpoint_new closed the socket. */
+        /* vu_endpoint_new closed the socket, or abandon_serve does. */
         unlink(path);
         snprintf(error, error_size, "%s: cannot serve socket %s: %s", config->origin, path,
                  strerror(-ret));
@@ -599,7 +643,7 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     existing->device = device;
     existing->endpoint = NULL;
     serve.device = device;
-    ret = workers_call(manager->workers, existing->worker, run_serve, &serve);
+    ret = serve_device(manager, existing->worker, &serve);
     if (ret == 0) {
         existing->endpoint = serve.endpoint;
     } else {

@@ -23,6 +23,7 @@ enum task_state { TASK_QUEUED, TASK_RUNNING, TASK_DONE };
  */
 struct task {
     worker_task_fn function;
+    worker_abandon_fn abandon;
     void *argument;
     int result;
     enum task_state state;
@@ -93,8 +94,14 @@ static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *user
         int result = task->function(worker->event, task->argument);
         pthread_mutex_lock(&worker->lock);
         if (task->abandoned) {
+            /* Its caller gave up on it: what the result holds goes here, on this thread,
+             * unlocked (it may call plugin code). */
+            pthread_mutex_unlock(&worker->lock);
+            if (task->abandon != NULL)
+                task->abandon(task->argument);
             free(task->argument);
             free(task);
+            pthread_mutex_lock(&worker->lock);
             continue;
         }
         task->result = result;
@@ -308,21 +315,55 @@ size_t workers_count(const struct workers *workers)
     return workers->count;
 }
 
-int workers_call_sized(struct workers *workers, size_t index, worker_task_fn function,
+/* Under the worker's lock. */
+static void enqueue(struct worker *worker, struct task *task)
+{
+    if (worker->tail != NULL)
+        worker->tail->next = task;
+    else
+        worker->head = task;
+    worker->tail = task;
+    wake(worker);
+}
+
+/* Under the worker's lock: takes a task that has not started out of the queue. */
+static void withdraw(struct worker *worker, struct task *task)
+{
+    struct task **link = &worker->head, *previous = NULL;
+
+    while (*link != task) {
+        previous = *link;
+        link = &(*link)->next;
+    }
+    *link = task->next;
+    if (worker->tail == task)
+        worker->tail = previous;
+}
+
+static void free_task(struct task *task)
+{
+    free(task->argument);
+    free(task);
+}
+
+int workers_call_sized(struct workers *workers, size_t index, const struct worker_call *call,
                        void *argument, size_t size)
 {
     struct worker *worker = &workers->workers[index % workers->count];
     uint64_t now = monotonic_usec();
     struct timespec deadline = monotonic_deadline(now + WORKERS_CALL_TIMEOUT_USEC);
     struct task *task;
+    bool stuck, withdrawn;
     int ret;
 
     pthread_mutex_lock(&worker->lock);
-    if (is_stuck(worker, now)) {
-        pthread_mutex_unlock(&worker->lock);
+    stuck = is_stuck(worker, now);
+    pthread_mutex_unlock(&worker->lock);
+    if (stuck) {
+        if (call->abandon != NULL)
+            call->abandon(argument);
         return -ETIMEDOUT;
     }
-    pthread_mutex_unlock(&worker->lock);
 
     task = calloc(1, sizeof(*task));
     if (task == NULL)
@@ -333,15 +374,11 @@ int workers_call_sized(struct workers *workers, size_t index, worker_task_fn fun
         return -ENOMEM;
     }
     memcpy(task->argument, argument, size);
-    task->function = function;
+    task->function = call->task;
+    task->abandon = call->abandon;
 
     pthread_mutex_lock(&worker->lock);
-    if (worker->tail != NULL)
-        worker->tail->next = task;
-    else
-        worker->head = task;
-    worker->tail = task;
-    wake(worker);
+    enqueue(worker, task);
     while (task->state != TASK_DONE) {
         if (pthread_cond_timedwait(&worker->finished, &worker->lock, &deadline) == ETIMEDOUT &&
             task->state != TASK_DONE)
@@ -350,31 +387,27 @@ int workers_call_sized(struct workers *workers, size_t index, worker_task_fn fun
     if (task->state == TASK_DONE) {
         memcpy(argument, task->argument, size);
         ret = task->result;
-        free(task->argument);
-        free(task);
+        free_task(task);
         pthread_mutex_unlock(&worker->lock);
         return ret;
     }
 
     /* No answer in time: the worker is stuck. */
-    if (task->state == TASK_QUEUED) {
-        struct task **link = &worker->head, *previous = NULL;
-        while (*link != task) {
-            previous = *link;
-            link = &(*link)->next;
-        }
-        *link = task->next;
-        if (worker->tail == task)
-            worker->tail = previous;
-        free(task->argument);
-        free(task);
-    } else {
-        task->abandoned = true;
-    }
+    withdrawn = task->state == TASK_QUEUED;
+    if (withdrawn)
+        withdraw(worker, task);
+    else
+        task->abandoned = true; /* the worker releases it once it has run */
     send_heartbeat(worker, now);
     worker->timed_out = true;
     report_stuck(worker, monotonic_usec());
     pthread_mutex_unlock(&worker->lock);
+    if (withdrawn) {
+        /* Withdrawn, so never run: released here. */
+        if (call->abandon != NULL)
+            call->abandon(task->argument);
+        free_task(task);
+    }
     return -ETIMEDOUT;
 }
 

@@ -52,17 +52,33 @@ size_t workers_stop(struct workers *workers);
 
 size_t workers_count(const struct workers *workers);
 
+/* Releases what a task's argument holds once its caller no longer waits for it. */
+typedef void (*worker_abandon_fn)(void *argument);
+
+struct worker_call {
+    worker_task_fn task;
+    /* Releases what the argument (or the result in it) holds when the caller does not get
+     * it back; NULL: nothing to release. */
+    worker_abandon_fn abandon;
+};
+
 /*
- * Runs `task` on worker `index` with a copy of the `size` bytes at `argument`, and copies
- * them back once it is done; returns its result. Waits at most WORKERS_CALL_TIMEOUT_USEC,
- * and not at all for a worker already stuck: -ETIMEDOUT then, `argument` unchanged. A
- * task that had not started is withdrawn; one already running finishes later on its copy,
- * and its result is lost. Only the main thread calls this.
+ * Runs `call->task` on worker `index` with a copy of the `size` bytes at `argument`, and
+ * copies them back once it is done; returns its result. Waits at most
+ * WORKERS_CALL_TIMEOUT_USEC, and not at all for a worker already stuck: -ETIMEDOUT then, `argument`
+ * unchanged.
+ *
+ * On -ETIMEDOUT the caller no longer owns what `argument` holds: `call->abandon` releases
+ * it exactly once, on the worker's thread after a task that ran late (so it sees the
+ * task's results), or at once on the calling thread, on `argument` itself, for a task
+ * that never ran (the worker was known stuck, or the task was withdrawn). A task that had
+ * not started is withdrawn. Only the main thread calls this.
  */
-int workers_call_sized(struct workers *workers, size_t index, worker_task_fn task, void *argument,
-                       size_t size);
-#define workers_call(workers, index, task, argument)                                               \
-    workers_call_sized(workers, index, task, argument, sizeof(*(argument)))
+int workers_call_sized(struct workers *workers, size_t index, const struct worker_call *call,
+                       void *argument, size_t size);
+#define workers_call(workers, index, function, argument)                                           \
+    workers_call_sized(workers, index, &(struct worker_call){.task = (function)}, argument,        \
+                       sizeof(*(argument)))
 
 /* Whether worker `index` is stuck; if so, and `stuck` is not NULL, what holds it. */
 bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck);
