@@ -166,16 +166,24 @@ static int create_device(struct device_manager *manager, size_t worker,
     return 0;
 }
 
+/*
+ * Stops a device (and its endpoint) on its worker. The stop is never withdrawn: when the
+ * worker does not answer in time (-ETIMEDOUT), it stays queued and the device stops as
+ * soon as the worker comes back, before it serves anything else. With `keep_socket`, the
+ * endpoint's listening socket goes to `listen_fd` (-1 when the stop is late: it is closed
+ * then).
+ */
 static int stop_device(struct device_manager *manager, size_t worker, struct vu_device *device,
-                       struct vu_endpoint *endpoint, bool keep_socket)
+                       struct vu_endpoint *endpoint, bool keep_socket, int *listen_fd)
 {
-    /* listen_fd -1 until run_stop says otherwise: a stop that never ran gives no socket. */
     struct stop_task task = {
         .device = device, .endpoint = endpoint, .keep_socket = keep_socket, .listen_fd = -1};
-    const struct worker_call call = {.task = run_stop, .abandon = abandon_stop};
+    const struct worker_call call = {.task = run_stop, .abandon = abandon_stop, .must_run = true};
+    int ret = workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
 
-    workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
-    return task.listen_fd;
+    if (listen_fd != NULL)
+        *listen_fd = ret < 0 ? -1 : task.listen_fd;
+    return ret;
 }
 
 static int serve_device(struct device_manager *manager, size_t worker, struct serve_task *serve)
@@ -584,7 +592,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
     return 0;
 
 fail_device:
-    stop_device(manager, managed->worker, managed->device, NULL, false);
+    stop_device(manager, managed->worker, managed->device, NULL, false, NULL);
 fail:
     free_managed(managed);
     return ret;
@@ -630,13 +638,13 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
         ret = apply_socket_access(config, path, error, error_size);
         if (ret < 0)
             goto fail_device;
-        serve.listen_fd =
-            stop_device(manager, existing->worker, existing->device, existing->endpoint, true);
+        stop_device(manager, existing->worker, existing->device, existing->endpoint, true,
+                    &serve.listen_fd);
     } else {
         ret = open_socket(config, path, &serve.listen_fd, error, error_size);
         if (ret < 0)
             goto fail_device;
-        stop_device(manager, existing->worker, existing->device, existing->endpoint, false);
+        stop_device(manager, existing->worker, existing->device, existing->endpoint, false, NULL);
         if (strcmp(path, existing->socket_path) != 0)
             unlink(existing->socket_path);
     }
@@ -665,7 +673,7 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     return 0;
 
 fail_device:
-    stop_device(manager, existing->worker, device, NULL, false);
+    stop_device(manager, existing->worker, device, NULL, false, NULL);
 fail:
     free(path_copy);
     config_device_free(config);
@@ -675,19 +683,27 @@ fail:
 void device_manager_remove(struct device_manager *manager, struct managed_device *device)
 {
     size_t index;
+    int ret;
 
     for (index = 0; index < manager->count && manager->devices[index] != device; index++)
         ;
     if (index == manager->count)
         return;
-    stop_device(manager, device->worker, device->device, device->endpoint, false);
+    /* A late stop still happens (stop_device), so the device goes from here all the same:
+     * no new client can reach it, and it stops before its worker serves anything else. */
+    ret = stop_device(manager, device->worker, device->device, device->endpoint, false, NULL);
     unlink(device->socket_path);
     manager->worker_load[device->worker]--;
     memmove(&manager->devices[index], &manager->devices[index + 1],
             (manager->count - index - 1) * sizeof(manager->devices[0]));
     manager->count--;
     release_devices(manager);
-    vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
+    if (ret == -ETIMEDOUT)
+        vu_log(VFIO_USERD_LOG_WARNING, device->config->name,
+               "removed, but its worker %zu does not answer: the device stops when it does",
+               device->worker);
+    else
+        vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
     free_managed(device);
     schedule_trim(manager);
 }

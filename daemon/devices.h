@@ -73,6 +73,10 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
 int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
                            struct config_device *config, char *error, size_t error_size);
 
+/*
+ * Removes `device` from the manager and unlinks its socket. When its worker does not answer
+ * in time, the device stops as soon as the worker comes back, before serving anything else.
+ */
 void device_manager_remove(struct device_manager *manager, struct managed_device *device);
 
 /*

@@ -159,6 +159,11 @@ static int worker_init(struct worker *worker, struct workers *owner, size_t inde
                           worker);
     if (ret < 0)
         return ret;
+    /* Queued work first when the worker comes back: a device being stopped must not serve
+     * its client any more. */
+    ret = sd_event_source_set_priority(worker->wake_source, SD_EVENT_PRIORITY_IMPORTANT);
+    if (ret < 0)
+        return ret;
     if (pthread_create(&worker->thread, NULL, worker_main, worker) != 0)
         return -EAGAIN;
     worker->thread_started = true;
@@ -359,7 +364,7 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     pthread_mutex_lock(&worker->lock);
     stuck = is_stuck(worker, now);
     pthread_mutex_unlock(&worker->lock);
-    if (stuck) {
+    if (stuck && !call->must_run) {
         if (call->abandon != NULL)
             call->abandon(argument);
         return -ETIMEDOUT;
@@ -378,6 +383,13 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     task->abandon = call->abandon;
 
     pthread_mutex_lock(&worker->lock);
+    if (stuck) {
+        /* A task that must run waits in the queue for the stuck worker, unwatched. */
+        task->abandoned = true;
+        enqueue(worker, task);
+        pthread_mutex_unlock(&worker->lock);
+        return -ETIMEDOUT;
+    }
     enqueue(worker, task);
     while (task->state != TASK_DONE) {
         if (pthread_cond_timedwait(&worker->finished, &worker->lock, &deadline) == ETIMEDOUT &&
@@ -393,7 +405,7 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     }
 
     /* No answer in time: the worker is stuck. */
-    withdrawn = task->state == TASK_QUEUED;
+    withdrawn = task->state == TASK_QUEUED && !call->must_run;
     if (withdrawn)
         withdraw(worker, task);
     else

@@ -7,9 +7,10 @@
  *
  * A worker is "stuck" when it has not come back to its event loop for WORKERS_STUCK_USEC:
  * either a call to it timed out, or a heartbeat (workers_heartbeat, from the main loop's
- * timer) stayed unanswered that long. Calls to a stuck worker fail at once; each worker
- * records which device, plugin and callback it is in (vu_callback_tracker), so that the
- * daemon can say what holds it. A worker that comes back is healthy again.
+ * timer) stayed unanswered that long. Calls to a stuck worker fail at once (one that must
+ * run waits in its queue); each worker records which device, plugin and callback it is in
+ * (vu_callback_tracker), so that the daemon can say what holds it. A worker that comes
+ * back is healthy again.
  */
 #ifndef VFIO_USERD_WORKERS_H
 #define VFIO_USERD_WORKERS_H
@@ -60,6 +61,9 @@ struct worker_call {
     /* Releases what the argument (or the result in it) holds when the caller does not get
      * it back; NULL: nothing to release. */
     worker_abandon_fn abandon;
+    /* Never withdrawn: a task the caller gave up on stays queued, even on a stuck worker,
+     * and runs when the worker answers again (stopping a device must happen). */
+    bool must_run;
 };
 
 /*
@@ -72,7 +76,7 @@ struct worker_call {
  * it exactly once, on the worker's thread after a task that ran late (so it sees the
  * task's results), or at once on the calling thread, on `argument` itself, for a task
  * that never ran (the worker was known stuck, or the task was withdrawn). A task that had
- * not started is withdrawn. Only the main thread calls this.
+ * not started is withdrawn unless `call->must_run`. Only the main thread calls this.
  */
 int workers_call_sized(struct workers *workers, size_t index, const struct worker_call *call,
                        void *argument, size_t size);

@@ -415,6 +415,35 @@ START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
 }
 END_TEST
 
+/*
+ * A remove that runs out of time on a worker hung for less than the stuck threshold still
+ * stops the device: once the worker answers, its client is disconnected.
+ */
+START_TEST(a_late_remove_still_stops_the_device)
+{
+    struct vu_client *stuck = make_stuck();
+    struct pollfd pollfd = {.fd = vu_client_socket(stuck), .events = POLLIN};
+    char path[PATH_MAX], byte;
+    uint64_t start = now_ms();
+    json_t *result;
+
+    /* At once, before the heartbeat finds the worker stuck. */
+    result = call_ok("device_remove", "{\"name\":\"stuck0\",\"persist\":true}");
+    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    json_decref(result);
+    daemon_harness_device_socket(&harness, "stuck0", path, sizeof(path));
+    ck_assert_int_ne(access(path, F_OK), 0);
+
+    release();
+    ck_assert_msg(poll(&pollfd, 1, TIMEOUT) == 1, "the removed device still serves its client");
+    ck_assert_int_le(recv(pollfd.fd, &byte, 1, MSG_DONTWAIT), 0);
+    ck_assert(daemon_harness_log_contains(&harness, "the device stops when it does"));
+    vu_client_close(stuck);
+    ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
+    ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
+}
+END_TEST
+
 static Suite *stuck_suite(void)
 {
     Suite *suite = suite_create("stuck");
@@ -427,6 +456,7 @@ static Suite *stuck_suite(void)
     tcase_add_test(tcase, sigterm_with_a_known_stuck_plugin_exits_in_bounded_time);
     tcase_add_test(tcase, sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time);
     tcase_add_test(tcase, a_worker_stuck_in_create_gets_no_new_devices);
+    tcase_add_test(tcase, a_late_remove_still_stops_the_device);
     suite_add_tcase(suite, tcase);
     return suite;
 }
