@@ -513,6 +513,16 @@ static void remove_stale_sockets(struct daemon *daemon)
                removed == 1 ? "" : "s");
 }
 
+/*
+ * Ends the process with a worker still inside plugin code: _exit, so that no library
+ * destructor (a plugin's own, through _dl_fini) and no atexit handler runs under it.
+ */
+static _Noreturn void exit_leaving_workers(void)
+{
+    fflush(NULL);
+    _exit(EXIT_FAILURE);
+}
+
 int daemon_run(struct config_daemon *settings)
 {
     struct daemon daemon = {.settings = settings, .inotify_fd = -1};
@@ -587,11 +597,14 @@ int daemon_run(struct config_daemon *settings)
     if (ret < 0)
         goto fail;
     /* A worker that could not be stopped makes the stop a failure (vfio-userd(8)). */
-    return daemon_free(&daemon) > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+    if (daemon_free(&daemon) > 0)
+        exit_leaving_workers();
+    return EXIT_SUCCESS;
 
 fail:
     vu_log(VFIO_USERD_LOG_ERR, NULL, "cannot start: %s", strerror(-ret));
-    daemon_free(&daemon);
+    if (daemon_free(&daemon) > 0)
+        exit_leaving_workers();
     return EXIT_FAILURE;
 }
 

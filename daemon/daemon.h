@@ -56,8 +56,9 @@ struct daemon {
 /*
  * Serves until SIGTERM or SIGINT; returns the process exit code. `settings` is taken.
  * A worker stuck in a plugin callback is given up after WORKERS_CALL_TIMEOUT_USEC: the
- * daemon then removes every socket it can and returns EXIT_FAILURE without joining that
- * thread, and without unloading plugins it may still run; the caller must just exit.
+ * daemon then removes every socket it can and ends the process itself with _exit
+ * (EXIT_FAILURE) without joining that thread, so that neither plugins nor any library's
+ * destructors are unloaded or run under it.
  */
 int daemon_run(struct config_daemon *settings);
 

@@ -7,8 +7,14 @@
  * until the file named by the `release_file` parameter exists (checked every 10 ms, for
  * at most two minutes, so a forgotten test cannot hang forever). With `hang_create: true`,
  * create waits for the release file too.
+ *
+ * A library destructor writes "stuckdev: unloaded inside a callback" to stderr when the
+ * plugin goes away while one of its callbacks still runs, which the daemon must never let
+ * happen.
  */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +30,23 @@ struct stuckdev {
     char *release_file;
 };
 
+static atomic_int callbacks_running;
+
 static void wait_for_release(const char *release_file)
 {
     const struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
 
+    atomic_fetch_add(&callbacks_running, 1);
     for (int waited = 0; waited < STUCKDEV_MAX_WAIT_MS && access(release_file, F_OK) != 0;
          waited += 10)
         nanosleep(&pause, NULL);
+    atomic_fetch_sub(&callbacks_running, 1);
+}
+
+__attribute__((destructor)) static void stuckdev_unload(void)
+{
+    if (atomic_load(&callbacks_running) > 0)
+        fputs("stuckdev: unloaded inside a callback\n", stderr);
 }
 
 static int stuckdev_access(void *instance, uint32_t region, uint64_t offset, void *data,
