@@ -184,6 +184,41 @@ static bool check_not_stuck(struct daemon *daemon, const struct managed_device *
 
 /* --- Device description. --- */
 
+/*
+ * One admin request waits this long in all for the workers, however many devices it
+ * describes: a slow worker that still answers must not hold the main thread for a wait
+ * per device.
+ */
+#define ADMIN_REQUEST_DEADLINE_USEC (2 * WORKERS_CALL_TIMEOUT_USEC)
+
+struct admin_deadline {
+    uint64_t end;   /* CLOCK_MONOTONIC, microseconds */
+    bool *given_up; /* per worker: a call ran out, its other devices are not asked */
+};
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+static void deadline_start(struct admin_deadline *deadline, const struct daemon *daemon)
+{
+    deadline->end = monotonic_usec() + ADMIN_REQUEST_DEADLINE_USEC;
+    deadline->given_up = calloc(workers_count(daemon->workers), sizeof(bool));
+}
+
+/* Time left, at most one call's worth; 0 when none is left. */
+static uint64_t deadline_left(const struct admin_deadline *deadline)
+{
+    uint64_t now = monotonic_usec();
+    uint64_t left = deadline->end > now ? deadline->end - now : 0;
+
+    return left < WORKERS_CALL_TIMEOUT_USEC ? left : WORKERS_CALL_TIMEOUT_USEC;
+}
+
 struct snapshot_task {
     struct vu_device *device;
     struct vu_endpoint *endpoint;
@@ -219,7 +254,31 @@ static json_t *counter(bool known, uint64_t value)
  * there; a worker that does not answer in time makes the device "stuck", its counters
  * null, with "stuck" saying what holds the worker.
  */
-static json_t *describe_device(struct daemon *daemon, struct managed_device *device)
+/*
+ * Reads `device`'s counters on its worker, within `deadline` when not NULL: false when
+ * they stay unknown (the worker did not answer in time, or was given up on before).
+ */
+static bool snapshot(struct daemon *daemon, const struct managed_device *device,
+                     struct admin_deadline *deadline, struct snapshot_task *task)
+{
+    struct worker_call call = {.task = run_snapshot};
+    bool *given_up = NULL;
+
+    if (deadline != NULL) {
+        given_up = deadline->given_up != NULL ? &deadline->given_up[device->worker] : NULL;
+        call.timeout_usec = deadline_left(deadline);
+        if (call.timeout_usec == 0 || (given_up != NULL && *given_up))
+            return false;
+    }
+    if (workers_call_sized(daemon->workers, device->worker, &call, task, sizeof(*task)) >= 0)
+        return true;
+    if (given_up != NULL)
+        *given_up = true;
+    return false;
+}
+
+static json_t *describe_device(struct daemon *daemon, struct managed_device *device,
+                               struct admin_deadline *deadline)
 {
     struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
     struct worker_stuck stuck;
@@ -227,7 +286,7 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
     const char *state;
     json_t *error = json_null(), *stuck_data = json_null();
     char text[512];
-    bool known = workers_call(daemon->workers, device->worker, run_snapshot, &task) >= 0;
+    bool known = snapshot(daemon, device, deadline, &task);
 
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
         messages += task.statistics.messages[i];
@@ -262,16 +321,24 @@ static json_t *method_device_list(struct daemon *daemon, const struct admin_peer
                                   json_t *params, struct method_error *error)
 {
     static const char *const allowed[] = {NULL};
+    struct admin_deadline deadline;
     json_t *list;
 
     if (!check_params(params, allowed, error))
         return NULL;
+    deadline_start(&deadline, daemon);
     /* One bounded wait for all workers, rather than one per stuck worker in turn. */
-    workers_probe(daemon->workers, WORKERS_CALL_TIMEOUT_USEC);
+    workers_probe(daemon->workers, deadline_left(&deadline));
     list = json_array();
     for (size_t i = 0; list != NULL && i < daemon->devices.count; i++)
-        if (json_array_append_new(list, describe_device(daemon, daemon->devices.devices[i])) < 0)
-            return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+        if (json_array_append_new(
+                list, describe_device(daemon, daemon->devices.devices[i], &deadline)) < 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    free(deadline.given_up);
+    if (list == NULL)
+        return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
     return list;
 }
 
@@ -285,7 +352,7 @@ static json_t *method_device_get(struct daemon *daemon, const struct admin_peer 
     if (!check_params(params, allowed, error) || (name = required_name(params, error)) == NULL ||
         (device = existing_device(daemon, name, error)) == NULL)
         return NULL;
-    return describe_device(daemon, device);
+    return describe_device(daemon, device, NULL);
 }
 
 /* "device_add: FIELD: problem" -> FIELD, for the error's data. */
@@ -378,7 +445,6 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
         workers_stuck(daemon->workers, daemon->devices.last_worker, &stuck);
         return fail_stuck(error, name, &stuck);
     }
-
     if (ret < 0)
         return fail(
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
@@ -400,7 +466,7 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
         }
     }
     log_change(peer, persist ? "added (persistent)" : "added", device->config->name);
-    return describe_device(daemon, device);
+    return describe_device(daemon, device, NULL);
 }
 
 /* Deletes the drop-in behind `device`, or masks it when it lives in a later directory. */
@@ -500,7 +566,7 @@ static json_t *method_device_reset(struct daemon *daemon, const struct admin_pee
         return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
                     strerror(-ret));
     log_change(peer, "reset", name);
-    return describe_device(daemon, device);
+    return describe_device(daemon, device, NULL);
 }
 
 static json_t *method_plugin_list(struct daemon *daemon, const struct admin_peer *peer,
@@ -560,13 +626,16 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
     static const char *const allowed[] = {NULL};
     uint64_t now = 0;
     size_t connected = 0, serving = 0, stuck_devices = 0, client_fds = 0;
-    json_t *stuck_workers = json_array();
+    struct admin_deadline deadline;
+    json_t *stuck_workers;
 
     if (!check_params(params, allowed, error))
         return NULL;
+    stuck_workers = json_array();
     sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
+    deadline_start(&deadline, daemon);
     /* One bounded wait for all workers; then stuck ones are not waited on again. */
-    workers_probe(daemon->workers, WORKERS_CALL_TIMEOUT_USEC);
+    workers_probe(daemon->workers, deadline_left(&deadline));
     for (size_t i = 0; i < workers_count(daemon->workers); i++) {
         struct worker_stuck stuck;
         if (workers_stuck(daemon->workers, i, &stuck))
@@ -577,7 +646,7 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
         struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
         if (device->endpoint == NULL)
             continue;
-        if (workers_call(daemon->workers, device->worker, run_snapshot, &task) < 0) {
+        if (!snapshot(daemon, device, &deadline, &task)) {
             stuck_devices++;
             continue;
         }
@@ -585,6 +654,7 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
         client_fds += task.client_fds;
         serving++;
     }
+    free(deadline.given_up);
     return json_pack(
         "{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
         "s:o}",

@@ -356,7 +356,10 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
 {
     struct worker *worker = &workers->workers[index % workers->count];
     uint64_t now = monotonic_usec();
-    struct timespec deadline = monotonic_deadline(now + WORKERS_CALL_TIMEOUT_USEC);
+    uint64_t timeout = call->timeout_usec > 0 && call->timeout_usec < WORKERS_CALL_TIMEOUT_USEC
+                           ? call->timeout_usec
+                           : WORKERS_CALL_TIMEOUT_USEC;
+    struct timespec deadline = monotonic_deadline(now + timeout);
     struct task *task;
     bool stuck, withdrawn;
     int ret;
@@ -404,15 +407,18 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
         return ret;
     }
 
-    /* No answer in time: the worker is stuck. */
+    /* No answer in time. */
     withdrawn = task->state == TASK_QUEUED && !call->must_run;
     if (withdrawn)
         withdraw(worker, task);
     else
         task->abandoned = true; /* the worker releases it once it has run */
     send_heartbeat(worker, now);
-    worker->timed_out = true;
-    report_stuck(worker, monotonic_usec());
+    /* A full wait in vain makes the worker stuck; a shorter one only asks it to answer. */
+    if (timeout >= WORKERS_STUCK_USEC) {
+        worker->timed_out = true;
+        report_stuck(worker, monotonic_usec());
+    }
     pthread_mutex_unlock(&worker->lock);
     if (withdrawn) {
         /* Withdrawn, so never run: released here. */

@@ -61,6 +61,9 @@ struct worker_call {
     /* Releases what the argument (or the result in it) holds when the caller does not get
      * it back; NULL: nothing to release. */
     worker_abandon_fn abandon;
+    /* How long to wait; 0 or more than WORKERS_CALL_TIMEOUT_USEC: that. A shorter wait that
+     * runs out does not count the worker as stuck by itself. */
+    uint64_t timeout_usec;
     /* Never withdrawn: a task the caller gave up on stays queued, even on a stuck worker,
      * and runs when the worker answers again (stopping a device must happen). */
     bool must_run;
@@ -68,9 +71,8 @@ struct worker_call {
 
 /*
  * Runs `call->task` on worker `index` with a copy of the `size` bytes at `argument`, and
- * copies them back once it is done; returns its result. Waits at most
- * WORKERS_CALL_TIMEOUT_USEC, and not at all for a worker already stuck: -ETIMEDOUT then, `argument`
- * unchanged.
+ * copies them back once it is done; returns its result. Waits at most the call's timeout,
+ * and not at all for a worker already stuck: -ETIMEDOUT then, `argument` unchanged.
  *
  * On -ETIMEDOUT the caller no longer owns what `argument` holds: `call->abandon` releases
  * it exactly once, on the worker's thread after a task that ran late (so it sees the

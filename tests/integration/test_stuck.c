@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,6 +448,65 @@ START_TEST(a_late_remove_still_stops_the_device)
 }
 END_TEST
 
+struct slow_writer {
+    struct vu_client *client;
+    atomic_bool stop;
+};
+
+/* Keeps the device's worker busy 900 ms at a time, answering in between. */
+static void *slow_writes(void *argument)
+{
+    struct slow_writer *writer = argument;
+    uint32_t ms = 900;
+
+    while (!atomic_load(&writer->stop))
+        if (vu_client_region_write(writer->client, VFIO_USERD_REGION_BAR0, 4, &ms, sizeof(ms)) < 0)
+            break;
+    return NULL;
+}
+
+/* A slow worker that still answers holds one admin request for a bounded time in all. */
+START_TEST(a_slow_worker_holds_device_list_for_a_bounded_time)
+{
+    struct slow_writer writer = {0};
+    char params[PATH_MAX + 64];
+    pthread_t thread;
+    uint64_t start, elapsed;
+    json_t *list, *status;
+
+    FORMAT(params, "{\"release_file\":\"%s\"}", release_path);
+    for (int i = 0; i < 10; i++) {
+        char name[32];
+        FORMAT(name, "slow%d", i);
+        json_t *response = add_device(name, "stuckdev", params);
+        ck_assert_ptr_nonnull(json_object_get(response, "result"));
+        json_decref(response);
+    }
+    writer.client = connect_device("stuck0");
+    ck_assert_int_eq(pthread_create(&thread, NULL, slow_writes, &writer), 0);
+    usleep(200 * 1000);
+
+    start = now_ms();
+    list = call_ok("device_list", NULL);
+    elapsed = now_ms() - start;
+    fprintf(stderr, "device_list with a slow worker: %llu ms\n", (unsigned long long)elapsed);
+    ck_assert_uint_lt(elapsed, 2500);
+    ck_assert_uint_eq(json_array_size(list), 12);
+    json_decref(list);
+
+    start = now_ms();
+    status = call_ok("daemon_status", NULL);
+    elapsed = now_ms() - start;
+    fprintf(stderr, "daemon_status with a slow worker: %llu ms\n", (unsigned long long)elapsed);
+    ck_assert_uint_lt(elapsed, 2500);
+    json_decref(status);
+
+    atomic_store(&writer.stop, true);
+    pthread_join(thread, NULL);
+    vu_client_close(writer.client);
+}
+END_TEST
+
 static Suite *stuck_suite(void)
 {
     Suite *suite = suite_create("stuck");
@@ -459,6 +520,7 @@ static Suite *stuck_suite(void)
     tcase_add_test(tcase, sigterm_right_after_a_plugin_got_stuck_exits_in_bounded_time);
     tcase_add_test(tcase, a_worker_stuck_in_create_gets_no_new_devices);
     tcase_add_test(tcase, a_late_remove_still_stops_the_device);
+    tcase_add_test(tcase, a_slow_worker_holds_device_list_for_a_bounded_time);
     suite_add_tcase(suite, tcase);
     return suite;
 }

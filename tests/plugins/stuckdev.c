@@ -5,8 +5,9 @@
  *
  * BAR0, 4 KiB, trapped: reads return STUCKDEV_MAGIC; a write to offset 0 does not return
  * until the file named by the `release_file` parameter exists (checked every 10 ms, for
- * at most two minutes, so a forgotten test cannot hang forever). With `hang_create: true`,
- * create waits for the release file too.
+ * at most two minutes, so a forgotten test cannot hang forever). A write to offset 4
+ * takes as many milliseconds as the value written (at most a second): a slow device
+ * that still answers. With `hang_create: true`, create waits for the release file too.
  *
  * A library destructor writes "stuckdev: unloaded inside a callback" to stderr when the
  * plugin goes away while one of its callbacks still runs, which the daemon must never let
@@ -58,6 +59,14 @@ static int stuckdev_access(void *instance, uint32_t region, uint64_t offset, voi
         uint32_t magic = STUCKDEV_MAGIC;
         memset(data, 0, count);
         memcpy(data, &magic, count < sizeof(magic) ? count : sizeof(magic));
+        return 0;
+    }
+    if (offset == 4 && count >= sizeof(uint32_t)) {
+        uint32_t ms;
+        memcpy(&ms, data, sizeof(ms));
+        ms = ms < 1000 ? ms : 1000;
+        nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000},
+                  NULL);
         return 0;
     }
     if (offset != 0)
