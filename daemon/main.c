@@ -205,7 +205,9 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
     sigaddset(&signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if ((ret = sd_event_default(&event)) < 0 ||
+    /* A loop of its own, not the thread's default: sd-event checks the default loop's
+     * thread (a gettid) on every pass, one more system call per request. */
+    if ((ret = sd_event_new(&event)) < 0 ||
         (ret = sd_event_add_signal(event, NULL, SIGTERM, on_single_signal, NULL)) < 0 ||
         (ret = sd_event_add_signal(event, NULL, SIGINT, on_single_signal, NULL)) < 0 ||
         (ret = sd_event_set_watchdog(event, true)) < 0) {
