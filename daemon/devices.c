@@ -17,19 +17,34 @@
 
 /* --- Work done on a device's worker thread. --- */
 
+/*
+ * The name and parameters are the task's own copies: a create the caller gave up on may
+ * still run after the configuration they came from is gone.
+ */
 struct create_task {
     const struct vfio_userd_plugin *plugin;
-    const char *name;
-    const json_t *params;
+    char *name;
+    json_t *params;
     struct vu_device *device;
     struct vfio_userd_error error;
 };
+
+static void create_task_free_copies(struct create_task *task)
+{
+    free(task->name);
+    json_decref(task->params);
+    task->name = NULL;
+    task->params = NULL;
+}
 
 static int run_create(sd_event *event, void *argument)
 {
     struct create_task *task = argument;
 
-    return vu_device_create(task->plugin, task->name, task->params, &task->device, &task->error);
+    int ret = vu_device_create(task->plugin, task->name, task->params, &task->device, &task->error);
+
+    /* -ETIMEDOUT says the worker did not answer in time; a plugin's own becomes -EIO. */
+    return ret == -ETIMEDOUT ? -EIO : ret;
 }
 
 /* A create that finished after its caller gave up: the device it made goes. */
@@ -39,6 +54,7 @@ static void abandon_create(void *argument)
 
     vu_device_destroy(task->device);
     task->device = NULL;
+    create_task_free_copies(task);
 }
 
 void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config_daemon *settings)
@@ -153,11 +169,23 @@ static int create_device(struct device_manager *manager, size_t worker,
                          const struct vfio_userd_plugin *plugin, const struct config_device *config,
                          struct vu_device **device, char *error, size_t error_size)
 {
-    struct create_task task = {.plugin = plugin, .name = config->name, .params = config->params};
+    struct create_task task = {
+        .plugin = plugin, .name = strdup(config->name), .params = json_deep_copy(config->params)};
     const struct worker_call call = {.task = run_create, .abandon = abandon_create};
     int ret;
 
+    if (task.name == NULL || task.params == NULL) {
+        create_task_free_copies(&task);
+        snprintf(error, error_size, "out of memory");
+        return -ENOMEM;
+    }
     ret = workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
+    if (ret == -ETIMEDOUT) {
+        /* The copies went with the task (abandon_create). */
+        config_device_format_plugin_error(config, &task.error, error, error_size);
+        return ret;
+    }
+    create_task_free_copies(&task);
     if (ret < 0) {
         config_device_format_plugin_error(config, &task.error, error, error_size);
         return ret;
