@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Scale figures of issue 11, for thread mode: N testdev devices (ram_size 8K) added to one
+daemon over the admin socket, 200 requests pipelined at a time; then device_list, the
+daemon's RSS per device, its CPU while idle, and its RSS once every device is removed.
+
+    python3 bench/scale.py BUILD_DIR [N]        # N defaults to 10000
+
+The daemon needs two descriptors per device (its socket and BAR2's memory): raise the
+shell's `ulimit -n` above 2 N first, as systemd's LimitNOFILE is for the service.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+build = sys.argv[1]
+count = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
+scratch = tempfile.mkdtemp(prefix="vfio-userd-scale.")
+os.mkdir(scratch + "/devices.d")
+with open(scratch + "/vfio-userd.yaml", "w") as config:
+    config.write("log_level: err\n")
+daemon = subprocess.Popen([build + "/vfio-userd", "-c", scratch + "/vfio-userd.yaml",
+                           "--devices-dir", scratch + "/devices.d", "--runtime-dir", scratch + "/run",
+                           "--plugin-dir", build + "/plugins"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+admin_path = scratch + "/run/admin.sock"
+while not os.path.exists(admin_path):
+    time.sleep(0.05)
+time.sleep(0.3)
+
+
+def rss_kib():
+    with open("/proc/%d/status" % daemon.pid) as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+
+
+def cpu_ticks():
+    with open("/proc/%d/stat" % daemon.pid) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+admin = socket.socket(socket.AF_UNIX)
+admin.connect(admin_path)
+pending = b""
+
+
+def call_all(requests):
+    """Sends the requests in one write and returns their replies, in order."""
+    global pending
+    admin.sendall(b"".join(json.dumps(request).encode() + b"\n" for request in requests))
+    replies = []
+    while len(replies) < len(requests):
+        while b"\n" not in pending:
+            pending += admin.recv(1 << 20)
+        line, pending = pending.split(b"\n", 1)
+        replies.append(json.loads(line))
+    return replies
+
+
+def in_batches(method, make_params):
+    errors = []
+    for start in range(0, count, 200):
+        requests = [{"jsonrpc": "2.0", "id": i, "method": method, "params": make_params(i)}
+                    for i in range(start, min(count, start + 200))]
+        errors += [reply["error"]["message"] for reply in call_all(requests) if "error" in reply]
+    return errors
+
+
+baseline = rss_kib()
+started = time.time()
+add_errors = in_batches("device_add", lambda i: {"name": "scale%d" % i, "plugin": "testdev",
+                                                  "params": {"ram_size": "8K"}})
+add_seconds = time.time() - started
+full = rss_kib()
+started = time.time()
+listed = len(call_all([{"jsonrpc": "2.0", "id": 0, "method": "device_list"}])[0]["result"])
+list_seconds = time.time() - started
+ticks = cpu_ticks()
+time.sleep(3)
+idle_ticks = cpu_ticks() - ticks
+started = time.time()
+in_batches("device_remove", lambda i: {"name": "scale%d" % i})
+remove_seconds = time.time() - started
+time.sleep(1)
+after = rss_kib()
+daemon.terminate()
+daemon.wait()
+with open("/proc/loadavg") as load:
+    load_average = load.read().split()[0]
+
+print("devices added         %d of %d in %.2f s" % (count - len(add_errors), count, add_seconds))
+for message in add_errors[:3]:
+    print("  refused: %s" % message)
+print("device_list           %.3f s for %d devices" % (list_seconds, listed))
+print("RSS                   %d KiB before, %d KiB with them: %.1f KiB per device"
+      % (baseline, full, (full - baseline) / max(1, count - len(add_errors))))
+print("idle CPU              %d ticks in 3 s" % idle_ticks)
+print("removed               in %.2f s; RSS %d KiB after (%+.0f%% of before)"
+      % (remove_seconds, after, 100.0 * (after - baseline) / baseline))
+print("load average          %s" % load_average)
