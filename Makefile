@@ -14,7 +14,9 @@
 #   V=1                  show each command in full (quiet by default: "CC lib/wire.o")
 #
 # Layout: lib/*.c is the protocol core (a static archive), plugins/NAME/*.c
-# become plugins/NAME.so, daemon/*.c is vfio-userd, ctl/*.c is vfio-userctl,
+# become plugins/NAME.so, daemon/*.c is vfio-userd, host/main.c is the device host
+# (vfio-userd-device-host, with the rest of host/*.c, which the daemon links too, for the
+# supervisor's side of the control channel), ctl/*.c is vfio-userctl,
 # each tests/{unit,integration}/test_*.c is one check binary that links
 # tests/common/*.c. New files are picked up without editing this file.
 
@@ -34,7 +36,7 @@ CC            ?= cc
 CFLAGS        ?= -O2 -g
 WARNINGS      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
                  -Wno-unused-parameter -Wformat=2 -Wvla
-PKGS          := libsystemd yaml-0.1 jansson
+PKGS          := libsystemd yaml-0.1 jansson libseccomp
 
 ifeq ($(SANITIZE),1)
 BUILD         ?= build/sanitize
@@ -70,6 +72,13 @@ DAEMON_OBJS    := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 DAEMON_LIB_OBJS := $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
 DAEMON         := $(if $(wildcard daemon/main.c),$(BUILD)/vfio-userd)
 
+# The device host: one sandboxed process per device in process isolation.
+HOST_SRCS      := $(wildcard host/*.c)
+HOST_OBJS      := $(HOST_SRCS:%.c=$(BUILD)/%.o)
+HOST_LIB_OBJS  := $(filter-out $(BUILD)/host/main.o,$(HOST_OBJS))
+HOST_ARCHIVE   := $(BUILD)/libvfio-userd-host.a
+DEVICE_HOST    := $(if $(wildcard host/main.c),$(BUILD)/vfio-userd-device-host)
+
 CTL_SRCS       := $(wildcard ctl/*.c)
 CTL_OBJS       := $(CTL_SRCS:%.c=$(BUILD)/%.o)
 CTL            := $(if $(wildcard ctl/main.c),$(BUILD)/vfio-userctl)
@@ -101,7 +110,7 @@ all: $(DEPS_STAMP)
 	@$(MAKE) --no-print-directory binaries
 
 .PHONY: binaries
-binaries: $(LIB_ARCHIVE) $(PLUGIN_SOS) $(DAEMON) $(CTL) $(TEST_BINS) $(BENCH_BINS)
+binaries: $(LIB_ARCHIVE) $(PLUGIN_SOS) $(DAEMON) $(DEVICE_HOST) $(CTL) $(TEST_BINS) $(BENCH_BINS)
 
 deps $(DEPS_STAMP): scripts/ensure-deps.sh
 	@sh scripts/ensure-deps.sh
@@ -117,6 +126,13 @@ CTL_DAEMON_OBJS := $(BUILD)/daemon/yaml_json.o $(BUILD)/daemon/config.o
 $(CTL_OBJS): EXTRA_CFLAGS := -Idaemon
 
 $(LIB_ARCHIVE): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(call quiet,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The daemon and the tests include host/'s headers; the host sees lib/ and its own.
+$(DAEMON_OBJS): EXTRA_CFLAGS := -Ihost
+$(HOST_ARCHIVE): $(HOST_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(call quiet,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -145,9 +161,13 @@ $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
 	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
 
-$(BUILD)/vfio-userd: $(DAEMON_OBJS) $(LIB_ARCHIVE)
+$(BUILD)/vfio-userd: $(DAEMON_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
+
+$(BUILD)/vfio-userd-device-host: $(BUILD)/host/main.o $(HOST_ARCHIVE) $(LIB_ARCHIVE)
+	$(call quiet,LD,$@)
+	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl
 
 $(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
@@ -156,16 +176,16 @@ $(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
 # Tests link the core, the daemon's modules (not its main) and the shared
 # test helpers; integration tests find binaries and plugins through
 # VFIO_USERD_BUILD_DIR.
-$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) | $(PLUGIN_SOS) $(TEST_PLUGIN_SOS)
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE) | $(PLUGIN_SOS) $(TEST_PLUGIN_SOS) $(DEVICE_HOST)
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
-	    $(DAEMON_LIB_OBJS) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
+	    $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
 
 $(BUILD)/tests/common/%.o: tests/common/%.c
 	@mkdir -p $(dir $@)
 	$(call quiet,CC,$<)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon $(CHECK_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 	@mkdir -p $(dir $@)
@@ -204,7 +224,7 @@ FUZZ_TARGETS   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.
 FUZZ_BINS      := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SECONDS   ?= 20
 FUZZ_RUNS      ?= 1000000
-FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
+FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS)) $(filter-out host/main.c,$(HOST_SRCS))
 FUZZ_FLAGS     := -max_len=8192 -timeout=10 -print_final_stats=1
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_STAMP)
@@ -213,7 +233,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_ST
 	$(Q)clang -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
 	    -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
 	    -DVFIO_USERD_PKGLIBDIR='"$(PKGLIBDIR)"' -DVFIO_USERD_RUNTIMEDIR='"$(RUNTIMEDIR)"' \
-	    -Iinclude -Ilib -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+	    -Iinclude -Ilib -Idaemon -Ihost -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
 	    $< $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) -o $@ $(PKG_LIBS) -ldl -lpthread
 
 # run_fuzzers LIMIT DESCRIPTION: each target with its corpus and seeds, stopping at LIMIT.
@@ -255,6 +275,8 @@ install: all
 	for page in $(wildcard man/*.[1-8]); do \
 	    section=$${page##*.}; install -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/; done
 	if [ -n "$(DAEMON)" ]; then install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/vfio-userd; fi
+	if [ -n "$(DEVICE_HOST)" ]; then install -D -m 0755 $(DEVICE_HOST) \
+	    $(DESTDIR)$(PKGLIBDIR)/vfio-userd-device-host; fi
 	if [ -n "$(CTL)" ]; then install -D -m 0755 $(CTL) $(DESTDIR)$(PREFIX)/bin/vfio-userctl; fi
 	install -D -m 0644 ctl/vfio-userctl.bash-completion \
 	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vfio-userctl

@@ -1078,6 +1078,11 @@ static int daemon_copy(struct config_daemon *target, const struct config_daemon 
     target->dma_message_chunk_size = source->dma_message_chunk_size;
     target->max_client_fds = source->max_client_fds;
     target->handshake_timeout_usec = source->handshake_timeout_usec;
+    target->default_isolation = source->default_isolation;
+    target->health_timeout_usec = source->health_timeout_usec;
+    target->device_memory_limit = source->device_memory_limit;
+    target->start_limit_burst = source->start_limit_burst;
+    target->start_limit_interval_usec = source->start_limit_interval_usec;
     ret = strv_copy(source->devices_dirs, source->devices_dir_count, &target->devices_dirs);
     if (ret == 0) {
         target->devices_dir_count = source->devices_dir_count;
@@ -1117,6 +1122,11 @@ int config_daemon_new(struct config_daemon **result)
     daemon->dma_message_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
     daemon->max_client_fds = VU_MAX_CLIENT_FDS_DEFAULT;
     daemon->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
+    daemon->default_isolation = CONFIG_ISOLATION_PROCESS;
+    daemon->health_timeout_usec = CONFIG_HEALTH_TIMEOUT_USEC;
+    daemon->device_memory_limit = CONFIG_DEVICE_MEMORY_LIMIT;
+    daemon->start_limit_burst = CONFIG_START_LIMIT_BURST;
+    daemon->start_limit_interval_usec = CONFIG_START_LIMIT_INTERVAL_USEC;
     ret = default_devices_dirs(&daemon->devices_dirs, &daemon->devices_dir_count);
     if (ret == 0) {
         ret = default_plugin_dirs(&daemon->plugin_dirs, &daemon->plugin_dir_count);

@@ -60,6 +60,36 @@
 /* handshake_timeout, in seconds: at most an hour. */
 #define CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS 3600
 
+/*
+ * Where a device's plugin runs (vfio-userd.yaml(5), ISOLATION): in a sandboxed device-host
+ * process of its own that the daemon supervises, or on one of the daemon's worker threads.
+ */
+enum config_isolation {
+    CONFIG_ISOLATION_DEFAULT = 0, /* a device that does not say: the daemon's default_isolation */
+    CONFIG_ISOLATION_PROCESS,
+    CONFIG_ISOLATION_THREAD,
+};
+
+/* Whether a device host that ended is started again (process isolation only). */
+enum config_restart {
+    CONFIG_RESTART_ON_FAILURE = 0, /* after a crash, a kill or a non-zero exit */
+    CONFIG_RESTART_ALWAYS,         /* after any end the daemon did not ask for */
+    CONFIG_RESTART_NO,
+};
+
+/* The account device hosts run as when neither the device nor the daemon names one; where
+ * it does not exist, "nobody". */
+#define CONFIG_DEVICE_USER "_vfio-userd"
+#define CONFIG_DEVICE_USER_FALLBACK "nobody"
+/* A device host missing its health checks this long is stuck: it is killed and restarted. */
+#define CONFIG_HEALTH_TIMEOUT_USEC (5u * 1000 * 1000)
+/* The data (heap and private memory) one device host may use: RLIMIT_DATA. */
+#define CONFIG_DEVICE_MEMORY_LIMIT (1ull << 30)
+/* At most this many starts of one device host within the interval; then it stays failed
+ * until reset. */
+#define CONFIG_START_LIMIT_BURST         5
+#define CONFIG_START_LIMIT_INTERVAL_USEC (10u * 1000 * 1000)
+
 /* One device, from a drop-in file or from device_add. */
 struct config_device {
     char name[CONFIG_NAME_MAX + 1];
@@ -71,6 +101,9 @@ struct config_device {
     bool socket_mode_set;
     mode_t socket_mode; /* CONFIG_DEVICE_SOCKET_MODE unless set */
     json_t *params;     /* always an object; owned */
+    enum config_isolation isolation;
+    enum config_restart restart;
+    char *user;         /* the device host's account; NULL: the daemon's device_user */
     char *origin;       /* the file's path, or the context given to config_device_from_json() */
     struct yaml_json_document *document; /* positions in the file; NULL for device_add */
 };
@@ -94,6 +127,13 @@ struct config_daemon {
     /* How long a client has to complete VERSION (vu_endpoint_set_handshake_timeout); 0: no
      * limit. */
     uint64_t handshake_timeout_usec;
+    /* Where devices that do not say run: PROCESS unless set (never DEFAULT). */
+    enum config_isolation default_isolation;
+    char *device_user; /* NULL: CONFIG_DEVICE_USER, or CONFIG_DEVICE_USER_FALLBACK */
+    uint64_t health_timeout_usec;
+    uint64_t device_memory_limit; /* bytes; 0: no limit */
+    unsigned int start_limit_burst;
+    uint64_t start_limit_interval_usec;
     char *source; /* the file that was read, or NULL */
 };
 

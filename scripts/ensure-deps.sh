@@ -5,7 +5,7 @@
 # build never half-works on a machine that lacks a library.
 set -eu
 
-packages="make gcc pkg-config libsystemd-dev libyaml-dev libjansson-dev check
+packages="make gcc pkg-config libsystemd-dev libyaml-dev libjansson-dev libseccomp-dev check
 linux-libc-dev clang libclang-rt-14-dev clang-format systemd valgrind zlib1g-dev"
 
 missing=""
