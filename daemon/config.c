@@ -26,6 +26,18 @@
 /* Long enough for any path the validator builds from known keys; longer ones are cut. */
 #define CONFIG_FIELD_MAX 256
 
+/*
+ * The ranges of the supervisor's settings. A health check or a start-limit interval shorter
+ * than a tenth of a second would treat a busy host as a failed one; the memory floor catches a
+ * forgotten unit (device_memory_limit: 512 meaning 512M). Messages spell the numbers out.
+ */
+#define CONFIG_HEALTH_TIMEOUT_MIN_SECONDS       0.1
+#define CONFIG_HEALTH_TIMEOUT_MAX_SECONDS       3600
+#define CONFIG_START_LIMIT_BURST_MAX            1000
+#define CONFIG_START_LIMIT_INTERVAL_MIN_SECONDS 0.1
+#define CONFIG_START_LIMIT_INTERVAL_MAX_SECONDS 86400
+#define CONFIG_DEVICE_MEMORY_LIMIT_MIN          (16ull << 20)
+
 /* Where errors go and how they point back at their source. */
 struct config_report {
     const struct yaml_json_document *document; /* NULL: no positions (JSON-RPC, flags) */
@@ -34,12 +46,46 @@ struct config_report {
     size_t error_size;
 };
 
-static const char *const device_keys[] = {"name", "plugin", "enabled", "socket", "params", NULL};
+static const char *const device_keys[] = {"name", "plugin", "enabled", "isolation", "restart",
+                                          "user", "socket", "params",  NULL};
 static const char *const socket_keys[] = {"path", "user", "group", "mode", NULL};
-static const char *const daemon_keys[] = {
-    "devices_dirs",           "plugin_dirs",        "runtime_dir",       "admin_socket",
-    "admin_socket_mode",      "admin_socket_group", "worker_threads",    "log_level",
-    "dma_message_chunk_size", "max_client_fds",     "handshake_timeout", NULL};
+static const char *const daemon_keys[] = {"devices_dirs",
+                                          "plugin_dirs",
+                                          "runtime_dir",
+                                          "admin_socket",
+                                          "admin_socket_mode",
+                                          "admin_socket_group",
+                                          "worker_threads",
+                                          "log_level",
+                                          "dma_message_chunk_size",
+                                          "max_client_fds",
+                                          "handshake_timeout",
+                                          "default_isolation",
+                                          "device_user",
+                                          "health_timeout",
+                                          "device_memory_limit",
+                                          "start_limit_burst",
+                                          "start_limit_interval",
+                                          NULL};
+
+/* The words of a setting with a fixed set of values, and the value each stands for. */
+struct config_choice {
+    const char *name;
+    int value;
+};
+
+static const struct config_choice isolation_choices[] = {
+    {"process", CONFIG_ISOLATION_PROCESS},
+    {"thread", CONFIG_ISOLATION_THREAD},
+    {NULL, 0},
+};
+
+static const struct config_choice restart_choices[] = {
+    {"on-failure", CONFIG_RESTART_ON_FAILURE},
+    {"always", CONFIG_RESTART_ALWAYS},
+    {"no", CONFIG_RESTART_NO},
+    {NULL, 0},
+};
 
 static const char *const log_level_names[] = {
     [LOG_ERR] = "err",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
@@ -360,6 +406,50 @@ static int parse_account(const struct config_report *report, const json_t *value
     return 0;
 }
 
+/* The word that stands for `value` among `choices`, or NULL. */
+static const char *choice_name(const struct config_choice *choices, int value)
+{
+    for (; choices->name != NULL; choices++) {
+        if (choices->value == value) {
+            return choices->name;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * One of the words in `choices`, such as isolation's process and thread. A refusal lists
+ * them all: "isolation: \"foo\" is not one of process, thread".
+ */
+static int parse_choice(const struct config_report *report, const json_t *value, const char *path,
+                        const struct config_choice *choices, int *result)
+{
+    const struct config_choice *choice;
+    char expected[128] = "one of ";
+    char quoted[96];
+    const char *text;
+    size_t length;
+    int ret;
+
+    for (choice = choices; choice->name != NULL; choice++) {
+        length = strlen(expected);
+        snprintf(expected + length, sizeof(expected) - length, "%s%s",
+                 choice == choices ? "" : ", ", choice->name);
+    }
+    ret = get_string(report, value, path, expected, &text);
+    if (ret < 0) {
+        return ret;
+    }
+    for (choice = choices; choice->name != NULL; choice++) {
+        if (strcmp(text, choice->name) == 0) {
+            *result = choice->value;
+            return 0;
+        }
+    }
+    return report_value(report, path, "%s is not %s", yaml_json_quote(quoted, sizeof(quoted), text),
+                        expected);
+}
+
 /*
  * A permission mode in octal: the string "0660" or "660", or an integer read the way chmod(1)
  * reads its argument, so that 660 means 0660 as it does on a command line.
@@ -518,7 +608,8 @@ static int parse_device(const struct config_report *report, const json_t *settin
         return report_value(report, "", "expected a mapping of device settings, found %s",
                             describe(settings, description, sizeof(description)));
     }
-    ret = check_keys(report, settings, "", device_keys, "name, plugin, enabled, socket or params");
+    ret = check_keys(report, settings, "", device_keys,
+                     "name, plugin, enabled, isolation, restart, user, socket or params");
     if (ret < 0) {
         return ret;
     }
@@ -557,6 +648,49 @@ static int parse_device(const struct config_report *report, const json_t *settin
                                 describe(value, description, sizeof(description)));
         }
         device->enabled = json_is_true(value);
+    }
+
+    value = json_object_get(settings, "isolation");
+    if (value != NULL && !json_is_null(value)) {
+        int isolation;
+
+        ret = parse_choice(report, value, "isolation", isolation_choices, &isolation);
+        if (ret < 0) {
+            return ret;
+        }
+        device->isolation = (enum config_isolation)isolation;
+    }
+
+    /*
+     * A YAML 1.1 reader (PyYAML, Ansible) turns a plain `restart: no` into false before it
+     * reaches a JSON client; ours keeps it a string. false means no either way; true could
+     * mean on-failure or always, so it is refused.
+     */
+    value = json_object_get(settings, "restart");
+    if (value != NULL && json_is_false(value)) {
+        device->restart = CONFIG_RESTART_NO;
+    } else if (value != NULL && !json_is_null(value)) {
+        int restart;
+
+        ret = parse_choice(report, value, "restart", restart_choices, &restart);
+        if (ret < 0) {
+            return ret;
+        }
+        device->restart = (enum config_restart)restart;
+    }
+
+    value = json_object_get(settings, "user");
+    if (value != NULL && !json_is_null(value)) {
+        ret = parse_account(report, value, "user", &device->user);
+        if (ret < 0) {
+            return ret;
+        }
+        /* On a worker thread the plugin runs as the daemon: the account would be ignored. */
+        if (device->isolation == CONFIG_ISOLATION_THREAD) {
+            return report_value(report, "user",
+                                "a device with isolation: thread runs as the daemon; an account "
+                                "of its own needs isolation: process");
+        }
     }
 
     ret = parse_socket(report, json_object_get(settings, "socket"), device);
@@ -600,6 +734,7 @@ void config_device_free(struct config_device *device)
     free(device->socket_path);
     free(device->socket_user);
     free(device->socket_group);
+    free(device->user);
     json_decref(device->params);
     free(device->origin);
     yaml_json_free(device->document);
@@ -707,7 +842,8 @@ bool config_device_equal(const struct config_device *a, const struct config_devi
            same_string(a->socket_user, b->socket_user) &&
            same_string(a->socket_group, b->socket_group) &&
            a->socket_mode_set == b->socket_mode_set && a->socket_mode == b->socket_mode &&
-           json_equal(a->params, b->params);
+           a->isolation == b->isolation && a->restart == b->restart &&
+           same_string(a->user, b->user) && json_equal(a->params, b->params);
 }
 
 static void device_location(const struct config_device *device, const char *path, bool at_key,
@@ -785,6 +921,19 @@ json_t *config_device_to_json(const struct config_device *device)
     }
     if (ret == 0) {
         ret = set_member(object, "enabled", json_boolean(device->enabled));
+    }
+    /* Only what the device itself says: a device that leaves isolation to the daemon's
+     * default_isolation keeps doing so when it is persisted and the default changes. */
+    if (ret == 0 && device->isolation != CONFIG_ISOLATION_DEFAULT) {
+        ret = set_member(object, "isolation",
+                         json_string(choice_name(isolation_choices, (int)device->isolation)));
+    }
+    if (ret == 0 && device->restart != CONFIG_RESTART_ON_FAILURE) {
+        ret = set_member(object, "restart",
+                         json_string(choice_name(restart_choices, (int)device->restart)));
+    }
+    if (ret == 0 && device->user != NULL) {
+        ret = set_member(object, "user", json_string(device->user));
     }
     if (ret == 0 && (device->socket_path != NULL || device->socket_user != NULL ||
                      device->socket_group != NULL || device->socket_mode_set)) {
@@ -1015,6 +1164,7 @@ static void daemon_clear(struct config_daemon *daemon)
     free(daemon->runtime_dir);
     free(daemon->admin_socket);
     free(daemon->admin_socket_group);
+    free(daemon->device_user);
     free(daemon->source);
     memset(daemon, 0, sizeof(*daemon));
 }
@@ -1097,6 +1247,9 @@ static int daemon_copy(struct config_daemon *target, const struct config_daemon 
     }
     if (ret == 0) {
         ret = copy_optional(source->admin_socket_group, &target->admin_socket_group);
+    }
+    if (ret == 0) {
+        ret = copy_optional(source->device_user, &target->device_user);
     }
     if (ret == 0) {
         ret = copy_optional(source->source, &target->source);
@@ -1192,24 +1345,36 @@ out:
 }
 
 /*
- * dma_message_chunk_size: an integer, or a string with a unit such as "64K", read as
- * plugin parameters are; a power of two from 4 KiB to 1 MiB.
+ * A size in bytes: an integer, or a string with a unit such as "64K" or "1G", read as plugin
+ * parameters are. -EINVAL for anything else; the caller reports it with its own range.
  */
-static int parse_dma_chunk_size(const struct config_report *report, const json_t *value,
-                                const char *key, uint32_t *result)
+static int read_size(const json_t *value, const char *key, uint64_t *bytes)
 {
     struct vfio_userd_error ignored = {0};
-    char description[96];
     json_t *wrapper = json_object();
-    uint64_t bytes = 0;
     int ret;
 
     if (wrapper == NULL || json_object_set(wrapper, key, (json_t *)value) < 0) {
         json_decref(wrapper);
         return -ENOMEM;
     }
-    ret = vu_params_get_u64(wrapper, key, 0, 0, UINT64_MAX, &bytes, &ignored);
+    ret = vu_params_get_u64(wrapper, key, 0, 0, UINT64_MAX, bytes, &ignored);
     json_decref(wrapper);
+    return ret < 0 ? -EINVAL : 0;
+}
+
+/* dma_message_chunk_size: a size, a power of two from 4 KiB to 1 MiB. */
+static int parse_dma_chunk_size(const struct config_report *report, const json_t *value,
+                                const char *key, uint32_t *result)
+{
+    char description[96];
+    uint64_t bytes = 0;
+    int ret;
+
+    ret = read_size(value, key, &bytes);
+    if (ret == -ENOMEM) {
+        return ret;
+    }
     if (ret < 0 || !vu_dma_chunk_size_valid(bytes)) {
         return report_value(report, key,
                             "expected a power of two from 4K to 1M, such as 65536 or 64K, "
@@ -1220,30 +1385,64 @@ static int parse_dma_chunk_size(const struct config_report *report, const json_t
     return 0;
 }
 
-/* max_client_fds: an integer within what vu_endpoint_set_max_client_fds() takes. */
-static int parse_max_client_fds(const struct config_report *report, const json_t *value,
-                                const char *key, uint32_t *result)
+/*
+ * device_memory_limit: a size of at least CONFIG_DEVICE_MEMORY_LIMIT_MIN, so that a
+ * forgotten unit (512 for 512M) is caught here rather than as device hosts that cannot
+ * start; 0 or "infinity" for no limit.
+ */
+static int parse_memory_limit(const struct config_report *report, const json_t *value,
+                              const char *key, uint64_t *result)
+{
+    char description[96];
+    uint64_t bytes = 0;
+    int ret;
+
+    if (json_is_string(value) && strcmp(json_string_value(value), "infinity") == 0 &&
+        json_string_length(value) == strlen("infinity")) {
+        *result = 0;
+        return 0;
+    }
+    ret = read_size(value, key, &bytes);
+    if (ret == -ENOMEM) {
+        return ret;
+    }
+    if (ret < 0 || (bytes != 0 && bytes < CONFIG_DEVICE_MEMORY_LIMIT_MIN)) {
+        return report_value(report, key,
+                            "expected a size from 16M, such as 512M or 1G, or 0 or infinity for "
+                            "no limit, found %s",
+                            describe(value, description, sizeof(description)));
+    }
+    *result = bytes;
+    return 0;
+}
+
+/* An integer from `min` to `max` (max_client_fds, start_limit_burst). */
+static int parse_integer(const struct config_report *report, const json_t *value, const char *key,
+                         json_int_t min, json_int_t max, json_int_t *result)
 {
     char description[96];
 
-    if (!json_is_integer(value) || json_integer_value(value) < VU_MAX_CLIENT_FDS_MIN ||
-        json_integer_value(value) > VU_MAX_CLIENT_FDS_MAX) {
-        return report_value(report, key, "expected an integer from %u to %u, found %s",
-                            VU_MAX_CLIENT_FDS_MIN, VU_MAX_CLIENT_FDS_MAX,
-                            describe(value, description, sizeof(description)));
+    if (!json_is_integer(value) || json_integer_value(value) < min ||
+        json_integer_value(value) > max) {
+        return report_value(report, key,
+                            "expected an integer from %" JSON_INTEGER_FORMAT
+                            " to %" JSON_INTEGER_FORMAT ", found %s",
+                            min, max, describe(value, description, sizeof(description)));
     }
-    *result = (uint32_t)json_integer_value(value);
+    *result = json_integer_value(value);
     return 0;
 }
 
 /*
- * handshake_timeout: seconds, an integer or a decimal string such as "2.5" (the YAML reader
- * hands numbers with a fraction over as strings); 0 for no limit; at most an hour.
+ * A duration in seconds (handshake_timeout, health_timeout, start_limit_interval): an integer
+ * or a decimal string such as "2.5" (the YAML reader hands numbers with a fraction over as
+ * strings), from `min` to `max_seconds`; 0 too when `zero_is_no_limit`.
  */
-static int parse_handshake_timeout(const struct config_report *report, const json_t *value,
-                                   const char *key, uint64_t *result)
+static int parse_seconds(const struct config_report *report, const json_t *value, const char *key,
+                         double min, bool zero_is_no_limit, unsigned int max_seconds,
+                         uint64_t *result)
 {
-    const double max = CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS;
+    const double max = max_seconds;
     char description[96];
     double seconds = -1;
     char *end = NULL;
@@ -1259,12 +1458,12 @@ static int parse_handshake_timeout(const struct config_report *report, const jso
             seconds = -1;
         }
     }
-    if (!(seconds >= 0 && seconds <= max)) {
+    if (!((seconds >= min || (zero_is_no_limit && seconds == 0)) && seconds <= max)) {
         return report_value(report, key,
-                            "expected a number of seconds from 0 (no limit) to %d, such as 10 or "
-                            "2.5, found %s",
-                            CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS,
-                            describe(value, description, sizeof(description)));
+                            "expected a number of seconds from %g%s to %u, such as 10 or 2.5, "
+                            "found %s",
+                            zero_is_no_limit ? 0 : min, zero_is_no_limit ? " (no limit)" : "",
+                            max_seconds, describe(value, description, sizeof(description)));
     }
     *result = (uint64_t)(seconds * 1e6 + 0.5);
     return 0;
@@ -1275,7 +1474,9 @@ static int apply_daemon_key(const struct config_report *report, struct config_da
 {
     char description[96];
     char quoted[96];
+    json_int_t integer;
     const char *text;
+    int choice;
     int level;
     int ret;
 
@@ -1330,15 +1531,69 @@ static int apply_daemon_key(const struct config_report *report, struct config_da
     }
     if (strcmp(key, "max_client_fds") == 0) {
         daemon->max_client_fds = VU_MAX_CLIENT_FDS_DEFAULT;
-        return json_is_null(value)
-                   ? 0
-                   : parse_max_client_fds(report, value, key, &daemon->max_client_fds);
+        if (json_is_null(value)) {
+            return 0;
+        }
+        ret = parse_integer(report, value, key, VU_MAX_CLIENT_FDS_MIN, VU_MAX_CLIENT_FDS_MAX,
+                            &integer);
+        if (ret == 0) {
+            daemon->max_client_fds = (uint32_t)integer;
+        }
+        return ret;
     }
     if (strcmp(key, "handshake_timeout") == 0) {
         daemon->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
+        return json_is_null(value) ? 0
+                                   : parse_seconds(report, value, key, 0, true,
+                                                   CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS,
+                                                   &daemon->handshake_timeout_usec);
+    }
+    if (strcmp(key, "default_isolation") == 0) {
+        daemon->default_isolation = CONFIG_ISOLATION_PROCESS;
+        if (json_is_null(value)) {
+            return 0;
+        }
+        ret = parse_choice(report, value, key, isolation_choices, &choice);
+        if (ret == 0) {
+            daemon->default_isolation = (enum config_isolation)choice;
+        }
+        return ret;
+    }
+    if (strcmp(key, "device_user") == 0) {
+        return json_is_null(value) ? replace_string(&daemon->device_user, NULL)
+                                   : parse_account(report, value, key, &daemon->device_user);
+    }
+    if (strcmp(key, "health_timeout") == 0) {
+        daemon->health_timeout_usec = CONFIG_HEALTH_TIMEOUT_USEC;
         return json_is_null(value)
                    ? 0
-                   : parse_handshake_timeout(report, value, key, &daemon->handshake_timeout_usec);
+                   : parse_seconds(report, value, key, CONFIG_HEALTH_TIMEOUT_MIN_SECONDS, false,
+                                   CONFIG_HEALTH_TIMEOUT_MAX_SECONDS, &daemon->health_timeout_usec);
+    }
+    if (strcmp(key, "device_memory_limit") == 0) {
+        daemon->device_memory_limit = CONFIG_DEVICE_MEMORY_LIMIT;
+        return json_is_null(value)
+                   ? 0
+                   : parse_memory_limit(report, value, key, &daemon->device_memory_limit);
+    }
+    if (strcmp(key, "start_limit_burst") == 0) {
+        daemon->start_limit_burst = CONFIG_START_LIMIT_BURST;
+        if (json_is_null(value)) {
+            return 0;
+        }
+        ret = parse_integer(report, value, key, 1, CONFIG_START_LIMIT_BURST_MAX, &integer);
+        if (ret == 0) {
+            daemon->start_limit_burst = (unsigned int)integer;
+        }
+        return ret;
+    }
+    if (strcmp(key, "start_limit_interval") == 0) {
+        daemon->start_limit_interval_usec = CONFIG_START_LIMIT_INTERVAL_USEC;
+        return json_is_null(value)
+                   ? 0
+                   : parse_seconds(report, value, key, CONFIG_START_LIMIT_INTERVAL_MIN_SECONDS,
+                                   false, CONFIG_START_LIMIT_INTERVAL_MAX_SECONDS,
+                                   &daemon->start_limit_interval_usec);
     }
     if (strcmp(key, "log_level") != 0) {
         return -EINVAL;
@@ -1380,7 +1635,9 @@ static int daemon_apply(const struct config_report *report, struct config_daemon
     ret = check_keys(report, settings, "", daemon_keys,
                      "devices_dirs, plugin_dirs, runtime_dir, admin_socket, admin_socket_mode, "
                      "admin_socket_group, worker_threads, log_level, dma_message_chunk_size, "
-                     "max_client_fds or handshake_timeout");
+                     "max_client_fds, handshake_timeout, default_isolation, device_user, "
+                     "health_timeout, device_memory_limit, start_limit_burst or "
+                     "start_limit_interval");
     if (ret < 0) {
         return ret;
     }

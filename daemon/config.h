@@ -79,7 +79,7 @@ enum config_restart {
 
 /* The account device hosts run as when neither the device nor the daemon names one; where
  * it does not exist, "nobody". */
-#define CONFIG_DEVICE_USER "_vfio-userd"
+#define CONFIG_DEVICE_USER          "_vfio-userd"
 #define CONFIG_DEVICE_USER_FALLBACK "nobody"
 /* A device host missing its health checks this long is stuck: it is killed and restarted. */
 #define CONFIG_HEALTH_TIMEOUT_USEC (5u * 1000 * 1000)
@@ -99,12 +99,13 @@ struct config_device {
     char *socket_user;  /* NULL: the daemon's user owns the socket */
     char *socket_group; /* NULL: the daemon's group */
     bool socket_mode_set;
-    mode_t socket_mode; /* CONFIG_DEVICE_SOCKET_MODE unless set */
-    json_t *params;     /* always an object; owned */
-    enum config_isolation isolation;
-    enum config_restart restart;
-    char *user;         /* the device host's account; NULL: the daemon's device_user */
-    char *origin;       /* the file's path, or the context given to config_device_from_json() */
+    mode_t socket_mode;              /* CONFIG_DEVICE_SOCKET_MODE unless set */
+    json_t *params;                  /* always an object; owned */
+    enum config_isolation isolation; /* DEFAULT unless the device says */
+    enum config_restart restart;     /* "no" or false (YAML 1.1's reading of no) mean NO */
+    char *user;   /* the device host's account; NULL: the daemon's device_user. Refused with
+                   * isolation: thread, where the plugin runs as the daemon. */
+    char *origin; /* the file's path, or the context given to config_device_from_json() */
     struct yaml_json_document *document; /* positions in the file; NULL for device_add */
 };
 
@@ -185,8 +186,10 @@ void config_device_format_plugin_error(const struct config_device *device,
 
 /*
  * The device as the JSON object config_device_from_json() accepts (also what device_get
- * returns): name, plugin, enabled, socket (only the keys that are set; mode as "0660"),
- * params. NULL when out of memory.
+ * returns): name, plugin, enabled, then isolation, restart and user only when the device sets
+ * them (isolation unless DEFAULT, restart unless on-failure, so that a device that leaves
+ * isolation to the daemon keeps doing so once persisted), socket (only the keys that are set;
+ * mode as "0660"), params. NULL when out of memory.
  */
 json_t *config_device_to_json(const struct config_device *device);
 

@@ -120,6 +120,9 @@ START_TEST(test_device_full)
     struct config_device *device = load_ok("tdev0.yaml", "name: other\n"
                                                          "plugin: testdev\n"
                                                          "enabled: false\n"
+                                                         "isolation: process\n"
+                                                         "restart: always\n"
+                                                         "user: qemu-dev\n"
                                                          "socket:\n"
                                                          "  path: /run/x/tdev0.sock\n"
                                                          "  user: qemu\n"
@@ -132,6 +135,9 @@ START_TEST(test_device_full)
     ck_assert_str_eq(device->name, "other");
     ck_assert_str_eq(device->plugin, "testdev");
     ck_assert(!device->enabled);
+    ck_assert_int_eq(device->isolation, CONFIG_ISOLATION_PROCESS);
+    ck_assert_int_eq(device->restart, CONFIG_RESTART_ALWAYS);
+    ck_assert_str_eq(device->user, "qemu-dev");
     ck_assert_str_eq(device->socket_path, "/run/x/tdev0.sock");
     ck_assert_str_eq(device->socket_user, "qemu");
     ck_assert_str_eq(device->socket_group, "kvm");
@@ -150,6 +156,9 @@ START_TEST(test_device_defaults)
 
     ck_assert_str_eq(device->name, "tdev1");
     ck_assert(device->enabled);
+    ck_assert_int_eq(device->isolation, CONFIG_ISOLATION_DEFAULT);
+    ck_assert_int_eq(device->restart, CONFIG_RESTART_ON_FAILURE);
+    ck_assert_ptr_null(device->user);
     ck_assert_ptr_null(device->socket_path);
     ck_assert_ptr_null(device->socket_user);
     ck_assert_ptr_null(device->socket_group);
@@ -160,9 +169,14 @@ START_TEST(test_device_defaults)
     config_device_free(device);
 
     /* Empty values mean "the default", as an empty params: line does. */
-    device = load_ok("tdev2.yaml", "plugin: testdev\nenabled:\nsocket:\nparams:\n");
+    device =
+        load_ok("tdev2.yaml",
+                "plugin: testdev\nenabled:\nisolation:\nrestart:\nuser: ~\nsocket:\nparams:\n");
     ck_assert_str_eq(device->name, "tdev2");
     ck_assert(device->enabled);
+    ck_assert_int_eq(device->isolation, CONFIG_ISOLATION_DEFAULT);
+    ck_assert_int_eq(device->restart, CONFIG_RESTART_ON_FAILURE);
+    ck_assert_ptr_null(device->user);
     ck_assert(json_is_object(device->params));
     config_device_free(device);
 
@@ -197,13 +211,13 @@ START_TEST(test_device_errors)
                         "line 2, column 9)");
     /* Unknown keys, at the key, naming it and the parent. */
     expect_device_error("plugin: testdev\nsockt:\n  mode: \"0660\"\n",
-                        "2:1: unknown key \"sockt\"; expected name, plugin, enabled, socket or "
-                        "params");
+                        "2:1: unknown key \"sockt\"; expected name, plugin, enabled, isolation, "
+                        "restart, user, socket or params");
     expect_device_error("plugin: testdev\nsocket:\n  path: /x\n  moode: \"0660\"\n",
                         "4:3: socket: unknown key \"moode\"; expected path, user, group or mode");
     expect_device_error("plugin: testdev\n\"bad\\nkey\": 1\n",
-                        "2:1: unknown key \"bad\\x0akey\"; expected name, plugin, enabled, socket "
-                        "or params");
+                        "2:1: unknown key \"bad\\x0akey\"; expected name, plugin, enabled, "
+                        "isolation, restart, user, socket or params");
     /* Wrong types, at the value. */
     expect_device_error("plugin: testdev\nenabled: yes\n",
                         "2:10: enabled: expected true or false, found the string \"yes\"");
@@ -301,6 +315,140 @@ START_TEST(test_device_numeric_accounts)
 }
 END_TEST
 
+/* Where the plugin runs, whether it is started again, and as whom. */
+START_TEST(test_device_supervision)
+{
+    static const struct {
+        const char *text;
+        enum config_isolation isolation;
+        enum config_restart restart;
+        const char *user;
+    } good[] = {
+        {"isolation: process\n", CONFIG_ISOLATION_PROCESS, CONFIG_RESTART_ON_FAILURE, NULL},
+        {"isolation: thread\n", CONFIG_ISOLATION_THREAD, CONFIG_RESTART_ON_FAILURE, NULL},
+        {"isolation: \"thread\"\nrestart: always\n", CONFIG_ISOLATION_THREAD, CONFIG_RESTART_ALWAYS,
+         NULL},
+        {"restart: on-failure\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_ON_FAILURE, NULL},
+        /* The word as systemd's Restart= has it, plain or quoted; and what a YAML 1.1 tool
+         * makes of it. */
+        {"restart: no\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_NO, NULL},
+        {"restart: \"no\"\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_NO, NULL},
+        {"restart: 'no'\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_NO, NULL},
+        {"restart: false\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_NO, NULL},
+        {"user: _vfio-userd\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_ON_FAILURE, "_vfio-userd"},
+        {"isolation: process\nuser: 107\n", CONFIG_ISOLATION_PROCESS, CONFIG_RESTART_ON_FAILURE,
+         "107"},
+        {"user: \"0\"\nrestart: no\n", CONFIG_ISOLATION_DEFAULT, CONFIG_RESTART_NO, "0"},
+    };
+    static const struct {
+        const char *text;
+        const char *expected;
+    } bad[] = {
+        {"isolation: foo\n", "2:12: isolation: \"foo\" is not one of process, thread"},
+        {"isolation: default\n", "2:12: isolation: \"default\" is not one of process, thread"},
+        {"isolation: Process\n", "2:12: isolation: \"Process\" is not one of process, thread"},
+        {"isolation: 1\n", "2:12: isolation: expected one of process, thread, found the integer 1"},
+        {"isolation: [thread]\n", "2:12: isolation: expected one of process, thread, found a list"},
+        {"isolation: true\n", "2:12: isolation: expected one of process, thread, found true"},
+        {"restart: never\n", "2:10: restart: \"never\" is not one of on-failure, always, no"},
+        {"restart: No\n", "2:10: restart: \"No\" is not one of on-failure, always, no"},
+        {"restart: on_failure\n",
+         "2:10: restart: \"on_failure\" is not one of on-failure, always, no"},
+        {"restart: true\n", "2:10: restart: expected one of on-failure, always, no, found true"},
+        {"restart: 0\n",
+         "2:10: restart: expected one of on-failure, always, no, found the integer 0"},
+        {"user: \"a b\"\n", "2:7: user: \"a b\" is not a valid user or group name"},
+        {"user: \"\"\n", "2:7: user: \"\" is not a valid user or group name"},
+        {"user: -root\n", "2:7: user: \"-root\" is not a valid user or group name"},
+        {"user: -1\n", "2:7: user: -1 is not a user or group id (0 to 4294967294)"},
+        {"user: [qemu]\n", "2:7: user: expected a user or group name, found a list"},
+        {"user: \"qemu\\n\"\n",
+         "2:7: user: contains a control character (0x0a); names and paths may not"},
+        /* The account is the device host's: on a worker thread there is none to set. */
+        {"isolation: thread\nuser: qemu\n",
+         "3:7: user: a device with isolation: thread runs as the daemon; an account of its own "
+         "needs isolation: process"},
+    };
+    char text[512], long_user[CONFIG_ACCOUNT_MAX + 2];
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct config_device *device;
+
+        snprintf(text, sizeof(text), "plugin: testdev\n%s", good[i].text);
+        device = load_ok("tdev0.yaml", text);
+        ck_assert_msg(device->isolation == good[i].isolation, "%s", good[i].text);
+        ck_assert_msg(device->restart == good[i].restart, "%s", good[i].text);
+        if (good[i].user == NULL) {
+            ck_assert_ptr_null(device->user);
+        } else {
+            ck_assert_str_eq(device->user, good[i].user);
+        }
+        config_device_free(device);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "plugin: testdev\n%s", bad[i].text);
+        expect_device_error(text, bad[i].expected);
+    }
+
+    /* At most CONFIG_ACCOUNT_MAX characters, as socket.user. */
+    memset(long_user, 'u', CONFIG_ACCOUNT_MAX);
+    long_user[CONFIG_ACCOUNT_MAX] = '\0';
+    snprintf(text, sizeof(text), "plugin: testdev\nuser: %s\n", long_user);
+    config_device_free(load_ok("tdev0.yaml", text));
+    long_user[CONFIG_ACCOUNT_MAX] = 'u';
+    long_user[CONFIG_ACCOUNT_MAX + 1] = '\0';
+    snprintf(text, sizeof(text), "plugin: testdev\nuser: %s\n", long_user);
+    {
+        struct config_device *device = (void *)1;
+        char error[CONFIG_ERROR_MAX] = "";
+        const char *path = write_file("dev.yaml", text);
+
+        ck_assert_int_eq(config_device_load(path, &device, error, sizeof(error)), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(error, ":2:7: user: \"uuuu"));
+        ck_assert_ptr_nonnull(strstr(error, "\" is not a valid user or group name"));
+    }
+
+    /* device_add: the same words; false is no there too (a YAML 1.1 tool's `restart: no`). */
+    {
+        struct config_device *device = NULL;
+        char error[CONFIG_ERROR_MAX] = "";
+        json_t *settings = json_pack("{s:s, s:s, s:s, s:b, s:s}", "name", "x", "plugin", "t",
+                                     "isolation", "process", "restart", 0, "user", "qemu");
+
+        ck_assert_int_eq(
+            config_device_from_json(settings, "device_add", NULL, &device, error, sizeof(error)),
+            0);
+        ck_assert_int_eq(device->isolation, CONFIG_ISOLATION_PROCESS);
+        ck_assert_int_eq(device->restart, CONFIG_RESTART_NO);
+        ck_assert_str_eq(device->user, "qemu");
+        config_device_free(device);
+        json_decref(settings);
+    }
+    {
+        struct config_device *device = NULL;
+        char error[CONFIG_ERROR_MAX] = "";
+        json_t *settings =
+            json_pack("{s:s, s:s, s:s}", "plugin", "t", "isolation", "thread", "restart", "no");
+
+        ck_assert_int_eq(
+            config_device_from_json(settings, "device_add", "x", &device, error, sizeof(error)), 0);
+        ck_assert_int_eq(device->isolation, CONFIG_ISOLATION_THREAD);
+        ck_assert_int_eq(device->restart, CONFIG_RESTART_NO);
+        config_device_free(device);
+        json_decref(settings);
+    }
+    expect_json_error("{\"plugin\": \"t\", \"restart\": true}", "x",
+                      "device_add: restart: expected one of on-failure, always, no, found true");
+    expect_json_error("{\"plugin\": \"t\", \"isolation\": \"vm\"}", "x",
+                      "device_add: isolation: \"vm\" is not one of process, thread");
+    expect_json_error("{\"plugin\": \"t\", \"isolation\": \"thread\", \"user\": 0}", "x",
+                      "device_add: user: a device with isolation: thread runs as the daemon; an "
+                      "account of its own needs isolation: process");
+    expect_json_error("{\"plugin\": \"t\", \"user\": 4294967295}", "x",
+                      "device_add: user: 4294967295 is not a user or group id (0 to 4294967294)");
+}
+END_TEST
+
 START_TEST(test_device_bad_stem)
 {
     struct config_device *device = NULL;
@@ -371,8 +519,8 @@ START_TEST(test_device_from_json)
                       "device_add: params.a[1].b: real numbers are not supported; write the "
                       "value as a string");
     expect_json_error("{\"name\": \"x\", \"plugin\": \"t\", \"extra\": 1}", NULL,
-                      "device_add: unknown key \"extra\"; expected name, plugin, enabled, socket "
-                      "or params");
+                      "device_add: unknown key \"extra\"; expected name, plugin, enabled, "
+                      "isolation, restart, user, socket or params");
     expect_json_error("{\"name\": \"x\", \"plugin\": \"t\", \"socket\": {\"mode\": \"0999\"}}",
                       NULL,
                       "device_add: socket.mode: the string \"0999\" is not an octal mode such as "
@@ -538,6 +686,7 @@ START_TEST(test_persist_round_trip)
     int files = 0;
 
     settings = json_loads("{\"name\": \"tdev0\", \"plugin\": \"testdev\", \"enabled\": false,"
+                          " \"isolation\": \"process\", \"restart\": \"always\", \"user\": 107,"
                           " \"socket\": {\"path\": \"/run/a b/x.sock\", \"user\": \"qemu\","
                           " \"group\": \"kvm\", \"mode\": 600},"
                           " \"params\": {\"ram_size\": \"1M\", \"flag\": true, \"n\": -3,"
@@ -552,6 +701,10 @@ START_TEST(test_persist_round_trip)
     ck_assert_int_eq(config_device_to_yaml(device, &text), 0);
     ck_assert_ptr_nonnull(strstr(text, "mode: \"0600\"\n"));
     ck_assert_ptr_nonnull(strstr(text, "name: tdev0\n"));
+    ck_assert_ptr_nonnull(strstr(text, "isolation: process\n"));
+    ck_assert_ptr_nonnull(strstr(text, "restart: always\n"));
+    /* A numeric account stays a string, quoted so that it is not read back as a number. */
+    ck_assert_ptr_nonnull(strstr(text, "user: \"107\"\n"));
     free(text);
 
     /* The directory is created when missing; the file replaces an older one atomically. */
@@ -588,6 +741,24 @@ START_TEST(test_persist_round_trip)
     ck_assert(!config_device_equal(device, loaded));
     config_device_free(loaded);
     ck_assert_int_eq(config_device_load(path, &loaded, error, sizeof(error)), 0);
+    ck_assert(config_device_equal(device, loaded));
+    loaded->isolation = CONFIG_ISOLATION_DEFAULT;
+    ck_assert(!config_device_equal(device, loaded));
+    loaded->isolation = CONFIG_ISOLATION_THREAD;
+    ck_assert(!config_device_equal(device, loaded));
+    loaded->isolation = CONFIG_ISOLATION_PROCESS;
+    loaded->restart = CONFIG_RESTART_ON_FAILURE;
+    ck_assert(!config_device_equal(device, loaded));
+    loaded->restart = CONFIG_RESTART_ALWAYS;
+    free(loaded->user);
+    loaded->user = strdup("108");
+    ck_assert(!config_device_equal(device, loaded));
+    free(loaded->user);
+    loaded->user = NULL;
+    ck_assert(!config_device_equal(device, loaded));
+    ck_assert(!config_device_equal(loaded, device));
+    config_device_free(loaded);
+    ck_assert_int_eq(config_device_load(path, &loaded, error, sizeof(error)), 0);
     json_object_set_new(loaded->params, "n", json_integer(3));
     ck_assert(!config_device_equal(device, loaded));
     config_device_free(loaded);
@@ -598,12 +769,55 @@ START_TEST(test_persist_round_trip)
     ck_assert_int_eq(config_device_to_yaml(device, &text), 0);
     ck_assert_ptr_null(strstr(text, "socket"));
     ck_assert_ptr_nonnull(strstr(text, "params: {}\n"));
+    /* A device that leaves isolation to the daemon still does once persisted. */
+    ck_assert_ptr_null(strstr(text, "isolation"));
+    ck_assert_ptr_null(strstr(text, "restart"));
+    ck_assert_ptr_null(strstr(text, "\nuser:"));
     free(text);
     ck_assert_int_eq(config_device_persist(device, directory, error, sizeof(error)), 0);
     snprintf(path, sizeof(path), "%s/tdev5.yaml", directory);
     ck_assert_int_eq(config_device_load(path, &loaded, error, sizeof(error)), 0);
     ck_assert(config_device_equal(device, loaded));
     config_device_free(loaded);
+
+    /*
+     * restart: no is written quoted, so that a YAML 1.1 reader does not take it for false,
+     * and reads back as no from the file and through device_get's JSON alike; an explicit
+     * on-failure is the default and is not written.
+     */
+    config_device_free(device);
+    device = load_ok("tdev6.yaml", "plugin: testdev\nisolation: thread\nrestart: no\n");
+    ck_assert_int_eq(config_device_to_yaml(device, &text), 0);
+    ck_assert_ptr_nonnull(strstr(text, "isolation: thread\n"));
+    ck_assert_ptr_nonnull(strstr(text, "restart: \"no\"\n"));
+    free(text);
+    ck_assert_int_eq(config_device_persist(device, directory, error, sizeof(error)), 0);
+    snprintf(path, sizeof(path), "%s/tdev6.yaml", directory);
+    ck_assert_int_eq(config_device_load(path, &loaded, error, sizeof(error)), 0);
+    ck_assert(config_device_equal(device, loaded));
+    ck_assert_int_eq(loaded->restart, CONFIG_RESTART_NO);
+    config_device_free(loaded);
+    settings = config_device_to_json(device);
+    ck_assert_ptr_nonnull(settings);
+    ck_assert_str_eq(json_string_value(json_object_get(settings, "isolation")), "thread");
+    ck_assert_str_eq(json_string_value(json_object_get(settings, "restart")), "no");
+    ck_assert_ptr_null(json_object_get(settings, "user"));
+    ck_assert_int_eq(
+        config_device_from_json(settings, "device_add", NULL, &loaded, error, sizeof(error)), 0);
+    ck_assert(config_device_equal(device, loaded));
+    config_device_free(loaded);
+    json_decref(settings);
+    config_device_free(device);
+    device = load_ok("tdev7.yaml", "plugin: testdev\nrestart: on-failure\nuser: qemu\n");
+    settings = config_device_to_json(device);
+    ck_assert_ptr_null(json_object_get(settings, "isolation"));
+    ck_assert_ptr_null(json_object_get(settings, "restart"));
+    ck_assert_str_eq(json_string_value(json_object_get(settings, "user")), "qemu");
+    ck_assert_int_eq(
+        config_device_from_json(settings, "device_add", NULL, &loaded, error, sizeof(error)), 0);
+    ck_assert(config_device_equal(device, loaded));
+    config_device_free(loaded);
+    json_decref(settings);
 
     /* Failures are reported, not hidden. */
     snprintf(directory, sizeof(directory), "%s/no/such/dir", temporary);
@@ -640,6 +854,12 @@ START_TEST(test_daemon_defaults)
     ck_assert_uint_eq(daemon->dma_message_chunk_size, 64 * 1024);
     ck_assert_uint_eq(daemon->max_client_fds, 4096);
     ck_assert_uint_eq(daemon->handshake_timeout_usec, 10 * 1000 * 1000);
+    ck_assert_int_eq(daemon->default_isolation, CONFIG_ISOLATION_PROCESS);
+    ck_assert_ptr_null(daemon->device_user);
+    ck_assert_uint_eq(daemon->health_timeout_usec, 5 * 1000 * 1000);
+    ck_assert_uint_eq(daemon->device_memory_limit, 1ull << 30);
+    ck_assert_uint_eq(daemon->start_limit_burst, 5);
+    ck_assert_uint_eq(daemon->start_limit_interval_usec, 10 * 1000 * 1000);
     ck_assert_ptr_null(daemon->source);
     ck_assert_int_eq(config_daemon_admin_socket(daemon, socket, sizeof(socket)), 0);
     ck_assert_str_eq(socket, "/run/vfio-userd/admin.sock");
@@ -676,7 +896,13 @@ START_TEST(test_daemon_full)
                                                      "admin_socket_group: vfio\n"
                                                      "worker_threads: 256\n"
                                                      "log_level: debug\n"
-                                                     "dma_message_chunk_size: 16K\n");
+                                                     "dma_message_chunk_size: 16K\n"
+                                                     "default_isolation: thread\n"
+                                                     "device_user: vfio-dev\n"
+                                                     "health_timeout: 2.5\n"
+                                                     "device_memory_limit: 512M\n"
+                                                     "start_limit_burst: 3\n"
+                                                     "start_limit_interval: 60\n");
 
     ck_assert_int_eq(config_daemon_load(path, true, &daemon, error, sizeof(error)), 0);
     ck_assert_uint_eq(daemon->devices_dir_count, 2);
@@ -688,6 +914,12 @@ START_TEST(test_daemon_full)
     ck_assert_uint_eq(daemon->worker_threads, 256);
     ck_assert_int_eq(daemon->log_level, LOG_DEBUG);
     ck_assert_uint_eq(daemon->dma_message_chunk_size, 16 * 1024);
+    ck_assert_int_eq(daemon->default_isolation, CONFIG_ISOLATION_THREAD);
+    ck_assert_str_eq(daemon->device_user, "vfio-dev");
+    ck_assert_uint_eq(daemon->health_timeout_usec, 2500000);
+    ck_assert_uint_eq(daemon->device_memory_limit, 512ull << 20);
+    ck_assert_uint_eq(daemon->start_limit_burst, 3);
+    ck_assert_uint_eq(daemon->start_limit_interval_usec, 60ull * 1000 * 1000);
     ck_assert_str_eq(daemon->source, path);
     /* The admin socket and device sockets follow runtime_dir unless set. */
     ck_assert_int_eq(config_daemon_admin_socket(daemon, socket, sizeof(socket)), 0);
@@ -781,8 +1013,9 @@ START_TEST(test_daemon_errors)
     expect_daemon_error("log_level: info\nworkers: 4\n",
                         "2:1: unknown key \"workers\"; expected devices_dirs, plugin_dirs, "
                         "runtime_dir, admin_socket, admin_socket_mode, admin_socket_group, "
-                        "worker_threads, log_level, dma_message_chunk_size, max_client_fds or "
-                        "handshake_timeout");
+                        "worker_threads, log_level, dma_message_chunk_size, max_client_fds, "
+                        "handshake_timeout, default_isolation, device_user, health_timeout, "
+                        "device_memory_limit, start_limit_burst or start_limit_interval");
     expect_daemon_error("worker_threads: 257\n",
                         "1:17: worker_threads: expected an integer from 0 (one per CPU) to 256, "
                         "found the integer 257");
@@ -868,6 +1101,136 @@ START_TEST(test_daemon_client_limits)
                       "%s: %s", good[i].text, error);
         ck_assert_uint_eq(daemon->max_client_fds, good[i].fds);
         ck_assert_uint_eq(daemon->handshake_timeout_usec, good[i].usec);
+        config_daemon_free(daemon);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_daemon_error(bad[i].text, bad[i].expected);
+}
+END_TEST
+
+/* The device hosts' supervision: every way to write each key, and each refusal. */
+START_TEST(test_daemon_supervision)
+{
+    static const struct {
+        const char *text;
+        enum config_isolation isolation;
+        const char *user;
+        uint64_t health_usec;
+        uint64_t memory;
+        unsigned int burst;
+        uint64_t interval_usec;
+    } good[] = {
+        {"default_isolation: process\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 1ull << 30, 5,
+         10000000},
+        {"default_isolation: thread\ndevice_user: nobody\n", CONFIG_ISOLATION_THREAD, "nobody",
+         5000000, 1ull << 30, 5, 10000000},
+        {"device_user: 65534\nhealth_timeout: 0.1\n", CONFIG_ISOLATION_PROCESS, "65534", 100000,
+         1ull << 30, 5, 10000000},
+        {"health_timeout: 3600\nstart_limit_interval: 86400\n", CONFIG_ISOLATION_PROCESS, NULL,
+         3600000000ull, 1ull << 30, 5, 86400000000ull},
+        {"health_timeout: \"0.5\"\nstart_limit_interval: 0.1\n", CONFIG_ISOLATION_PROCESS, NULL,
+         500000, 1ull << 30, 5, 100000},
+        {"device_memory_limit: 0\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 0, 5, 10000000},
+        {"device_memory_limit: infinity\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 0, 5,
+         10000000},
+        {"device_memory_limit: 16M\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 16ull << 20, 5,
+         10000000},
+        {"device_memory_limit: 2G\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 2ull << 30, 5,
+         10000000},
+        {"device_memory_limit: \"768MiB\"\n", CONFIG_ISOLATION_PROCESS, NULL, 5000000, 768ull << 20,
+         5, 10000000},
+        {"device_memory_limit: 1073741824\nstart_limit_burst: 1\n", CONFIG_ISOLATION_PROCESS, NULL,
+         5000000, 1ull << 30, 1, 10000000},
+        {"device_memory_limit: 65536K\nstart_limit_burst: 1000\n", CONFIG_ISOLATION_PROCESS, NULL,
+         5000000, 64ull << 20, 1000, 10000000},
+        /* Empty values: the defaults. */
+        {"default_isolation:\ndevice_user:\nhealth_timeout:\ndevice_memory_limit:\n"
+         "start_limit_burst:\nstart_limit_interval:\n",
+         CONFIG_ISOLATION_PROCESS, NULL, 5000000, 1ull << 30, 5, 10000000},
+    };
+    static const struct {
+        const char *text;
+        const char *expected;
+    } bad[] = {
+        {"default_isolation: default\n",
+         "1:20: default_isolation: \"default\" is not one of process, thread"},
+        {"default_isolation: threads\n",
+         "1:20: default_isolation: \"threads\" is not one of process, thread"},
+        {"default_isolation: false\n",
+         "1:20: default_isolation: expected one of process, thread, found false"},
+        {"device_user: \"a:b\"\n", "1:14: device_user: \"a:b\" is not a valid user or group name"},
+        {"device_user: \"\"\n", "1:14: device_user: \"\" is not a valid user or group name"},
+        {"device_user: 4294967295\n",
+         "1:14: device_user: 4294967295 is not a user or group id (0 to 4294967294)"},
+        {"device_user: \"nobody\\t\"\n",
+         "1:14: device_user: contains a control character (0x09); names and paths may not"},
+        {"health_timeout: 0\n",
+         "1:17: health_timeout: expected a number of seconds from 0.1 to 3600, such as 10 or 2.5, "
+         "found the integer 0"},
+        {"health_timeout: 0.05\n",
+         "1:17: health_timeout: expected a number of seconds from 0.1 to 3600, such as 10 or 2.5, "
+         "found the string \"0.05\""},
+        {"health_timeout: 3601\n",
+         "1:17: health_timeout: expected a number of seconds from 0.1 to 3600, such as 10 or 2.5, "
+         "found the integer 3601"},
+        {"health_timeout: 5s\n",
+         "1:17: health_timeout: expected a number of seconds from 0.1 to 3600, such as 10 or 2.5, "
+         "found the string \"5s\""},
+        {"health_timeout: -1\n",
+         "1:17: health_timeout: expected a number of seconds from 0.1 to 3600, such as 10 or 2.5, "
+         "found the integer -1"},
+        {"device_memory_limit: 512\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found the integer 512"},
+        {"device_memory_limit: 15M\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found the string \"15M\""},
+        {"device_memory_limit: -1\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found the integer -1"},
+        {"device_memory_limit: 1T\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found the string \"1T\""},
+        {"device_memory_limit: unlimited\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found the string \"unlimited\""},
+        {"device_memory_limit: false\n",
+         "1:22: device_memory_limit: expected a size from 16M, such as 512M or 1G, or 0 or "
+         "infinity for no limit, found false"},
+        {"start_limit_burst: 0\n",
+         "1:20: start_limit_burst: expected an integer from 1 to 1000, found the integer 0"},
+        {"start_limit_burst: 1001\n",
+         "1:20: start_limit_burst: expected an integer from 1 to 1000, found the integer 1001"},
+        {"start_limit_burst: \"5\"\n",
+         "1:20: start_limit_burst: expected an integer from 1 to 1000, found the string \"5\""},
+        {"start_limit_interval: 0\n",
+         "1:23: start_limit_interval: expected a number of seconds from 0.1 to 86400, such as 10 "
+         "or 2.5, found the integer 0"},
+        {"start_limit_interval: 86401\n",
+         "1:23: start_limit_interval: expected a number of seconds from 0.1 to 86400, such as 10 "
+         "or 2.5, found the integer 86401"},
+        {"start_limit_interval: 1m\n",
+         "1:23: start_limit_interval: expected a number of seconds from 0.1 to 86400, such as 10 "
+         "or 2.5, found the string \"1m\""},
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct config_daemon *daemon = NULL;
+        char error[CONFIG_ERROR_MAX] = "";
+
+        ck_assert_msg(config_daemon_load(write_file("supervision.yaml", good[i].text), true,
+                                         &daemon, error, sizeof(error)) == 0,
+                      "%s: %s", good[i].text, error);
+        ck_assert_msg(daemon->default_isolation == good[i].isolation, "%s", good[i].text);
+        if (good[i].user == NULL) {
+            ck_assert_ptr_null(daemon->device_user);
+        } else {
+            ck_assert_str_eq(daemon->device_user, good[i].user);
+        }
+        ck_assert_uint_eq(daemon->health_timeout_usec, good[i].health_usec);
+        ck_assert_uint_eq(daemon->device_memory_limit, good[i].memory);
+        ck_assert_uint_eq(daemon->start_limit_burst, good[i].burst);
+        ck_assert_uint_eq(daemon->start_limit_interval_usec, good[i].interval_usec);
         config_daemon_free(daemon);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -991,6 +1354,49 @@ START_TEST(test_daemon_apply)
                      -EINVAL);
     ck_assert_str_eq(error, "command line: plugin_dirs: more than 64 directories");
     json_decref(settings);
+
+    /* The supervision keys from JSON; a later apply keeps device_user (daemon_copy). */
+    settings = json_pack("{s:s, s:s, s:f, s:i, s:i, s:s}", "default_isolation", "thread",
+                         "device_user", "qemu", "health_timeout", 0.25, "device_memory_limit",
+                         1 << 30, "start_limit_burst", 10, "start_limit_interval", "30");
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     0);
+    json_decref(settings);
+    ck_assert_int_eq(daemon->default_isolation, CONFIG_ISOLATION_THREAD);
+    ck_assert_str_eq(daemon->device_user, "qemu");
+    ck_assert_uint_eq(daemon->health_timeout_usec, 250000);
+    ck_assert_uint_eq(daemon->device_memory_limit, 1ull << 30);
+    ck_assert_uint_eq(daemon->start_limit_burst, 10);
+    ck_assert_uint_eq(daemon->start_limit_interval_usec, 30ull * 1000 * 1000);
+    settings = json_pack("{s:s}", "log_level", "debug");
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     0);
+    json_decref(settings);
+    ck_assert_str_eq(daemon->device_user, "qemu");
+    ck_assert_int_eq(daemon->default_isolation, CONFIG_ISOLATION_THREAD);
+
+    /* All or nothing here too. */
+    settings = json_pack("{s:s, s:s}", "device_user", "other", "default_isolation", "both");
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     -EINVAL);
+    ck_assert_str_eq(error,
+                     "command line: default_isolation: \"both\" is not one of process, thread");
+    ck_assert_str_eq(daemon->device_user, "qemu");
+    json_decref(settings);
+
+    /* null restores each default. */
+    settings = json_pack("{s:n, s:n, s:n, s:n, s:n, s:n}", "default_isolation", "device_user",
+                         "health_timeout", "device_memory_limit", "start_limit_burst",
+                         "start_limit_interval");
+    ck_assert_int_eq(config_daemon_apply(daemon, settings, "command line", error, sizeof(error)),
+                     0);
+    json_decref(settings);
+    ck_assert_int_eq(daemon->default_isolation, CONFIG_ISOLATION_PROCESS);
+    ck_assert_ptr_null(daemon->device_user);
+    ck_assert_uint_eq(daemon->health_timeout_usec, CONFIG_HEALTH_TIMEOUT_USEC);
+    ck_assert_uint_eq(daemon->device_memory_limit, CONFIG_DEVICE_MEMORY_LIMIT);
+    ck_assert_uint_eq(daemon->start_limit_burst, CONFIG_START_LIMIT_BURST);
+    ck_assert_uint_eq(daemon->start_limit_interval_usec, CONFIG_START_LIMIT_INTERVAL_USEC);
     config_daemon_free(daemon);
 }
 END_TEST
@@ -1185,6 +1591,7 @@ static Suite *config_suite(void)
     tcase_add_test(devices, test_device_errors);
     tcase_add_test(devices, test_device_bad_stem);
     tcase_add_test(devices, test_device_numeric_accounts);
+    tcase_add_test(devices, test_device_supervision);
     tcase_add_test(devices, test_device_from_json);
     tcase_add_test(devices, test_plugin_error_location);
     tcase_add_test(devices, test_persist_round_trip);
@@ -1197,6 +1604,7 @@ static Suite *config_suite(void)
     tcase_add_test(daemon, test_daemon_errors);
     tcase_add_test(daemon, test_daemon_dma_message_chunk_size);
     tcase_add_test(daemon, test_daemon_client_limits);
+    tcase_add_test(daemon, test_daemon_supervision);
     tcase_add_test(daemon, test_control_characters);
     tcase_add_test(daemon, test_daemon_apply);
     tcase_add_test(daemon, test_log_levels);
