@@ -152,6 +152,9 @@ static void stuck_text(const struct worker_stuck *stuck, char *text, size_t size
 static bool device_stuck(struct daemon *daemon, const struct managed_device *device,
                          struct worker_stuck *stuck)
 {
+    /* A device host has no worker: the supervisor handles its hangs (state "stuck"). */
+    if (device->isolation == CONFIG_ISOLATION_PROCESS)
+        return false;
     return workers_stuck(daemon->workers, device->worker, stuck);
 }
 
@@ -262,7 +265,21 @@ static bool snapshot(struct daemon *daemon, const struct managed_device *device,
                      struct admin_deadline *deadline, struct snapshot_task *task)
 {
     struct worker_call call = {.task = run_snapshot};
+    struct supervisor_status status;
     bool *given_up = NULL;
+
+    if (device->isolation == CONFIG_ISOLATION_PROCESS) {
+        uint64_t timeout = deadline != NULL ? deadline_left(deadline) : WORKERS_CALL_TIMEOUT_USEC;
+        if (device->host == NULL || timeout == 0 ||
+            supervisor_status(device->host, timeout, &status) < 0)
+            return false;
+        task->statistics = status.statistics;
+        task->dma_maps = status.dma_maps;
+        task->connected = status.connected;
+        task->client_pid = status.client_pid;
+        task->client_fds = status.client_fds;
+        return true;
+    }
 
     if (deadline != NULL) {
         given_up = deadline->given_up != NULL ? &deadline->given_up[device->worker] : NULL;
@@ -290,22 +307,39 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
 
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
         messages += task.statistics.messages[i];
+    bool process = device->isolation == CONFIG_ISOLATION_PROCESS;
+    enum supervisor_state host_state =
+        process && device->host != NULL ? supervisor_state(device->host) : SUPERVISOR_RUNNING;
+    const char *last_failure =
+        process && device->host != NULL ? supervisor_last_failure(device->host) : NULL;
+    pid_t pid = !process ? getpid() : device->host != NULL ? supervisor_pid(device->host) : 0;
+
     if (!known && device_stuck(daemon, device, &stuck)) {
         state = "stuck";
         stuck_text(&stuck, text, sizeof(text));
         error = json_string(text);
         stuck_data = stuck_json(&stuck);
-    } else if (device->endpoint == NULL) {
+    } else if (process ? device->host == NULL : device->endpoint == NULL) {
         state = "error";
         error = json_string("not serving its socket");
+    } else if (host_state != SUPERVISOR_RUNNING) {
+        /* The device host ended (or hangs and is being killed): why, in `error`. */
+        state = supervisor_state_name(host_state);
+        error = host_state == SUPERVISOR_STUCK ? json_string("stopped answering health checks")
+                : last_failure != NULL         ? json_string(last_failure)
+                                               : json_null();
     } else {
         state = !known ? "unknown" : task.connected ? "connected" : "listening";
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-                     "s:o, s:o}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:s, s:o, s:i, s:o, s:o, s:o, s:o, "
+                     "s:o, s:o, s:o, s:o, s:o, s:o}",
                      "name", device->config->name, "plugin", device->plugin->name, "socket",
                      device->socket_path, "source", device->config->origin, "persistent",
                      device->source != NULL, "state", state, "error", error, "stuck", stuck_data,
+                     "isolation", device_isolation_name(device->isolation), "pid",
+                     pid > 0 ? json_integer(pid) : json_null(), "restarts",
+                     process && device->host != NULL ? (int)supervisor_restarts(device->host) : 0,
+                     "last_failure", last_failure != NULL ? json_string(last_failure) : json_null(),
                      "client_pid", task.connected ? json_integer(task.client_pid) : json_null(),
                      "connections", counter(known, task.statistics.connections), "messages",
                      counter(known, messages), "errors", counter(known, task.statistics.errors),
@@ -558,6 +592,19 @@ static json_t *method_device_reset(struct daemon *daemon, const struct admin_pee
         (device = existing_device(daemon, name, error)) == NULL ||
         !check_not_stuck(daemon, device, error))
         return NULL;
+    if (device->isolation == CONFIG_ISOLATION_PROCESS) {
+        /* A failed device host is started again: reset is how an operator revives it. */
+        ret = device->host != NULL ? supervisor_reset(device->host, ADMIN_REQUEST_DEADLINE_USEC)
+                                   : -ENODEV;
+        if (ret == -ETIMEDOUT)
+            return fail(error, ADMIN_DEVICE_STUCK, NULL,
+                        "device '%s' did not answer the reset in time", name);
+        if (ret < 0)
+            return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
+                        strerror(-ret));
+        log_change(peer, "reset", name);
+        return describe_device(daemon, device, NULL);
+    }
     task = (struct reset_task){.device = device->device, .endpoint = device->endpoint};
     ret = workers_call(daemon->workers, device->worker, run_reset, &task);
     if (ret == -ETIMEDOUT && device_stuck(daemon, device, &stuck))
@@ -644,7 +691,8 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
     for (size_t i = 0; i < daemon->devices.count; i++) {
         struct managed_device *device = daemon->devices.devices[i];
         struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
-        if (device->endpoint == NULL)
+        if (device->isolation == CONFIG_ISOLATION_PROCESS ? device->host == NULL
+                                                          : device->endpoint == NULL)
             continue;
         if (!snapshot(daemon, device, &deadline, &task)) {
             stuck_devices++;

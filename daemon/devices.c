@@ -559,13 +559,136 @@ static void free_managed(struct managed_device *managed)
     free(managed);
 }
 
+enum config_isolation device_isolation(const struct config_daemon *settings,
+                                       const struct config_device *config)
+{
+    return config->isolation != CONFIG_ISOLATION_DEFAULT ? config->isolation
+                                                         : settings->default_isolation;
+}
+
+const char *device_isolation_name(enum config_isolation isolation)
+{
+    return isolation == CONFIG_ISOLATION_THREAD ? "thread" : "process";
+}
+
+static void supervisor_config_of(const struct device_manager *manager,
+                                 const struct config_device *config,
+                                 const struct vfio_userd_plugin *plugin,
+                                 struct supervisor_config *supervised)
+{
+    *supervised = (struct supervisor_config){
+        .name = config->name,
+        .plugin_name = plugin->name,
+        .plugin_path = plugin_registry_path(manager->plugins, plugin->name),
+        .params = config->params,
+        .settings = manager->settings,
+        .restart = config->restart,
+        .user = config->user,
+    };
+}
+
+/*
+ * Starts a device host for `config` on `listen_fd` (not taken), or with `validate_only`
+ * only asks one whether the plugin accepts the parameters. A refusal names the file, line
+ * and column of the parameter, as in thread isolation.
+ */
+static int start_host(struct device_manager *manager, const struct config_device *config,
+                      const struct vfio_userd_plugin *plugin, int listen_fd, bool validate_only,
+                      struct supervisor_host **host, char *error, size_t error_size)
+{
+    struct supervisor_config supervised;
+    struct supervisor_host *validated = NULL;
+    struct vfio_userd_error plugin_error = {0};
+    char reason[CONFIG_ERROR_MAX];
+    int ret;
+
+    supervisor_config_of(manager, config, plugin, &supervised);
+    supervised.validate_only = validate_only;
+    ret =
+        supervisor_start(manager->event, &supervised, listen_fd, validate_only ? &validated : host,
+                         &plugin_error, reason, sizeof(reason));
+    if (ret < 0 && plugin_error.message[0] != '\0')
+        config_device_format_plugin_error(config, &plugin_error, error, error_size);
+    else if (ret < 0)
+        snprintf(error, error_size, "%s: %s", config->origin, reason);
+    return ret;
+}
+
+/*
+ * Stops whatever runs `managed` now (its host, or its device on its worker). With
+ * `keep_socket`, its listening socket goes to `*listen_fd` (-1 when it could not be had
+ * back: a worker that answered late has closed it); without, the socket is closed.
+ * Returns -ETIMEDOUT when a worker did not answer in time (the stop still happens later).
+ */
+static int stop_managed(struct device_manager *manager, struct managed_device *managed,
+                        bool keep_socket, int *listen_fd)
+{
+    int ret = 0;
+
+    if (listen_fd != NULL)
+        *listen_fd = -1;
+    if (managed->isolation == CONFIG_ISOLATION_PROCESS) {
+        supervisor_stop(managed->host);
+        managed->host = NULL;
+        if (keep_socket && listen_fd != NULL)
+            *listen_fd = managed->listen_fd;
+        else if (managed->listen_fd >= 0)
+            close(managed->listen_fd);
+        managed->listen_fd = -1;
+        return 0;
+    }
+    if (managed->device != NULL || managed->endpoint != NULL) {
+        ret = stop_device(manager, managed->worker, managed->device, managed->endpoint, keep_socket,
+                          listen_fd);
+        manager->worker_load[managed->worker]--;
+    }
+    managed->device = NULL;
+    managed->endpoint = NULL;
+    return ret;
+}
+
+/*
+ * Brings up `managed` (config, plugin and isolation set) on `listen_fd` (taken in every
+ * case). Thread isolation needs `device`, already created on worker managed->worker.
+ */
+static int serve_managed(struct device_manager *manager, struct managed_device *managed,
+                         struct vu_device *device, int listen_fd, char *error, size_t error_size)
+{
+    struct serve_task serve = {.listen_fd = listen_fd, .settings = manager->settings};
+    int ret;
+
+    if (managed->isolation == CONFIG_ISOLATION_PROCESS) {
+        ret = start_host(manager, managed->config, managed->plugin, listen_fd, false,
+                         &managed->host, error, error_size);
+        if (ret < 0) {
+            close(listen_fd);
+            return ret;
+        }
+        managed->listen_fd = listen_fd;
+        return 0;
+    }
+    serve.device = device;
+    ret = serve_device(manager, managed->worker, &serve);
+    if (ret < 0) {
+        /* vu_endpoint_new closed the socket, or abandon_serve does. */
+        snprintf(error, error_size, "%s: cannot serve socket %s: %s", managed->config->origin,
+                 managed->socket_path, strerror(-ret));
+        stop_device(manager, managed->worker, device, NULL, false, NULL);
+        return ret;
+    }
+    managed->device = device;
+    managed->endpoint = serve.endpoint;
+    manager->worker_load[managed->worker]++;
+    return 0;
+}
+
 int device_manager_add(struct device_manager *manager, struct config_device *config,
                        const char *source, char *error, size_t error_size)
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
-    struct serve_task serve = {.listen_fd = -1, .settings = manager->settings};
+    struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
-    int ret;
+    int listen_fd = -1, ret;
 
     if (managed == NULL) {
         config_device_free(config);
@@ -573,6 +696,8 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
         return -ENOMEM;
     }
     managed->config = config;
+    managed->listen_fd = -1;
+    managed->isolation = device_isolation(manager->settings, config);
     ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
     if (ret < 0) {
         snprintf(error, error_size, "%s: socket path too long", config->origin);
@@ -594,33 +719,31 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
         ret = -ENOENT;
         goto fail;
     }
-    managed->worker = least_loaded_worker(manager);
-    manager->last_worker = managed->worker;
-    ret = create_device(manager, managed->worker, managed->plugin, config, &managed->device, error,
-                        error_size);
-    if (ret < 0)
-        goto fail;
-    ret = open_socket(config, path, &serve.listen_fd, error, error_size);
-    if (ret < 0)
-        goto fail_device;
-    serve.device = managed->device;
-    ret = serve_device(manager, managed->worker, &serve);
-    if (ret < 0) {
-        /* vu_endpoint_new closed the socket, or abandon_serve does. */
-        unlink(path);
-        snprintf(error, error_size, "%s: cannot serve socket %s: %s", config->origin, path,
-                 strerror(-ret));
-        goto fail_device;
+    if (managed->isolation == CONFIG_ISOLATION_THREAD) {
+        managed->worker = least_loaded_worker(manager);
+        manager->last_worker = managed->worker;
+        ret = create_device(manager, managed->worker, managed->plugin, config, &device, error,
+                            error_size);
+        if (ret < 0)
+            goto fail;
     }
-    managed->endpoint = serve.endpoint;
+    ret = open_socket(config, path, &listen_fd, error, error_size);
+    if (ret < 0) {
+        if (device != NULL)
+            stop_device(manager, managed->worker, device, NULL, false, NULL);
+        goto fail;
+    }
+    ret = serve_managed(manager, managed, device, listen_fd, error, error_size);
+    if (ret < 0) {
+        unlink(path);
+        goto fail;
+    }
     manager->devices[manager->count++] = managed;
-    manager->worker_load[managed->worker]++;
-    vu_log(VFIO_USERD_LOG_INFO, config->name, "serving %s device on %s (from %s)",
-           managed->plugin->name, path, config->origin);
+    vu_log(VFIO_USERD_LOG_INFO, config->name, "serving %s device on %s (from %s, %s isolation%s)",
+           managed->plugin->name, path, config->origin, device_isolation_name(managed->isolation),
+           managed->host != NULL ? ", in its own process" : "");
     return 0;
 
-fail_device:
-    stop_device(manager, managed->worker, managed->device, NULL, false, NULL);
 fail:
     free_managed(managed);
     return ret;
@@ -629,13 +752,14 @@ fail:
 int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
                            struct config_device *config, char *error, size_t error_size)
 {
+    enum config_isolation isolation = device_isolation(manager->settings, config);
     const struct vfio_userd_plugin *plugin;
-    struct serve_task serve = {.listen_fd = -1, .settings = manager->settings};
     struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
     char *path_copy = NULL;
+    size_t worker = existing->worker;
     bool same_path;
-    int ret;
+    int listen_fd = -1, ret;
 
     ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
     if (ret < 0) {
@@ -655,53 +779,64 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
         ret = -ENOMEM;
         goto fail;
     }
-    ret = create_device(manager, existing->worker, plugin, config, &device, error, error_size);
+    /* The new device must be accepted before the old one stops: on a worker, the device
+     * is created; in a process, a host of its own checks the parameters first. */
+    if (isolation == CONFIG_ISOLATION_THREAD) {
+        if (existing->isolation != CONFIG_ISOLATION_THREAD)
+            worker = least_loaded_worker(manager);
+        ret = create_device(manager, worker, plugin, config, &device, error, error_size);
+    } else {
+        ret = start_host(manager, config, plugin, -1, true, NULL, error, error_size);
+    }
     if (ret < 0)
         goto fail;
 
     /* The listening socket carries over when the path stays; a device left down by an
      * earlier failure has none, and gets a new one like a moved device. */
-    same_path = strcmp(path, existing->socket_path) == 0 && existing->endpoint != NULL;
+    same_path = strcmp(path, existing->socket_path) == 0 &&
+                (existing->endpoint != NULL || existing->listen_fd >= 0);
     if (same_path) {
         ret = apply_socket_access(config, path, error, error_size);
         if (ret < 0)
             goto fail_device;
-        stop_device(manager, existing->worker, existing->device, existing->endpoint, true,
-                    &serve.listen_fd);
+        stop_managed(manager, existing, true, &listen_fd);
     } else {
-        ret = open_socket(config, path, &serve.listen_fd, error, error_size);
+        ret = open_socket(config, path, &listen_fd, error, error_size);
         if (ret < 0)
             goto fail_device;
-        stop_device(manager, existing->worker, existing->device, existing->endpoint, false, NULL);
+        stop_managed(manager, existing, false, NULL);
         if (strcmp(path, existing->socket_path) != 0)
             unlink(existing->socket_path);
-    }
-    existing->device = device;
-    existing->endpoint = NULL;
-    serve.device = device;
-    ret = serve_device(manager, existing->worker, &serve);
-    if (ret == 0) {
-        existing->endpoint = serve.endpoint;
-    } else {
-        /* Past the point of no return: the device stays registered, in error, until its
-         * file changes again; its dead socket file goes. */
-        unlink(path);
-        vu_log(VFIO_USERD_LOG_ERR, config->name,
-               "replaced, but cannot serve socket %s: %s; the device is down", path,
-               strerror(-ret));
     }
     config_device_free(existing->config);
     existing->config = config;
     existing->plugin = plugin;
+    existing->isolation = isolation;
+    existing->worker = worker;
     free(existing->socket_path);
     existing->socket_path = path_copy;
+    if (listen_fd < 0)
+        ret = -EIO; /* a late worker closed it */
+    else
+        ret = serve_managed(manager, existing, device, listen_fd, error, error_size);
+    if (ret < 0) {
+        /* Past the point of no return: the device stays registered, in error, until its
+         * file changes again; its dead socket file goes. */
+        if (listen_fd < 0 && device != NULL)
+            stop_device(manager, worker, device, NULL, false, NULL);
+        unlink(path);
+        vu_log(VFIO_USERD_LOG_ERR, config->name,
+               "replaced, but cannot serve socket %s: %s; the device is down", path,
+               listen_fd < 0 ? strerror(-ret) : error);
+    }
     schedule_trim(manager);
-    vu_log(VFIO_USERD_LOG_INFO, config->name, "replaced: %s device on %s (from %s)", plugin->name,
-           path, config->origin);
+    vu_log(VFIO_USERD_LOG_INFO, config->name, "replaced: %s device on %s (from %s, %s isolation)",
+           plugin->name, path, config->origin, device_isolation_name(isolation));
     return 0;
 
 fail_device:
-    stop_device(manager, existing->worker, device, NULL, false, NULL);
+    if (device != NULL)
+        stop_device(manager, worker, device, NULL, false, NULL);
 fail:
     free(path_copy);
     config_device_free(config);
@@ -719,9 +854,8 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
         return;
     /* A late stop still happens (stop_device), so the device goes from here all the same:
      * no new client can reach it, and it stops before its worker serves anything else. */
-    ret = stop_device(manager, device->worker, device->device, device->endpoint, false, NULL);
+    ret = stop_managed(manager, device, false, NULL);
     unlink(device->socket_path);
-    manager->worker_load[device->worker]--;
     memmove(&manager->devices[index], &manager->devices[index + 1],
             (manager->count - index - 1) * sizeof(manager->devices[0]));
     manager->count--;

@@ -18,17 +18,33 @@
 #include "config.h"
 #include "device.h"
 #include "plugins.h"
+#include "supervisor.h"
 #include "workers.h"
 
+/*
+ * A device runs in one of two ways (config_isolation): in a device-host process the
+ * supervisor watches (`host`, with the daemon keeping `listen_fd`), or on a worker thread
+ * (`device` and `endpoint`, which owns the listening socket).
+ */
 struct managed_device {
     struct config_device *config; /* config->name is the device's name */
     char *source;                 /* drop-in file name ("tdev0.yaml"), or NULL for RPC */
     char *socket_path;
     const struct vfio_userd_plugin *plugin;
+    enum config_isolation isolation; /* PROCESS or THREAD, never DEFAULT */
+    /* Thread isolation. */
     size_t worker;
     struct vu_device *device;
     struct vu_endpoint *endpoint;
+    /* Process isolation. */
+    struct supervisor_host *host;
+    int listen_fd;
 };
+
+/* Where a device runs: its own setting, else the daemon's default_isolation. */
+enum config_isolation device_isolation(const struct config_daemon *settings,
+                                       const struct config_device *config);
+const char *device_isolation_name(enum config_isolation isolation);
 
 struct device_manager {
     const struct config_daemon *settings;

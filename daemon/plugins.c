@@ -20,7 +20,7 @@ const struct vfio_userd_plugin *plugin_registry_find(const struct plugin_registr
     return NULL;
 }
 
-static const char *module_path(const struct plugin_registry *registry, const char *name)
+const char *plugin_registry_path(const struct plugin_registry *registry, const char *name)
 {
     for (size_t i = 0; i < registry->count; i++)
         if (strcmp(registry->modules[i].plugin->name, name) == 0)
@@ -46,7 +46,7 @@ int plugin_registry_load_file(struct plugin_registry *registry, const char *path
     }
     if (plugin_registry_find(registry, module.plugin->name) != NULL) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "plugin %s: name '%s' is already taken by %s; skipped",
-               path, module.plugin->name, module_path(registry, module.plugin->name));
+               path, module.plugin->name, plugin_registry_path(registry, module.plugin->name));
         ret = -EEXIST;
         goto fail;
     }

@@ -25,6 +25,9 @@ int plugin_registry_load_file(struct plugin_registry *registry, const char *path
 const struct vfio_userd_plugin *plugin_registry_find(const struct plugin_registry *registry,
                                                      const char *name);
 
+/* The file the plugin of that name was loaded from (a device host loads it again), or "". */
+const char *plugin_registry_path(const struct plugin_registry *registry, const char *name);
+
 void plugin_registry_free(struct plugin_registry *registry);
 
 #endif /* VFIO_USERD_PLUGINS_H */

@@ -1,0 +1,811 @@
+/*
+ * Supervisor of device-host processes: spawning, health checks, crash handling and the
+ * restart policy; see supervisor.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "devices.h"
+#include "log.h"
+#include "supervisor.h"
+
+#define DEVICE_HOST_BINARY "vfio-userd-device-host"
+
+/* Descriptors one host may hold beyond what its client makes it hold (sockets, memfds of
+ * its regions, eventfds, the plugin's own files). */
+#define HOST_SPARE_FILES 256
+
+/* A health check goes out this many times per health_timeout. */
+#define HEALTH_CHECKS_PER_TIMEOUT 4
+#define HEALTH_CHECK_MIN_USEC     20000u
+
+/* The host exits with this when the plugin refused the device (host/main.c). */
+#define HOST_EXIT_REFUSED 3
+
+struct supervisor_host {
+    sd_event *event;
+    char *name;
+    char *plugin_name;
+    char *plugin_path;
+    json_t *params;
+    const struct config_daemon *settings;
+    enum config_restart restart;
+    bool change_user;
+    uid_t uid;
+    gid_t gid;
+    int listen_fd; /* the daemon's own copy; each host gets one of its own */
+    bool validate_only;
+
+    /* The current host process, while there is one. */
+    pid_t pid;
+    int pidfd;
+    int channel_fd;
+    sd_event_source *exit_source;
+    sd_event_source *channel_source;
+    bool ready;    /* it said "ready": it serves the socket */
+    bool stopping; /* the daemon asked it to end */
+    uint64_t started_usec;
+    uint64_t last_pong_usec;
+
+    enum supervisor_state state;
+    sd_event_source *health_timer;
+    sd_event_source *restart_timer;
+    uint64_t next_sequence;
+    unsigned restarts;
+    unsigned failures_in_row;
+    uint64_t *start_times; /* the last start_limit_burst starts, a ring */
+    unsigned start_count;  /* starts recorded, at most start_limit_burst */
+    unsigned start_next;
+    char last_failure[160];
+};
+
+static uint64_t now_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/* --- Where and as whom hosts run. --- */
+
+const char *supervisor_host_binary(void)
+{
+    static char path[PATH_MAX];
+    const char *override = getenv("VFIO_USERD_DEVICE_HOST");
+    char self[PATH_MAX];
+    ssize_t length;
+    char *slash;
+
+    if (override != NULL && override[0] != '\0')
+        return override;
+    if (path[0] != '\0')
+        return path;
+    length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (length > 0) {
+        self[length] = '\0';
+        slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            if ((size_t)snprintf(path, sizeof(path), "%s/%s", self, DEVICE_HOST_BINARY) <
+                    sizeof(path) &&
+                access(path, X_OK) == 0)
+                return path;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/%s", VFIO_USERD_PKGLIBDIR, DEVICE_HOST_BINARY);
+    return path;
+}
+
+/* The account's group: its passwd entry's, or for a bare id without one, the same number. */
+static int primary_group(uid_t uid, gid_t *gid)
+{
+    char buffer[4096];
+    struct passwd entry, *found = NULL;
+    int ret = getpwuid_r(uid, &entry, buffer, sizeof(buffer), &found);
+
+    if (ret != 0)
+        return -ret;
+    *gid = found != NULL ? found->pw_gid : (gid_t)uid;
+    return 0;
+}
+
+int supervisor_resolve_user(const struct config_daemon *settings, const char *user, uid_t *uid,
+                            gid_t *gid, char *error, size_t error_size)
+{
+    const char *name = user != NULL ? user : settings->device_user;
+    int ret;
+
+    if (name == NULL) {
+        name = CONFIG_DEVICE_USER;
+        if (device_lookup_user(name, uid) == -ENOENT)
+            name = CONFIG_DEVICE_USER_FALLBACK;
+    }
+    ret = device_lookup_user(name, uid);
+    if (ret == 0)
+        ret = primary_group(*uid, gid);
+    if (ret < 0)
+        snprintf(error, error_size, "no user '%s' to run the device host as%s", name,
+                 ret == -ENOENT ? "" : strerror(-ret));
+    return ret;
+}
+
+/* --- Starting a host. --- */
+
+static int pidfd_open_process(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_kill(int pidfd)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+/* In the child, between fork and exec: async-signal-safe calls only. */
+static void __attribute__((noreturn))
+exec_host(const char *binary, char *const *argv, int listen_fd, int channel_fd)
+{
+    sigset_t none;
+    int listen_copy, channel_copy;
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Out of the way first: either may already sit at 3 or 4. */
+    listen_copy = fcntl(listen_fd, F_DUPFD, 10);
+    channel_copy = fcntl(channel_fd, F_DUPFD, 10);
+    if (listen_copy < 0 || channel_copy < 0 || dup2(listen_copy, CONTROL_LISTEN_FD) < 0 ||
+        dup2(channel_copy, CONTROL_CHANNEL_FD) < 0)
+        _exit(126);
+    /* Nothing else of the daemon's: no other device's socket, no admin connection. */
+    if (syscall(SYS_close_range, CONTROL_CHANNEL_FD + 1, ~0u, 0) < 0)
+        _exit(126);
+    execv(binary, argv);
+    _exit(127);
+}
+
+static void close_process(struct supervisor_host *host)
+{
+    host->exit_source = sd_event_source_disable_unref(host->exit_source);
+    host->channel_source = sd_event_source_disable_unref(host->channel_source);
+    if (host->pidfd >= 0)
+        close(host->pidfd);
+    if (host->channel_fd >= 0)
+        close(host->channel_fd);
+    host->pidfd = -1;
+    host->channel_fd = -1;
+    host->pid = 0;
+    host->ready = false;
+}
+
+static int on_exit_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+
+static void record_start(struct supervisor_host *host, uint64_t now)
+{
+    unsigned burst = host->settings->start_limit_burst;
+
+    host->start_times[host->start_next] = now;
+    host->start_next = (host->start_next + 1) % burst;
+    if (host->start_count < burst)
+        host->start_count++;
+}
+
+/* Whether start_limit_burst starts already happened within start_limit_interval. */
+static bool start_limit_hit(const struct supervisor_host *host, uint64_t now)
+{
+    unsigned burst = host->settings->start_limit_burst;
+    uint64_t oldest;
+
+    if (host->start_count < burst)
+        return false;
+    oldest = host->start_times[host->start_next]; /* the ring is full: next is the oldest */
+    return now - oldest < host->settings->start_limit_interval_usec;
+}
+
+static json_t *start_message(const struct supervisor_host *host)
+{
+    const struct config_daemon *settings = host->settings;
+
+    return json_pack(
+        "{s:s, s:s, s:s, s:O, s:b, s:{s:I, s:I, s:I, s:i}}", "type", "start", "name", host->name,
+        "plugin", host->plugin_path, "params", host->params, "validate_only", host->validate_only,
+        "settings", "dma_message_chunk_size", (json_int_t)settings->dma_message_chunk_size,
+        "max_client_fds", (json_int_t)settings->max_client_fds, "handshake_timeout_usec",
+        (json_int_t)settings->handshake_timeout_usec, "log_level", settings->log_level);
+}
+
+/* Forks and execs a host, and sends it "start"; it reports "ready" or "error" later. */
+static int spawn(struct supervisor_host *host, char *error, size_t error_size)
+{
+    const char *binary = supervisor_host_binary();
+    char uid[24], gid[24], memory[24], files[24];
+    char *argv[12];
+    size_t count = 0;
+    int fds[2] = {-1, -1};
+    json_t *start = NULL;
+    pid_t pid;
+    int ret;
+
+    argv[count++] = (char *)DEVICE_HOST_BINARY;
+    if (host->change_user) {
+        snprintf(uid, sizeof(uid), "%u", (unsigned)host->uid);
+        snprintf(gid, sizeof(gid), "%u", (unsigned)host->gid);
+        argv[count++] = (char *)"--uid";
+        argv[count++] = uid;
+        argv[count++] = (char *)"--gid";
+        argv[count++] = gid;
+    }
+    if (host->settings->device_memory_limit > 0) {
+        snprintf(memory, sizeof(memory), "%llu",
+                 (unsigned long long)host->settings->device_memory_limit);
+        argv[count++] = (char *)"--memory-limit";
+        argv[count++] = memory;
+    }
+    snprintf(files, sizeof(files), "%u", host->settings->max_client_fds + HOST_SPARE_FILES);
+    argv[count++] = (char *)"--files-limit";
+    argv[count++] = files;
+    argv[count] = NULL;
+
+    start = start_message(host);
+    if (start == NULL) {
+        ret = -ENOMEM;
+        snprintf(error, error_size, "out of memory");
+        goto out;
+    }
+    ret = control_socketpair(fds);
+    if (ret < 0) {
+        snprintf(error, error_size, "cannot create the control channel: %s", strerror(-ret));
+        goto out;
+    }
+    record_start(host, now_usec());
+    pid = fork();
+    if (pid < 0) {
+        ret = -errno;
+        snprintf(error, error_size, "cannot start the device host: %s", strerror(-ret));
+        goto out;
+    }
+    if (pid == 0)
+        exec_host(binary, argv, host->listen_fd, fds[1]);
+    host->pid = pid;
+    host->pidfd = pidfd_open_process(pid);
+    host->channel_fd = fds[0];
+    fds[0] = -1;
+    host->started_usec = host->last_pong_usec = now_usec();
+    host->ready = false;
+    host->stopping = false;
+    if (host->pidfd < 0) {
+        ret = -errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        snprintf(error, error_size, "cannot watch the device host: %s", strerror(-ret));
+        goto fail;
+    }
+    ret =
+        sd_event_add_io(host->event, &host->exit_source, host->pidfd, EPOLLIN, on_exit_event, host);
+    if (ret >= 0)
+        ret = sd_event_add_io(host->event, &host->channel_source, host->channel_fd, EPOLLIN,
+                              on_channel_event, host);
+    if (ret >= 0)
+        ret = control_send(host->channel_fd, start);
+    if (ret < 0) {
+        snprintf(error, error_size, "cannot start the device host: %s", strerror(-ret));
+        pidfd_kill(host->pidfd);
+        waitid(P_PIDFD, (id_t)host->pidfd, &(siginfo_t){0}, WEXITED);
+        goto fail;
+    }
+    vu_log(VFIO_USERD_LOG_DEBUG, host->name, "device host pid %d started (%s)", (int)pid, binary);
+    ret = 0;
+    goto out;
+fail:
+    close_process(host);
+out:
+    if (fds[0] >= 0)
+        close(fds[0]);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    json_decref(start);
+    return ret;
+}
+
+/* --- Messages from the host. --- */
+
+/* What every message says, whoever waits for it. */
+static void note_message(struct supervisor_host *host, const json_t *message)
+{
+    const char *type = control_type(message);
+
+    host->last_pong_usec = now_usec(); /* any answer shows the host's loop runs */
+    if (strcmp(type, "ready") == 0 && !host->ready) {
+        host->ready = true;
+        if (host->state != SUPERVISOR_RUNNING) {
+            host->state = SUPERVISOR_RUNNING;
+            vu_log(VFIO_USERD_LOG_NOTICE, host->name,
+                   "device host restarted (pid %d, restart %u; the last one %s)", (int)host->pid,
+                   host->restarts, host->last_failure);
+        }
+    } else if (strcmp(type, "error") == 0) {
+        const char *field = json_string_value(json_object_get(message, "field"));
+        const char *text = json_string_value(json_object_get(message, "message"));
+        vu_log(VFIO_USERD_LOG_ERR, host->name, "device host refused the device: %s%s%s",
+               field != NULL ? field : "", field != NULL && field[0] != '\0' ? ": " : "",
+               text != NULL ? text : "no reason given");
+    }
+}
+
+static void kill_host(struct supervisor_host *host)
+{
+    if (host->pidfd >= 0)
+        pidfd_kill(host->pidfd);
+}
+
+static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct supervisor_host *host = userdata;
+    json_t *message;
+    int ret;
+
+    while ((ret = control_receive(fd, &message)) > 0) {
+        note_message(host, message);
+        json_decref(message);
+    }
+    if (ret == -EAGAIN)
+        return 0;
+    /* The host closed its end (it is ending: its exit follows) or broke the protocol. */
+    if (ret < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, host->name, "device host sent a bad control message: %s",
+               strerror(-ret));
+        kill_host(host);
+    }
+    host->channel_source = sd_event_source_disable_unref(host->channel_source);
+    return 0;
+}
+
+/*
+ * Waits for the host's message of `type` (and sequence number `sequence` when not 0) for at
+ * most `timeout_usec`, handling what else arrives meanwhile. -ESRCH when the host ended or
+ * closed the channel, -ETIMEDOUT.
+ */
+static int wait_message(struct supervisor_host *host, const char *type, uint64_t sequence,
+                        uint64_t timeout_usec, json_t **reply)
+{
+    uint64_t deadline = now_usec() + timeout_usec;
+    json_t *message;
+    int ret;
+
+    *reply = NULL;
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = host->channel_fd, .events = POLLIN},
+                                {.fd = host->pidfd, .events = POLLIN}};
+        uint64_t now = now_usec();
+
+        if (host->channel_fd < 0)
+            return -ESRCH;
+        while ((ret = control_receive(host->channel_fd, &message)) > 0) {
+            note_message(host, message);
+            if (strcmp(control_type(message), type) == 0 &&
+                (sequence == 0 || control_sequence(message) == sequence)) {
+                *reply = message;
+                return 0;
+            }
+            if (strcmp(control_type(message), "error") == 0) {
+                *reply = message; /* the host refused instead */
+                return -EINVAL;
+            }
+            json_decref(message);
+        }
+        if (ret != -EAGAIN)
+            return -ESRCH;
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        ret = poll(fds, 2, (int)((deadline - now + 999) / 1000));
+        if (ret < 0 && errno != EINTR)
+            return -errno;
+        /* An ended host may still have left its last words in the channel. */
+        if (ret > 0 && (fds[1].revents & POLLIN) && !(fds[0].revents & POLLIN))
+            return -ESRCH;
+    }
+}
+
+/* --- Ends and restarts. --- */
+
+static void describe_exit(const siginfo_t *info, char *text, size_t size)
+{
+    if (info->si_code == CLD_EXITED)
+        snprintf(text, size, "exited with status %d", info->si_status);
+    else
+        snprintf(text, size, "was killed by signal %s (%s)%s",
+                 sigabbrev_np(info->si_status) != NULL ? sigabbrev_np(info->si_status) : "?",
+                 strsignal(info->si_status), info->si_code == CLD_DUMPED ? ", core dumped" : "");
+}
+
+static int on_restart_timer(sd_event_source *source, uint64_t usec, void *userdata);
+
+/* Reaps the ended host: its status in `info`. */
+static void reap(struct supervisor_host *host, siginfo_t *info)
+{
+    memset(info, 0, sizeof(*info));
+    if (waitid(P_PIDFD, (id_t)host->pidfd, info, WEXITED) < 0)
+        info->si_code = CLD_KILLED; /* cannot happen for our own child; say it died */
+}
+
+/* After a host ended without being asked to: the restart policy decides what follows. */
+static void handle_end(struct supervisor_host *host, const siginfo_t *info)
+{
+    bool clean = info->si_code == CLD_EXITED && info->si_status == 0;
+    bool stuck = host->state == SUPERVISOR_STUCK;
+    uint64_t now = now_usec(), delay;
+    char cause[128];
+
+    describe_exit(info, cause, sizeof(cause));
+    snprintf(host->last_failure, sizeof(host->last_failure), "%s",
+             stuck ? "stopped answering and was killed" : cause);
+    vu_log(VFIO_USERD_LOG_ERR, host->name, "device host pid %d (plugin %s) %s", (int)host->pid,
+           host->plugin_name, stuck ? "was stuck and is killed" : cause);
+    /* A host that ran for a while had no part in a crash loop. */
+    if (now - host->started_usec >= host->settings->start_limit_interval_usec)
+        host->failures_in_row = 0;
+    close_process(host);
+
+    if (host->restart == CONFIG_RESTART_NO ||
+        (clean && host->restart == CONFIG_RESTART_ON_FAILURE)) {
+        host->state = SUPERVISOR_FAILED;
+        vu_log(VFIO_USERD_LOG_WARNING, host->name,
+               "not restarted (restart: %s); `vfio-userctl reset %s` starts it again",
+               host->restart == CONFIG_RESTART_NO ? "no" : "on-failure", host->name);
+        return;
+    }
+    if (start_limit_hit(host, now)) {
+        host->state = SUPERVISOR_FAILED;
+        vu_log(VFIO_USERD_LOG_ERR, host->name,
+               "started %u times within %llu s: left failed; `vfio-userctl reset %s` starts it "
+               "again",
+               host->settings->start_limit_burst,
+               (unsigned long long)(host->settings->start_limit_interval_usec / 1000000),
+               host->name);
+        return;
+    }
+    host->failures_in_row++;
+    delay = SUPERVISOR_BACKOFF_MIN_USEC;
+    for (unsigned i = 1; i < host->failures_in_row && delay < SUPERVISOR_BACKOFF_MAX_USEC; i++)
+        delay *= 2;
+    if (delay > SUPERVISOR_BACKOFF_MAX_USEC)
+        delay = SUPERVISOR_BACKOFF_MAX_USEC;
+    host->state = SUPERVISOR_RESTARTING;
+    if (sd_event_source_set_time(host->restart_timer, now + delay) < 0 ||
+        sd_event_source_set_enabled(host->restart_timer, SD_EVENT_ONESHOT) < 0) {
+        host->state = SUPERVISOR_FAILED;
+        vu_log(VFIO_USERD_LOG_ERR, host->name, "cannot schedule the restart; left failed");
+    }
+}
+
+static int on_exit_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct supervisor_host *host = userdata;
+    siginfo_t info;
+
+    /* Its last messages first: a refusal says why it ends. */
+    if (host->channel_source != NULL)
+        on_channel_event(host->channel_source, host->channel_fd, EPOLLIN, host);
+    reap(host, &info);
+    handle_end(host, &info);
+    return 0;
+}
+
+static int on_restart_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct supervisor_host *host = userdata;
+    char error[256];
+    siginfo_t info = {.si_code = CLD_EXITED, .si_status = 126};
+
+    host->restarts++;
+    if (spawn(host, error, sizeof(error)) < 0) {
+        vu_log(VFIO_USERD_LOG_ERR, host->name, "restart: %s", error);
+        handle_end(host, &info); /* counts against the start limit like a crash */
+    }
+    return 0;
+}
+
+/* Health checks, and the deadline of a host that is starting. */
+static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct supervisor_host *host = userdata;
+    uint64_t now = now_usec(), timeout = host->settings->health_timeout_usec;
+    uint64_t period = timeout / HEALTH_CHECKS_PER_TIMEOUT;
+
+    if (period < HEALTH_CHECK_MIN_USEC)
+        period = HEALTH_CHECK_MIN_USEC;
+    sd_event_source_set_time(source, now + period);
+    if (host->pid == 0 || host->state == SUPERVISOR_STUCK || host->stopping)
+        return 0;
+    if (!host->ready) {
+        if (now - host->started_usec > SUPERVISOR_START_TIMEOUT_USEC) {
+            host->state = SUPERVISOR_STUCK;
+            vu_log(VFIO_USERD_LOG_ERR, host->name,
+                   "device host pid %d did not come up within %u s: killing it", (int)host->pid,
+                   SUPERVISOR_START_TIMEOUT_USEC / 1000000);
+            kill_host(host);
+        }
+        return 0;
+    }
+    if (now - host->last_pong_usec > timeout) {
+        host->state = SUPERVISOR_STUCK;
+        vu_log(VFIO_USERD_LOG_ERR, host->name,
+               "device host pid %d (plugin %s) has not answered for %.1f s (health_timeout): "
+               "killing it",
+               (int)host->pid, host->plugin_name, (double)(now - host->last_pong_usec) / 1e6);
+        kill_host(host);
+        return 0;
+    }
+    /* A full queue means it is not reading: the timeout above catches that. */
+    json_t *ping =
+        json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
+    if (ping != NULL)
+        control_send(host->channel_fd, ping);
+    json_decref(ping);
+    return 0;
+}
+
+/* --- Public. --- */
+
+static void host_free(struct supervisor_host *host)
+{
+    close_process(host);
+    sd_event_source_disable_unref(host->health_timer);
+    sd_event_source_disable_unref(host->restart_timer);
+    if (host->listen_fd >= 0)
+        close(host->listen_fd);
+    sd_event_unref(host->event);
+    json_decref(host->params);
+    free(host->start_times);
+    free(host->name);
+    free(host->plugin_name);
+    free(host->plugin_path);
+    free(host);
+}
+
+/* Stops the current process, if any: asked, then killed; reaped either way. */
+static void stop_process(struct supervisor_host *host)
+{
+    struct pollfd wait = {.fd = host->pidfd, .events = POLLIN};
+    siginfo_t info;
+    json_t *stop;
+
+    if (host->pid == 0)
+        return;
+    host->stopping = true;
+    stop = json_pack("{s:s}", "type", "stop");
+    if (stop == NULL || control_send(host->channel_fd, stop) < 0 ||
+        poll(&wait, 1, SUPERVISOR_STOP_TIMEOUT_USEC / 1000) <= 0) {
+        vu_log(VFIO_USERD_LOG_WARNING, host->name, "device host pid %d did not stop: killing it",
+               (int)host->pid);
+        kill_host(host);
+    }
+    json_decref(stop);
+    reap(host, &info);
+    close_process(host);
+}
+
+int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
+                     struct supervisor_host **result, struct vfio_userd_error *plugin_error,
+                     char *error, size_t error_size)
+{
+    struct supervisor_host *host = calloc(1, sizeof(*host));
+    json_t *reply = NULL;
+    uint64_t period;
+    int ret;
+
+    *result = NULL;
+    if (host == NULL)
+        return -ENOMEM;
+    host->event = sd_event_ref(event);
+    host->pidfd = host->channel_fd = -1;
+    host->settings = config->settings;
+    host->restart = config->restart;
+    host->validate_only = config->validate_only;
+    /* A host that only validates gets no socket: /dev/null holds its place. */
+    host->listen_fd = config->validate_only ? open("/dev/null", O_RDONLY | O_CLOEXEC)
+                                            : fcntl(listen_fd, F_DUPFD_CLOEXEC, 3);
+    host->name = strdup(config->name);
+    host->plugin_name = strdup(config->plugin_name);
+    host->plugin_path = strdup(config->plugin_path);
+    host->params = json_deep_copy(config->params);
+    host->start_times = calloc(config->settings->start_limit_burst, sizeof(uint64_t));
+    if (host->listen_fd < 0 || host->name == NULL || host->plugin_name == NULL ||
+        host->plugin_path == NULL || host->params == NULL || host->start_times == NULL) {
+        ret = host->listen_fd < 0 ? -errno : -ENOMEM;
+        snprintf(error, error_size, "cannot set up the device host: %s", strerror(-ret));
+        goto fail;
+    }
+    host->change_user = geteuid() == 0;
+    if (host->change_user) {
+        ret = supervisor_resolve_user(config->settings, config->user, &host->uid, &host->gid, error,
+                                      error_size);
+        if (ret < 0)
+            goto fail;
+    }
+    period = config->settings->health_timeout_usec / HEALTH_CHECKS_PER_TIMEOUT;
+    ret = sd_event_add_time_relative(
+        event, &host->health_timer, CLOCK_MONOTONIC,
+        period > HEALTH_CHECK_MIN_USEC ? period : HEALTH_CHECK_MIN_USEC, 0, on_health_timer, host);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(host->health_timer, SD_EVENT_ON);
+    if (ret >= 0)
+        ret = sd_event_add_time(event, &host->restart_timer, CLOCK_MONOTONIC, 0, 0,
+                                on_restart_timer, host);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(host->restart_timer, SD_EVENT_OFF);
+    if (ret < 0) {
+        snprintf(error, error_size, "cannot set up the device host's timers: %s", strerror(-ret));
+        goto fail;
+    }
+    ret = spawn(host, error, error_size);
+    if (ret < 0)
+        goto fail;
+    ret = wait_message(host, "ready", 0, SUPERVISOR_START_TIMEOUT_USEC, &reply);
+    if (ret == -EINVAL) {
+        /* The plugin refused the device: the configuration's fault, as in thread mode. */
+        snprintf(plugin_error->field, sizeof(plugin_error->field), "%s",
+                 json_string_value(json_object_get(reply, "field")) ?: "");
+        snprintf(plugin_error->message, sizeof(plugin_error->message), "%s",
+                 json_string_value(json_object_get(reply, "message")) ?: "refused");
+        json_int_t number = json_integer_value(json_object_get(reply, "errno"));
+        ret = number > 0 && number < 4096 ? -(int)number : -EINVAL;
+        snprintf(error, error_size, "%s", plugin_error->message);
+        goto fail_process;
+    }
+    if (ret < 0) {
+        snprintf(error, error_size, "the device host %s",
+                 ret == -ETIMEDOUT ? "did not come up in time" : "ended while starting");
+        goto fail_process;
+    }
+    host->state = SUPERVISOR_RUNNING;
+    json_decref(reply);
+    if (config->validate_only) {
+        supervisor_stop(host);
+        return 0;
+    }
+    *result = host;
+    return 0;
+
+fail_process:
+    json_decref(reply);
+    host->stopping = true;
+    kill_host(host);
+    if (host->pidfd >= 0)
+        reap(host, &(siginfo_t){0});
+fail:
+    host_free(host);
+    return ret;
+}
+
+void supervisor_stop(struct supervisor_host *host)
+{
+    if (host == NULL)
+        return;
+    stop_process(host);
+    host_free(host);
+}
+
+enum supervisor_state supervisor_state(const struct supervisor_host *host)
+{
+    return host->state;
+}
+
+const char *supervisor_state_name(enum supervisor_state state)
+{
+    switch (state) {
+    case SUPERVISOR_RUNNING:
+        return "running";
+    case SUPERVISOR_STUCK:
+        return "stuck";
+    case SUPERVISOR_RESTARTING:
+        return "restarting";
+    case SUPERVISOR_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+pid_t supervisor_pid(const struct supervisor_host *host)
+{
+    return host->pid;
+}
+
+unsigned supervisor_restarts(const struct supervisor_host *host)
+{
+    return host->restarts;
+}
+
+const char *supervisor_last_failure(const struct supervisor_host *host)
+{
+    return host->last_failure[0] != '\0' ? host->last_failure : NULL;
+}
+
+/* Sends request `type` and waits for its answer. */
+static int request(struct supervisor_host *host, const char *type, uint64_t timeout_usec,
+                   json_t **reply)
+{
+    uint64_t sequence = ++host->next_sequence;
+    json_t *message;
+    int ret;
+
+    *reply = NULL;
+    if (host->pid == 0 || !host->ready)
+        return -ESRCH;
+    if (host->state == SUPERVISOR_STUCK)
+        return -ETIMEDOUT;
+    message = json_pack("{s:s, s:I}", "type", type, "seq", (json_int_t)sequence);
+    if (message == NULL)
+        return -ENOMEM;
+    ret = control_send(host->channel_fd, message);
+    json_decref(message);
+    if (ret == -EAGAIN)
+        return -ETIMEDOUT; /* it is not reading */
+    if (ret < 0)
+        return -ESRCH;
+    return wait_message(host, type, sequence, timeout_usec, reply);
+}
+
+int supervisor_status(struct supervisor_host *host, uint64_t timeout_usec,
+                      struct supervisor_status *status)
+{
+    json_t *reply;
+    int ret = request(host, "status", timeout_usec, &reply);
+
+    memset(status, 0, sizeof(*status));
+    if (ret < 0)
+        goto out;
+    status->connected = json_is_true(json_object_get(reply, "connected"));
+    status->client_pid = (pid_t)json_integer_value(json_object_get(reply, "client_pid"));
+    status->client_fds = (uint32_t)json_integer_value(json_object_get(reply, "client_fds"));
+    status->dma_maps = (uint32_t)json_integer_value(json_object_get(reply, "dma_maps"));
+    ret = control_statistics_from_json(json_object_get(reply, "statistics"), &status->statistics);
+out:
+    json_decref(reply);
+    return ret;
+}
+
+int supervisor_reset(struct supervisor_host *host, uint64_t timeout_usec)
+{
+    char error[256];
+    json_t *reply = NULL;
+    int ret;
+
+    if (host->state == SUPERVISOR_FAILED || host->state == SUPERVISOR_RESTARTING) {
+        sd_event_source_set_enabled(host->restart_timer, SD_EVENT_OFF);
+        host->start_count = host->start_next = 0;
+        host->failures_in_row = 0;
+        host->restarts++;
+        host->state = SUPERVISOR_RESTARTING;
+        ret = spawn(host, error, sizeof(error));
+        if (ret < 0) {
+            host->state = SUPERVISOR_FAILED;
+            vu_log(VFIO_USERD_LOG_ERR, host->name, "reset: %s", error);
+            return ret;
+        }
+        ret = wait_message(host, "ready", 0, timeout_usec, &reply);
+        json_decref(reply);
+        /* A host that fails again is handled by its exit, as any other. */
+        return ret == -EINVAL ? -EIO : ret;
+    }
+    ret = request(host, "reset", timeout_usec, &reply);
+    if (ret == 0) {
+        json_int_t number = json_integer_value(json_object_get(reply, "errno"));
+        ret = number > 0 && number < 4096 ? -(int)number : 0;
+    }
+    json_decref(reply);
+    return ret;
+}

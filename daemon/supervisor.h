@@ -1,0 +1,110 @@
+/*
+ * The supervisor of process isolation: one device-host process (vfio-userd-device-host) per
+ * device, started with fork and exec, sandboxed, and watched from the daemon's main loop.
+ *
+ * The daemon keeps each device's listening socket; the host gets a copy and serves the
+ * protocol on it. When a host dies (a crash, a kill, an exit the daemon did not ask for),
+ * the socket stays bound, so the VMM's next connection waits in its backlog for the next
+ * host; the device is restarted as its `restart` policy says, after a back-off that doubles
+ * from SUPERVISOR_BACKOFF_MIN_USEC, and at most start_limit_burst times per
+ * start_limit_interval before it stays "failed" until reset. A host that stops answering
+ * health checks for health_timeout is "stuck": it is killed, then treated as crashed.
+ * Every wait for a host has a deadline; none stalls the main loop.
+ */
+#ifndef VFIO_USERD_SUPERVISOR_H
+#define VFIO_USERD_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "device.h"
+
+#define SUPERVISOR_BACKOFF_MIN_USEC 100000u
+#define SUPERVISOR_BACKOFF_MAX_USEC (5u * 1000 * 1000)
+/* How long a new host has to load its plugin and create the device. */
+#define SUPERVISOR_START_TIMEOUT_USEC (5u * 1000 * 1000)
+/* How long a host has to stop when asked, before it is killed. */
+#define SUPERVISOR_STOP_TIMEOUT_USEC 1000000u
+
+struct supervisor_host;
+
+enum supervisor_state {
+    SUPERVISOR_RUNNING,    /* serving: listening or connected */
+    SUPERVISOR_STUCK,      /* missed its health checks; being killed */
+    SUPERVISOR_RESTARTING, /* ended; a new host starts after the back-off */
+    SUPERVISOR_FAILED,     /* ended, and stays down (restart: no, or the start limit) */
+};
+
+/* What a device host is started with: copies are taken, nothing here is kept. */
+struct supervisor_config {
+    const char *name;
+    const char *plugin_name;
+    const char *plugin_path;
+    const json_t *params;
+    const struct config_daemon *settings; /* must outlive the host */
+    enum config_restart restart;
+    const char *user; /* NULL: the daemon's device_user, or its fallbacks */
+    /* Only create the device, in a host of its own, to see whether the plugin accepts the
+     * parameters, and end: what replacing a device checks before it stops the old one. */
+    bool validate_only;
+};
+
+/* What the host reported when asked (supervisor_status). */
+struct supervisor_status {
+    bool connected;
+    pid_t client_pid;
+    uint32_t client_fds;
+    uint32_t dma_maps;
+    struct vu_device_statistics statistics;
+};
+
+/*
+ * Starts a host for the device on `listen_fd` (a copy is taken; the caller keeps its own)
+ * and waits until it serves. On failure, `error` says why in one line; a refusal by the
+ * plugin comes as `plugin_error`, with the field it names, and the plugin's errno.
+ * With config->validate_only, `listen_fd` is not used and no host is left (`*host` NULL).
+ */
+int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
+                     struct supervisor_host **host, struct vfio_userd_error *plugin_error,
+                     char *error, size_t error_size);
+
+/* Stops the host (asked, then killed after SUPERVISOR_STOP_TIMEOUT_USEC) and frees it. */
+void supervisor_stop(struct supervisor_host *host);
+
+enum supervisor_state supervisor_state(const struct supervisor_host *host);
+const char *supervisor_state_name(enum supervisor_state state);
+
+/* The running host's process id, or 0 between hosts. */
+pid_t supervisor_pid(const struct supervisor_host *host);
+
+/* Hosts started after the first. */
+unsigned supervisor_restarts(const struct supervisor_host *host);
+
+/* Why the last host ended ("killed by signal SEGV", ...), or NULL while the first runs. */
+const char *supervisor_last_failure(const struct supervisor_host *host);
+
+/* Asks the running host for its counters, waiting at most `timeout_usec`: -ETIMEDOUT, or
+ * -ESRCH between hosts. */
+int supervisor_status(struct supervisor_host *host, uint64_t timeout_usec,
+                      struct supervisor_status *status);
+
+/*
+ * DEVICE_RESET in the running host, within `timeout_usec`; the device's own refusal is its
+ * errno. A host that is down (failed, or waiting out its back-off) is started again at
+ * once instead, with its start limit cleared: reset is how an operator revives a device.
+ */
+int supervisor_reset(struct supervisor_host *host, uint64_t timeout_usec);
+
+/* The account device hosts run as: `user`, else the daemon's device_user, else
+ * CONFIG_DEVICE_USER, else CONFIG_DEVICE_USER_FALLBACK. -ENOENT when it has none. */
+int supervisor_resolve_user(const struct config_daemon *settings, const char *user, uid_t *uid,
+                            gid_t *gid, char *error, size_t error_size);
+
+/* Where vfio-userd-device-host is: next to the daemon's executable (a build tree), else
+ * VFIO_USERD_PKGLIBDIR. */
+const char *supervisor_host_binary(void);
+
+#endif /* VFIO_USERD_SUPERVISOR_H */
