@@ -13,7 +13,8 @@
 #   make format          reformat every C file with the committed .clang-format
 #   V=1                  show each command in full (quiet by default: "CC lib/wire.o")
 #
-# Layout: lib/*.c is the protocol core (a static archive), plugins/NAME/*.c
+# Layout: lib/*.c is the protocol core (a static archive), config/*.c the configuration
+# parser (a static archive the daemon, the CLI and the tests link), plugins/NAME/*.c
 # become plugins/NAME.so, daemon/*.c is vfio-userd, host/main.c is the device host
 # (vfio-userd-device-host, with the rest of host/*.c, which the daemon links too, for the
 # supervisor's side of the control channel), ctl/*.c is vfio-userctl,
@@ -66,6 +67,11 @@ LIB_ARCHIVE    := $(BUILD)/libvfio-userd-core.a
 
 PLUGIN_NAMES   := $(notdir $(patsubst %/,%,$(wildcard plugins/*/)))
 PLUGIN_SOS     := $(PLUGIN_NAMES:%=$(BUILD)/plugins/%.so)
+
+# The configuration parser: device files, device_add objects and the daemon's file.
+CONFIG_SRCS    := $(wildcard config/*.c)
+CONFIG_OBJS    := $(CONFIG_SRCS:%.c=$(BUILD)/%.o)
+CONFIG_ARCHIVE := $(BUILD)/libvfio-userd-config.a
 
 DAEMON_SRCS    := $(wildcard daemon/*.c)
 DAEMON_OBJS    := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
@@ -122,8 +128,12 @@ $(BUILD)/%.o: %.c
 	$(Q)$(CC) $(ALL_CFLAGS) $(EXTRA_CFLAGS) -fPIC -c $< -o $@
 
 # The CLI validates device files with the daemon's own parser before sending them.
-CTL_DAEMON_OBJS := $(BUILD)/daemon/yaml_json.o $(BUILD)/daemon/config.o
-$(CTL_OBJS): EXTRA_CFLAGS := -Idaemon
+$(CTL_OBJS): EXTRA_CFLAGS := -Iconfig
+
+$(CONFIG_ARCHIVE): $(CONFIG_OBJS)
+	@mkdir -p $(dir $@)
+	$(call quiet,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(LIB_ARCHIVE): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -131,7 +141,7 @@ $(LIB_ARCHIVE): $(LIB_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 # The daemon and the tests include host/'s headers; the host sees lib/ and its own.
-$(DAEMON_OBJS): EXTRA_CFLAGS := -Ihost
+$(DAEMON_OBJS): EXTRA_CFLAGS := -Ihost -Iconfig
 $(HOST_ARCHIVE): $(HOST_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(call quiet,AR,$@)
@@ -161,7 +171,7 @@ $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
 	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
 
-$(BUILD)/vfio-userd: $(DAEMON_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE)
+$(BUILD)/vfio-userd: $(DAEMON_OBJS) $(HOST_ARCHIVE) $(CONFIG_ARCHIVE) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
 
@@ -169,23 +179,23 @@ $(BUILD)/vfio-userd-device-host: $(BUILD)/host/main.o $(HOST_ARCHIVE) $(LIB_ARCH
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl
 
-$(BUILD)/vfio-userctl: $(CTL_OBJS) $(CTL_DAEMON_OBJS) $(LIB_ARCHIVE)
+$(BUILD)/vfio-userctl: $(CTL_OBJS) $(CONFIG_ARCHIVE) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS)
 
-# Tests link the core, the daemon's modules (not its main) and the shared
-# test helpers; integration tests find binaries and plugins through
+# Tests link the core, the configuration parser, the daemon's modules (not its main)
+# and the shared test helpers; integration tests find binaries and plugins through
 # VFIO_USERD_BUILD_DIR.
-$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE) | $(PLUGIN_SOS) $(TEST_PLUGIN_SOS) $(DEVICE_HOST)
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON_OBJS) $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(CONFIG_ARCHIVE) $(LIB_ARCHIVE) | $(PLUGIN_SOS) $(TEST_PLUGIN_SOS) $(DEVICE_HOST)
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
-	    $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost -Iconfig $(CHECK_CFLAGS) $< $(TEST_COMMON_OBJS) \
+	    $(DAEMON_LIB_OBJS) $(HOST_ARCHIVE) $(CONFIG_ARCHIVE) $(LIB_ARCHIVE) -o $@ $(ALL_LDFLAGS) $(CHECK_LIBS) $(PKG_LIBS) -ldl -lpthread
 
 $(BUILD)/tests/common/%.o: tests/common/%.c
 	@mkdir -p $(dir $@)
 	$(call quiet,CC,$<)
-	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost $(CHECK_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/common -Idaemon -Ihost -Iconfig $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/bench/%: bench/%.c $(LIB_ARCHIVE)
 	@mkdir -p $(dir $@)
@@ -224,7 +234,8 @@ FUZZ_TARGETS   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.
 FUZZ_BINS      := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SECONDS   ?= 20
 FUZZ_RUNS      ?= 1000000
-FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS)) $(filter-out host/main.c,$(HOST_SRCS))
+FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS)) $(filter-out host/main.c,$(HOST_SRCS)) \
+                    $(CONFIG_SRCS)
 FUZZ_FLAGS     := -max_len=8192 -timeout=10 -print_final_stats=1
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_STAMP)
@@ -233,7 +244,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) $(DEPS_ST
 	$(Q)clang -std=gnu11 -D_GNU_SOURCE -DVFIO_USERD_VERSION='"$(VERSION)"' \
 	    -DVFIO_USERD_PLUGINDIR='"$(PLUGINDIR)"' -DVFIO_USERD_SYSCONFDIR='"$(SYSCONFDIR)"' \
 	    -DVFIO_USERD_PKGLIBDIR='"$(PKGLIBDIR)"' -DVFIO_USERD_RUNTIMEDIR='"$(RUNTIMEDIR)"' \
-	    -Iinclude -Ilib -Idaemon -Ihost -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+	    -Iinclude -Ilib -Idaemon -Ihost -Iconfig -O1 -g -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
 	    $< $(LIB_SRCS) $(FUZZ_DAEMON_SRCS) -o $@ $(PKG_LIBS) -ldl -lpthread
 
 # run_fuzzers LIMIT DESCRIPTION: each target with its corpus and seeds, stopping at LIMIT.

@@ -1,5 +1,5 @@
 /*
- * Unit tests for daemon/config.c and daemon/config_dirs.c: device drop-ins and device_add
+ * Unit tests for config/config.c and daemon/config_dirs.c: device drop-ins and device_add
  * objects, the exact FILE:LINE:COLUMN of each error, plugin error locations, the persist
  * writer's round trip, the daemon's file, and masking across device directories.
  */

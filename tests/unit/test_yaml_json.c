@@ -1,5 +1,5 @@
 /*
- * Unit tests for daemon/yaml_json.c: scalar resolution, source positions, the refusals that
+ * Unit tests for config/yaml_json.c: scalar resolution, source positions, the refusals that
  * keep configuration files simple, the emitter's round trip, and hostile input.
  */
 #include <check.h>
