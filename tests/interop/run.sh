@@ -74,9 +74,13 @@ build_guest() {
 daemon_pid=
 run=$out/run
 
+# INTEROP_ISOLATION: where the devices run, process (each in its device host, the default)
+# or thread (on the daemon's workers); the guest must not see a difference.
+isolation=${INTEROP_ISOLATION:-process}
+
 start_daemon() {
     mkdir -p "$run/devices.d"
-    : >"$run/vfio-userd.yaml"
+    printf 'default_isolation: %s\n' "$isolation" >"$run/vfio-userd.yaml"
     "$build/vfio-userd" -c "$run/vfio-userd.yaml" --devices-dir "$run/devices.d" \
         --runtime-dir "$run/rt" --plugin-dir "$build/plugins" --log-level debug \
         >"$logs/daemon.log" 2>&1 &
@@ -356,7 +360,7 @@ say "building the guest (testdev_guest.ko for $release, initramfs)"
 build_guest || exit 1
 start_daemon
 trap 'stop_daemon; [ -z "$qemu_pid" ] || kill -9 "$qemu_pid" 2>/dev/null' EXIT
-say "$("${qemu_binary[@]}" --version | head -n 1); guests run under TCG"
+say "$("${qemu_binary[@]}" --version | head -n 1); guests run under TCG; devices in $isolation isolation"
 for name in "${boots[@]}"; do
     "boot_$name"
 done
