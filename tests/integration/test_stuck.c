@@ -118,7 +118,8 @@ static void setup(void)
 
     FORMAT(plugins, "%s/tests/plugins", daemon_harness_build_dir());
     /* These are the worker threads' defences: a device host's hang is test_isolation's. */
-    ck_assert_int_eq(daemon_harness_init(&harness, "worker_threads: 2\ndefault_isolation: thread\n"), 0);
+    ck_assert_int_eq(
+        daemon_harness_init(&harness, "worker_threads: 2\ndefault_isolation: thread\n"), 0);
     write_drop_ins();
     ck_assert_int_eq(daemon_harness_start(&harness, arguments), 0);
     admin = connect_to(harness.admin_socket);
