@@ -31,6 +31,7 @@ MANDIR        ?= $(PREFIX)/share/man
 INCLUDEDIR    ?= $(PREFIX)/include
 PKGCONFIGDIR  ?= $(LIBDIR)/pkgconfig
 UNITDIR       ?= $(LIBDIR)/systemd/system
+SYSUSERSDIR   ?= $(LIBDIR)/sysusers.d
 VERSION       := 0.1.0
 
 CC            ?= cc
@@ -297,6 +298,7 @@ install: all
 	    -e 's|/usr/bin/vfio-userctl|$(PREFIX)/bin/vfio-userctl|g' systemd/vfio-userd.service \
 	    > $(DESTDIR)$(UNITDIR)/vfio-userd.service
 	install -m 0644 systemd/vfio-userd.socket $(DESTDIR)$(UNITDIR)/
+	install -D -m 0644 systemd/vfio-userd.sysusers $(DESTDIR)$(SYSUSERSDIR)/vfio-userd.conf
 # The daemon configuration is all comments (the defaults): an administrator's copy is
 # kept. Device examples go to the documentation only, so installing starts no device.
 	install -d $(DESTDIR)$(SYSCONFDIR)/vfio-userd/devices.d $(DESTDIR)$(PKGLIBDIR)/devices.d \

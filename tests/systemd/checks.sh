@@ -91,6 +91,23 @@ status_text() {
 }
 check status-shows-STATUS status_text
 
+# --- Process isolation: tdev0 runs in a device host as _vfio-userd, sandboxed, and answers.
+device_host_sandboxed() {
+    local pid status
+    getent passwd _vfio-userd || { say "the package did not create _vfio-userd"; return 1; }
+    pid=$(vfio-userctl --json info tdev0 | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -n 1)
+    [ -n "$pid" ] || { say "no pid in vfio-userctl --json info tdev0"; return 1; }
+    [ "$pid" != "$(prop vfio-userd.service MainPID)" ] || { say "tdev0 runs in the daemon"; return 1; }
+    status=$(cat "/proc/$pid/status") || return 1
+    say "$status" | grep -E '^(Uid|Gid|Groups|Cap|NoNewPrivs|Seccomp)'
+    say "$status" | grep -qE "^Uid:[[:space:]]+$(id -u _vfio-userd)[[:space:]]" || { say "not _vfio-userd"; return 1; }
+    say "$status" | grep -qE '^CapEff:[[:space:]]+0+$' || { say "has capabilities"; return 1; }
+    say "$status" | grep -qE '^NoNewPrivs:[[:space:]]+1$' || return 1
+    say "$status" | grep -qE '^Seccomp:[[:space:]]+2$' || return 1
+    vfio-userctl probe "$(device_socket tdev0)"
+}
+check device-host-sandboxed device_host_sandboxed
+
 # --- A drop-in appears in vfio-userctl list with the socket owner and mode it asks for.
 dropin_appears() {
     cat >/etc/vfio-userd/devices.d/tdev1.yaml <<'EOF'
