@@ -496,13 +496,10 @@ int sandbox_install_seccomp(char *error, size_t error_size)
         ret = fail(error, error_size, -ENOMEM, "seccomp_init");
         goto out;
     }
-    /* Every thread gets the filter, not only the caller; should one not take it, the load
-     * fails rather than leave that thread unfiltered. */
-    ret = seccomp_attr_set(filter, SCMP_FLTATR_CTL_TSYNC, 1);
-    if (ret < 0) {
-        fail(error, error_size, ret, "seccomp thread synchronization");
-        goto out;
-    }
+    /* No thread synchronisation (SCMP_FLTATR_CTL_TSYNC): the host installs the filter while
+     * it has one thread (sandbox_apply() refuses more), and every later thread inherits it.
+     * Under a service manager's own filter, libseccomp cannot probe the kernel for TSYNC
+     * and would refuse it. */
     /* The kernel's own errno from seccomp_load(), not libseccomp's -ECANCELED. */
     seccomp_attr_set(filter, SCMP_FLTATR_API_SYSRAWRC, 1);
     ret = add_arches(filter, error, error_size);

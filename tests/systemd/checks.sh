@@ -222,8 +222,10 @@ socket_activation() {
 check socket-activation socket_activation
 
 # --- systemd-analyze security: the exposure level, recorded; it must not get worse than
-# the level of the shipped unit when this test was written (1.2), with a margin.
-exposure_limit=${VFIO_USERD_EXPOSURE_LIMIT:-1.5}
+# the level of the shipped unit when this test was written (1.2), with a margin, plus what
+# starting device hosts as another account takes (CAP_SETUID, CAP_SETGID and CAP_SETPCAP
+# in the bounding set: 1.6); the hosts themselves end with no capability at all.
+exposure_limit=${VFIO_USERD_EXPOSURE_LIMIT:-1.7}
 security() {
     local report level
     report=$(systemd-analyze security --no-pager vfio-userd.service) || true
