@@ -57,7 +57,10 @@ struct supervisor_host {
     bool ready;    /* it said "ready": it serves the socket */
     bool stopping; /* the daemon asked it to end */
     uint64_t started_usec;
-    uint64_t last_pong_usec;
+    /* When the oldest health check still unanswered went out; 0: none is. Judged from the
+     * check rather than from the last answer, so that a main loop that was busy (and sent
+     * no check) never makes a host look silent. */
+    uint64_t check_sent_usec;
 
     enum supervisor_state state;
     sd_event_source *health_timer;
@@ -283,7 +286,8 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     host->pidfd = pidfd_open_process(pid);
     host->channel_fd = fds[0];
     fds[0] = -1;
-    host->started_usec = host->last_pong_usec = now_usec();
+    host->started_usec = now_usec();
+    host->check_sent_usec = 0;
     host->ready = false;
     host->stopping = false;
     if (host->pidfd < 0) {
@@ -327,7 +331,7 @@ static void note_message(struct supervisor_host *host, const json_t *message)
 {
     const char *type = control_type(message);
 
-    host->last_pong_usec = now_usec(); /* any answer shows the host's loop runs */
+    host->check_sent_usec = 0; /* any message shows the host's loop runs */
     if (strcmp(type, "ready") == 0 && !host->ready) {
         host->ready = true;
         if (host->state != SUPERVISOR_RUNNING) {
@@ -351,25 +355,38 @@ static void kill_host(struct supervisor_host *host)
         pidfd_kill(host->pidfd);
 }
 
-static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+/*
+ * Reads what the host sent: false once the channel is closed (the host is ending: its exit
+ * follows) or broken. A host that breaks the protocol is killed.
+ */
+static bool drain_channel(struct supervisor_host *host)
 {
-    struct supervisor_host *host = userdata;
     json_t *message;
     int ret;
 
-    while ((ret = control_receive(fd, &message)) > 0) {
+    if (host->channel_fd < 0)
+        return false;
+    while ((ret = control_receive(host->channel_fd, &message)) > 0) {
         note_message(host, message);
         json_decref(message);
     }
     if (ret == -EAGAIN)
-        return 0;
-    /* The host closed its end (it is ending: its exit follows) or broke the protocol. */
-    if (ret < 0) {
+        return true;
+    /* A reset connection is a host that died with messages unread: its exit says why. */
+    if (ret < 0 && ret != -ECONNRESET) {
         vu_log(VFIO_USERD_LOG_ERR, host->name, "device host sent a bad control message: %s",
                strerror(-ret));
         kill_host(host);
     }
-    host->channel_source = sd_event_source_disable_unref(host->channel_source);
+    return false;
+}
+
+static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    struct supervisor_host *host = userdata;
+
+    if (!drain_channel(host))
+        host->channel_source = sd_event_source_disable_unref(host->channel_source);
     return 0;
 }
 
@@ -498,7 +515,7 @@ static int on_exit_event(sd_event_source *source, int fd, uint32_t revents, void
 
     /* Its last messages first: a refusal says why it ends. */
     if (host->channel_source != NULL)
-        on_channel_event(host->channel_source, host->channel_fd, EPOLLIN, host);
+        drain_channel(host);
     reap(host, &info);
     handle_end(host, &info);
     return 0;
@@ -522,14 +539,20 @@ static int on_restart_timer(sd_event_source *source, uint64_t usec, void *userda
 static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdata)
 {
     struct supervisor_host *host = userdata;
-    uint64_t now = now_usec(), timeout = host->settings->health_timeout_usec;
+    uint64_t now, timeout = host->settings->health_timeout_usec;
     uint64_t period = timeout / HEALTH_CHECKS_PER_TIMEOUT;
+    json_t *ping;
 
     if (period < HEALTH_CHECK_MIN_USEC)
         period = HEALTH_CHECK_MIN_USEC;
-    sd_event_source_set_time(source, now + period);
+    sd_event_source_set_time(source, now_usec() + period);
     if (host->pid == 0 || host->state == SUPERVISOR_STUCK || host->stopping)
         return 0;
+    /* Answers may wait unread, for instance while the main loop waited on another host:
+     * they count before the host is judged. */
+    if (host->channel_source != NULL && !drain_channel(host))
+        host->channel_source = sd_event_source_disable_unref(host->channel_source);
+    now = now_usec();
     if (!host->ready) {
         if (now - host->started_usec > SUPERVISOR_START_TIMEOUT_USEC) {
             host->state = SUPERVISOR_STUCK;
@@ -540,20 +563,19 @@ static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdat
         }
         return 0;
     }
-    if (now - host->last_pong_usec > timeout) {
+    if (host->check_sent_usec != 0 && now - host->check_sent_usec > timeout) {
         host->state = SUPERVISOR_STUCK;
         vu_log(VFIO_USERD_LOG_ERR, host->name,
                "device host pid %d (plugin %s) has not answered for %.1f s (health_timeout): "
                "killing it",
-               (int)host->pid, host->plugin_name, (double)(now - host->last_pong_usec) / 1e6);
+               (int)host->pid, host->plugin_name, (double)(now - host->check_sent_usec) / 1e6);
         kill_host(host);
         return 0;
     }
-    /* A full queue means it is not reading: the timeout above catches that. */
-    json_t *ping =
-        json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
-    if (ping != NULL)
-        control_send(host->channel_fd, ping);
+    /* A full queue means it is not reading: the check already out catches that. */
+    ping = json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
+    if (ping != NULL && control_send(host->channel_fd, ping) >= 0 && host->check_sent_usec == 0)
+        host->check_sent_usec = now;
     json_decref(ping);
     return 0;
 }
