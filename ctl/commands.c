@@ -170,8 +170,9 @@ static int parse_exit(int ret)
 static int print_device_table(const json_t *devices)
 {
     static const struct output_column columns[] = {
-        {"NAME", false},  {"PLUGIN", false},     {"STATE", false},
-        {"CLIENT", true}, {"PERSISTENT", false}, {"SOCKET", false},
+        {"NAME", false},      {"PLUGIN", false},     {"STATE", false},
+        {"ISOLATION", false}, {"PID", true},         {"RESTARTS", true},
+        {"CLIENT", true},     {"PERSISTENT", false}, {"SOCKET", false},
     };
     struct output_table *table = output_table_new(columns, sizeof(columns) / sizeof(columns[0]));
     const json_t *device;
@@ -181,11 +182,17 @@ static int print_device_table(const json_t *devices)
     if (table == NULL)
         return -ENOMEM;
     json_array_foreach (devices, index, device) {
-        char pid[32];
+        char pid[32], host_pid[32], restarts[32];
         const char *cells[] = {
-            string_member(device, "name"),  string_member(device, "plugin"),
-            string_member(device, "state"), integer_text(pid, sizeof(pid), device, "client_pid"),
-            yes_no(device, "persistent"),   string_member(device, "socket"),
+            string_member(device, "name"),
+            string_member(device, "plugin"),
+            string_member(device, "state"),
+            string_member(device, "isolation"),
+            integer_text(host_pid, sizeof(host_pid), device, "pid"),
+            integer_text(restarts, sizeof(restarts), device, "restarts"),
+            integer_text(pid, sizeof(pid), device, "client_pid"),
+            yes_no(device, "persistent"),
+            string_member(device, "socket"),
         };
         ret = output_table_add_row(table, cells);
         if (ret < 0)
@@ -257,6 +264,14 @@ static void print_device(const json_t *device)
     output_field(stdout, FIELD_WIDTH, "State", "%s", text_member(device, "state"));
     if (json_is_string(error))
         output_field(stdout, FIELD_WIDTH, "Problem", "%s", json_string_value(error));
+    output_field(stdout, FIELD_WIDTH, "Isolation", "%s", text_member(device, "isolation"));
+    output_field(stdout, FIELD_WIDTH, "Process", "%s",
+                 integer_text(number, sizeof(number), device, "pid"));
+    output_field(stdout, FIELD_WIDTH, "Restarts", "%s",
+                 integer_text(number, sizeof(number), device, "restarts"));
+    if (json_is_string(json_object_get(device, "last_failure")))
+        output_field(stdout, FIELD_WIDTH, "Last failure", "%s",
+                     text_member(device, "last_failure"));
     output_field(stdout, FIELD_WIDTH, "Socket", "%s", text_member(device, "socket"));
     output_field(stdout, FIELD_WIDTH, "Source", "%s", text_member(device, "source"));
     output_field(stdout, FIELD_WIDTH, "Persistent", "%s", yes_no(device, "persistent"));
@@ -315,6 +330,9 @@ enum {
     ADD_OPTION_PARAM,
     ADD_OPTION_PERSIST,
     ADD_OPTION_SOCKET_PATH,
+    ADD_OPTION_ISOLATION,
+    ADD_OPTION_RESTART,
+    ADD_OPTION_USER,
     ADD_OPTION_SOCKET_USER,
     ADD_OPTION_SOCKET_GROUP,
     ADD_OPTION_SOCKET_MODE,
@@ -325,17 +343,18 @@ struct add_request {
     const char *plugin;
     json_t *params; /* --param KEY=VALUE, as strings */
     json_t *socket; /* --socket-*; empty unless given */
+    json_t *device; /* --isolation, --restart, --user; empty unless given */
     bool persist;
 };
 
-static int set_socket_setting(struct add_request *request, const char *option, const char *key,
-                              const char *value)
+/* One setting of `object` from an option given once. */
+static int set_setting(json_t *object, const char *option, const char *key, const char *value)
 {
-    if (json_object_get(request->socket, key) != NULL) {
+    if (json_object_get(object, key) != NULL) {
         ctl_usage_error("add", "%s given twice", option);
         return -EINVAL;
     }
-    if (json_object_set_new(request->socket, key, json_string(value)) < 0) {
+    if (json_object_set_new(object, key, json_string(value)) < 0) {
         ctl_usage_error("add", "%s: not valid UTF-8, or out of memory", option);
         return -EINVAL;
     }
@@ -359,13 +378,19 @@ static int add_option(void *context, int option, const char *argument)
         request->persist = true;
         return 0;
     case ADD_OPTION_SOCKET_PATH:
-        return set_socket_setting(request, "--socket-path", "path", argument);
+        return set_setting(request->socket, "--socket-path", "path", argument);
     case ADD_OPTION_SOCKET_USER:
-        return set_socket_setting(request, "--socket-user", "user", argument);
+        return set_setting(request->socket, "--socket-user", "user", argument);
     case ADD_OPTION_SOCKET_GROUP:
-        return set_socket_setting(request, "--socket-group", "group", argument);
+        return set_setting(request->socket, "--socket-group", "group", argument);
     case ADD_OPTION_SOCKET_MODE:
-        return set_socket_setting(request, "--socket-mode", "mode", argument);
+        return set_setting(request->socket, "--socket-mode", "mode", argument);
+    case ADD_OPTION_ISOLATION:
+        return set_setting(request->device, "--isolation", "isolation", argument);
+    case ADD_OPTION_RESTART:
+        return set_setting(request->device, "--restart", "restart", argument);
+    case ADD_OPTION_USER:
+        return set_setting(request->device, "--user", "user", argument);
     default:
         break;
     }
@@ -431,15 +456,19 @@ int command_add(struct ctl_options *options, int argc, char **argv)
         {"socket-user", required_argument, NULL, ADD_OPTION_SOCKET_USER},
         {"socket-group", required_argument, NULL, ADD_OPTION_SOCKET_GROUP},
         {"socket-mode", required_argument, NULL, ADD_OPTION_SOCKET_MODE},
+        {"isolation", required_argument, NULL, ADD_OPTION_ISOLATION},
+        {"restart", required_argument, NULL, ADD_OPTION_RESTART},
+        {"user", required_argument, NULL, ADD_OPTION_USER},
         {NULL, 0, NULL, 0},
     };
-    struct add_request request = {.params = json_object(), .socket = json_object()};
+    struct add_request request = {
+        .params = json_object(), .socket = json_object(), .device = json_object()};
     struct config_device *device = NULL;
     json_t *settings = NULL, *result = NULL, *refusal = NULL;
     char location[CONFIG_ERROR_MAX];
     int first, ret;
 
-    if (request.params == NULL || request.socket == NULL) {
+    if (request.params == NULL || request.socket == NULL || request.device == NULL) {
         print_problem("out of memory");
         ret = CTL_EXIT_REFUSED;
         goto out;
@@ -456,8 +485,9 @@ int command_add(struct ctl_options *options, int argc, char **argv)
             goto out;
         }
         if (request.plugin != NULL || json_object_size(request.params) > 0 ||
-            json_object_size(request.socket) > 0) {
-            ctl_usage_error("add", "-f takes the plugin, parameters and socket from the file");
+            json_object_size(request.socket) > 0 || json_object_size(request.device) > 0) {
+            ctl_usage_error("add", "-f takes the plugin, parameters, socket, isolation, restart "
+                                   "and user from the file");
             goto out;
         }
         if (load_device_file(request.file, &device, &settings) < 0)
@@ -481,8 +511,9 @@ int command_add(struct ctl_options *options, int argc, char **argv)
             ctl_usage_error("add", "the name and plugin must be valid UTF-8");
             goto out;
         }
-        if (json_object_size(request.socket) > 0 &&
-            json_object_set(settings, "socket", request.socket) < 0) {
+        if ((json_object_size(request.socket) > 0 &&
+             json_object_set(settings, "socket", request.socket) < 0) ||
+            json_object_update(settings, request.device) < 0) {
             print_problem("out of memory");
             ret = CTL_EXIT_REFUSED;
             goto out;
@@ -514,6 +545,7 @@ out:
     config_device_free(device);
     json_decref(request.params);
     json_decref(request.socket);
+    json_decref(request.device);
     return ret;
 }
 

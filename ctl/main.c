@@ -31,13 +31,17 @@ struct ctl_command {
 
 static const struct ctl_command commands[] = {
     {"list", command_list, "list", "list", "List the devices and their state",
-     "Prints one line per device: name, plugin, state (listening, connected or error), the\n"
-     "connected client's pid, whether a drop-in file keeps it, and its socket.\n"},
+     "Prints one line per device: name, plugin, state (listening, connected, stuck,\n"
+     "restarting, failed or error), isolation (process or thread), the pid of the process it\n"
+     "runs in, how often its device host was restarted, the connected client's pid, whether\n"
+     "a drop-in file keeps it, and its socket.\n"},
     {"info", command_info, "info NAME", "info NAME", "Show one device in detail",
      "Prints the device's state, counters and configuration.\n"},
     {"add", command_add, "add NAME --plugin P",
      "add NAME --plugin PLUGIN [--param KEY=VALUE]... [--socket-path PATH]\n"
-     "             [--socket-user USER] [--socket-group GROUP] [--socket-mode MODE] [--persist]\n"
+     "             [--socket-user USER] [--socket-group GROUP] [--socket-mode MODE]\n"
+     "             [--isolation process|thread] [--restart on-failure|always|no] [--user USER]\n"
+     "             [--persist]\n"
      "add -f FILE.yaml [--persist]",
      "Create a device",
      "  -f, --file FILE.yaml    Read the device from a drop-in file, checked here first; its\n"
@@ -47,6 +51,11 @@ static const struct ctl_command commands[] = {
      "      --socket-path PATH  The device's socket (default RUNTIME_DIR/devices/NAME.sock)\n"
      "      --socket-user USER, --socket-group GROUP, --socket-mode MODE\n"
      "                          Owner and mode of the device's socket\n"
+     "      --isolation MODE    process: in a sandboxed device host of its own; thread: on a\n"
+     "                          worker of the daemon (default: the daemon's default_isolation)\n"
+     "      --restart POLICY    When its device host is started again after it ended:\n"
+     "                          on-failure (default), always or no\n"
+     "      --user USER         The account its device host runs as\n"
      "      --persist           Also write the device to the first devices directory, so\n"
      "                          that it comes back when the daemon restarts\n"},
     {"remove", command_remove, "remove NAME", "remove NAME [--persist]", "Remove a device",
@@ -54,7 +63,9 @@ static const struct ctl_command commands[] = {
      "                          lives in a later devices directory); required for a device\n"
      "                          that comes from a file\n"},
     {"reset", command_reset, "reset NAME", "reset NAME",
-     "Reset a device, as a VMM's DEVICE_RESET does", ""},
+     "Reset a device, as a VMM's DEVICE_RESET does",
+     "A device whose device host failed (or waits to restart) is started again at once, its\n"
+     "start limit cleared.\n"},
     {"plugins", command_plugins, "plugins", "plugins", "List the loaded plugins", ""},
     {"status", command_status, "status", "status", "Show the daemon's version, uptime and counts",
      ""},

@@ -43,8 +43,11 @@ static int connect_to(const char *path)
     ck_assert_int_ge(fd, 0);
     ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
     strcpy(address.sun_path, path);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0, "connect %s: %s",
-                  path, strerror(errno));
+    /* A socket file appears at bind(), a moment before its owner listens: a refusal right
+     * then is retried, for up to five seconds. */
+    for (int tries = 0; connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0; tries++)
+        ck_assert_msg(errno == ECONNREFUSED && tries < 500 && usleep(10000) == 0, "connect %s: %s",
+                      path, strerror(errno));
     return fd;
 }
 

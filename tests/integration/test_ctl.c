@@ -358,15 +358,20 @@ START_TEST(test_add_info_reset_remove)
     expect_exit(ctl("info", "t0", NULL), EXIT_DONE);
     expect_contains(last.out, "Name:              t0\n");
     expect_contains(last.out, "State:             listening\n");
+    expect_contains(last.out, "Isolation:         process\n");
+    expect_contains(last.out, "Restarts:          0\n");
     expect_contains(last.out, "Client:            none\n");
     expect_contains(last.out, "Configuration:\n  name: t0\n");
     expect_contains(last.out, "    ram_size: ");
 
     expect_exit(ctl("list", NULL), EXIT_DONE);
-    ck_assert_msg(strncmp(last.out, "NAME  PLUGIN   STATE      CLIENT  PERSISTENT  SOCKET\n", 53) ==
-                      0,
+    ck_assert_msg(strncmp(last.out,
+                          "NAME  PLUGIN   STATE      ISOLATION   PID  RESTARTS  CLIENT  "
+                          "PERSISTENT  SOCKET\n",
+                          80) == 0,
                   "%s", last.out);
-    expect_contains(last.out, "\nt0    testdev  listening       -  no          ");
+    expect_contains(last.out, "\nt0    testdev  listening  process    ");
+    expect_contains(last.out, "         0       -  no          ");
 
     expect_exit(ctl("reset", "t0", NULL), EXIT_DONE);
     ck_assert_str_eq(last.out, "Reset t0\n");
