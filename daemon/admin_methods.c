@@ -667,6 +667,11 @@ static json_t *descriptors_json(const struct daemon *daemon, size_t client_fds)
                      "per_client_limit", (json_int_t)daemon->settings->max_client_fds);
 }
 
+#define STRINGIFY_VALUE(x) #x
+#define STRINGIFY(x)       STRINGIFY_VALUE(x)
+/* The plugin ABI this daemon speaks, as "MAJOR.MINOR". */
+#define PLUGIN_ABI_TEXT STRINGIFY(VFIO_USERD_ABI_MAJOR) "." STRINGIFY(VFIO_USERD_ABI_MINOR)
+
 static json_t *method_daemon_status(struct daemon *daemon, const struct admin_peer *peer,
                                     json_t *params, struct method_error *error)
 {
@@ -703,18 +708,18 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
         serving++;
     }
     free(deadline.given_up);
-    return json_pack(
-        "{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
-        "s:o}",
-        "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
-        (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
-        (json_int_t)daemon->devices.count, "listening", (json_int_t)(serving - connected),
-        "connected", (json_int_t)connected, "stuck", (json_int_t)stuck_devices, "error",
-        (json_int_t)(daemon->devices.count - serving - stuck_devices), "stuck_workers",
-        stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
-        (json_int_t)workers_count(daemon->workers), "drop_in_problems",
-        (json_int_t)daemon->problems, "plugin_abi", VFIO_USERD_ABI_MAJOR == 1 ? "1.0" : "?",
-        "protocol", "0.1", "descriptors", descriptors_json(daemon, client_fds));
+    return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
+                     "s:o}",
+                     "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
+                     (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
+                     (json_int_t)daemon->devices.count, "listening",
+                     (json_int_t)(serving - connected), "connected", (json_int_t)connected, "stuck",
+                     (json_int_t)stuck_devices, "error",
+                     (json_int_t)(daemon->devices.count - serving - stuck_devices), "stuck_workers",
+                     stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
+                     (json_int_t)workers_count(daemon->workers), "drop_in_problems",
+                     (json_int_t)daemon->problems, "plugin_abi", PLUGIN_ABI_TEXT, "protocol", "0.1",
+                     "descriptors", descriptors_json(daemon, client_fds));
 }
 
 static json_t *method_daemon_reload(struct daemon *daemon, const struct admin_peer *peer,

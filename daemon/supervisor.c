@@ -326,13 +326,46 @@ out:
 
 /* --- Messages from the host. --- */
 
+/*
+ * A plugin's open_file() in the host: the daemon opens the file with its own rights, if the
+ * device's parameters name it, and passes the descriptor along with the answer.
+ */
+static void answer_open(struct supervisor_host *host, const json_t *request)
+{
+    const char *path = json_string_value(json_object_get(request, "path"));
+    json_int_t flags = json_integer_value(json_object_get(request, "flags"));
+    json_int_t mode = json_integer_value(json_object_get(request, "mode"));
+    json_t *answer;
+    int fd = -1, ret;
+
+    ret = flags < 0 || flags > INT_MAX || mode < 0 || mode > 07777
+              ? -EINVAL
+              : vu_device_check_open_file(host->params, path, (int)flags);
+    if (ret == 0) {
+        fd = open(path, (int)flags | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
+        ret = fd < 0 ? -errno : 0;
+    }
+    vu_log(ret < 0 ? VFIO_USERD_LOG_WARNING : VFIO_USERD_LOG_DEBUG, host->name,
+           "device host %s %s%s%s", ret < 0 ? "cannot open" : "opened",
+           path != NULL ? path : "(no path)", ret < 0 ? ": " : "", ret < 0 ? strerror(-ret) : "");
+    answer = json_pack("{s:s, s:I, s:i}", "type", "open", "seq",
+                       (json_int_t)control_sequence(request), "errno", -ret);
+    if (answer != NULL && control_send_fd(host->channel_fd, answer, fd) < 0)
+        vu_log(VFIO_USERD_LOG_WARNING, host->name, "cannot answer the device host's open");
+    json_decref(answer);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* What every message says, whoever waits for it. */
 static void note_message(struct supervisor_host *host, const json_t *message)
 {
     const char *type = control_type(message);
 
     host->check_sent_usec = 0; /* any message shows the host's loop runs */
-    if (strcmp(type, "ready") == 0 && !host->ready) {
+    if (strcmp(type, "open") == 0) {
+        answer_open(host, message);
+    } else if (strcmp(type, "ready") == 0 && !host->ready) {
         host->ready = true;
         if (host->state != SUPERVISOR_RUNNING) {
             host->state = SUPERVISOR_RUNNING;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "control.h"
 
@@ -16,9 +17,15 @@ int control_socketpair(int fds[2])
     return 0;
 }
 
-int control_send(int fd, const json_t *message)
+int control_send_fd(int fd, const json_t *message, int passed_fd)
 {
     char *text = json_dumps(message, JSON_COMPACT);
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec vector;
+    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1};
     size_t length;
     ssize_t sent;
     int ret = 0;
@@ -30,7 +37,16 @@ int control_send(int fd, const json_t *message)
         ret = -EMSGSIZE;
         goto out;
     }
-    sent = send(fd, text, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    vector = (struct iovec){.iov_base = text, .iov_len = length};
+    if (passed_fd >= 0) {
+        header.msg_control = control.space;
+        header.msg_controllen = sizeof(control.space);
+        control.header.cmsg_level = SOL_SOCKET;
+        control.header.cmsg_type = SCM_RIGHTS;
+        control.header.cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(&control.header), &passed_fd, sizeof(int));
+    }
+    sent = sendmsg(fd, &header, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent < 0)
         ret = errno == EWOULDBLOCK ? -EAGAIN : -errno;
     else if ((size_t)sent != length)
@@ -40,32 +56,97 @@ out:
     return ret;
 }
 
-int control_receive(int fd, json_t **message)
+int control_send(int fd, const json_t *message)
+{
+    return control_send_fd(fd, message, -1);
+}
+
+/* The descriptors that came with a packet: the first to `received_fd`, -EBADMSG for more. */
+static int take_descriptors(struct msghdr *header, int *received_fd)
+{
+    int ret = 0;
+
+    for (struct cmsghdr *item = CMSG_FIRSTHDR(header); item != NULL;
+         item = CMSG_NXTHDR(header, item)) {
+        size_t count;
+        if (item->cmsg_level != SOL_SOCKET || item->cmsg_type != SCM_RIGHTS)
+            continue;
+        count = (item->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(item) + i * sizeof(int), sizeof(int));
+            if (*received_fd < 0 && ret == 0) {
+                *received_fd = fd;
+            } else {
+                close(fd);
+                ret = -EBADMSG;
+            }
+        }
+    }
+    if (ret < 0 && *received_fd >= 0) {
+        close(*received_fd);
+        *received_fd = -1;
+    }
+    return ret;
+}
+
+int control_receive_fd(int fd, json_t **message, int *received_fd)
 {
     /* One byte more than the largest packet, so that a larger one shows as cut short. */
     static __thread char buffer[CONTROL_MESSAGE_MAX + 1];
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(4 * sizeof(int))];
+    } control;
     struct iovec vector = {.iov_base = buffer, .iov_len = sizeof(buffer)};
-    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1};
-    json_t *parsed;
+    struct msghdr header = {.msg_iov = &vector,
+                            .msg_iovlen = 1,
+                            .msg_control = control.space,
+                            .msg_controllen = sizeof(control.space)};
+    json_t *parsed = NULL;
     ssize_t length;
+    int ret;
 
     *message = NULL;
+    *received_fd = -1;
     length = recvmsg(fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (length < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    ret = take_descriptors(&header, received_fd);
+    if (ret < 0)
+        goto fail;
     if (length == 0)
-        return 0;
+        goto out; /* the end of the stream */
+    ret = -EBADMSG;
     if ((size_t)length > CONTROL_MESSAGE_MAX || (header.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-        return -EBADMSG;
+        goto fail;
     parsed = json_loadb(buffer, (size_t)length, JSON_REJECT_DUPLICATES, NULL);
-    if (parsed == NULL)
-        return -EBADMSG;
-    if (!json_is_object(parsed) || !json_is_string(json_object_get(parsed, "type"))) {
-        json_decref(parsed);
-        return -EBADMSG;
-    }
+    if (parsed == NULL || !json_is_object(parsed) ||
+        !json_is_string(json_object_get(parsed, "type")))
+        goto fail;
     *message = parsed;
     return 1;
+fail:
+    json_decref(parsed);
+    if (*received_fd >= 0)
+        close(*received_fd);
+    *received_fd = -1;
+    return ret;
+out:
+    if (*received_fd >= 0)
+        close(*received_fd);
+    *received_fd = -1;
+    return 0;
+}
+
+int control_receive(int fd, json_t **message)
+{
+    int received_fd, ret = control_receive_fd(fd, message, &received_fd);
+
+    /* Only "open" answers carry one, and they are read with control_receive_fd(). */
+    if (received_fd >= 0)
+        close(received_fd);
+    return ret;
 }
 
 const char *control_type(const json_t *message)

@@ -5,9 +5,10 @@
  * and a packet larger than CONTROL_MESSAGE_MAX is refused rather than read in part.
  *
  *   supervisor -> host   start {name, plugin, params, settings}, ping {seq},
- *                        status {seq}, reset {seq}, stop
+ *                        status {seq}, reset {seq}, stop, open {seq, errno} + descriptor
  *   host -> supervisor   ready {pid}, error {errno, field, message}, pong {seq},
- *                        status {seq, ...snapshot}, reset {seq, errno}
+ *                        status {seq, ...snapshot}, reset {seq, errno},
+ *                        open {seq, path, flags, mode} (a plugin's open_file())
  *
  * The host is started with its device's listening socket at CONTROL_LISTEN_FD and its end of
  * the socketpair at CONTROL_CHANNEL_FD; everything else it gets through "start". Both sides
@@ -32,7 +33,9 @@
 int control_socketpair(int fds[2]);
 
 /* Sends `message` as one packet: 0, -EAGAIN when the peer's queue is full, -EMSGSIZE,
- * -EPIPE when the peer is gone, -ENOMEM. */
+ * -EPIPE when the peer is gone, -ENOMEM. With `passed_fd` >= 0, that descriptor goes along
+ * (SCM_RIGHTS); the caller keeps its own. */
+int control_send_fd(int fd, const json_t *message, int passed_fd);
 int control_send(int fd, const json_t *message);
 
 /*
@@ -41,6 +44,10 @@ int control_send(int fd, const json_t *message);
  * that is not such an object or was cut short, or another negative errno.
  */
 int control_receive(int fd, json_t **message);
+
+/* control_receive() that also hands over a descriptor that came with the packet, or -1;
+ * a packet with more than one is refused (-EBADMSG, all of them closed). */
+int control_receive_fd(int fd, json_t **message, int *received_fd);
 
 /* The message's "type", or "" when it has none. */
 const char *control_type(const json_t *message);

@@ -40,7 +40,12 @@ struct host {
     struct vu_device *device;
     struct vu_endpoint *endpoint;
     bool listen_fd_taken; /* by the endpoint, which closes it */
+    bool stop_requested;  /* "stop" came while a plugin waited for a file */
+    uint64_t open_sequence;
 };
+
+/* The one device this process hosts, for the file opener the plugin calls into. */
+static struct host *current_host;
 
 static void send_or_log(const struct host *host, json_t *message)
 {
@@ -100,7 +105,9 @@ static void handle_request(struct host *host, const json_t *request)
         send_or_log(host, json_pack("{s:s, s:I, s:i}", "type", "reset", "seq", (json_int_t)sequence,
                                     "errno", ret < 0 ? -ret : 0));
     } else if (strcmp(type, "stop") == 0) {
-        sd_event_exit(host->event, 0);
+        host->stop_requested = true;
+        if (host->event != NULL)
+            sd_event_exit(host->event, 0);
     } else {
         vu_log(VFIO_USERD_LOG_WARNING, host->name, "control channel: unknown request '%s'", type);
     }
@@ -226,6 +233,54 @@ static int become_device(struct host *host, const json_t *start)
     return 0;
 }
 
+/*
+ * A plugin's open_file(): the sandbox cannot open what the device needs (it runs as an
+ * account with no rights to the administrator's files), so the daemon opens it and passes
+ * the descriptor. Waits for that answer, serving the daemon's other requests meanwhile.
+ */
+static int open_through_daemon(const char *device, const char *path, int flags, unsigned int mode)
+{
+    struct host *host = current_host;
+    uint64_t sequence = ++host->open_sequence;
+    struct pollfd wait = {.fd = CONTROL_CHANNEL_FD, .events = POLLIN};
+    json_t *request, *reply = NULL;
+    int ret, fd = -1;
+
+    request = json_pack("{s:s, s:I, s:s, s:i, s:i}", "type", "open", "seq", (json_int_t)sequence,
+                        "path", path, "flags", flags, "mode", (int)mode);
+    if (request == NULL)
+        return -ENOMEM;
+    ret = control_send(CONTROL_CHANNEL_FD, request);
+    json_decref(request);
+    if (ret < 0)
+        return ret == -EPIPE ? -EIO : ret;
+    for (;;) {
+        ret = control_receive_fd(CONTROL_CHANNEL_FD, &reply, &fd);
+        if (ret == -EAGAIN) {
+            if (poll(&wait, 1, HOST_START_TIMEOUT_MS) <= 0)
+                return -ETIMEDOUT;
+            continue;
+        }
+        if (ret <= 0)
+            return ret < 0 ? ret : -EIO; /* the daemon went away */
+        if (strcmp(control_type(reply), "open") == 0 && control_sequence(reply) == sequence)
+            break;
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+        handle_request(host, reply);
+        json_decref(reply);
+        reply = NULL;
+    }
+    ret = -(int)json_integer_value(json_object_get(reply, "errno"));
+    json_decref(reply);
+    if (ret == 0 && fd < 0)
+        ret = -EIO;
+    if (ret < 0 && fd >= 0)
+        close(fd);
+    return ret < 0 ? ret : fd;
+}
+
 static int parse_u64(const char *text, uint64_t *value)
 {
     char *end;
@@ -309,9 +364,15 @@ int main(int argc, char **argv)
         refuse(host.name, -ret, "", "cannot set up the event loop");
         goto out;
     }
+    current_host = &host;
+    vu_device_set_file_opener(open_through_daemon);
     ret = become_device(&host, start);
     if (ret < 0) {
         status = HOST_EXIT_REFUSED;
+        goto out;
+    }
+    if (host.stop_requested) {
+        status = EXIT_SUCCESS;
         goto out;
     }
     send_or_log(&host, json_pack("{s:s, s:I}", "type", "ready", "pid", (json_int_t)getpid()));

@@ -478,6 +478,39 @@ static const uint64_t *host_message_counters(struct vfio_userd_device *public)
     return device_of(public)->statistics.messages;
 }
 
+static vu_file_opener_fn file_opener;
+
+void vu_device_set_file_opener(vu_file_opener_fn opener)
+{
+    file_opener = opener;
+}
+
+int vu_device_check_open_file(const json_t *params, const char *path, int flags)
+{
+    int access = flags & O_ACCMODE;
+
+    if (path == NULL || path[0] != '/' ||
+        (access != O_RDONLY && access != O_WRONLY && access != O_RDWR) ||
+        (flags & ~(O_ACCMODE | VU_OPEN_FILE_FLAGS)) != 0)
+        return -EINVAL;
+    return vu_params_name(params, path) ? 0 : -EACCES;
+}
+
+static int host_open_file(struct vfio_userd_device *public, const char *path, int flags,
+                          unsigned int mode)
+{
+    struct vu_device *device = device_of(public);
+    int ret = vu_device_check_open_file(device->params, path, flags);
+    int fd;
+
+    if (ret < 0)
+        return ret;
+    if (file_opener != NULL)
+        return file_opener(device->name, path, flags, mode & 07777);
+    fd = open(path, flags | O_CLOEXEC | O_NOCTTY, (mode_t)(mode & 07777));
+    return fd < 0 ? -errno : fd;
+}
+
 _Static_assert(VFIO_USERD_MESSAGE_COUNTERS == VU_COMMAND_MAX + 1, "counter array size");
 
 static const struct vfio_userd_host host_table = {
@@ -502,6 +535,7 @@ static const struct vfio_userd_host host_table = {
     .params_get_u64 = vu_params_get_u64,
     .message_counters = host_message_counters,
     .add_ioeventfd = host_add_ioeventfd,
+    .open_file = host_open_file,
 };
 
 /* ---------------------------------------------------------------------------------------

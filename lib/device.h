@@ -10,6 +10,7 @@
 #ifndef VU_DEVICE_H
 #define VU_DEVICE_H
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -110,6 +111,23 @@ struct vu_device {
  */
 int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, const json_t *params,
                      struct vu_device **device, struct vfio_userd_error *error);
+
+/*
+ * How plugins' open_file() reaches a file, process-wide: NULL (the default) opens it here,
+ * with open(2); a device host installs one that asks its supervisor, which has the rights.
+ * Called with flags and path already checked, on the device's thread; returns a descriptor
+ * or -errno.
+ */
+typedef int (*vu_file_opener_fn)(const char *device, const char *path, int flags,
+                                 unsigned int mode);
+void vu_device_set_file_opener(vu_file_opener_fn opener);
+
+/* The open(2) flags a plugin may give open_file(), beyond the access mode. */
+#define VU_OPEN_FILE_FLAGS                                                                         \
+    (O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_DIRECT | O_DSYNC | O_SYNC | O_NOATIME | O_NOFOLLOW)
+
+/* Checks a plugin's open_file() request against `params`: 0, -EINVAL or -EACCES. */
+int vu_device_check_open_file(const json_t *params, const char *path, int flags);
 
 /* Calls the plugin's destroy and frees everything. The session must be detached. */
 void vu_device_destroy(struct vu_device *device);

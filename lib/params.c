@@ -100,3 +100,23 @@ int vu_params_get_u64(const json_t *params, const char *key, uint64_t fallback, 
     *value = number;
     return 0;
 }
+
+bool vu_params_name(const json_t *params, const char *path)
+{
+    const char *key;
+    const json_t *value;
+    size_t index;
+
+    if (json_is_string(params))
+        return strcmp(json_string_value(params), path) == 0;
+    if (json_is_object(params)) {
+        json_object_foreach ((json_t *)params, key, value)
+            if (vu_params_name(value, path))
+                return true;
+    } else if (json_is_array(params)) {
+        json_array_foreach (params, index, value)
+            if (vu_params_name(value, path))
+                return true;
+    }
+    return false;
+}

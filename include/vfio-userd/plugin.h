@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define VFIO_USERD_ABI_MAJOR 1
-#define VFIO_USERD_ABI_MINOR 0
+#define VFIO_USERD_ABI_MINOR 1
 
 /* Name of the exported struct vfio_userd_plugin the loader looks up with dlsym(). */
 #define VFIO_USERD_PLUGIN_SYMBOL "vfio_userd_plugin"
@@ -244,7 +244,27 @@ struct vfio_userd_host {
      */
     int (*add_ioeventfd)(struct vfio_userd_device *device, enum vfio_userd_region_index index,
                          uint64_t offset, uint32_t size, uint32_t flags, uint64_t value);
+
+    /* --- Added in 1.1: check host->size before calling (VFIO_USERD_HOST_HAS). --- */
+
+    /*
+     * Opens a file the device needs, such as a disk image, and returns its descriptor
+     * (close-on-exec; the plugin owns it) or -errno. Usable in create() and at run time,
+     * on the device's thread. `path` must be absolute and must appear, exactly as written,
+     * as a string value among the device's parameters (-EACCES otherwise): a plugin opens
+     * what the administrator named, nothing else. `flags` are open(2)'s: an access mode,
+     * with O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_DIRECT, O_DSYNC, O_SYNC, O_NOATIME and
+     * O_NOFOLLOW allowed (-EINVAL for others); `mode` applies with O_CREAT. In process
+     * isolation the daemon opens the file with its own rights and passes the descriptor
+     * to the sandboxed device host, which could not open it itself.
+     */
+    int (*open_file)(struct vfio_userd_device *device, const char *path, int flags,
+                     unsigned int mode);
 };
+
+/* Whether the host table has `member` (added in a later minor version than 1.0). */
+#define VFIO_USERD_HOST_HAS(host, member)                                                          \
+    ((host)->size >= offsetof(struct vfio_userd_host, member) + sizeof((host)->member))
 
 #define VFIO_USERD_MESSAGE_COUNTERS 19
 

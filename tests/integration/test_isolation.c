@@ -759,6 +759,45 @@ START_TEST(the_sandbox_refuses_an_escape)
 }
 END_TEST
 
+/*
+ * open_file(): a file only root may read, named in the device's parameters, opens read-write
+ * for a plugin in a device host (the daemon opens it and passes it) as on a worker thread;
+ * a file no parameter names is refused in both.
+ */
+START_TEST(plugins_open_the_files_their_parameters_name)
+{
+    static const char *const names[] = {"misbehave0", "control0"};
+    char path[PATH_MAX], text[PATH_MAX + 128];
+    const uint32_t word = 0x5a5a1234;
+    int fd;
+
+    /* Mode 0600, root's: a device host's account cannot open it itself. */
+    FORMAT(path, "/tmp/vfio-userd-image-%d.raw", (int)getpid());
+    fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, &word, sizeof(word)), (int)sizeof(word));
+    close(fd);
+    FORMAT(text, "plugin: misbehave\nparams:\n  file: %s\n", path);
+    start_daemon(NULL, text);
+    FORMAT(text, "plugin: misbehave\nisolation: thread\nparams:\n  file: %s\n", path);
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "control0.yaml", text), 0);
+    daemon_harness_device_socket(&harness, "control0", text, sizeof(text));
+    ck_assert_int_eq(daemon_harness_wait_socket(&harness, text, true, TIMEOUT), 0);
+    for (size_t i = 0; i < 2; i++) {
+        struct vu_client *client = connect_device(names[i]);
+        ck_assert_msg(read32(client, 0x18) == 0, "%s: open_file(%s): %s", names[i], path,
+                      strerror((int)read32(client, 0x18)));
+        ck_assert_uint_eq(read32(client, 0x1c), word);
+        ck_assert_uint_eq(read32(client, 0x20), EACCES);
+        if (i == 0 && geteuid() == 0)
+            ck_assert_uint_ne(read32(client, 0x10), 0); /* and it is not root */
+        vu_client_close(client);
+    }
+    unlink(path);
+    stop_daemon();
+}
+END_TEST
+
 START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
 {
     struct vu_client *client;
@@ -996,6 +1035,7 @@ static Suite *isolation_suite(void)
     tcase_add_test(tcase, admin_calls_during_a_hang_leave_healthy_hosts_alone);
     tcase_add_test(tcase, a_leak_ends_at_the_memory_limit);
     tcase_add_test(tcase, the_sandbox_refuses_an_escape);
+    tcase_add_test(tcase, plugins_open_the_files_their_parameters_name);
     tcase_add_test(tcase, restart_no_leaves_a_crashed_device_failed_until_reset);
     tcase_add_test(tcase, the_start_limit_leaves_a_crash_loop_failed_until_reset);
     tcase_add_test(tcase, a_refused_change_leaves_the_running_host_alone);

@@ -50,6 +50,10 @@ enum misbehave_register {
     MISBEHAVE_ATTEMPTED = 0x0c,
     MISBEHAVE_UID = 0x10,
     MISBEHAVE_PID = 0x14,
+    /* With a `file` parameter, what open_file() gave in create(): */
+    MISBEHAVE_FILE_ERRNO = 0x18,    /* 0, or the errno of opening `file` read-write */
+    MISBEHAVE_FILE_WORD = 0x1c,     /* the file's first four bytes */
+    MISBEHAVE_UNNAMED_ERRNO = 0x20, /* the errno of opening /etc/passwd, which no parameter names */
     MISBEHAVE_ERRNO_BASE = 0x40,
     MISBEHAVE_REGISTERS_END = 0x80, /* reads past this return zeros */
 };
@@ -85,6 +89,9 @@ struct misbehave {
     uint32_t attempted;
     int errors[MISBEHAVE_ESCAPE_COUNT];
     void *leaked; /* the leak's blocks, a list through their first word: per device */
+    int file_errno;
+    uint32_t file_word;
+    int unnamed_errno;
 };
 
 /* No sanitizer check: the point is a real SIGSEGV, not a sanitizer's report. The pointer is
@@ -192,6 +199,12 @@ static uint32_t read_register(const struct misbehave *device, uint64_t offset)
         return (uint32_t)getuid();
     case MISBEHAVE_PID:
         return (uint32_t)getpid();
+    case MISBEHAVE_FILE_ERRNO:
+        return (uint32_t)device->file_errno;
+    case MISBEHAVE_FILE_WORD:
+        return device->file_word;
+    case MISBEHAVE_UNNAMED_ERRNO:
+        return (uint32_t)device->unnamed_errno;
     }
     return 0;
 }
@@ -230,6 +243,33 @@ static int misbehave_access(void *instance, uint32_t region, uint64_t offset, vo
     return 0;
 }
 
+/*
+ * open_file() (ABI 1.1): the named file opens in both isolation modes, read-write even from a
+ * sandbox that could not open it itself; a file no parameter names is refused.
+ */
+static void open_files(struct misbehave *device, const struct vfio_userd_host *host,
+                       const char *path)
+{
+    int fd;
+
+    if (!VFIO_USERD_HOST_HAS(host, open_file)) {
+        device->file_errno = ENOSYS;
+        return;
+    }
+    fd = host->open_file(device->device, path, O_RDWR, 0);
+    if (fd < 0) {
+        device->file_errno = -fd;
+    } else {
+        if (pread(fd, &device->file_word, sizeof(device->file_word), 0) < 0)
+            device->file_errno = errno;
+        close(fd);
+    }
+    fd = host->open_file(device->device, "/etc/passwd", O_RDONLY, 0);
+    device->unnamed_errno = fd < 0 ? -fd : 0;
+    if (fd >= 0)
+        close(fd);
+}
+
 static void misbehave_destroy(void *instance)
 {
     free(instance); /* a leak's blocks stay leaked: it ends with abort() anyway */
@@ -262,7 +302,7 @@ static int misbehave_create(struct vfio_userd_device *public, const json_t *para
                             struct vfio_userd_error *error)
 {
     const struct vfio_userd_host *host = vfio_userd_host_of(public);
-    static const char *const allowed[] = {"behavior", "attempts", NULL};
+    static const char *const allowed[] = {"behavior", "attempts", "file", NULL};
     /* In enum misbehave_behavior's order. */
     static const char *const behaviors[] = {"none", "crash", "hang", "leak", "escape", NULL};
     static const char *const attempts[] = {"safe", "all", NULL};
@@ -289,6 +329,8 @@ static int misbehave_create(struct vfio_userd_device *public, const json_t *para
     device->device = public;
     device->behavior = (enum misbehave_behavior)behavior;
     device->all_attempts = all == 1;
+    if (json_is_string(json_object_get(params, "file")))
+        open_files(device, host, json_string_value(json_object_get(params, "file")));
     ret = host->set_ops(public, &misbehave_ops, device);
     if (ret < 0) {
         free(device);
