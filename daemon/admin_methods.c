@@ -13,8 +13,6 @@
 
 #include "admin_methods.h"
 #include "daemon.h"
-#include "endpoint.h"
-#include "fault_guard.h"
 #include "log.h"
 
 /* What a method reports when it fails. */
@@ -148,16 +146,6 @@ static void stuck_text(const struct worker_stuck *stuck, char *text, size_t size
                  (unsigned long long)stuck->seconds);
 }
 
-/* Whether `device`'s worker is stuck; `stuck` is filled when it is. */
-static bool device_stuck(struct daemon *daemon, const struct managed_device *device,
-                         struct worker_stuck *stuck)
-{
-    /* A device host has no worker: the supervisor handles its hangs (state "stuck"). */
-    if (device->isolation == CONFIG_ISOLATION_PROCESS)
-        return false;
-    return workers_stuck(daemon->workers, device->worker, stuck);
-}
-
 /* The error of a method that needs the stuck worker of device `name`. */
 static json_t *fail_stuck(struct method_error *error, const char *name,
                           const struct worker_stuck *stuck)
@@ -179,72 +167,13 @@ static bool check_not_stuck(struct daemon *daemon, const struct managed_device *
 {
     struct worker_stuck stuck;
 
-    if (!device_stuck(daemon, device, &stuck))
+    if (!device_manager_stuck(&daemon->devices, device, &stuck))
         return true;
     fail_stuck(error, device->config->name, &stuck);
     return false;
 }
 
 /* --- Device description. --- */
-
-/*
- * One admin request waits this long in all for the workers, however many devices it
- * describes: a slow worker that still answers must not hold the main thread for a wait
- * per device.
- */
-#define ADMIN_REQUEST_DEADLINE_USEC (2 * WORKERS_CALL_TIMEOUT_USEC)
-
-struct admin_deadline {
-    uint64_t end;   /* CLOCK_MONOTONIC, microseconds */
-    bool *given_up; /* per worker: a call ran out, its other devices are not asked */
-};
-
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
-static void deadline_start(struct admin_deadline *deadline, const struct daemon *daemon)
-{
-    deadline->end = monotonic_usec() + ADMIN_REQUEST_DEADLINE_USEC;
-    deadline->given_up = calloc(workers_count(daemon->workers), sizeof(bool));
-}
-
-/* Time left, at most one call's worth; 0 when none is left. */
-static uint64_t deadline_left(const struct admin_deadline *deadline)
-{
-    uint64_t now = monotonic_usec();
-    uint64_t left = deadline->end > now ? deadline->end - now : 0;
-
-    return left < WORKERS_CALL_TIMEOUT_USEC ? left : WORKERS_CALL_TIMEOUT_USEC;
-}
-
-struct snapshot_task {
-    struct vu_device *device;
-    struct vu_endpoint *endpoint;
-    struct vu_device_statistics statistics;
-    uint32_t dma_maps;
-    bool connected;
-    pid_t client_pid;
-    uint32_t client_fds; /* descriptors the client made the device hold */
-};
-
-static int run_snapshot(sd_event *event, void *argument)
-{
-    struct snapshot_task *task = argument;
-
-    task->statistics = task->device->statistics;
-    task->dma_maps = task->device->dma.count;
-    if (task->endpoint != NULL) {
-        task->connected = vu_endpoint_connected(task->endpoint);
-        task->client_pid = vu_endpoint_client_pid(task->endpoint);
-        vu_endpoint_client_fds(task->endpoint, &task->client_fds, &(uint32_t){0});
-    }
-    return 0;
-}
 
 /* A counter of the snapshot, or null when the worker could not be asked. */
 static json_t *counter(bool known, uint64_t value)
@@ -253,100 +182,46 @@ static json_t *counter(bool known, uint64_t value)
 }
 
 /*
- * The device as device_get shows it. Its counters belong to its worker, and are read
- * there; a worker that does not answer in time makes the device "stuck", its counters
- * null, with "stuck" saying what holds the worker.
+ * The device as device_get shows it: its configuration, its state and its counters, which
+ * are null when the device could not be asked in time (`query`, or NULL for one device).
  */
-/*
- * Reads `device`'s counters on its worker, within `deadline` when not NULL: false when
- * they stay unknown (the worker did not answer in time, or was given up on before).
- */
-static bool snapshot(struct daemon *daemon, const struct managed_device *device,
-                     struct admin_deadline *deadline, struct snapshot_task *task)
-{
-    struct worker_call call = {.task = run_snapshot};
-    struct supervisor_status status;
-    bool *given_up = NULL;
-
-    if (device->isolation == CONFIG_ISOLATION_PROCESS) {
-        uint64_t timeout = deadline != NULL ? deadline_left(deadline) : WORKERS_CALL_TIMEOUT_USEC;
-        if (device->host == NULL || timeout == 0 ||
-            supervisor_status(device->host, timeout, &status) < 0)
-            return false;
-        task->statistics = status.statistics;
-        task->dma_maps = status.dma_maps;
-        task->connected = status.connected;
-        task->client_pid = status.client_pid;
-        task->client_fds = status.client_fds;
-        return true;
-    }
-
-    if (deadline != NULL) {
-        given_up = deadline->given_up != NULL ? &deadline->given_up[device->worker] : NULL;
-        call.timeout_usec = deadline_left(deadline);
-        if (call.timeout_usec == 0 || (given_up != NULL && *given_up))
-            return false;
-    }
-    if (workers_call_sized(daemon->workers, device->worker, &call, task, sizeof(*task)) >= 0)
-        return true;
-    if (given_up != NULL)
-        *given_up = true;
-    return false;
-}
-
 static json_t *describe_device(struct daemon *daemon, struct managed_device *device,
-                               struct admin_deadline *deadline)
+                               struct device_query *query)
 {
-    struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
-    struct worker_stuck stuck;
+    struct device_report report;
     uint64_t messages = 0;
-    const char *state;
-    json_t *error = json_null(), *stuck_data = json_null();
+    bool known;
     char text[512];
-    bool known = snapshot(daemon, device, deadline, &task);
+    json_t *error = json_null(), *stuck_data = json_null();
 
+    device_manager_report(&daemon->devices, device, query, &report);
+    known = report.known;
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
-        messages += task.statistics.messages[i];
-    bool process = device->isolation == CONFIG_ISOLATION_PROCESS;
-    enum supervisor_state host_state =
-        process && device->host != NULL ? supervisor_state(device->host) : SUPERVISOR_RUNNING;
-    const char *last_failure =
-        process && device->host != NULL ? supervisor_last_failure(device->host) : NULL;
-    pid_t pid = !process ? getpid() : device->host != NULL ? supervisor_pid(device->host) : 0;
-
-    if (!known && device_stuck(daemon, device, &stuck)) {
-        state = "stuck";
-        stuck_text(&stuck, text, sizeof(text));
+        messages += report.statistics.messages[i];
+    if (report.worker_stuck) {
+        stuck_text(&report.stuck, text, sizeof(text));
         error = json_string(text);
-        stuck_data = stuck_json(&stuck);
-    } else if (process ? device->host == NULL : device->endpoint == NULL) {
-        state = "error";
-        error = json_string("not serving its socket");
-    } else if (host_state != SUPERVISOR_RUNNING) {
-        /* The device host ended (or hangs and is being killed): why, in `error`. */
-        state = supervisor_state_name(host_state);
-        error = host_state == SUPERVISOR_STUCK ? json_string("stopped answering health checks")
-                : last_failure != NULL         ? json_string(last_failure)
-                                               : json_null();
-    } else {
-        state = !known ? "unknown" : task.connected ? "connected" : "listening";
+        stuck_data = stuck_json(&report.stuck);
+    } else if (report.error != NULL) {
+        error = json_string(report.error);
     }
     return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:s, s:o, s:i, s:o, s:o, s:o, s:o, "
                      "s:o, s:o, s:o, s:o, s:o, s:o}",
                      "name", device->config->name, "plugin", device->plugin->name, "socket",
                      device->socket_path, "source", device->config->origin, "persistent",
-                     device->source != NULL, "state", state, "error", error, "stuck", stuck_data,
-                     "isolation", device_isolation_name(device->isolation), "pid",
-                     pid > 0 ? json_integer(pid) : json_null(), "restarts",
-                     process && device->host != NULL ? (int)supervisor_restarts(device->host) : 0,
-                     "last_failure", last_failure != NULL ? json_string(last_failure) : json_null(),
-                     "client_pid", task.connected ? json_integer(task.client_pid) : json_null(),
-                     "connections", counter(known, task.statistics.connections), "messages",
-                     counter(known, messages), "errors", counter(known, task.statistics.errors),
-                     "bytes_received", counter(known, task.statistics.bytes_received), "bytes_sent",
-                     counter(known, task.statistics.bytes_sent), "dma_maps",
-                     counter(known, task.dma_maps), "client_fds", counter(known, task.client_fds),
-                     "config", config_device_to_json(device->config));
+                     device->source != NULL, "state", report.state, "error", error, "stuck",
+                     stuck_data, "isolation", device_isolation_name(device->isolation), "pid",
+                     report.pid > 0 ? json_integer(report.pid) : json_null(), "restarts",
+                     (int)report.restarts, "last_failure",
+                     report.last_failure != NULL ? json_string(report.last_failure) : json_null(),
+                     "client_pid", report.connected ? json_integer(report.client_pid) : json_null(),
+                     "connections", counter(known, report.statistics.connections), "messages",
+                     counter(known, messages), "errors", counter(known, report.statistics.errors),
+                     "bytes_received", counter(known, report.statistics.bytes_received),
+                     "bytes_sent", counter(known, report.statistics.bytes_sent), "dma_maps",
+                     counter(known, report.dma_maps), "client_fds",
+                     counter(known, report.client_fds), "config",
+                     config_device_to_json(device->config));
 }
 
 /* --- Methods. --- */
@@ -355,22 +230,20 @@ static json_t *method_device_list(struct daemon *daemon, const struct admin_peer
                                   json_t *params, struct method_error *error)
 {
     static const char *const allowed[] = {NULL};
-    struct admin_deadline deadline;
+    struct device_query query;
     json_t *list;
 
     if (!check_params(params, allowed, error))
         return NULL;
-    deadline_start(&deadline, daemon);
-    /* One bounded wait for all workers, rather than one per stuck worker in turn. */
-    workers_probe(daemon->workers, deadline_left(&deadline));
+    device_query_start(&daemon->devices, &query);
     list = json_array();
     for (size_t i = 0; list != NULL && i < daemon->devices.count; i++)
         if (json_array_append_new(
-                list, describe_device(daemon, daemon->devices.devices[i], &deadline)) < 0) {
+                list, describe_device(daemon, daemon->devices.devices[i], &query)) < 0) {
             json_decref(list);
             list = NULL;
         }
-    free(deadline.given_up);
+    device_query_finish(&query);
     if (list == NULL)
         return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
     return list;
@@ -561,29 +434,11 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
     return json_pack("{s:s, s:b}", "name", name, "persistent", persist);
 }
 
-struct reset_task {
-    struct vu_device *device;
-    struct vu_endpoint *endpoint;
-};
-
-static int run_reset(sd_event *event, void *argument)
-{
-    struct reset_task *task = argument;
-    struct vu_device *previous = vu_fault_guard_enter(task->device);
-    int ret = vu_device_reset(task->device);
-
-    if (task->endpoint != NULL)
-        vu_endpoint_flush(task->endpoint);
-    vu_fault_guard_enter(previous);
-    return ret;
-}
-
 static json_t *method_device_reset(struct daemon *daemon, const struct admin_peer *peer,
                                    json_t *params, struct method_error *error)
 {
     static const char *const allowed[] = {"name", NULL};
     struct managed_device *device;
-    struct reset_task task;
     struct worker_stuck stuck;
     const char *name;
     int ret;
@@ -592,23 +447,12 @@ static json_t *method_device_reset(struct daemon *daemon, const struct admin_pee
         (device = existing_device(daemon, name, error)) == NULL ||
         !check_not_stuck(daemon, device, error))
         return NULL;
-    if (device->isolation == CONFIG_ISOLATION_PROCESS) {
-        /* A failed device host is started again: reset is how an operator revives it. */
-        ret = device->host != NULL ? supervisor_reset(device->host, ADMIN_REQUEST_DEADLINE_USEC)
-                                   : -ENODEV;
-        if (ret == -ETIMEDOUT)
-            return fail(error, ADMIN_DEVICE_STUCK, NULL,
-                        "device '%s' did not answer the reset in time", name);
-        if (ret < 0)
-            return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
-                        strerror(-ret));
-        log_change(peer, "reset", name);
-        return describe_device(daemon, device, NULL);
-    }
-    task = (struct reset_task){.device = device->device, .endpoint = device->endpoint};
-    ret = workers_call(daemon->workers, device->worker, run_reset, &task);
-    if (ret == -ETIMEDOUT && device_stuck(daemon, device, &stuck))
+    ret = device_manager_reset(&daemon->devices, device);
+    if (ret == -ETIMEDOUT && device_manager_stuck(&daemon->devices, device, &stuck))
         return fail_stuck(error, name, &stuck);
+    if (ret == -ETIMEDOUT)
+        return fail(error, ADMIN_DEVICE_STUCK, NULL, "device '%s' did not answer the reset in time",
+                    name);
     if (ret < 0)
         return fail(error, ADMIN_OPERATION_FAILED, NULL, "the device refused the reset: %s",
                     strerror(-ret));
@@ -678,36 +522,33 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
     static const char *const allowed[] = {NULL};
     uint64_t now = 0;
     size_t connected = 0, serving = 0, stuck_devices = 0, client_fds = 0;
-    struct admin_deadline deadline;
+    struct device_query query;
     json_t *stuck_workers;
 
     if (!check_params(params, allowed, error))
         return NULL;
     stuck_workers = json_array();
     sd_event_now(daemon->event, CLOCK_MONOTONIC, &now);
-    deadline_start(&deadline, daemon);
-    /* One bounded wait for all workers; then stuck ones are not waited on again. */
-    workers_probe(daemon->workers, deadline_left(&deadline));
+    device_query_start(&daemon->devices, &query);
     for (size_t i = 0; i < workers_count(daemon->workers); i++) {
         struct worker_stuck stuck;
         if (workers_stuck(daemon->workers, i, &stuck))
             json_array_append_new(stuck_workers, stuck_json(&stuck));
     }
     for (size_t i = 0; i < daemon->devices.count; i++) {
-        struct managed_device *device = daemon->devices.devices[i];
-        struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
-        if (device->isolation == CONFIG_ISOLATION_PROCESS ? device->host == NULL
-                                                          : device->endpoint == NULL)
-            continue;
-        if (!snapshot(daemon, device, &deadline, &task)) {
-            stuck_devices++;
+        struct device_report report;
+        device_manager_report(&daemon->devices, daemon->devices.devices[i], &query, &report);
+        if (!report.known) {
+            /* Down (error, failed, restarting) counts as error; stuck and unknown as stuck. */
+            stuck_devices +=
+                strcmp(report.state, "stuck") == 0 || strcmp(report.state, "unknown") == 0;
             continue;
         }
-        connected += task.connected;
-        client_fds += task.client_fds;
+        connected += report.connected;
+        client_fds += report.client_fds;
         serving++;
     }
-    free(deadline.given_up);
+    device_query_finish(&query);
     return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
                      "s:o}",
                      "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",

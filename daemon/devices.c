@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "devices.h"
 #include "endpoint.h"
+#include "fault_guard.h"
 #include "log.h"
 
 /* --- Work done on a device's worker thread. --- */
@@ -868,4 +870,178 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
         vu_log(VFIO_USERD_LOG_INFO, device->config->name, "removed");
     free_managed(device);
     schedule_trim(manager);
+}
+
+/* --- What a device is doing. --- */
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/* Time left, at most one call's worth; 0 when none is left. */
+static uint64_t query_left(const struct device_query *query)
+{
+    uint64_t now = monotonic_usec();
+    uint64_t left = query->end > now ? query->end - now : 0;
+
+    return left < WORKERS_CALL_TIMEOUT_USEC ? left : WORKERS_CALL_TIMEOUT_USEC;
+}
+
+void device_query_start(struct device_manager *manager, struct device_query *query)
+{
+    query->end = monotonic_usec() + DEVICE_QUERY_DEADLINE_USEC;
+    query->given_up = calloc(workers_count(manager->workers), sizeof(bool));
+    workers_probe(manager->workers, query_left(query));
+}
+
+void device_query_finish(struct device_query *query)
+{
+    free(query->given_up);
+    query->given_up = NULL;
+}
+
+struct snapshot_task {
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
+    struct vu_device_statistics statistics;
+    uint32_t dma_maps;
+    bool connected;
+    pid_t client_pid;
+    uint32_t client_fds; /* descriptors the client made the device hold */
+};
+
+static int run_snapshot(sd_event *event, void *argument)
+{
+    struct snapshot_task *task = argument;
+
+    task->statistics = task->device->statistics;
+    task->dma_maps = task->device->dma.count;
+    if (task->endpoint != NULL) {
+        task->connected = vu_endpoint_connected(task->endpoint);
+        task->client_pid = vu_endpoint_client_pid(task->endpoint);
+        vu_endpoint_client_fds(task->endpoint, &task->client_fds, &(uint32_t){0});
+    }
+    return 0;
+}
+
+/* Reads the counters of a device on a worker, within `query` when not NULL. */
+static bool read_worker_counters(struct device_manager *manager,
+                                 const struct managed_device *device, struct device_query *query,
+                                 struct device_report *report)
+{
+    struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
+    struct worker_call call = {.task = run_snapshot};
+    bool *given_up = NULL;
+
+    if (device->endpoint == NULL)
+        return false;
+    if (query != NULL) {
+        given_up = query->given_up != NULL ? &query->given_up[device->worker] : NULL;
+        call.timeout_usec = query_left(query);
+        if (call.timeout_usec == 0 || (given_up != NULL && *given_up))
+            return false;
+    }
+    if (workers_call_sized(manager->workers, device->worker, &call, &task, sizeof(task)) < 0) {
+        if (given_up != NULL)
+            *given_up = true;
+        return false;
+    }
+    report->statistics = task.statistics;
+    report->dma_maps = task.dma_maps;
+    report->connected = task.connected;
+    report->client_pid = task.client_pid;
+    report->client_fds = task.client_fds;
+    return true;
+}
+
+/* Asks a device host for its counters, within `query` when not NULL. */
+static bool read_host_counters(const struct managed_device *device, struct device_query *query,
+                               struct device_report *report)
+{
+    uint64_t timeout = query != NULL ? query_left(query) : WORKERS_CALL_TIMEOUT_USEC;
+    struct supervisor_status status;
+
+    if (device->host == NULL || timeout == 0 ||
+        supervisor_status(device->host, timeout, &status) < 0)
+        return false;
+    report->statistics = status.statistics;
+    report->dma_maps = status.dma_maps;
+    report->connected = status.connected;
+    report->client_pid = status.client_pid;
+    report->client_fds = status.client_fds;
+    return true;
+}
+
+bool device_manager_stuck(struct device_manager *manager, const struct managed_device *device,
+                          struct worker_stuck *stuck)
+{
+    if (device->isolation == CONFIG_ISOLATION_PROCESS)
+        return false;
+    return workers_stuck(manager->workers, device->worker, stuck);
+}
+
+void device_manager_report(struct device_manager *manager, const struct managed_device *device,
+                           struct device_query *query, struct device_report *report)
+{
+    bool process = device->isolation == CONFIG_ISOLATION_PROCESS;
+    enum supervisor_state host_state = SUPERVISOR_RUNNING;
+
+    memset(report, 0, sizeof(*report));
+    if (process && device->host != NULL) {
+        host_state = supervisor_state(device->host);
+        report->pid = supervisor_pid(device->host);
+        report->restarts = supervisor_restarts(device->host);
+        report->last_failure = supervisor_last_failure(device->host);
+        report->known = read_host_counters(device, query, report);
+    } else if (!process) {
+        report->pid = getpid();
+        report->known = read_worker_counters(manager, device, query, report);
+    }
+    if (!report->known && device_manager_stuck(manager, device, &report->stuck)) {
+        report->state = "stuck";
+        report->worker_stuck = true;
+    } else if (process ? device->host == NULL : device->endpoint == NULL) {
+        report->state = "error";
+        report->error = "not serving its socket";
+    } else if (host_state != SUPERVISOR_RUNNING) {
+        /* The device host ended (or hangs and is being killed): why, in `error`. */
+        report->state = supervisor_state_name(host_state);
+        report->error = host_state == SUPERVISOR_STUCK ? "stopped answering health checks"
+                                                       : report->last_failure;
+    } else {
+        report->state = !report->known ? "unknown" : report->connected ? "connected" : "listening";
+    }
+}
+
+struct reset_task {
+    struct vu_device *device;
+    struct vu_endpoint *endpoint;
+};
+
+static int run_reset(sd_event *event, void *argument)
+{
+    struct reset_task *task = argument;
+    struct vu_device *previous = vu_fault_guard_enter(task->device);
+    int ret = vu_device_reset(task->device);
+
+    if (task->endpoint != NULL)
+        vu_endpoint_flush(task->endpoint);
+    vu_fault_guard_enter(previous);
+    return ret;
+}
+
+int device_manager_reset(struct device_manager *manager, struct managed_device *device)
+{
+    struct reset_task task = {.device = device->device, .endpoint = device->endpoint};
+
+    if (device->isolation == CONFIG_ISOLATION_PROCESS)
+        return device->host != NULL ? supervisor_reset(device->host, DEVICE_QUERY_DEADLINE_USEC)
+                                    : -ENODEV;
+    if (device->device == NULL)
+        return -ENODEV;
+    return workers_call(manager->workers, device->worker, run_reset, &task);
 }

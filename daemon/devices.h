@@ -110,6 +110,58 @@ void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config
 int device_lookup_user(const char *text, uid_t *uid);
 int device_lookup_group(const char *text, gid_t *gid);
 
+/* --- What a device is doing, for the admin socket. --- */
+
+/*
+ * One admin request waits at most DEVICE_QUERY_DEADLINE_USEC in all for the devices it asks
+ * about, however many: a worker or a device host that is slow but answers must not hold the
+ * main thread for a wait per device. A worker that missed its turn once is not asked again
+ * within the same query.
+ */
+#define DEVICE_QUERY_DEADLINE_USEC (2 * WORKERS_CALL_TIMEOUT_USEC)
+
+struct device_query {
+    uint64_t end;   /* CLOCK_MONOTONIC, microseconds */
+    bool *given_up; /* per worker */
+};
+
+/* Starts a query: one bounded wait for every worker, so stuck ones are known up front. */
+void device_query_start(struct device_manager *manager, struct device_query *query);
+void device_query_finish(struct device_query *query);
+
+/* A device's state and counters, as device_get reports them. */
+struct device_report {
+    /* listening, connected, stuck, unknown (not asked in time), restarting, failed, error */
+    const char *state;
+    const char *error; /* why it is not serving, or NULL; valid until the manager changes */
+    bool worker_stuck; /* thread isolation: its worker is stuck, and `stuck` says on what */
+    struct worker_stuck stuck;
+    bool known; /* the counters below were read */
+    struct vu_device_statistics statistics;
+    uint32_t dma_maps;
+    uint32_t client_fds;
+    bool connected;
+    pid_t client_pid;
+    pid_t pid;                /* the process it runs in; 0 while its device host is down */
+    unsigned restarts;        /* device hosts started after the first */
+    const char *last_failure; /* why the last device host ended, or NULL */
+};
+
+/* Reads `device`'s state and counters, within `query` (NULL: one device, one call's wait). */
+void device_manager_report(struct device_manager *manager, const struct managed_device *device,
+                           struct device_query *query, struct device_report *report);
+
+/* Whether `device` is on a stuck worker; `stuck` says what holds it. Never for a device
+ * host: the supervisor kills one that hangs. */
+bool device_manager_stuck(struct device_manager *manager, const struct managed_device *device,
+                          struct worker_stuck *stuck);
+
+/*
+ * DEVICE_RESET of `device`, as its client's would; a device whose host is down is started
+ * again instead (see supervisor_reset). -ETIMEDOUT when it does not answer in time.
+ */
+int device_manager_reset(struct device_manager *manager, struct managed_device *device);
+
 /*
  * Only validates `config` (not taken): plugin known and accepting the parameters. For
  * vfio-userd --check-config, which must not touch sockets.
