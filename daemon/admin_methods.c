@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "admin_methods.h"
+#include "config_dirs.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -282,18 +283,12 @@ static json_t *field_from_message(const char *message)
 
 /* Whether a drop-in named `file` exists in any device directory (masks and broken
  * files included), or a device already comes from one: persisting must not replace it.
- * The path found goes to `path`. */
+ * What was found goes to `path`. */
 static bool drop_in_exists(const struct daemon *daemon, const char *file, char *path, size_t size)
 {
-    struct stat status;
-
-    for (size_t i = 0; i < daemon->settings->devices_dir_count; i++) {
-        /* A path too long to check is treated as taken: refusing is the safe answer. */
-        if (snprintf(path, size, "%s/%s", daemon->settings->devices_dirs[i], file) >= (int)size)
-            return true;
-        if (lstat(path, &status) == 0)
-            return true;
-    }
+    if (config_dirs_find(daemon->settings->devices_dirs, daemon->settings->devices_dir_count, file,
+                         path, size))
+        return true;
     snprintf(path, size, "a device from %s", file);
     return device_manager_find_source(&daemon->devices, file) != NULL;
 }
@@ -357,52 +352,12 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
             field_from_message(message), "%s", message);
     device = device_manager_find(&daemon->devices, name);
-    if (persist && daemon->settings->devices_dir_count > 0) {
-        char path[4096], *origin;
-        if (config_device_persist(device->config, daemon->settings->devices_dirs[0], message,
-                                  sizeof(message)) < 0) {
-            device_manager_remove(&daemon->devices, device);
-            return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
-        }
-        /* From now on the device comes from its file, as after a restart. */
-        snprintf(path, sizeof(path), "%s/%s", daemon->settings->devices_dirs[0], source);
-        origin = strdup(path);
-        if (origin != NULL) {
-            free(device->config->origin);
-            device->config->origin = origin;
-        }
+    if (persist && device_manager_persist(&daemon->devices, device, message, sizeof(message)) < 0) {
+        device_manager_remove(&daemon->devices, device);
+        return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
     }
     log_change(peer, persist ? "added (persistent)" : "added", device->config->name);
     return describe_device(daemon, device, NULL);
-}
-
-/* Deletes the drop-in behind `device`, or masks it when it lives in a later directory. */
-static int unpersist(struct daemon *daemon, const struct managed_device *device, char *message,
-                     size_t size)
-{
-    char path[4096];
-    struct stat status;
-
-    if (daemon->settings->devices_dir_count == 0)
-        return 0;
-    snprintf(path, sizeof(path), "%s/%s", daemon->settings->devices_dirs[0], device->source);
-    if (lstat(path, &status) == 0) {
-        if (unlink(path) < 0) {
-            int saved = errno;
-            snprintf(message, size, "cannot delete %.512s: %s", path, strerror(saved));
-            return -saved;
-        }
-        if (strcmp(path, device->config->origin) == 0)
-            return 0;
-    }
-    /* The file is in a later directory: a /dev/null link of that name masks it. */
-    if (access(device->config->origin, F_OK) == 0 && symlink("/dev/null", path) < 0) {
-        int saved = errno;
-        snprintf(message, size, "cannot mask %.400s with %.400s: %s", device->config->origin, path,
-                 strerror(saved));
-        return -saved;
-    }
-    return 0;
 }
 
 static json_t *method_device_remove(struct daemon *daemon, const struct admin_peer *peer,
@@ -426,7 +381,8 @@ static json_t *method_device_remove(struct daemon *daemon, const struct admin_pe
                     "persist: true to delete (or mask) that file",
                     requested, device->config->origin);
     if (persist && device->source != NULL &&
-        unpersist(daemon, device, message, sizeof(message)) < 0)
+        config_dirs_remove(daemon->settings->devices_dirs, daemon->settings->devices_dir_count,
+                           device->source, device->config->origin, message, sizeof(message)) < 0)
         return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
     snprintf(name, sizeof(name), "%s", device->config->name);
     device_manager_remove(&daemon->devices, device);

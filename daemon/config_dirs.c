@@ -232,3 +232,49 @@ void config_dirs_list_free(struct config_dirs_list *list)
     list->entries = NULL;
     list->count = 0;
 }
+
+bool config_dirs_find(char *const *directories, size_t directory_count, const char *name,
+                      char *path, size_t size)
+{
+    struct stat status;
+
+    for (size_t i = 0; i < directory_count; i++) {
+        if (snprintf(path, size, "%s/%s", directories[i], name) >= (int)size)
+            return true;
+        if (lstat(path, &status) == 0)
+            return true;
+    }
+    return false;
+}
+
+int config_dirs_remove(char *const *directories, size_t directory_count, const char *name,
+                       const char *origin, char *error, size_t error_size)
+{
+    char path[4096];
+    struct stat status;
+    int ret;
+
+    if (directory_count == 0)
+        return 0;
+    if (snprintf(path, sizeof(path), "%s/%s", directories[0], name) >= (int)sizeof(path)) {
+        snprintf(error, error_size, "%s/%s: path too long", directories[0], name);
+        return -ENAMETOOLONG;
+    }
+    if (lstat(path, &status) == 0) {
+        if (unlink(path) < 0) {
+            ret = -errno;
+            snprintf(error, error_size, "cannot delete %.512s: %s", path, strerror(-ret));
+            return ret;
+        }
+        if (strcmp(path, origin) == 0)
+            return 0;
+    }
+    /* The file is in a later directory: a /dev/null link of that name masks it. */
+    if (access(origin, F_OK) == 0 && symlink("/dev/null", path) < 0) {
+        ret = -errno;
+        snprintf(error, error_size, "cannot mask %.400s with %.400s: %s", origin, path,
+                 strerror(-ret));
+        return ret;
+    }
+    return 0;
+}

@@ -45,4 +45,21 @@ int config_dirs_scan(char *const *directories, size_t directory_count,
 
 void config_dirs_list_free(struct config_dirs_list *list);
 
+/*
+ * Whether a drop-in called `name` exists in any of `directories` (masks and broken entries
+ * included); the first path found goes to `path`. A path too long to check counts as found:
+ * refusing is the safe answer for a caller that would write there.
+ */
+bool config_dirs_find(char *const *directories, size_t directory_count, const char *name,
+                      char *path, size_t size);
+
+/*
+ * Makes the drop-in `name`, loaded from `origin`, go away for good: deletes it from the first
+ * directory, and when `origin` lives in a later one, masks it there with a symlink to
+ * /dev/null of the same name in the first. Returns 0 or a negative errno, with one line in
+ * `error`.
+ */
+int config_dirs_remove(char *const *directories, size_t directory_count, const char *name,
+                       const char *origin, char *error, size_t error_size);
+
 #endif /* VFIO_USERD_CONFIG_DIRS_H */

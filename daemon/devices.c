@@ -872,6 +872,27 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
     schedule_trim(manager);
 }
 
+int device_manager_persist(struct device_manager *manager, struct managed_device *device,
+                           char *error, size_t error_size)
+{
+    const struct config_daemon *settings = manager->settings;
+    char path[4096], *origin;
+    int ret;
+
+    if (settings->devices_dir_count == 0 || device->source == NULL)
+        return 0;
+    ret = config_device_persist(device->config, settings->devices_dirs[0], error, error_size);
+    if (ret < 0)
+        return ret;
+    snprintf(path, sizeof(path), "%s/%s", settings->devices_dirs[0], device->source);
+    origin = strdup(path);
+    if (origin != NULL) {
+        free(device->config->origin);
+        device->config->origin = origin;
+    }
+    return 0;
+}
+
 /* --- What a device is doing. --- */
 
 static uint64_t monotonic_usec(void)

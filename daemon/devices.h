@@ -110,6 +110,13 @@ void device_endpoint_configure(struct vu_endpoint *endpoint, const struct config
 int device_lookup_user(const char *text, uid_t *uid);
 int device_lookup_group(const char *text, gid_t *gid);
 
+/*
+ * Writes `device` to the first device directory as its drop-in (device->source names it),
+ * from which it then comes, as after a restart. Without device directories, nothing to do.
+ */
+int device_manager_persist(struct device_manager *manager, struct managed_device *device,
+                           char *error, size_t error_size);
+
 /* --- What a device is doing, for the admin socket. --- */
 
 /*
