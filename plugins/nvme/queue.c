@@ -455,7 +455,19 @@ static void nvme_sq_start(struct nvme_controller *ctrl, struct nvme_sq *sq)
     cq->reserved++;
     sq->head = (sq->head + 1) % sq->size;
     cmd->stage = NVME_STAGE_DECODE;
-    rc = nvme_copy(cmd, address, &cmd->sqe, sizeof(cmd->sqe), false);
+    if (ctrl->host->dma_translate(ctrl->device, address, sizeof(cmd->sqe), VFIO_USERD_DMA_READ) !=
+        NULL) {
+        rc = nvme_copy(cmd, address, &cmd->sqe, sizeof(cmd->sqe), false);
+    } else {
+        /* Through messages, the first dword comes alone: the host tells QEMU's DMA_READ reply
+         * layout from the spec's only by a reply that one layout fits, and a 4-byte one whose
+         * data is not zero is such a reply; a 64-byte entry ending in a zero CDW15 fits both
+         * and would be refused while the layout is unknown. The two requests complete in
+         * order. */
+        rc = nvme_copy(cmd, address, &cmd->sqe, 4, false);
+        if (rc == 0)
+            rc = nvme_copy(cmd, address + 4, (uint8_t *)&cmd->sqe + 4, sizeof(cmd->sqe) - 4, false);
+    }
     if (rc < 0)
         cmd->dma_error = rc;
     nvme_step(cmd);
