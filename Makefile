@@ -221,7 +221,7 @@ run: all
 
 # The QEMU guest suite (tests/interop/run.sh): fetches and caches QEMU and a guest kernel
 # on first use; INTEROP_BOOTS picks some of its boots (shared private reboot reconnect
-# eight hotplug).
+# eight hotplug nvme).
 interop: all
 	@bash tests/interop/run.sh $(BUILD) $(INTEROP_BOOTS)
 

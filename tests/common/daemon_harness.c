@@ -171,6 +171,20 @@ static int join_path(char path[PATH_MAX], const char *directory, const char *nam
     return length < 0 || length >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
+static int link_testdev(const struct daemon_harness *harness)
+{
+    char source[PATH_MAX], target[PATH_MAX], absolute[PATH_MAX];
+
+    if (join_path(source, harness->all_plugins, "testdev.so") < 0 ||
+        join_path(target, harness->plugin_dir, "testdev.so") < 0)
+        return -ENAMETOOLONG;
+    if (realpath(source, absolute) == NULL)
+        return -errno;
+    if (mkdir(harness->plugin_dir, 0755) < 0 || symlink(absolute, target) < 0)
+        return -errno;
+    return 0;
+}
+
 static int bind_notify_socket(struct daemon_harness *harness)
 {
     struct sockaddr_un address = {.sun_family = AF_UNIX};
@@ -206,7 +220,8 @@ int daemon_harness_init(struct daemon_harness *harness, const char *config_text)
     }
     if (join_path(harness->config_path, harness->directory, "vfio-userd.yaml") < 0 ||
         join_path(harness->devices_dir, harness->directory, "devices.d") < 0 ||
-        join_path(harness->plugin_dir, build, "plugins") < 0 ||
+        join_path(harness->all_plugins, build, "plugins") < 0 ||
+        join_path(harness->plugin_dir, harness->directory, "plugins") < 0 ||
         join_path(harness->runtime_dir, harness->directory, "run") < 0 ||
         join_path(harness->admin_socket, harness->runtime_dir, "admin.sock") < 0 ||
         join_path(harness->notify_path, harness->directory, "notify") < 0 ||
@@ -214,6 +229,11 @@ int daemon_harness_init(struct daemon_harness *harness, const char *config_text)
         return -ENAMETOOLONG;
     if (mkdir(harness->devices_dir, 0755) < 0)
         return -errno;
+    /* The daemon's tests see testdev alone, so the plugin counts and lists they expect
+     * stay the same as device models are added to the build. */
+    ret = link_testdev(harness);
+    if (ret < 0)
+        return ret;
     ret = daemon_harness_write_file(harness->directory, "vfio-userd.yaml",
                                     config_text != NULL ? config_text : "worker_threads: 2\n");
     if (ret < 0)

@@ -31,7 +31,8 @@ struct daemon_harness {
     char directory[PATH_MAX];    /* this test's own directory */
     char config_path[PATH_MAX];  /* DIRECTORY/vfio-userd.yaml, written by init */
     char devices_dir[PATH_MAX];  /* DIRECTORY/devices.d, created by init */
-    char plugin_dir[PATH_MAX];   /* the build's plugins */
+    char plugin_dir[PATH_MAX];   /* DIRECTORY/plugins: the build's testdev.so only */
+    char all_plugins[PATH_MAX];  /* the build's plugins, every one */
     char runtime_dir[PATH_MAX];  /* DIRECTORY/run, created by the daemon */
     char admin_socket[PATH_MAX]; /* DIRECTORY/run/admin.sock */
     char notify_path[PATH_MAX];  /* DIRECTORY/notify: the NOTIFY_SOCKET */

@@ -1259,7 +1259,7 @@ START_TEST(shipped_examples_are_valid)
                                "--devices-dir",
                                devices,
                                "--plugin-dir",
-                               harness.plugin_dir,
+                               harness.all_plugins,
                                "--check-config",
                                NULL};
 

@@ -42,7 +42,7 @@ mkdir -p "$out" "$logs"
 # The guest: testdev_guest.ko built against the guest kernel, and the initramfs.
 
 build_guest() {
-    local staging=$out/initramfs binary library
+    local staging=$out/initramfs binary
     rm -rf "$out/module" "$staging"
     mkdir -p "$out/module"
     cp "$here/guest/testdev_guest.c" "$here/guest/Kbuild" "$out/module/"
@@ -54,18 +54,53 @@ build_guest() {
     mkdir -p "$staging/bin" "$staging/lib/modules" "$staging/usr/bin"
     cp /bin/busybox "$staging/bin/busybox"
     ln -s busybox "$staging/bin/sh"
-    cp "$here/guest/init" "$here/guest/cases.sh" "$staging/"
+    cp "$here/guest/init" "$here/guest/cases.sh" "$here/guest/nvme_cases.sh" "$staging/"
     chmod 0755 "$staging/init"
     cp "$out/module/testdev_guest.ko" "$staging/lib/modules/"
+    add_nvme_tools "$staging" || return 1
     # lspci and setpci from the host's pciutils, with the libraries they load.
     for binary in /usr/bin/lspci /usr/bin/setpci; do
-        cp "$binary" "$staging/usr/bin/"
-        for library in $(ldd "$binary" | grep -oE '/[^ ]+'); do
-            mkdir -p "$staging$(dirname "$library")"
-            cp -L "$library" "$staging$library"
-        done
+        copy_binary "$staging" "$binary"
     done
     (cd "$staging" && find . | cpio -o -H newc --quiet | gzip -1) >"$out/initramfs.gz"
+}
+
+# copy_binary STAGING BINARY: BINARY and the libraries it loads, at their host paths.
+copy_binary() {
+    local library
+    mkdir -p "$1$(dirname "$2")"
+    cp "$2" "$1$2"
+    for library in $(ldd "$2" | grep -oE '/[^ ]+'); do
+        mkdir -p "$1$(dirname "$library")"
+        cp -L "$library" "$1$library"
+    done
+}
+
+# For the NVMe cases: the guest kernel's nvme driver and ext4 with every module they
+# depend on (in load order, in lib/modules/nvme/order), and e2fsprogs' mke2fs.
+add_nvme_tools() {
+    local staging=$1 modules=$cache/kernel/root/lib/modules/$release seen=" " order=() module
+    resolve_module() {
+        local name=$1 file dependency
+        [[ $seen == *" $name "* ]] && return 0
+        seen+="$name "
+        file=$(find "$modules/kernel" -name "$name.ko" -o -name "${name//_/-}.ko" \
+            -o -name "${name//-/_}.ko" | head -n 1)
+        [ -n "$file" ] || return 0 # built in
+        for dependency in $(modinfo -F depends "$file" | tr ',' ' '); do
+            resolve_module "$dependency"
+        done
+        order+=("$(basename "$file")")
+        cp "$file" "$staging/lib/modules/nvme/"
+    }
+    mkdir -p "$staging/lib/modules/nvme" "$staging/etc"
+    # crc32c and the T10 checksums are loaded by name through the crypto API, not linked.
+    for module in crc32c_generic crct10dif_generic crc64_rocksoft_generic nvme ext4; do
+        resolve_module "$module"
+    done
+    printf '%s\n' "${order[@]}" >"$staging/lib/modules/nvme/order"
+    copy_binary "$staging" /sbin/mke2fs
+    cp /etc/mke2fs.conf "$staging/etc/" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------------------
@@ -128,11 +163,14 @@ add_devices() {
 
 qemu_pid=
 
-# start_qemu LABEL MEMORY CASES DEVICES: DEVICES sockets tdev0.. behind root ports, and one
-# empty root port (hotplug) after them.
+# start_qemu LABEL MEMORY CASES DEVICES [NAME...]: DEVICES sockets tdev0.. (or the NAMEs)
+# behind root ports, and one empty root port (hotplug) after them. QEMU_SMP CPUs (1).
 start_qemu() {
-    local label=$1 memory=$2 cases=$3 devices=$4 i args=()
-    args+=(-machine q35 -accel tcg -smp 1 -m 512M -nodefaults -no-user-config -display none)
+    local label=$1 memory=$2 cases=$3 devices=$4 i args=() names=("${@:5}") smp=${QEMU_SMP:-1}
+    for ((i = ${#names[@]}; i < devices; i++)); do
+        names+=("tdev$i")
+    done
+    args+=(-machine q35 -accel tcg -smp "$smp" -m 512M -nodefaults -no-user-config -display none)
     if [ "$memory" = shared ]; then
         args+=(-object memory-backend-memfd,id=ram,size=512M,share=on -machine memory-backend=ram)
     fi
@@ -140,12 +178,12 @@ start_qemu() {
     args+=(-qmp "unix:$logs/$label.qmp,server=on,wait=off")
     args+=(-D "$logs/$label.trace" -trace 'vfio_user_*')
     args+=(-kernel "$kernel" -initrd "$out/initramfs.gz")
-    args+=(-append "console=ttyS0 quiet iomem=relaxed panic=-1 vut.cases=$cases vut.memory=$memory")
+    args+=(-append "console=ttyS0 quiet iomem=relaxed panic=-1 vut.cases=$cases vut.memory=$memory vut.smp=$smp")
     for ((i = 0; i <= devices; i++)); do
         args+=(-device "pcie-root-port,id=port$i,chassis=$((i + 1)),bus=pcie.0")
     done
     for ((i = 0; i < devices; i++)); do
-        args+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"tdev$i\",\"bus\":\"port$i\",\"socket\":{\"type\":\"unix\",\"path\":\"$run/rt/devices/tdev$i.sock\"}}")
+        args+=(-device "{\"driver\":\"vfio-user-pci\",\"id\":\"${names[i]}\",\"bus\":\"port$i\",\"socket\":{\"type\":\"unix\",\"path\":\"$run/rt/devices/${names[i]}.sock\"}}")
     done
     echo "${qemu_binary[*]} ${args[*]}" >"$logs/$label.cmdline"
     "${qemu_binary[@]}" "${args[@]}" >>"$logs/$label.qemu" 2>&1 &
@@ -353,8 +391,70 @@ boot_hotplug() {
     fi
 }
 
+# The NVMe controller (plugins/nvme) under the guest's own nvme driver: 4 I/O queues, two
+# namespaces backed by files. A first QEMU (shared memory, 4 CPUs) makes ext4 on both and
+# writes files; a second (private memory: every DMA a message, 2 CPUs) finds them and adds
+# more. After each, the host reads every file back from the images with debugfs.
+add_nvme_device() {
+    local socket=$run/rt/devices/nvme0.sock
+    [ -e "$run/devices.d/nvme0.yaml" ] || cat >"$run/devices.d/nvme0.yaml" <<EOF
+plugin: nvme
+params:
+  serial: VUTNVME0
+  io_queues: 4
+  namespaces:
+    - path: $run/nvme0-a.img
+      size: 64M
+    - path: $run/nvme0-b.img
+      size: 32M
+      block_size: 4096
+EOF
+    wait_for "$socket" 10 || {
+        say "device socket nvme0.sock did not appear; daemon log:"
+        tail -n 20 "$logs/daemon.log"
+        return 1
+    }
+}
+
+# check_nvme_data LABEL: each "VUT sum NS FILE SHA256" the guest printed, against the file
+# as debugfs reads it from the namespace's image.
+check_nvme_data() {
+    local label=$1 ns name sum image actual bad= count=0
+    while read -r _ _ ns name sum; do
+        image=$run/nvme0-$ns.img
+        actual=$(/usr/sbin/debugfs -R "cat /$name" "$image" 2>/dev/null | sha256sum | cut -d' ' -f1)
+        count=$((count + 1))
+        [ "$actual" = "$sum" ] || bad="$bad $ns:$name"
+    done < <(grep -aE '^VUT sum [ab] ' "$logs/$label.serial" 2>/dev/null | tr -d '\r')
+    if [ "$count" -gt 0 ] && [ -z "$bad" ]; then
+        printf 'PASS %-10s %-16s %s files found in the images\n' hostdata "[$label]" "$count"
+        passed=$((passed + 1))
+    else
+        printf 'FAIL %-10s %-16s %s files checked; differ in the images:%s\n' hostdata "[$label]" \
+            "$count" "${bad:- (none reported)}"
+        failed=$((failed + 1))
+    fi
+}
+
+boot_nvme() {
+    local started
+    add_nvme_device || { report nvme nvme,ext4; return; }
+    started=$SECONDS
+    QEMU_SMP=4 start_qemu nvme shared nvme,ext4 1 nvme0
+    wait_qemu nvme
+    say "boot nvme (shared guest memory, 4 CPUs): $((SECONDS - started)) s"
+    report nvme nvme,ext4
+    check_nvme_data nvme
+    started=$SECONDS
+    QEMU_SMP=2 start_qemu nvme-private private nvme,ext4keep 1 nvme0
+    wait_qemu nvme-private
+    say "boot nvme-private (private guest memory, 2 CPUs): $((SECONDS - started)) s"
+    report nvme-private nvme,ext4keep
+    check_nvme_data nvme-private
+}
+
 boots=("$@")
-[ ${#boots[@]} -gt 0 ] || boots=(shared private reboot reconnect eight hotplug)
+[ ${#boots[@]} -gt 0 ] || boots=(shared private reboot reconnect eight hotplug nvme)
 
 say "building the guest (testdev_guest.ko for $release, initramfs)"
 build_guest || exit 1

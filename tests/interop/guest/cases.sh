@@ -488,3 +488,6 @@ case_unplug() {
     [ ! -e "/sys/bus/pci/devices/$dev" ] || fail "$dev still present 30 s after device_del"
     [ -z "$(testdev_devices)" ] || fail "a testdev is still on the bus"
 }
+
+# The NVMe controller's cases.
+. /nvme_cases.sh

@@ -1,0 +1,318 @@
+/*
+ * nvme, an NVMe 1.4 PCIe controller: private declarations shared by the plugin's files.
+ *
+ * The register layout, status codes and data structures are the NVMe 1.4 specification's;
+ * vfio-userd-nvme(7) lists the values this controller chooses (limits, optional features).
+ * Every value the guest controls (register writes, doorbells, submission queue entries,
+ * PRP entries) is copied into the controller's own memory once and checked before use:
+ * a bad value ends in an error completion or in Controller Fatal Status, never in an
+ * access outside client memory.
+ */
+#ifndef NVME_H
+#define NVME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <vfio-userd/plugin.h>
+
+#define NVME_PAGE_SIZE  4096u
+#define NVME_PAGE_SHIFT 12
+#define NVME_BAR0_SIZE  (16u << 10)
+#define NVME_DOORBELLS  0x1000u
+
+/* MDTS 5: 2^5 pages of 4 KiB, 128 KiB per command. */
+#define NVME_MDTS           5u
+#define NVME_MAX_TRANSFER   (NVME_PAGE_SIZE << NVME_MDTS)
+#define NVME_MAX_SEGMENTS   ((NVME_MAX_TRANSFER / NVME_PAGE_SIZE) + 1)
+#define NVME_MAX_NAMESPACES 16u
+#define NVME_MAX_IO_QUEUES  128u
+#define NVME_AER_LIMIT      4u /* AERL 3 */
+#define NVME_ERROR_LOG_SIZE 4u /* ELPE 3: entries, all zero */
+
+/* The MSI-X table and PBA live in BAR4, so BAR0 stays registers and doorbells only and its
+ * doorbell page can later become a mappable sparse area. */
+#define NVME_MSIX_BAR      VFIO_USERD_REGION_BAR4
+#define NVME_MSIX_PBA      0x1000u /* table: vectors * 16 bytes from 0, at most 2 KiB */
+#define NVME_MSIX_BAR_SIZE 0x2000u
+#define NVME_MSIX_MAX      (NVME_MAX_IO_QUEUES + 1)
+
+/* Controller registers (BAR0). */
+enum nvme_register {
+    NVME_REG_CAP = 0x00,
+    NVME_REG_VS = 0x08,
+    NVME_REG_INTMS = 0x0c,
+    NVME_REG_INTMC = 0x10,
+    NVME_REG_CC = 0x14,
+    NVME_REG_CSTS = 0x1c,
+    NVME_REG_NSSR = 0x20,
+    NVME_REG_AQA = 0x24,
+    NVME_REG_ASQ = 0x28,
+    NVME_REG_ACQ = 0x30,
+};
+
+#define NVME_CC_EN          (1u << 0)
+#define NVME_CC_CSS(cc)     (((cc) >> 4) & 0x7)
+#define NVME_CC_MPS(cc)     (((cc) >> 7) & 0xf)
+#define NVME_CC_AMS(cc)     (((cc) >> 11) & 0x7)
+#define NVME_CC_SHN(cc)     (((cc) >> 14) & 0x3)
+#define NVME_CC_IOSQES(cc)  (((cc) >> 16) & 0xf)
+#define NVME_CC_IOCQES(cc)  (((cc) >> 20) & 0xf)
+#define NVME_CSTS_RDY       (1u << 0)
+#define NVME_CSTS_CFS       (1u << 1)
+#define NVME_CSTS_SHST_MASK (3u << 2)
+#define NVME_CSTS_SHST_DONE (2u << 2)
+
+/* Status: Status Code Type << 8 | Status Code; DNR is added by the completion path. */
+#define NVME_SCT_GENERIC  0x000u
+#define NVME_SCT_SPECIFIC 0x100u
+enum nvme_status {
+    NVME_SUCCESS = 0x00,
+    NVME_INVALID_OPCODE = 0x01,
+    NVME_INVALID_FIELD = 0x02,
+    NVME_DATA_TRANSFER_ERROR = 0x04,
+    NVME_INTERNAL_ERROR = 0x06,
+    NVME_ABORTED_SQ_DELETION = 0x08,
+    NVME_INVALID_NAMESPACE = 0x0b,
+    NVME_COMMAND_SEQUENCE_ERROR = 0x0c,
+    NVME_PRP_OFFSET_INVALID = 0x13,
+    NVME_NS_WRITE_PROTECTED = 0x20,
+    NVME_LBA_OUT_OF_RANGE = 0x80,
+    NVME_CAPACITY_EXCEEDED = 0x81,
+    NVME_WRITE_FAULT = 0x280, /* media and data integrity errors */
+    NVME_UNRECOVERED_READ_ERROR = 0x281,
+    NVME_CQ_INVALID = NVME_SCT_SPECIFIC | 0x00,
+    NVME_INVALID_QUEUE_ID = NVME_SCT_SPECIFIC | 0x01,
+    NVME_INVALID_QUEUE_SIZE = NVME_SCT_SPECIFIC | 0x02,
+    NVME_AER_LIMIT_EXCEEDED = NVME_SCT_SPECIFIC | 0x05,
+    NVME_INVALID_VECTOR = NVME_SCT_SPECIFIC | 0x08,
+    NVME_INVALID_LOG_PAGE = NVME_SCT_SPECIFIC | 0x09,
+    NVME_INVALID_QUEUE_DELETION = NVME_SCT_SPECIFIC | 0x0c,
+    NVME_FEATURE_NOT_SAVEABLE = NVME_SCT_SPECIFIC | 0x0d,
+    NVME_WRITE_TO_READ_ONLY = NVME_SCT_SPECIFIC | 0x82,
+    /* Not a status: the command is held (Asynchronous Event Request), no completion now. */
+    NVME_HELD = 0xffff,
+};
+
+/* A submission queue entry as the controller keeps it (little-endian host assumed). */
+struct nvme_sqe {
+    uint8_t opcode;
+    uint8_t flags; /* FUSE 1:0, PSDT 7:6 */
+    uint16_t cid;
+    uint32_t nsid;
+    uint64_t reserved;
+    uint64_t mptr;
+    uint64_t prp1;
+    uint64_t prp2;
+    uint32_t cdw10;
+    uint32_t cdw11;
+    uint32_t cdw12;
+    uint32_t cdw13;
+    uint32_t cdw14;
+    uint32_t cdw15;
+};
+_Static_assert(sizeof(struct nvme_sqe) == 64, "an NVMe submission queue entry is 64 bytes");
+
+struct nvme_cqe {
+    uint32_t result;
+    uint32_t reserved;
+    uint16_t sq_head;
+    uint16_t sq_id;
+    uint16_t cid;
+    uint16_t status; /* phase in bit 0 */
+};
+_Static_assert(sizeof(struct nvme_cqe) == 16, "an NVMe completion queue entry is 16 bytes");
+
+enum nvme_backend { NVME_BACKEND_FILE, NVME_BACKEND_RAM };
+
+struct nvme_namespace {
+    uint32_t nsid;
+    enum nvme_backend backend;
+    int fd;          /* file or block device, -1 for RAM */
+    uint8_t *memory; /* RAM backend */
+    uint64_t size;   /* bytes */
+    uint32_t block_shift;
+    bool read_only;
+    bool block_device;
+    uint8_t eui64[8];
+    uint8_t nguid[16];
+    char path[256]; /* for log lines only */
+};
+
+/* Where a command's data moves: guest memory described by PRPs, as contiguous spans. */
+struct nvme_segment {
+    uint64_t address;
+    uint32_t length;
+};
+
+/* The stages of one command; each may wait for DMA through messages (dma_submit). */
+enum nvme_stage {
+    NVME_STAGE_IDLE,
+    NVME_STAGE_FETCH,     /* the entry is being read from the submission queue */
+    NVME_STAGE_DECODE,    /* check the command, find its data length */
+    NVME_STAGE_PRP,       /* read the next PRP list page */
+    NVME_STAGE_PRP_PARSE, /* take the entries read */
+    NVME_STAGE_DATA_IN,   /* guest memory -> bounce buffer */
+    NVME_STAGE_EXECUTE,   /* do it */
+    NVME_STAGE_DATA_OUT,  /* bounce buffer -> guest memory */
+    NVME_STAGE_POST,      /* write the completion entry */
+    NVME_STAGE_DONE,
+};
+
+struct nvme_controller;
+struct nvme_sq;
+
+/* The one command a submission queue has in progress. */
+struct nvme_command {
+    struct nvme_controller *ctrl;
+    struct nvme_sq *sq;
+    enum nvme_stage stage;
+    struct nvme_sqe sqe;
+    uint16_t status;
+    uint32_t result;
+
+    /* Data: length and direction decided in DECODE; the PRP walk fills the segments. */
+    uint32_t data_length;
+    bool data_to_guest;
+    bool direct; /* every segment translates: the backend moves data itself */
+    struct nvme_segment segments[NVME_MAX_SEGMENTS];
+    uint32_t segment_count;
+    /* The PRP list walk: next list address, entries still to read. */
+    uint64_t prp_list;
+    uint32_t prp_remaining;
+    uint32_t prp_page_offset; /* offset of the first PRP entry's data in its page */
+    uint64_t prp_entries[NVME_MAX_SEGMENTS];
+    uint32_t prp_entries_count;
+    uint32_t prp_hops; /* list pages read: bounds a list that points at itself */
+    /* The direct path: the segments translated to pointers into client memory. */
+    struct iovec iov[NVME_MAX_SEGMENTS];
+
+    /* Message DMA in flight: one request per segment plus the entry fetch / completion. */
+    struct vfio_userd_dma_request requests[NVME_MAX_SEGMENTS];
+    uint32_t requests_used; /* in the current stage */
+    uint32_t outstanding;
+    bool holds_slot; /* a completion queue slot is reserved for it */
+    int dma_error;   /* first failure among the outstanding requests */
+    bool abandoned;  /* its queue went away (deletion, reset): drop the results */
+    struct nvme_cqe cqe;
+    uint8_t *bounce; /* NVME_MAX_TRANSFER bytes, allocated when first needed */
+};
+
+struct nvme_cq {
+    bool created;
+    uint16_t id;
+    uint64_t base;
+    uint32_t size; /* entries */
+    uint32_t head;
+    uint32_t tail;
+    uint32_t reserved; /* slots promised to commands in progress */
+    bool phase;
+    bool irq_enabled;
+    uint16_t vector;
+    bool irq_wanted; /* entries posted since the last interrupt */
+};
+
+struct nvme_sq {
+    bool created;
+    uint16_t id;
+    uint16_t cq_id;
+    uint64_t base;
+    uint32_t size;
+    uint32_t head;
+    uint32_t tail;
+    struct nvme_command command;
+};
+
+struct nvme_features {
+    uint32_t arbitration;
+    uint32_t power_management;
+    uint16_t temperature_over;
+    uint16_t temperature_under;
+    uint32_t error_recovery;
+    bool write_cache;
+    uint32_t interrupt_coalescing;
+    uint32_t write_atomicity;
+    uint32_t async_event_config;
+    uint32_t keep_alive;
+    uint8_t vector_coalescing_disabled[(NVME_MSIX_MAX + 7) / 8];
+};
+
+struct nvme_smart {
+    uint64_t data_units_read; /* in 512-byte units; reported in thousands */
+    uint64_t data_units_written;
+    uint64_t host_reads;
+    uint64_t host_writes;
+};
+
+struct nvme_config {
+    struct vfio_userd_pci_identity identity;
+    char serial[21];
+    char model[41];
+    uint32_t io_queues;
+    uint32_t queue_entries; /* MQES + 1 */
+    uint32_t vectors;
+};
+
+struct nvme_controller {
+    struct vfio_userd_device *device;
+    const struct vfio_userd_host *host;
+    struct nvme_config config;
+    struct nvme_namespace namespaces[NVME_MAX_NAMESPACES];
+    uint32_t namespace_count;
+
+    /* Registers. */
+    uint64_t cap;
+    uint32_t intms;
+    uint32_t cc;
+    uint32_t csts;
+    uint32_t aqa;
+    uint64_t asq;
+    uint64_t acq;
+
+    /* Queue 0 is the admin queue pair; io_queues + 1 entries each. */
+    struct nvme_sq *sqs;
+    struct nvme_cq *cqs;
+    bool processing; /* guards against re-entering the queue loop */
+
+    struct nvme_features features;
+    bool queues_requested; /* Number of Queues was set */
+    uint16_t aer_cids[NVME_AER_LIMIT];
+    uint32_t aer_count;
+    struct nvme_smart smart;
+    uint64_t log_second; /* rate limit for guest-triggered log lines */
+    uint32_t log_budget;
+};
+
+/* controller.c */
+void nvme_controller_reset(struct nvme_controller *ctrl);
+int nvme_bar0_access(void *instance, uint32_t region, uint64_t offset, void *data, uint32_t count,
+                     bool is_write);
+void nvme_fatal(struct nvme_controller *ctrl, const char *why);
+__attribute__((format(printf, 2, 3))) void nvme_guest_log(struct nvme_controller *ctrl,
+                                                          const char *format, ...);
+
+/* queue.c */
+void nvme_queues_run(struct nvme_controller *ctrl);
+void nvme_sq_teardown(struct nvme_controller *ctrl, struct nvme_sq *sq);
+void nvme_cq_teardown(struct nvme_controller *ctrl, struct nvme_cq *cq);
+void nvme_irq_flush(struct nvme_controller *ctrl);
+void nvme_cq_update_irq(struct nvme_controller *ctrl, struct nvme_cq *cq);
+int nvme_command_bounce(struct nvme_command *cmd);
+
+/* admin.c: DECODE and EXECUTE of admin commands. */
+void nvme_admin_decode(struct nvme_command *cmd);
+void nvme_admin_execute(struct nvme_command *cmd);
+
+/* io.c: DECODE and EXECUTE of I/O commands; the backends. */
+void nvme_io_decode(struct nvme_command *cmd);
+void nvme_io_execute(struct nvme_command *cmd);
+struct nvme_namespace *nvme_namespace_find(struct nvme_controller *ctrl, uint32_t nsid);
+int nvme_namespace_flush(struct nvme_namespace *ns);
+
+static inline uint64_t nvme_namespace_blocks(const struct nvme_namespace *ns)
+{
+    return ns->size >> ns->block_shift;
+}
+
+#endif /* NVME_H */
