@@ -159,21 +159,23 @@ static int pidfd_kill(int pidfd)
 
 /* In the child, between fork and exec: async-signal-safe calls only. */
 static void __attribute__((noreturn))
-exec_host(const char *binary, char *const *argv, int listen_fd, int channel_fd)
+exec_host(const char *binary, char *const *argv, int listen_fd, int channel_fd, int plugin_fd)
 {
     sigset_t none;
-    int listen_copy, channel_copy;
+    int listen_copy, channel_copy, plugin_copy;
 
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    /* Out of the way first: either may already sit at 3 or 4. */
+    /* Out of the way first: any may already sit at 3, 4 or 5. */
     listen_copy = fcntl(listen_fd, F_DUPFD, 10);
     channel_copy = fcntl(channel_fd, F_DUPFD, 10);
-    if (listen_copy < 0 || channel_copy < 0 || dup2(listen_copy, CONTROL_LISTEN_FD) < 0 ||
-        dup2(channel_copy, CONTROL_CHANNEL_FD) < 0)
+    plugin_copy = fcntl(plugin_fd, F_DUPFD, 10);
+    if (listen_copy < 0 || channel_copy < 0 || plugin_copy < 0 ||
+        dup2(listen_copy, CONTROL_LISTEN_FD) < 0 || dup2(channel_copy, CONTROL_CHANNEL_FD) < 0 ||
+        dup2(plugin_copy, CONTROL_PLUGIN_FD) < 0)
         _exit(126);
     /* Nothing else of the daemon's: no other device's socket, no admin connection. */
-    if (syscall(SYS_close_range, CONTROL_CHANNEL_FD + 1, ~0u, 0) < 0)
+    if (syscall(SYS_close_range, CONTROL_PLUGIN_FD + 1, ~0u, 0) < 0)
         _exit(126);
     execv(binary, argv);
     _exit(127);
@@ -237,7 +239,7 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     char uid[24], gid[24], memory[24], files[24];
     char *argv[12];
     size_t count = 0;
-    int fds[2] = {-1, -1};
+    int fds[2] = {-1, -1}, plugin_fd = -1;
     json_t *start = NULL;
     pid_t pid;
     int ret;
@@ -273,6 +275,12 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         snprintf(error, error_size, "cannot create the control channel: %s", strerror(-ret));
         goto out;
     }
+    plugin_fd = open(host->plugin_path, O_RDONLY | O_CLOEXEC);
+    if (plugin_fd < 0) {
+        ret = -errno;
+        snprintf(error, error_size, "cannot open plugin %s: %s", host->plugin_path, strerror(-ret));
+        goto out;
+    }
     record_start(host, now_usec());
     pid = fork();
     if (pid < 0) {
@@ -281,7 +289,7 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         goto out;
     }
     if (pid == 0)
-        exec_host(binary, argv, host->listen_fd, fds[1]);
+        exec_host(binary, argv, host->listen_fd, fds[1], plugin_fd);
     host->pid = pid;
     host->pidfd = pidfd_open_process(pid);
     host->channel_fd = fds[0];
@@ -320,6 +328,8 @@ out:
         close(fds[0]);
     if (fds[1] >= 0)
         close(fds[1]);
+    if (plugin_fd >= 0)
+        close(plugin_fd);
     json_decref(start);
     return ret;
 }

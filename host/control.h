@@ -10,8 +10,9 @@
  *                        status {seq, ...snapshot}, reset {seq, errno},
  *                        open {seq, path, flags, mode} (a plugin's open_file())
  *
- * The host is started with its device's listening socket at CONTROL_LISTEN_FD and its end of
- * the socketpair at CONTROL_CHANNEL_FD; everything else it gets through "start". Both sides
+ * The host is started with its device's listening socket at CONTROL_LISTEN_FD, its end of
+ * the socketpair at CONTROL_CHANNEL_FD and its plugin at CONTROL_PLUGIN_FD; everything else
+ * it gets through "start". Both sides
  * send without blocking: a peer that stops reading cannot stall the other.
  */
 #ifndef VFIO_USERD_CONTROL_H
@@ -25,6 +26,9 @@
 
 #define CONTROL_LISTEN_FD  3
 #define CONTROL_CHANNEL_FD 4
+/* The plugin's file, opened by the daemon: the host loads it from /proc/self/fd, so that it
+ * needs no right to the plugin directory, and loads the very file the daemon checked. */
+#define CONTROL_PLUGIN_FD 5
 
 /* The largest packet either side sends or accepts (a device's parameters must fit). */
 #define CONTROL_MESSAGE_MAX (256 * 1024)

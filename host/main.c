@@ -199,7 +199,7 @@ static int become_device(struct host *host, const json_t *start)
     const json_t *params = json_object_get(start, "params");
     const json_t *settings = json_object_get(start, "settings");
     struct vfio_userd_error error = {0};
-    char message[512];
+    char message[512], loaded_from[64];
     int ret;
 
     host->name = json_string_value(json_object_get(start, "name"));
@@ -210,7 +210,10 @@ static int become_device(struct host *host, const json_t *start)
     }
     vu_log_set_level(
         (enum vfio_userd_log_level)settings_u64(settings, "log_level", VFIO_USERD_LOG_INFO));
-    ret = vu_plugin_load(plugin_path, &host->module, message, sizeof(message));
+    /* The daemon's open file, not the path, which this account may not even reach. */
+    snprintf(loaded_from, sizeof(loaded_from), "/proc/self/fd/%d", CONTROL_PLUGIN_FD);
+    ret = vu_plugin_load(loaded_from, &host->module, message, sizeof(message));
+    close(CONTROL_PLUGIN_FD);
     if (ret < 0) {
         refuse(host->name, -ret, "plugin", message);
         return ret;
