@@ -5,6 +5,7 @@
 #   make check SANITIZE=1  the same under AddressSanitizer + UBSan (separate tree)
 #   make fuzz            run each libFuzzer target (tests/fuzz/) briefly; fuzz-long: 1M inputs each
 #   make bench           run the benchmarks against a floor server (bench/)
+#   make bench-isolation process against thread isolation, 1 to 1,000 devices
 #   make interop         the QEMU guest suite: QEMU's vfio-user-pci in a Linux guest
 #   make run             start the daemon with one testdev and print how to use it
 #   make install         install under $(DESTDIR)$(PREFIX)
@@ -97,7 +98,7 @@ TEST_BINS      := $(TEST_SRCS:%.c=$(BUILD)/%)
 BENCH_SRCS     := $(wildcard bench/*.c)
 BENCH_BINS     := $(BENCH_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps check fuzz install clean format format-check bench interop run
+.PHONY: all deps check fuzz install clean format format-check bench bench-isolation interop run
 .DEFAULT_GOAL := all
 
 # Quiet by default, one line per target, so a warning stands out; V=1 shows the commands.
@@ -214,6 +215,11 @@ BENCH_REQUESTS ?= 50000
 BENCH_SECONDS  ?= 1
 bench: all
 	@BENCH_SECONDS=$(BENCH_SECONDS) python3 bench/run_bench.py $(BUILD) $(BENCH_ROUNDS) $(BENCH_REQUESTS)
+
+# Process against thread isolation at 1, 100 and 1,000 devices (bench/isolation.py): add and
+# remove times, memory per device, REGION_READ latency against the floor. About a minute.
+bench-isolation: all
+	@python3 bench/isolation.py $(BUILD)
 
 # The daemon in the foreground with one testdev device, and how to use it.
 run: all
