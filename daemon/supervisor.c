@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,8 @@ struct supervisor_host {
     bool change_user;
     uid_t uid;
     gid_t gid;
-    int listen_fd; /* the daemon's own copy; each host gets one of its own */
+    int listen_fd; /* the device manager's, borrowed; each host gets a copy of its own */
+    bool owns_listen_fd;
     bool validate_only;
 
     /* The current host process, while there is one. */
@@ -157,28 +159,54 @@ static int pidfd_kill(int pidfd)
     return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 }
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static void __attribute__((noreturn))
-exec_host(const char *binary, char *const *argv, int listen_fd, int channel_fd, int plugin_fd)
+/*
+ * Starts the host program with the device's listening socket, its end of the control
+ * channel and its plugin at CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD and CONTROL_PLUGIN_FD,
+ * and no other descriptor of the daemon's (no other device's socket, no admin connection).
+ * posix_spawn shares the daemon's memory until the exec instead of copying its page tables,
+ * which a fork of a daemon serving thousands of devices paid on every start.
+ */
+static int spawn_process(const char *binary, char *const *argv, const int sources[3], pid_t *pid)
 {
+    static const int targets[3] = {CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD, CONTROL_PLUGIN_FD};
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int moved[3] = {-1, -1, -1}, ret;
     sigset_t none;
-    int listen_copy, channel_copy, plugin_copy;
 
+    /* Out of the way of the targets first: a source may itself sit at 3, 4 or 5. */
+    for (int i = 0; i < 3; i++) {
+        moved[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, CONTROL_PLUGIN_FD + 1);
+        if (moved[i] < 0) {
+            ret = -errno;
+            goto out_moved;
+        }
+    }
+    ret = -posix_spawn_file_actions_init(&actions);
+    if (ret < 0)
+        goto out_moved;
+    ret = -posix_spawnattr_init(&attributes);
+    if (ret < 0)
+        goto out_actions;
+    for (int i = 0; i < 3 && ret == 0; i++)
+        ret = -posix_spawn_file_actions_adddup2(&actions, moved[i], targets[i]);
+    if (ret == 0)
+        ret = -posix_spawn_file_actions_addclosefrom_np(&actions, CONTROL_PLUGIN_FD + 1);
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    /* Out of the way first: any may already sit at 3, 4 or 5. */
-    listen_copy = fcntl(listen_fd, F_DUPFD, 10);
-    channel_copy = fcntl(channel_fd, F_DUPFD, 10);
-    plugin_copy = fcntl(plugin_fd, F_DUPFD, 10);
-    if (listen_copy < 0 || channel_copy < 0 || plugin_copy < 0 ||
-        dup2(listen_copy, CONTROL_LISTEN_FD) < 0 || dup2(channel_copy, CONTROL_CHANNEL_FD) < 0 ||
-        dup2(plugin_copy, CONTROL_PLUGIN_FD) < 0)
-        _exit(126);
-    /* Nothing else of the daemon's: no other device's socket, no admin connection. */
-    if (syscall(SYS_close_range, CONTROL_PLUGIN_FD + 1, ~0u, 0) < 0)
-        _exit(126);
-    execv(binary, argv);
-    _exit(127);
+    if (ret == 0)
+        ret = -posix_spawnattr_setsigmask(&attributes, &none);
+    if (ret == 0)
+        ret = -posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+    if (ret == 0)
+        ret = -posix_spawn(pid, binary, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
+out_actions:
+    posix_spawn_file_actions_destroy(&actions);
+out_moved:
+    for (int i = 0; i < 3; i++)
+        if (moved[i] >= 0)
+            close(moved[i]);
+    return ret;
 }
 
 static void close_process(struct supervisor_host *host)
@@ -282,14 +310,11 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         goto out;
     }
     record_start(host, now_usec());
-    pid = fork();
-    if (pid < 0) {
-        ret = -errno;
-        snprintf(error, error_size, "cannot start the device host: %s", strerror(-ret));
+    ret = spawn_process(binary, argv, (const int[3]){host->listen_fd, fds[1], plugin_fd}, &pid);
+    if (ret < 0) {
+        snprintf(error, error_size, "cannot start the device host %s: %s", binary, strerror(-ret));
         goto out;
     }
-    if (pid == 0)
-        exec_host(binary, argv, host->listen_fd, fds[1], plugin_fd);
     host->pid = pid;
     host->pidfd = pidfd_open_process(pid);
     host->channel_fd = fds[0];
@@ -630,7 +655,7 @@ static void host_free(struct supervisor_host *host)
     close_process(host);
     sd_event_source_disable_unref(host->health_timer);
     sd_event_source_disable_unref(host->restart_timer);
-    if (host->listen_fd >= 0)
+    if (host->owns_listen_fd && host->listen_fd >= 0)
         close(host->listen_fd);
     sd_event_unref(host->event);
     json_decref(host->params);
@@ -681,8 +706,8 @@ int supervisor_start(sd_event *event, const struct supervisor_config *config, in
     host->restart = config->restart;
     host->validate_only = config->validate_only;
     /* A host that only validates gets no socket: /dev/null holds its place. */
-    host->listen_fd = config->validate_only ? open("/dev/null", O_RDONLY | O_CLOEXEC)
-                                            : fcntl(listen_fd, F_DUPFD_CLOEXEC, 3);
+    host->owns_listen_fd = config->validate_only;
+    host->listen_fd = config->validate_only ? open("/dev/null", O_RDONLY | O_CLOEXEC) : listen_fd;
     host->name = strdup(config->name);
     host->plugin_name = strdup(config->plugin_name);
     host->plugin_path = strdup(config->plugin_path);

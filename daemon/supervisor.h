@@ -2,7 +2,7 @@
  * The supervisor of process isolation: one device-host process (vfio-userd-device-host) per
  * device, started with fork and exec, sandboxed, and watched from the daemon's main loop.
  *
- * The daemon keeps each device's listening socket; the host gets a copy and serves the
+ * The device manager keeps each device's listening socket; the host gets a copy and serves the
  * protocol on it. When a host dies (a crash, a kill, an exit the daemon did not ask for),
  * the socket stays bound, so the VMM's next connection waits in its backlog for the next
  * host; the device is restarted as its `restart` policy says, after a back-off that doubles
@@ -62,10 +62,11 @@ struct supervisor_status {
 };
 
 /*
- * Starts a host for the device on `listen_fd` (a copy is taken; the caller keeps its own)
- * and waits until it serves. On failure, `error` says why in one line; a refusal by the
- * plugin comes as `plugin_error`, with the field it names, and the plugin's errno.
- * With config->validate_only, `listen_fd` is not used and no host is left (`*host` NULL).
+ * Starts a host for the device on `listen_fd`, which the caller keeps open until
+ * supervisor_stop() (every host started gets a copy), and waits until it serves. On failure,
+ * `error` says why in one line; a refusal by the plugin comes as `plugin_error`, with the field it
+ * names, and the plugin's errno. With config->validate_only, `listen_fd` is not used and no host is
+ * left (`*host` NULL).
  */
 int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
                      struct supervisor_host **host, struct vfio_userd_error *plugin_error,

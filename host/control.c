@@ -92,31 +92,44 @@ static int take_descriptors(struct msghdr *header, int *received_fd)
 
 int control_receive_fd(int fd, json_t **message, int *received_fd)
 {
-    /* One byte more than the largest packet, so that a larger one shows as cut short. */
-    static __thread char buffer[CONTROL_MESSAGE_MAX + 1];
     union {
         struct cmsghdr header;
         char space[CMSG_SPACE(4 * sizeof(int))];
     } control;
-    struct iovec vector = {.iov_base = buffer, .iov_len = sizeof(buffer)};
+    struct iovec vector;
     struct msghdr header = {.msg_iov = &vector,
                             .msg_iovlen = 1,
                             .msg_control = control.space,
                             .msg_controllen = sizeof(control.space)};
     json_t *parsed = NULL;
+    char *buffer = NULL;
     ssize_t length;
     int ret;
 
     *message = NULL;
     *received_fd = -1;
-    length = recvmsg(fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    /* The packet's size first, so that the buffer is as large as this packet, not as the
+     * largest one: a static buffer of CONTROL_MESSAGE_MAX cost every process that much. */
+    length = recv(fd, NULL, 0, MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     if (length < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    /* One byte more than the largest packet, so that a larger one shows as cut short. */
+    buffer = malloc((size_t)(length < CONTROL_MESSAGE_MAX ? length : CONTROL_MESSAGE_MAX) + 1);
+    if (buffer == NULL)
+        return -ENOMEM;
+    vector = (struct iovec){
+        .iov_base = buffer,
+        .iov_len = (size_t)(length < CONTROL_MESSAGE_MAX ? length : CONTROL_MESSAGE_MAX) + 1};
+    length = recvmsg(fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (length < 0) {
+        ret = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        goto fail;
+    }
     ret = take_descriptors(&header, received_fd);
     if (ret < 0)
         goto fail;
     if (length == 0)
-        goto out; /* the end of the stream */
+        goto fail; /* the end of the stream: ret is 0 */
     ret = -EBADMSG;
     if ((size_t)length > CONTROL_MESSAGE_MAX || (header.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         goto fail;
@@ -124,19 +137,16 @@ int control_receive_fd(int fd, json_t **message, int *received_fd)
     if (parsed == NULL || !json_is_object(parsed) ||
         !json_is_string(json_object_get(parsed, "type")))
         goto fail;
+    free(buffer);
     *message = parsed;
     return 1;
 fail:
+    free(buffer);
     json_decref(parsed);
     if (*received_fd >= 0)
         close(*received_fd);
     *received_fd = -1;
     return ret;
-out:
-    if (*received_fd >= 0)
-        close(*received_fd);
-    *received_fd = -1;
-    return 0;
 }
 
 int control_receive(int fd, json_t **message)
