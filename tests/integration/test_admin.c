@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_client.h"
 #include "client.h"
 #include "daemon_harness.h"
 #include "test_runner.h"
@@ -35,27 +36,11 @@
 static struct daemon_harness harness;
 static int admin = -1;
 
-static int connect_to(const char *path)
-{
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
-    strcpy(address.sun_path, path);
-    /* A socket file appears at bind(), a moment before its owner listens: a refusal right
-     * then is retried, for up to five seconds. */
-    for (int tries = 0; connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0; tries++)
-        ck_assert_msg(errno == ECONNREFUSED && tries < 500 && usleep(10000) == 0, "connect %s: %s",
-                      path, strerror(errno));
-    return fd;
-}
-
 static void setup(void)
 {
     ck_assert_int_eq(daemon_harness_init(&harness, NULL), 0);
     ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
 }
 
 static void teardown(void)
@@ -402,7 +387,7 @@ START_TEST(persist_failure_leaves_nothing)
     FORMAT(missing, "%s/no/such/dir", harness.directory);
     ck_assert_int_eq(daemon_harness_spawn(&harness, arguments), 0);
     ck_assert_int_eq(daemon_harness_wait_notify(&harness, "READY=1", TIMEOUT, NULL, 0), 0);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     ck_assert_int_eq(call_error("device_add",
                                 "{\"name\":\"p0\",\"plugin\":\"testdev\",\"persist\":true}", NULL,
                                 0),
@@ -465,7 +450,7 @@ END_TEST
 START_TEST(malformed_json_closes_connection)
 {
     json_t *reply;
-    int other = connect_to(harness.admin_socket);
+    int other = admin_client_connect(harness.admin_socket);
 
     send_text(admin, "{\"jsonrpc\":\"2.0\",,}");
     reply = receive_reply(admin);
@@ -493,7 +478,7 @@ START_TEST(invalid_json_is_answered_at_once)
 
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
         /* Never closed, never balanced: the answer cannot wait for the end of the text. */
-        int fd = connect_to(harness.admin_socket);
+        int fd = admin_client_connect(harness.admin_socket);
         json_t *reply;
         send_text(fd, invalid[i]);
         reply = receive_reply(fd);
@@ -596,7 +581,7 @@ START_TEST(oversized_request_closes_connection)
     json_decref(reply);
     ck_assert(closed_by_daemon(admin));
     close(admin);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     json_decref(call_ok("daemon_status", NULL));
 }
 END_TEST
@@ -730,7 +715,7 @@ START_TEST(admin_socket_backs_off_without_descriptors)
     /* The daemon under a tight descriptor limit, set from outside once it runs. */
     ck_assert_int_eq(prlimit(harness.pid, RLIMIT_NOFILE, &tight, NULL), 0);
     while (count < 64) {
-        clients[count] = connect_to(harness.admin_socket);
+        clients[count] = admin_client_connect(harness.admin_socket);
         count++;
     }
     ck_assert_int_eq(daemon_harness_wait_log(&harness, "cannot accept a connection", TIMEOUT), 0);
@@ -742,7 +727,7 @@ START_TEST(admin_socket_backs_off_without_descriptors)
     for (int i = 0; i < count; i++)
         close(clients[i]);
     /* Once descriptors are free again, the administrator gets in. */
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     json_decref(call_ok("daemon_status", NULL));
 }
 END_TEST
@@ -841,7 +826,7 @@ START_TEST(half_closed_client_gets_every_reply)
 
     /* Half a request before the end of the stream: a parse error, then the close. */
     close(admin);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     send_text(admin, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon_st");
     ck_assert_int_eq(shutdown(admin, SHUT_WR), 0);
     reply = receive_reply(admin);
@@ -855,7 +840,7 @@ END_TEST
 
 START_TEST(silent_client_does_not_stall_others)
 {
-    int silent = connect_to(harness.admin_socket);
+    int silent = admin_client_connect(harness.admin_socket);
     char path[PATH_MAX];
 
     /* Half a request, then silence. */
@@ -886,11 +871,11 @@ START_TEST(connection_limit)
 
     /* The fixture's connection is one of the 64; root may use them all. */
     for (int i = 0; i < 63; i++)
-        fds[i] = connect_to(harness.admin_socket);
+        fds[i] = admin_client_connect(harness.admin_socket);
     json_decref(call_on(fds[62], "daemon_status", NULL));
     /* One too many is told why, then closed; the refusals are logged a few times only. */
     for (int i = 0; i < 20; i++) {
-        fds[63] = connect_to(harness.admin_socket);
+        fds[63] = admin_client_connect(harness.admin_socket);
         ck_assert_int_eq(refused_code(fds[63]), -32010);
         ck_assert(closed_by_daemon(fds[63]));
         close(fds[63]);
@@ -900,7 +885,7 @@ START_TEST(connection_limit)
     close(fds[0]);
     /* A slot is free again once a client leaves. */
     for (int i = 0; i < 50; i++) {
-        int fd = connect_to(harness.admin_socket);
+        int fd = admin_client_connect(harness.admin_socket);
         struct pollfd pollfd = {.fd = fd, .events = POLLIN};
         if (poll(&pollfd, 1, 20) == 0) {
             json_decref(call_on(fd, "daemon_status", NULL));
@@ -922,7 +907,7 @@ START_TEST(silent_connections_closed_before_they_lock_anyone_out)
 
     /* 63 silent connections and one with half a request: all gone within 5 s and a bit. */
     for (int i = 0; i < 63; i++)
-        fds[i] = connect_to(harness.admin_socket);
+        fds[i] = admin_client_connect(harness.admin_socket);
     send_text(fds[0], "{\"jsonrpc\":\"2.0\",\"id\":1,\"meth");
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (int i = 0; i < 63; i++) {
@@ -935,7 +920,7 @@ START_TEST(silent_connections_closed_before_they_lock_anyone_out)
     /* The fixture's connection was silent too. */
     ck_assert(closed_by_daemon(admin));
     close(admin);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     json_decref(call_ok("daemon_status", NULL));
 }
 END_TEST
@@ -1018,7 +1003,7 @@ START_TEST(other_users_cannot_lock_out_root)
     /* 57 open (the fixture's and 56 others): root still gets in, up to 64. */
     int fds[7];
     for (int i = 0; i < 7; i++) {
-        fds[i] = connect_to(harness.admin_socket);
+        fds[i] = admin_client_connect(harness.admin_socket);
         json_decref(call_on(fds[i], "daemon_status", NULL));
     }
     json_decref(call_ok("daemon_status", NULL));
@@ -1051,7 +1036,7 @@ START_TEST(persist_survives_restart)
     close(admin);
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     device = call_ok("device_get", "{\"name\":\"keep0\"}");
     ck_assert_str_eq(json_string_value(json_object_get(
                          json_object_get(json_object_get(device, "config"), "params"), "ram_size")),
@@ -1063,7 +1048,7 @@ START_TEST(persist_survives_restart)
     close(admin);
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
-    admin = connect_to(harness.admin_socket);
+    admin = admin_client_connect(harness.admin_socket);
     ck_assert_int_eq(call_error("device_get", "{\"name\":\"keep0\"}", NULL, 0), -32001);
 }
 END_TEST
@@ -1177,7 +1162,7 @@ START_TEST(socket_activation)
     /* systemd-socket-activate starts the daemon at the first connection. */
     for (int i = 0; i < 500 && access(socket_path, F_OK) != 0; i++)
         usleep(10000);
-    admin = connect_to(socket_path);
+    admin = admin_client_connect(socket_path);
     json_t *status = call_ok("daemon_status", NULL);
     ck_assert(json_is_integer(json_object_get(status, "pid")));
     json_decref(status);

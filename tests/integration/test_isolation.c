@@ -22,15 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <vfio-userd/plugin.h>
 
+#include "admin_client.h"
 #include "client.h"
 #include "daemon_harness.h"
+#include "test_process.h"
 #include "test_runner.h"
 
 #define TIMEOUT DAEMON_HARNESS_TIMEOUT_MS
@@ -77,93 +77,16 @@ static const char *const escape_names[ESCAPE_COUNT] = {
 #define ADMIN_BOUND_MS 3500
 
 static struct daemon_harness harness;
-static int admin = -1;
-
-static uint64_t now_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000 + (uint64_t)now.tv_nsec;
-}
-
-static uint64_t now_ms(void)
-{
-    return now_ns() / 1000000;
-}
+static struct admin_client admin = ADMIN_CLIENT_INIT;
 
 /* --- The admin socket. --- */
-
-static int connect_to(const char *path)
-{
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
-    strcpy(address.sun_path, path);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0, "connect %s: %s",
-                  path, strerror(errno));
-    return fd;
-}
-
-static uint64_t admin_max_ms;      /* the slowest admin call of the test */
-static char admin_buffer[1 << 20]; /* what the admin socket sent past the last reply */
-static size_t admin_buffered;
-
-/* Calls `method` with `params` (JSON text or NULL); returns the whole response. */
-static json_t *call(const char *method, const char *params)
-{
-    static int next_id = 1;
-    char *buffer = admin_buffer;
-    size_t buffered = admin_buffered;
-    char request[4096];
-    json_error_t error;
-    uint64_t start = now_ms();
-
-    FORMAT(request, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"%s%s}\n", next_id++, method,
-           params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
-    ck_assert_int_eq(send(admin, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
-    for (;;) {
-        char *newline = memchr(buffer, '\n', buffered);
-        if (newline != NULL) {
-            size_t length = (size_t)(newline - buffer);
-            json_t *reply = json_loadb(buffer, length, 0, &error);
-            ck_assert_msg(reply != NULL, "reply is not JSON: %s", error.text);
-            admin_buffered = buffered - (length + 1);
-            memmove(buffer, newline + 1, admin_buffered);
-            if (now_ms() - start > admin_max_ms)
-                admin_max_ms = now_ms() - start;
-            ck_assert_msg(now_ms() - start < ADMIN_BOUND_MS, "%s took %llu ms", method,
-                          (unsigned long long)(now_ms() - start));
-            return reply;
-        }
-        struct pollfd pollfd = {.fd = admin, .events = POLLIN};
-        ck_assert_msg(poll(&pollfd, 1, TIMEOUT) == 1, "%s: no reply", method);
-        ssize_t received = recv(admin, buffer + buffered, sizeof(admin_buffer) - buffered, 0);
-        ck_assert_int_gt(received, 0);
-        buffered += (size_t)received;
-    }
-}
-
-static json_t *call_ok(const char *method, const char *params)
-{
-    json_t *response = call(method, params);
-    json_t *result = json_incref(json_object_get(response, "result"));
-
-    ck_assert_msg(
-        result != NULL, "%s failed: %s", method,
-        json_string_value(json_object_get(json_object_get(response, "error"), "message")));
-    json_decref(response);
-    return result;
-}
 
 static json_t *get_device(const char *name)
 {
     char params[128];
 
     FORMAT(params, "{\"name\":\"%s\"}", name);
-    return call_ok("device_get", params);
+    return admin_client_call_ok(&admin, "device_get", params);
 }
 
 static const char *string_of(const json_t *device, const char *key)
@@ -183,7 +106,7 @@ static long long integer_of(const json_t *device, const char *key)
 /* device_list answers, with every device. */
 static void expect_list(size_t count)
 {
-    json_t *list = call_ok("device_list", NULL);
+    json_t *list = admin_client_call_ok(&admin, "device_list", NULL);
 
     ck_assert_uint_eq(json_array_size(list), count);
     json_decref(list);
@@ -198,7 +121,7 @@ static json_t *wait_device(const char *name, bool (*done)(const json_t *, const 
                            const void *argument, size_t list_count, char *states,
                            size_t states_size)
 {
-    uint64_t deadline = now_ms() + TIMEOUT;
+    uint64_t deadline = test_now_ms() + TIMEOUT;
     char last[32] = "";
 
     if (states != NULL)
@@ -214,8 +137,8 @@ static json_t *wait_device(const char *name, bool (*done)(const json_t *, const 
         }
         if (done(device, argument))
             return device;
-        ck_assert_msg(now_ms() < deadline, "device %s: still %s (restarts %lld) after %d ms", name,
-                      state, integer_of(device, "restarts"), TIMEOUT);
+        ck_assert_msg(test_now_ms() < deadline, "device %s: still %s (restarts %lld) after %d ms",
+                      name, state, integer_of(device, "restarts"), TIMEOUT);
         json_decref(device);
         if (list_count > 0)
             expect_list(list_count);
@@ -265,10 +188,11 @@ static bool log_has_line(const char *first, const char *second)
 
 static void wait_log_line(const char *first, const char *second)
 {
-    uint64_t deadline = now_ms() + TIMEOUT;
+    uint64_t deadline = test_now_ms() + TIMEOUT;
 
     while (!log_has_line(first, second)) {
-        ck_assert_msg(now_ms() < deadline, "no log line with \"%s\" and \"%s\"", first, second);
+        ck_assert_msg(test_now_ms() < deadline, "no log line with \"%s\" and \"%s\"", first,
+                      second);
         usleep(20 * 1000);
     }
 }
@@ -306,16 +230,13 @@ static void start_daemon(const char *settings, const char *misbehave)
     ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "misbehave0.yaml", misbehave),
                      0);
     ck_assert_int_eq(daemon_harness_start(&harness, arguments), 0);
-    admin = connect_to(harness.admin_socket);
-    admin_buffered = 0;
-    admin_max_ms = 0;
+    /* Every call is held to the bound, and the slowest goes to the log with the readers'. */
+    admin_client_open(&admin, harness.admin_socket, ADMIN_BOUND_MS);
 }
 
 static void teardown(void)
 {
-    if (admin >= 0)
-        close(admin);
-    admin = -1;
+    admin_client_close(&admin);
     if (harness.pid > 0)
         daemon_harness_stop(&harness, SIGKILL);
     daemon_harness_fini(&harness);
@@ -324,8 +245,7 @@ static void teardown(void)
 /* Stops the daemon with SIGTERM: it must exit cleanly, device hosts and all. */
 static void stop_daemon(void)
 {
-    close(admin);
-    admin = -1;
+    admin_client_close(&admin);
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     ck_assert_msg(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0,
                   "daemon exit status 0x%x", harness.exit_status);
@@ -401,11 +321,11 @@ static void *read_loop(void *argument)
 
     while (!atomic_load(&reader->stop)) {
         uint32_t value = 0;
-        uint64_t start = now_ns(), elapsed;
+        uint64_t start = test_now_ns(), elapsed;
         int ret = vu_client_region_read(reader->client, VFIO_USERD_REGION_BAR0, TD_MAGIC_OFFSET,
                                         &value, sizeof(value));
 
-        elapsed = now_ns() - start;
+        elapsed = test_now_ns() - start;
         reader->reads++;
         if (elapsed > reader->max_ns)
             reader->max_ns = elapsed;
@@ -447,7 +367,7 @@ static void stop_readers(struct reader readers[2], const char *what)
                "admin call %llu ms\n",
                what, readers[i].name, i == 0 ? "process" : "thread",
                (unsigned long long)readers[i].reads, (double)readers[i].max_ns / 1e6,
-               (unsigned long long)readers[i].failures, (unsigned long long)admin_max_ms);
+               (unsigned long long)readers[i].failures, (unsigned long long)admin.slowest_ms);
         fflush(stdout);
     }
     for (int i = 0; i < 2; i++) {
@@ -583,9 +503,9 @@ START_TEST(admin_calls_during_a_hang_leave_healthy_hosts_alone)
     start_readers(readers);
     client = misbehave_now();
     FORMAT(text, "device host pid %lld (plugin misbehave) has not answered for", first);
-    deadline = now_ms() + TIMEOUT;
+    deadline = test_now_ms() + TIMEOUT;
     while (!log_has_line("misbehave0: ", text)) {
-        ck_assert_uint_lt(now_ms(), deadline);
+        ck_assert_uint_lt(test_now_ms(), deadline);
         json_decref(get_device("misbehave0")); /* waits up to 1 s for the hung host */
     }
     device = wait_device("misbehave0", is_serving_after, &one, 3, NULL, 0);
@@ -596,24 +516,6 @@ START_TEST(admin_calls_during_a_hang_leave_healthy_hosts_alone)
     stop_daemon();
 }
 END_TEST
-
-/* The daemon's resident memory, in KiB. */
-static long resident_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *status;
-
-    FORMAT(path, "/proc/%d/status", (int)pid);
-    status = fopen(path, "re");
-    ck_assert_ptr_nonnull(status);
-    while (fgets(line, sizeof(line), status) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(status);
-    ck_assert_int_gt(kib, 0);
-    return kib;
-}
 
 START_TEST(a_leak_ends_at_the_memory_limit)
 {
@@ -632,14 +534,14 @@ START_TEST(a_leak_ends_at_the_memory_limit)
     start_daemon("device_memory_limit: 64M\n", "plugin: misbehave\nparams:\n  behavior: leak\n");
     first = misbehave_pid();
     expect_list(3);
-    before = resident_kib(harness.pid);
+    before = (long)test_resident_kib(harness.pid);
     start_readers(readers);
     client = misbehave_now();
 
     FORMAT(text, "device host pid %lld (plugin misbehave) was killed by signal ABRT", first);
     device = wait_device("misbehave0", is_serving_after, &one, 3, states, sizeof(states));
     wait_log_line("misbehave0: ", text);
-    after = resident_kib(harness.pid);
+    after = (long)test_resident_kib(harness.pid);
     printf("leak: misbehave0 went %s; daemon RSS %ld KiB before, %ld KiB after\n", states, before,
            after);
     /* It was the limit that stopped it, not the plugin's own cap. */
@@ -681,26 +583,13 @@ static uint32_t escape_from(const char *name, uint32_t *attempted, uint32_t *uid
     return escaped;
 }
 
-/* The value of `key` in /proc/PID/status. */
+/* The value of `key` in /proc/PID/status, which must be there. */
 static void proc_status(pid_t pid, const char *key, char *value, size_t size)
 {
-    char path[64], line[256];
-    FILE *status;
+    int error = test_proc_status(pid, key, value, size);
 
-    FORMAT(path, "/proc/%d/status", (int)pid);
-    status = fopen(path, "re");
-    ck_assert_msg(status != NULL, "%s: %s", path, strerror(errno));
-    value[0] = '\0';
-    while (fgets(line, sizeof(line), status) != NULL) {
-        if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':') {
-            snprintf(value, size, "%s",
-                     line + strlen(key) + 1 + strspn(line + strlen(key) + 1, " \t"));
-            value[strcspn(value, "\n")] = '\0';
-            break;
-        }
-    }
-    fclose(status);
-    ck_assert_msg(value[0] != '\0', "%s has no %s", path, key);
+    ck_assert_msg(error == 0, "/proc/%d/status: %s", (int)pid, strerror(-error));
+    ck_assert_msg(value[0] != '\0', "/proc/%d/status has no %s", (int)pid, key);
 }
 
 START_TEST(the_sandbox_refuses_an_escape)
@@ -822,7 +711,7 @@ START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
     vu_client_close(client);
 
     /* device_reset starts it again. */
-    result = call_ok("device_reset", "{\"name\":\"misbehave0\"}");
+    result = admin_client_call_ok(&admin, "device_reset", "{\"name\":\"misbehave0\"}");
     json_decref(result);
     device = wait_device("misbehave0", is_serving_after, &one, 3, NULL, 0);
     ck_assert_int_ne(integer_of(device, "pid"), first);
@@ -840,7 +729,7 @@ static int run_ctl(const char *const *arguments, char *out, size_t out_size)
     char binary[PATH_MAX];
     const char *argv[16] = {"vfio-userctl", "-s", harness.admin_socket};
     size_t count = 3, used = 0;
-    uint64_t deadline = now_ms() + TIMEOUT;
+    uint64_t deadline = test_now_ms() + TIMEOUT;
     int status, pipe_fds[2];
     pid_t pid;
 
@@ -862,7 +751,8 @@ static int run_ctl(const char *const *arguments, char *out, size_t out_size)
         struct pollfd pollfd = {.fd = pipe_fds[0], .events = POLLIN};
         ssize_t got;
 
-        ck_assert_msg(now_ms() < deadline && poll(&pollfd, 1, (int)(deadline - now_ms())) == 1,
+        ck_assert_msg(test_now_ms() < deadline &&
+                          poll(&pollfd, 1, (int)(deadline - test_now_ms())) == 1,
                       "vfio-userctl %s did not finish", arguments[0]);
         got = read(pipe_fds[0], out + used, out_size - 1 - used);
         if (got <= 0)
@@ -973,11 +863,11 @@ START_TEST(devices_report_their_isolation_and_process)
     size_t index;
 
     start_daemon(NULL, "plugin: misbehave\n");
-    status = call_ok("daemon_status", NULL);
+    status = admin_client_call_ok(&admin, "daemon_status", NULL);
     ck_assert_int_eq(integer_of(status, "pid"), harness.pid);
     json_decref(status);
 
-    list = call_ok("device_list", NULL);
+    list = admin_client_call_ok(&admin, "device_list", NULL);
     ck_assert_uint_eq(json_array_size(list), 3);
     json_array_foreach (list, index, device) {
         const char *name = string_of(device, "name");

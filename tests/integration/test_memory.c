@@ -14,36 +14,20 @@
  * only runs one short cycle (the daemon must still exit without leaks) and checks no size.
  */
 #include <check.h>
-#include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "admin_client.h"
 #include "daemon_harness.h"
+#include "test_process.h"
 #include "test_runner.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-#define TIMEOUT DAEMON_HARNESS_TIMEOUT_MS
-
 static struct daemon_harness harness;
-static int admin = -1;
+static struct admin_client admin = ADMIN_CLIENT_INIT;
 
 static void setup(void)
 {
@@ -52,9 +36,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (admin >= 0)
-        close(admin);
-    admin = -1;
+    admin_client_close(&admin);
     if (harness.pid > 0) {
         ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
         ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
@@ -69,67 +51,17 @@ static unsigned long setting(const char *name, unsigned long fallback)
     return text != NULL && text[0] != '\0' ? strtoul(text, NULL, 10) : fallback;
 }
 
-static void connect_admin(void)
-{
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-
-    admin = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(admin, 0);
-    ck_assert_uint_lt(strlen(harness.admin_socket), sizeof(address.sun_path));
-    strcpy(address.sun_path, harness.admin_socket);
-    ck_assert_int_eq(connect(admin, (struct sockaddr *)&address, sizeof(address)), 0);
-}
-
-/* Sends one request and fails the test unless its reply is a result. */
-static void call(const char *request)
-{
-    static char reply[65536];
-    size_t length = strlen(request), received = 0;
-
-    ck_assert_int_eq(send(admin, request, length, MSG_NOSIGNAL), (ssize_t)length);
-    while (received == 0 || reply[received - 1] != '\n') {
-        struct pollfd readable = {.fd = admin, .events = POLLIN};
-        ssize_t count;
-
-        ck_assert_int_eq(poll(&readable, 1, TIMEOUT), 1);
-        count = recv(admin, reply + received, sizeof(reply) - 1 - received, 0);
-        ck_assert_int_gt(count, 0);
-        received += (size_t)count;
-        ck_assert_uint_lt(received, sizeof(reply) - 1);
-    }
-    reply[received] = '\0';
-    ck_assert_msg(strstr(reply, "\"result\"") != NULL, "%s failed: %s", request, reply);
-}
-
-/* The daemon's resident set in KiB. */
-static unsigned long resident_kib(void)
-{
-    char path[64], line[256];
-    unsigned long kib = 0;
-    FILE *status;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)harness.pid);
-    status = fopen(path, "r");
-    ck_assert_ptr_nonnull(status);
-    while (fgets(line, sizeof(line), status) != NULL)
-        if (sscanf(line, "VmRSS: %lu kB", &kib) == 1)
-            break;
-    fclose(status);
-    ck_assert_uint_gt(kib, 0);
-    return kib;
-}
-
 /* The resident set once it stops shrinking: the heap is trimmed shortly after removals. */
 static unsigned long settled_kib(void)
 {
-    unsigned long smallest = resident_kib();
+    unsigned long smallest = test_resident_kib(harness.pid);
     int unchanged = 0;
 
     for (int waited = 0; waited < 5000 && unchanged < 10; waited += 100) {
         unsigned long now;
 
         usleep(100 * 1000);
-        now = resident_kib();
+        now = test_resident_kib(harness.pid);
         unchanged = now < smallest ? 0 : unchanged + 1;
         if (now < smallest)
             smallest = now;
@@ -139,11 +71,11 @@ static unsigned long settled_kib(void)
 
 START_TEST(memory_comes_back_after_devices_go)
 {
-    unsigned long cycles = setting("VFIO_USERD_MEMORY_CYCLES", UNDER_ASAN ? 1 : 3);
-    unsigned long devices = setting("VFIO_USERD_MEMORY_DEVICES", UNDER_ASAN ? 50 : 500);
+    unsigned long cycles = setting("VFIO_USERD_MEMORY_CYCLES", TEST_UNDER_ASAN ? 1 : 3);
+    unsigned long devices = setting("VFIO_USERD_MEMORY_DEVICES", TEST_UNDER_ASAN ? 50 : 500);
     unsigned long baseline, first = 0, last = 0, peak;
     struct rlimit limit;
-    char request[256];
+    char params[128];
 
     /* Two descriptors a device, and the daemon inherits the limit. */
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &limit), 0);
@@ -153,24 +85,18 @@ START_TEST(memory_comes_back_after_devices_go)
                   devices);
 
     ck_assert_int_eq(daemon_harness_start(&harness, NULL), 0);
-    connect_admin();
+    admin_client_open(&admin, harness.admin_socket, 0);
     baseline = settled_kib();
     fprintf(stderr, "memory: %lu KiB at the start\n", baseline);
     for (unsigned long cycle = 1; cycle <= cycles; cycle++) {
         for (unsigned long i = 0; i < devices; i++) {
-            FORMAT(request,
-                   "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"device_add\","
-                   "\"params\":{\"name\":\"m%lu\",\"plugin\":\"testdev\"}}\n",
-                   i);
-            call(request);
+            FORMAT(params, "{\"name\":\"m%lu\",\"plugin\":\"testdev\"}", i);
+            json_decref(admin_client_call_ok(&admin, "device_add", params));
         }
-        peak = resident_kib();
+        peak = test_resident_kib(harness.pid);
         for (unsigned long i = 0; i < devices; i++) {
-            FORMAT(request,
-                   "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"device_remove\","
-                   "\"params\":{\"name\":\"m%lu\"}}\n",
-                   i);
-            call(request);
+            FORMAT(params, "{\"name\":\"m%lu\"}", i);
+            json_decref(admin_client_call_ok(&admin, "device_remove", params));
         }
         last = settled_kib();
         if (cycle == 1)
@@ -178,7 +104,7 @@ START_TEST(memory_comes_back_after_devices_go)
         fprintf(stderr, "memory: cycle %lu of %lu devices: %lu KiB with them, %lu KiB after\n",
                 cycle, devices, peak, last);
     }
-    if (UNDER_ASAN)
+    if (TEST_UNDER_ASAN)
         return;
     /* Most of what the devices took is given back, and nothing builds up over cycles. */
     ck_assert_msg(last <= baseline * 3 / 2, "%lu KiB after %lu cycles, %lu KiB at the start", last,

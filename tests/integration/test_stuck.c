@@ -18,15 +18,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <vfio-userd/plugin.h>
 
+#include "admin_client.h"
 #include "client.h"
 #include "daemon_harness.h"
+#include "test_process.h"
 #include "test_runner.h"
 
 #define TIMEOUT  DAEMON_HARNESS_TIMEOUT_MS
@@ -36,68 +36,8 @@
 #define EXIT_BOUND_MS  5000
 
 static struct daemon_harness harness;
-static int admin = -1;
+static struct admin_client admin = ADMIN_CLIENT_INIT;
 static char release_path[PATH_MAX];
-
-static uint64_t now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-static int connect_to(const char *path)
-{
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_uint_lt(strlen(path), sizeof(address.sun_path));
-    strcpy(address.sun_path, path);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0, "connect %s: %s",
-                  path, strerror(errno));
-    return fd;
-}
-
-/* Calls `method` with `params` (JSON text or NULL); returns the whole response. */
-static json_t *call(const char *method, const char *params)
-{
-    static int next_id = 1;
-    static char buffer[1 << 20];
-    char request[4096];
-    size_t buffered = 0;
-    json_error_t error;
-
-    FORMAT(request, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"%s%s}\n", next_id++, method,
-           params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
-    ck_assert_int_eq(send(admin, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
-    for (;;) {
-        char *newline = memchr(buffer, '\n', buffered);
-        if (newline != NULL) {
-            json_t *reply = json_loadb(buffer, (size_t)(newline - buffer), 0, &error);
-            ck_assert_msg(reply != NULL, "reply is not JSON: %s", error.text);
-            return reply;
-        }
-        struct pollfd pollfd = {.fd = admin, .events = POLLIN};
-        ck_assert_msg(poll(&pollfd, 1, TIMEOUT) == 1, "%s: no reply", method);
-        ssize_t received = recv(admin, buffer + buffered, sizeof(buffer) - buffered, 0);
-        ck_assert_int_gt(received, 0);
-        buffered += (size_t)received;
-    }
-}
-
-static json_t *call_ok(const char *method, const char *params)
-{
-    json_t *response = call(method, params);
-    json_t *result = json_incref(json_object_get(response, "result"));
-
-    ck_assert_msg(
-        result != NULL, "%s failed: %s", method,
-        json_string_value(json_object_get(json_object_get(response, "error"), "message")));
-    json_decref(response);
-    return result;
-}
 
 static void write_drop_ins(void)
 {
@@ -122,7 +62,7 @@ static void setup(void)
         daemon_harness_init(&harness, "worker_threads: 2\ndefault_isolation: thread\n"), 0);
     write_drop_ins();
     ck_assert_int_eq(daemon_harness_start(&harness, arguments), 0);
-    admin = connect_to(harness.admin_socket);
+    admin_client_open(&admin, harness.admin_socket, 0);
 }
 
 static void release(void)
@@ -137,9 +77,7 @@ static void teardown(void)
 {
     if (release_path[0] != '\0')
         release();
-    if (admin >= 0)
-        close(admin);
-    admin = -1;
+    admin_client_close(&admin);
     if (harness.pid > 0)
         daemon_harness_stop(&harness, SIGKILL);
     daemon_harness_fini(&harness);
@@ -207,11 +145,11 @@ static void expect_stuck_description(const json_t *device)
 /* Asserts that `method` fails with the stuck-device error, naming stuck0. */
 static void expect_stuck_error(const char *method, const char *params)
 {
-    uint64_t start = now_ms();
-    json_t *response = call(method, params);
+    uint64_t start = test_now_ms();
+    json_t *response = admin_client_call(&admin, method, params);
     json_t *error = json_object_get(response, "error");
 
-    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
     ck_assert_msg(error != NULL, "%s succeeded on a stuck device", method);
     ck_assert_int_eq(json_integer_value(json_object_get(error, "code")), -32006);
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(error, "message")), "stuck0"));
@@ -231,29 +169,29 @@ START_TEST(admin_reports_stuck_device_and_others_keep_serving)
     stuck = make_stuck();
 
     /* The first call finds out: bounded by one wait for all workers. */
-    start = now_ms();
-    list = call_ok("device_list", NULL);
+    start = test_now_ms();
+    list = admin_client_call_ok(&admin, "device_list", NULL);
     fprintf(stderr, "device_list with a stuck worker, first call: %llu ms\n",
-            (unsigned long long)(now_ms() - start));
-    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+            (unsigned long long)(test_now_ms() - start));
+    ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
     expect_stuck_description(find_device(list, "stuck0"));
     ck_assert_str_eq(json_string_value(json_object_get(find_device(list, "healthy0"), "state")),
                      "connected");
     json_decref(list);
 
     /* Known stuck: later calls do not wait for it. */
-    start = now_ms();
-    device = call_ok("device_get", "{\"name\":\"stuck0\"}");
+    start = test_now_ms();
+    device = admin_client_call_ok(&admin, "device_get", "{\"name\":\"stuck0\"}");
     fprintf(stderr, "device_get of the stuck device: %llu ms\n",
-            (unsigned long long)(now_ms() - start));
-    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+            (unsigned long long)(test_now_ms() - start));
+    ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
     expect_stuck_description(device);
     ck_assert(json_is_null(json_object_get(device, "messages")));
     json_decref(device);
 
-    start = now_ms();
-    status = call_ok("daemon_status", NULL);
-    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    start = test_now_ms();
+    status = admin_client_call_ok(&admin, "daemon_status", NULL);
+    ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
     ck_assert_int_eq(
         json_integer_value(json_object_get(json_object_get(status, "devices"), "stuck")), 1);
     ck_assert_int_eq(
@@ -269,7 +207,7 @@ START_TEST(admin_reports_stuck_device_and_others_keep_serving)
 
     /* The other worker's device, and the admin socket, carry on. */
     expect_healthy(healthy, 0x22222222);
-    device = call_ok("device_get", "{\"name\":\"healthy0\"}");
+    device = admin_client_call_ok(&admin, "device_get", "{\"name\":\"healthy0\"}");
     ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
     json_decref(device);
 
@@ -284,7 +222,7 @@ START_TEST(admin_reports_stuck_device_and_others_keep_serving)
     /* Released, the worker answers again and the device is itself again. */
     release();
     ck_assert_int_eq(daemon_harness_wait_log(&harness, "answers again", TIMEOUT), 0);
-    device = call_ok("device_get", "{\"name\":\"stuck0\"}");
+    device = admin_client_call_ok(&admin, "device_get", "{\"name\":\"stuck0\"}");
     ck_assert_str_eq(json_string_value(json_object_get(device, "state")), "connected");
     ck_assert(json_is_null(json_object_get(device, "stuck")));
     json_decref(device);
@@ -327,12 +265,12 @@ static void sigterm_exits(bool wait_until_known)
         ck_assert_int_eq(daemon_harness_wait_log(&harness, "stuck for", TIMEOUT), 0);
     daemon_harness_device_socket(&harness, "stuck0", stuck_path, sizeof(stuck_path));
     daemon_harness_device_socket(&harness, "healthy0", healthy_path, sizeof(healthy_path));
-    start = now_ms();
+    start = test_now_ms();
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     fprintf(stderr, "SIGTERM with a stuck plugin (%s): exit after %llu ms\n",
             wait_until_known ? "known stuck" : "just stuck",
-            (unsigned long long)(now_ms() - start));
-    ck_assert_uint_lt(now_ms() - start, EXIT_BOUND_MS);
+            (unsigned long long)(test_now_ms() - start));
+    ck_assert_uint_lt(test_now_ms() - start, EXIT_BOUND_MS);
     ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 1);
     ck_assert_int_ne(access(stuck_path, F_OK), 0);
     ck_assert_int_ne(access(healthy_path, F_OK), 0);
@@ -362,7 +300,7 @@ static json_t *add_device(const char *name, const char *plugin, const char *para
 
     FORMAT(text, "{\"name\":\"%s\",\"plugin\":\"%s\"%s%s}", name, plugin,
            params != NULL ? ",\"params\":" : "", params != NULL ? params : "");
-    return call("device_add", text);
+    return admin_client_call(&admin, "device_add", text);
 }
 
 /*
@@ -385,7 +323,7 @@ START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
 
     for (int i = 0; i < 4; i++) {
         char name[32];
-        uint64_t start = now_ms();
+        uint64_t start = test_now_ms();
         json_t *result;
 
         FORMAT(name, "good%d", i);
@@ -394,7 +332,7 @@ START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
         ck_assert_msg(
             result != NULL, "device_add %s failed: %s", name,
             json_string_value(json_object_get(json_object_get(response, "error"), "message")));
-        ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+        ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
         json_decref(response);
     }
 
@@ -413,7 +351,7 @@ START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
     fclose(file);
     daemon_harness_device_socket(&harness, "hang0", hang_path, sizeof(hang_path));
     ck_assert_int_eq(daemon_harness_wait_socket(&harness, hang_path, true, TIMEOUT), 0);
-    json_decref(call_ok("device_get", "{\"name\":\"hang0\"}"));
+    json_decref(admin_client_call_ok(&admin, "device_get", "{\"name\":\"hang0\"}"));
 
     /* Late creates leave nothing behind (the sanitizer build checks for leaks at exit). */
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
@@ -430,12 +368,13 @@ START_TEST(a_late_remove_still_stops_the_device)
     struct vu_client *stuck = make_stuck();
     struct pollfd pollfd = {.fd = vu_client_socket(stuck), .events = POLLIN};
     char path[PATH_MAX], byte;
-    uint64_t start = now_ms();
+    uint64_t start = test_now_ms();
     json_t *result;
 
     /* At once, before the heartbeat finds the worker stuck. */
-    result = call_ok("device_remove", "{\"name\":\"stuck0\",\"persist\":true}");
-    ck_assert_uint_lt(now_ms() - start, ADMIN_BOUND_MS);
+    result =
+        admin_client_call_ok(&admin, "device_remove", "{\"name\":\"stuck0\",\"persist\":true}");
+    ck_assert_uint_lt(test_now_ms() - start, ADMIN_BOUND_MS);
     json_decref(result);
     daemon_harness_device_socket(&harness, "stuck0", path, sizeof(path));
     ck_assert_int_ne(access(path, F_OK), 0);
@@ -488,17 +427,17 @@ START_TEST(a_slow_worker_holds_device_list_for_a_bounded_time)
     ck_assert_int_eq(pthread_create(&thread, NULL, slow_writes, &writer), 0);
     usleep(200 * 1000);
 
-    start = now_ms();
-    list = call_ok("device_list", NULL);
-    elapsed = now_ms() - start;
+    start = test_now_ms();
+    list = admin_client_call_ok(&admin, "device_list", NULL);
+    elapsed = test_now_ms() - start;
     fprintf(stderr, "device_list with a slow worker: %llu ms\n", (unsigned long long)elapsed);
     ck_assert_uint_lt(elapsed, 2500);
     ck_assert_uint_eq(json_array_size(list), 12);
     json_decref(list);
 
-    start = now_ms();
-    status = call_ok("daemon_status", NULL);
-    elapsed = now_ms() - start;
+    start = test_now_ms();
+    status = admin_client_call_ok(&admin, "daemon_status", NULL);
+    elapsed = test_now_ms() - start;
     fprintf(stderr, "daemon_status with a slow worker: %llu ms\n", (unsigned long long)elapsed);
     ck_assert_uint_lt(elapsed, 2500);
     json_decref(status);

@@ -13,22 +13,8 @@
 
 #include "device.h"
 #include "fault_guard.h"
+#include "test_process.h"
 #include "test_runner.h"
-
-/* Runs `body` in a child; returns its wait status. */
-static int run_child(void (*body)(void))
-{
-    int status;
-    pid_t child = fork();
-
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
-        body();
-        _exit(0);
-    }
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    return status;
-}
 
 static void read_truncated_dma_memory(void)
 {
@@ -62,9 +48,7 @@ static void read_truncated_dma_memory(void)
 
 START_TEST(truncated_dma_memory_is_absorbed)
 {
-    int status = run_child(read_truncated_dma_memory);
-
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    test_assert_child_passed(read_truncated_dma_memory);
 }
 END_TEST
 
@@ -85,7 +69,7 @@ static void unguarded_fault(void)
 
 START_TEST(other_faults_stay_fatal)
 {
-    int status = run_child(unguarded_fault);
+    int status = test_run_child(unguarded_fault);
 
     ck_assert(WIFSIGNALED(status));
     ck_assert_int_eq(WTERMSIG(status), SIGBUS);
@@ -105,7 +89,7 @@ static void sent_sigbus(void)
 
 START_TEST(sent_sigbus_stays_fatal)
 {
-    int status = run_child(sent_sigbus);
+    int status = test_run_child(sent_sigbus);
 
     ck_assert(WIFSIGNALED(status));
     ck_assert_int_eq(WTERMSIG(status), SIGBUS);

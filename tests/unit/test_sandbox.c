@@ -26,18 +26,8 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "test_process.h"
 #include "test_runner.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
 
 /* A path that does not exist: mount() fails with ENOENT there unless the filter refuses it
  * first, and nothing is mounted either way. */
@@ -59,29 +49,6 @@
         CHILD_CHECK((call) == -1 && errno == (expected_errno));                                    \
     } while (0)
 
-/* Runs `body` in a child; returns its wait status. _exit, not exit: the child must not run
- * the parent's atexit handlers (nor, under ASan, a leak check that needs ptrace). */
-static int run_child(void (*body)(void))
-{
-    int status;
-    pid_t child = fork();
-
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
-        body();
-        _exit(0);
-    }
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    return status;
-}
-
-static void assert_child_passed(void (*body)(void))
-{
-    int status = run_child(body);
-
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
-}
-
 static void install_seccomp_or_exit(void)
 {
     char error[256] = "";
@@ -102,29 +69,11 @@ static void apply_or_exit(const struct sandbox_policy *policy)
     }
 }
 
-/* The value of `field` ("CapEff:") in /proc/self/status, without the tab; "" if absent. */
-static void read_status_field(const char *field, char *value, size_t size)
-{
-    FILE *status = fopen("/proc/self/status", "re");
-    char line[512];
-
-    CHILD_CHECK(status != NULL);
-    value[0] = '\0';
-    while (fgets(line, sizeof(line), status) != NULL) {
-        if (strncmp(line, field, strlen(field)) == 0) {
-            snprintf(value, size, "%s", line + strlen(field) + strspn(line + strlen(field), "\t "));
-            value[strcspn(value, "\n")] = '\0';
-            break;
-        }
-    }
-    fclose(status);
-}
-
 static void check_status_field(const char *field, const char *expected)
 {
     char value[256];
 
-    read_status_field(field, value, sizeof(value));
+    CHILD_CHECK(test_proc_status(0, field, value, sizeof(value)) == 0);
     if (strcmp(value, expected) != 0) {
         fprintf(stderr, "/proc/self/status %s is \"%s\", expected \"%s\"\n", field, value,
                 expected);
@@ -146,7 +95,7 @@ static void refused_calls_work_without_filter(void)
 
 START_TEST(control_without_filter)
 {
-    assert_child_passed(refused_calls_work_without_filter);
+    test_assert_child_passed(refused_calls_work_without_filter);
 }
 END_TEST
 
@@ -216,7 +165,7 @@ static void filter_refuses_and_allows(void)
 
 START_TEST(filter_refuses_and_allows_calls)
 {
-    assert_child_passed(filter_refuses_and_allows);
+    test_assert_child_passed(filter_refuses_and_allows);
 }
 END_TEST
 
@@ -253,14 +202,14 @@ static void int80_mount_refused(void)
 
 START_TEST(i386_calls_are_filtered_too)
 {
-    int status = run_child(probe_int80);
+    int status = test_run_child(probe_int80);
 
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "i386_calls_are_filtered_too: skipped, this kernel has no i386 "
                         "system calls for 64-bit processes\n");
         return;
     }
-    assert_child_passed(int80_mount_refused);
+    test_assert_child_passed(int80_mount_refused);
 }
 END_TEST
 
@@ -275,7 +224,7 @@ static void x32_call(void)
 
 START_TEST(x32_calls_end_the_process)
 {
-    int status = run_child(x32_call);
+    int status = test_run_child(x32_call);
 
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS, "child status %#x", status);
 }
@@ -291,22 +240,22 @@ static void apply_then_filter(void)
 
     apply_or_exit(&policy);
     install_seccomp_or_exit();
-    check_status_field("Seccomp:", "2");
-    check_status_field("NoNewPrivs:", "1");
+    check_status_field("Seccomp", "2");
+    check_status_field("NoNewPrivs", "1");
     /* Staying on the account (here root) still empties every set it can. */
-    check_status_field("CapEff:", "0000000000000000");
-    check_status_field("CapPrm:", "0000000000000000");
-    check_status_field("CapInh:", "0000000000000000");
-    check_status_field("CapAmb:", "0000000000000000");
+    check_status_field("CapEff", "0000000000000000");
+    check_status_field("CapPrm", "0000000000000000");
+    check_status_field("CapInh", "0000000000000000");
+    check_status_field("CapAmb", "0000000000000000");
     if (getuid() == 0)
-        check_status_field("CapBnd:", "0000000000000000");
+        check_status_field("CapBnd", "0000000000000000");
     CHILD_CHECK(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0);
     CHILD_CHECK(getrlimit(RLIMIT_CORE, &limit) == 0 && limit.rlim_cur == 0 && limit.rlim_max == 0);
 }
 
 START_TEST(status_shows_filter_and_no_new_privs)
 {
-    assert_child_passed(apply_then_filter);
+    test_assert_child_passed(apply_then_filter);
 }
 END_TEST
 
@@ -334,13 +283,13 @@ static void become_nobody(void)
     CHILD_CHECK(getresgid(&rgid, &egid, &sgid) == 0);
     CHILD_CHECK(rgid == policy.gid && egid == policy.gid && sgid == policy.gid);
     CHILD_CHECK(getgroups(0, NULL) == 0);
-    check_status_field("Groups:", "");
-    check_status_field("CapEff:", "0000000000000000");
-    check_status_field("CapPrm:", "0000000000000000");
-    check_status_field("CapInh:", "0000000000000000");
-    check_status_field("CapBnd:", "0000000000000000");
-    check_status_field("CapAmb:", "0000000000000000");
-    check_status_field("NoNewPrivs:", "1");
+    check_status_field("Groups", "");
+    check_status_field("CapEff", "0000000000000000");
+    check_status_field("CapPrm", "0000000000000000");
+    check_status_field("CapInh", "0000000000000000");
+    check_status_field("CapBnd", "0000000000000000");
+    check_status_field("CapAmb", "0000000000000000");
+    check_status_field("NoNewPrivs", "1");
     CHILD_FAILS_WITH(setuid(0), EPERM);
     CHILD_FAILS_WITH(setgid(0), EPERM);
     CHILD_FAILS_WITH(open("/etc/shadow", O_RDONLY | O_CLOEXEC), EACCES);
@@ -352,7 +301,7 @@ START_TEST(change_user_drops_everything)
         fprintf(stderr, "change_user_drops_everything: skipped, needs root\n");
         return;
     }
-    assert_child_passed(become_nobody);
+    test_assert_child_passed(become_nobody);
 }
 END_TEST
 
@@ -367,7 +316,7 @@ static void limit_memory(void)
     CHILD_CHECK(getrlimit(RLIMIT_DATA, &before) == 0);
     apply_or_exit(&policy);
     CHILD_CHECK(getrlimit(RLIMIT_DATA, &after) == 0);
-    if (UNDER_ASAN) {
+    if (TEST_UNDER_ASAN) {
         /* Left alone on purpose: ASan's shadow memory counts as data. */
         CHILD_CHECK(after.rlim_cur == before.rlim_cur && after.rlim_max == before.rlim_max);
         return;
@@ -384,7 +333,7 @@ static void limit_memory(void)
 
 START_TEST(memory_limit_applies)
 {
-    assert_child_passed(limit_memory);
+    test_assert_child_passed(limit_memory);
 }
 END_TEST
 
@@ -411,7 +360,7 @@ static void limit_files(void)
 
 START_TEST(files_limit_applies)
 {
-    assert_child_passed(limit_files);
+    test_assert_child_passed(limit_files);
 }
 END_TEST
 
@@ -435,7 +384,7 @@ static void files_limit_above_nr_open(void)
 
 START_TEST(impossible_files_limit_is_reported)
 {
-    assert_child_passed(files_limit_above_nr_open);
+    test_assert_child_passed(files_limit_above_nr_open);
 }
 END_TEST
 
@@ -454,7 +403,7 @@ static void change_user_without_privileges(void)
 
 START_TEST(change_user_without_privileges_is_reported)
 {
-    assert_child_passed(change_user_without_privileges);
+    test_assert_child_passed(change_user_without_privileges);
 }
 END_TEST
 
@@ -480,7 +429,7 @@ static void apply_with_a_thread(void)
 
 START_TEST(second_thread_is_refused)
 {
-    assert_child_passed(apply_with_a_thread);
+    test_assert_child_passed(apply_with_a_thread);
 }
 END_TEST
 
