@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "device.h"
+#include "endpoint.h"
 #include "fault_guard.h"
 #include "log.h"
 #include "params.h"
@@ -120,7 +121,7 @@ static int check_sparse_areas(const struct vfio_userd_region *region)
     if (region->sparse_area_count == 0)
         return 0;
     if (!(region->flags & VFIO_USERD_REGION_MAPPABLE) || region->sparse_areas == NULL ||
-        region->sparse_area_count > 64)
+        region->sparse_area_count > VU_MAX_SPARSE_AREAS)
         return -EINVAL;
     for (uint32_t i = 0; i < region->sparse_area_count; i++) {
         const struct vfio_userd_sparse_area *area = &region->sparse_areas[i];
@@ -511,6 +512,300 @@ static int host_open_file(struct vfio_userd_device *public, const char *path, in
     return fd < 0 ? -errno : fd;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Event loop (ABI 1.1): descriptors, timers and post() on the device's own loop.
+ *
+ * The device learns its loop when an endpoint starts serving it (vu_device_attach_loop);
+ * sources a plugin adds before that, in create(), wait in the device's list and join the
+ * loop then. Every callback runs as the endpoint's own do: the SIGBUS guard entered for
+ * the device, the watchdog told which callback runs, and the endpoint's output flushed
+ * afterwards so that DMA messages the callback queued leave and their deadline is armed.
+ */
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/* Enters plugin code for `device` from the loop; returns what to hand to callback_end. */
+static struct vu_device *callback_begin(struct vu_device *device, const char *callback)
+{
+    struct vu_device *previous = vu_fault_guard_enter(device);
+
+    track(device, callback);
+    return previous;
+}
+
+static void callback_end(struct vu_device *device, struct vu_device *previous)
+{
+    track(device, NULL);
+    if (device->endpoint != NULL)
+        vu_endpoint_flush(device->endpoint);
+    vu_fault_guard_enter(previous);
+}
+
+static int on_source_io(sd_event_source *event_source, int fd, uint32_t revents, void *userdata)
+{
+    struct vfio_userd_source *source = userdata;
+    struct vu_device *device = source->device;
+    struct vu_device *previous = callback_begin(device, "fd");
+
+    /* The callback may remove its own source: nothing of it is touched afterwards. */
+    source->fd_callback(source->opaque, fd, revents);
+    callback_end(device, previous);
+    return 0;
+}
+
+static int on_source_time(sd_event_source *event_source, uint64_t usec, void *userdata)
+{
+    struct vfio_userd_source *source = userdata;
+    struct vu_device *device = source->device;
+    struct vu_device *previous = callback_begin(device, "timer");
+
+    source->deadline = VFIO_USERD_TIMER_OFF; /* one-shot; timer_set() re-arms it */
+    source->timer_callback(source->opaque);
+    callback_end(device, previous);
+    return 0;
+}
+
+/* Puts `source` on the device's loop, as its deadline or events say. */
+static int source_attach(struct vfio_userd_source *source)
+{
+    sd_event *event = source->device->event;
+    int ret;
+
+    if (event == NULL || source->event_source != NULL)
+        return 0;
+    if (!source->is_timer)
+        return sd_event_add_io(event, &source->event_source, source->fd, source->events,
+                               on_source_io, source);
+    /* Accuracy 1 us: sd-event's default (0) lets a timer slip by up to 250 ms. */
+    ret = sd_event_add_time(event, &source->event_source, CLOCK_MONOTONIC,
+                            source->deadline == VFIO_USERD_TIMER_OFF ? 0 : source->deadline, 1,
+                            on_source_time, source);
+    if (ret >= 0 && source->deadline == VFIO_USERD_TIMER_OFF)
+        ret = sd_event_source_set_enabled(source->event_source, SD_EVENT_OFF);
+    return ret;
+}
+
+static void source_detach(struct vfio_userd_source *source)
+{
+    source->event_source = sd_event_source_disable_unref(source->event_source);
+}
+
+static void source_free(struct vfio_userd_source *source)
+{
+    struct vu_device *device = source->device;
+
+    source_detach(source);
+    if (source->previous != NULL)
+        source->previous->next = source->next;
+    else
+        device->sources = source->next;
+    if (source->next != NULL)
+        source->next->previous = source->previous;
+    free(source);
+}
+
+static int source_add(struct vu_device *device, struct vfio_userd_source *source,
+                      struct vfio_userd_source **result)
+{
+    int ret;
+
+    source->device = device;
+    source->next = device->sources;
+    if (device->sources != NULL)
+        device->sources->previous = source;
+    device->sources = source;
+    ret = source_attach(source);
+    if (ret < 0) {
+        source_free(source);
+        return ret;
+    }
+    *result = source;
+    return 0;
+}
+
+static int host_add_fd(struct vfio_userd_device *public, int fd, uint32_t events,
+                       void (*callback)(void *opaque, int fd, uint32_t revents), void *opaque,
+                       struct vfio_userd_source **result)
+{
+    struct vfio_userd_source *source;
+
+    if (result == NULL || fd < 0 || callback == NULL)
+        return -EINVAL;
+    source = calloc(1, sizeof(*source));
+    if (source == NULL)
+        return -ENOMEM;
+    source->fd = fd;
+    source->events = events;
+    source->fd_callback = callback;
+    source->opaque = opaque;
+    return source_add(device_of(public), source, result);
+}
+
+static uint64_t deadline_of(uint64_t usec)
+{
+    uint64_t now = monotonic_usec();
+
+    if (usec == VFIO_USERD_TIMER_OFF)
+        return VFIO_USERD_TIMER_OFF;
+    /* sd-event treats 0 as "now" too, but keep the sum clear of the OFF value. */
+    return usec >= VFIO_USERD_TIMER_OFF - 1 - now ? VFIO_USERD_TIMER_OFF - 1 : now + usec;
+}
+
+static int host_add_timer(struct vfio_userd_device *public, uint64_t usec,
+                          void (*callback)(void *opaque), void *opaque,
+                          struct vfio_userd_source **result)
+{
+    struct vfio_userd_source *source;
+
+    if (result == NULL || callback == NULL)
+        return -EINVAL;
+    source = calloc(1, sizeof(*source));
+    if (source == NULL)
+        return -ENOMEM;
+    source->is_timer = true;
+    source->fd = -1;
+    source->timer_callback = callback;
+    source->opaque = opaque;
+    source->deadline = deadline_of(usec);
+    return source_add(device_of(public), source, result);
+}
+
+static int host_timer_set(struct vfio_userd_device *public, struct vfio_userd_source *source,
+                          uint64_t usec)
+{
+    int ret;
+
+    if (source == NULL || !source->is_timer || source->device != device_of(public))
+        return -EINVAL;
+    source->deadline = deadline_of(usec);
+    if (source->event_source == NULL)
+        return 0; /* armed when the device joins its loop */
+    if (source->deadline == VFIO_USERD_TIMER_OFF)
+        return sd_event_source_set_enabled(source->event_source, SD_EVENT_OFF);
+    ret = sd_event_source_set_time(source->event_source, source->deadline);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(source->event_source, SD_EVENT_ONESHOT);
+    return ret;
+}
+
+static void host_remove_source(struct vfio_userd_device *public, struct vfio_userd_source *source)
+{
+    if (source != NULL && source->device == device_of(public))
+        source_free(source);
+}
+
+static int host_post(struct vfio_userd_device *public, void (*function)(void *opaque), void *opaque)
+{
+    struct vu_device *device = device_of(public);
+    struct vu_post *post, *head;
+    uint64_t one = 1;
+
+    if (function == NULL)
+        return -EINVAL;
+    post = malloc(sizeof(*post));
+    if (post == NULL)
+        return -ENOMEM;
+    post->function = function;
+    post->opaque = opaque;
+    head = atomic_load_explicit(&device->posted, memory_order_relaxed);
+    do
+        post->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&device->posted, &head, post,
+                                                  memory_order_release, memory_order_relaxed));
+    /* Only the post that made the queue non-empty wakes the loop: the loop takes the whole
+     * queue after it read the eventfd, so a later post finds it taken or to be taken. */
+    if (head == NULL && write(device->post_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+/* Takes the posted functions, oldest first. */
+static struct vu_post *take_posted(struct vu_device *device)
+{
+    struct vu_post *taken = atomic_exchange_explicit(&device->posted, NULL, memory_order_acquire);
+    struct vu_post *ordered = NULL;
+
+    while (taken != NULL) {
+        struct vu_post *next = taken->next;
+        taken->next = ordered;
+        ordered = taken;
+        taken = next;
+    }
+    return ordered;
+}
+
+static int on_posted(sd_event_source *event_source, int fd, uint32_t revents, void *userdata)
+{
+    struct vu_device *device = userdata;
+    struct vu_device *previous;
+    struct vu_post *post;
+    uint64_t count;
+
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        return 0;
+    post = take_posted(device);
+    if (post == NULL)
+        return 0;
+    previous = callback_begin(device, "post");
+    while (post != NULL) {
+        struct vu_post *next = post->next;
+        post->function(post->opaque);
+        free(post);
+        post = next;
+    }
+    callback_end(device, previous);
+    return 0;
+}
+
+int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_endpoint *endpoint)
+{
+    int ret = 0;
+
+    vu_device_detach_loop(device);
+    device->event = sd_event_ref(event);
+    device->endpoint = endpoint;
+    if (device->post_fd >= 0)
+        ret = sd_event_add_io(event, &device->post_source, device->post_fd, EPOLLIN, on_posted,
+                              device);
+    for (struct vfio_userd_source *source = device->sources; ret >= 0 && source != NULL;
+         source = source->next)
+        ret = source_attach(source);
+    if (ret < 0)
+        vu_device_detach_loop(device);
+    return ret;
+}
+
+void vu_device_detach_loop(struct vu_device *device)
+{
+    for (struct vfio_userd_source *source = device->sources; source != NULL; source = source->next)
+        source_detach(source);
+    device->post_source = sd_event_source_disable_unref(device->post_source);
+    device->event = sd_event_unref(device->event);
+    device->endpoint = NULL;
+}
+
+static const struct vfio_userd_host_limits *host_limits(struct vfio_userd_device *public)
+{
+    struct vu_device *device = device_of(public);
+
+    device->limits = (struct vfio_userd_host_limits){
+        .size = sizeof(device->limits),
+        .max_ioeventfds = VFIO_USERD_MAX_IOEVENTFDS,
+        .max_dma_maps = device->dma.limit,
+        .max_msix_vectors = VU_PCI_MSIX_MAX_VECTORS,
+        .max_msi_vectors = VU_PCI_MSI_MAX_VECTORS,
+        .max_sparse_areas = VU_MAX_SPARSE_AREAS,
+        .max_client_fds = device->max_client_fds,
+    };
+    return &device->limits;
+}
+
 _Static_assert(VFIO_USERD_MESSAGE_COUNTERS == VU_COMMAND_MAX + 1, "counter array size");
 
 static const struct vfio_userd_host host_table = {
@@ -536,6 +831,12 @@ static const struct vfio_userd_host host_table = {
     .message_counters = host_message_counters,
     .add_ioeventfd = host_add_ioeventfd,
     .open_file = host_open_file,
+    .add_fd = host_add_fd,
+    .add_timer = host_add_timer,
+    .timer_set = host_timer_set,
+    .remove_source = host_remove_source,
+    .post = host_post,
+    .limits = host_limits,
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -589,6 +890,17 @@ static bool msix_is_mappable(const struct vu_device *device)
 
 static void free_device(struct vu_device *device)
 {
+    /* What the plugin left: its sources, and functions posted that never ran. */
+    vu_device_detach_loop(device);
+    while (device->sources != NULL)
+        source_free(device->sources);
+    for (struct vu_post *post = take_posted(device); post != NULL;) {
+        struct vu_post *next = post->next;
+        free(post);
+        post = next;
+    }
+    if (device->post_fd >= 0)
+        close(device->post_fd);
     for (uint32_t i = 0; i < device->ioeventfd_count; i++)
         close(device->ioeventfds[i].fd);
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
@@ -625,6 +937,14 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
     device->public.host = &host_table;
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
         device->regions[i].memory_fd = -1;
+    /* Before create(): a thread the plugin starts there may post() at once. */
+    device->post_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (device->post_fd < 0) {
+        ret = vfio_userd_error_set(error, -errno, NULL, "cannot make an eventfd: %s",
+                                   strerror(errno));
+        free(device);
+        return ret;
+    }
     device->plugin = plugin;
     device->name = strdup(name);
     device->params = params != NULL ? json_deep_copy(params) : json_object();

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include <linux/vfio.h>
+#include <systemd/sd-event.h>
 
 #include <vfio-userd/plugin.h>
 
@@ -26,6 +27,28 @@
 #include "wire.h"
 
 struct vu_session;
+struct vu_endpoint;
+
+/* An event source a plugin added (ABI 1.1 add_fd, add_timer); see "Event loop" in device.c. */
+struct vfio_userd_source {
+    struct vu_device *device;
+    struct vfio_userd_source *next, *previous; /* the device's list */
+    bool is_timer;
+    int fd;
+    uint32_t events;
+    void (*fd_callback)(void *opaque, int fd, uint32_t revents);
+    void (*timer_callback)(void *opaque);
+    void *opaque;
+    uint64_t deadline;             /* timers: CLOCK_MONOTONIC usec, or VFIO_USERD_TIMER_OFF */
+    sd_event_source *event_source; /* while the device is attached to a loop */
+};
+
+/* A function post()ed to the device's thread. */
+struct vu_post {
+    void (*function)(void *opaque);
+    void *opaque;
+    struct vu_post *next;
+};
 
 struct vu_region_state {
     bool present;
@@ -92,7 +115,21 @@ struct vu_device {
     uint32_t max_client_fds;
     bool client_fds_warned; /* this client was told in the log once */
     struct vu_device_statistics statistics;
+
+    /* ABI 1.1: the loop serving the device (vu_device_attach_loop), the plugin's sources on
+     * it, and the post() queue: a lock-free stack of functions and the eventfd that says it
+     * is not empty (made before create(), so any thread may post from then on). */
+    sd_event *event;
+    struct vu_endpoint *endpoint;
+    struct vfio_userd_source *sources;
+    int post_fd;
+    sd_event_source *post_source;
+    struct vu_post *_Atomic posted;
+    struct vfio_userd_host_limits limits;
 };
+
+/* Sparse mmap areas per region (add_region). */
+#define VU_MAX_SPARSE_AREAS 64u
 
 /*
  * The most descriptors one client may make the device hold: the eventfds of SET_IRQS. DMA
@@ -128,6 +165,17 @@ void vu_device_set_file_opener(vu_file_opener_fn opener);
 
 /* Checks a plugin's open_file() request against `params`: 0, -EINVAL or -EACCES. */
 int vu_device_check_open_file(const json_t *params, const char *path, int flags);
+
+/*
+ * The device is served from `event`'s loop by `endpoint` (vu_endpoint_new calls this on the
+ * loop's thread): the plugin's sources (add_fd, add_timer) and its post() queue start
+ * working there, and each of their callbacks is followed by vu_endpoint_flush(endpoint).
+ * 0 or -errno (then nothing is attached).
+ */
+int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_endpoint *endpoint);
+/* No longer served from that loop (the endpoint goes): sources stay, idle, until a next
+ * attach or the device's end. */
+void vu_device_detach_loop(struct vu_device *device);
 
 /* Calls the plugin's destroy and frees everything. The session must be detached. */
 void vu_device_destroy(struct vu_device *device);

@@ -895,6 +895,9 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
         ret = sd_event_add_io(event, &endpoint->ioeventfd_sources[i], device->ioeventfds[i].fd,
                               EPOLLIN, on_ioeventfd, endpoint);
+    /* The plugin's own descriptors, timers and post() queue (ABI 1.1) join this loop. */
+    if (ret >= 0)
+        ret = vu_device_attach_loop(device, event, endpoint);
     if (ret < 0) {
         vu_endpoint_free(endpoint);
         return ret;
@@ -914,6 +917,8 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     if (endpoint == NULL)
         return;
     vu_endpoint_disconnect(endpoint);
+    if (endpoint->device->endpoint == endpoint)
+        vu_device_detach_loop(endpoint->device);
     for (uint32_t i = 0; i < VFIO_USERD_MAX_IOEVENTFDS; i++)
         sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
     sd_event_source_disable_unref(endpoint->accept_retry);

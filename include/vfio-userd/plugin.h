@@ -10,7 +10,9 @@
  *
  * Threading: all callbacks of one device run on one thread, the device's worker, and the
  * host functions may be called only from that thread (or from create()). A plugin needs no
- * locks for its per-device state.
+ * locks for its per-device state. The one exception (ABI 1.1) is post(), which any thread
+ * may call to have a function run on the device's thread; a plugin's own threads reach
+ * everything else, irq_trigger() included, through it.
  *
  * Versioning: the host refuses a plugin whose abi_major differs from its own or whose
  * abi_minor is newer. Minor versions only append members to the end of the tables below,
@@ -171,6 +173,10 @@ struct vfio_userd_device_ops {
     void (*destroy)(void *instance);
 };
 
+/* An event source of add_fd() or add_timer() (ABI 1.1); opaque to the plugin. */
+struct vfio_userd_source;
+struct vfio_userd_host_limits;
+
 /* What the host offers a device. Only append new members (see the ABI rules above). */
 struct vfio_userd_host {
     uint32_t size; /* sizeof the host's table, for members added in later minor versions */
@@ -207,7 +213,9 @@ struct vfio_userd_host {
     int (*dma_submit)(struct vfio_userd_device *device, struct vfio_userd_dma_request *request);
     /* Raise `vector` through the interrupt the client enabled: MSI-X, else MSI, else INTx.
      * Returns -ENOTCONN when none is enabled, -EINVAL for a vector out of range. A masked
-     * vector becomes pending and fires when unmasked. */
+     * vector becomes pending and fires when unmasked. Like every function here but
+     * post(), on the device's thread only: another thread post()s a function that calls
+     * it (the MSI-X mask and pending state it reads are the device thread's). */
     int (*irq_trigger)(struct vfio_userd_device *device, uint32_t vector);
     /* Signal one specific interrupt (e.g. VFIO_USERD_IRQ_ERR, 0). */
     int (*irq_signal)(struct vfio_userd_device *device, enum vfio_userd_irq_index irq,
@@ -260,7 +268,73 @@ struct vfio_userd_host {
      */
     int (*open_file)(struct vfio_userd_device *device, const char *path, int flags,
                      unsigned int mode);
+
+    /*
+     * Event sources on the device's own event loop, the one its region accesses and DMA
+     * completions are served from: a worker thread of the daemon or the device host
+     * process, alike. Usable in create() (the source starts working once the device is
+     * served) and at run time on the device's thread. Each callback runs on that thread,
+     * like any other callback of the device: with its SIGBUS guard, and followed by the
+     * sending of what it queued (DMA messages, their deadline). A source is removed by
+     * remove_source(), or with the device: the host removes what is left after destroy().
+     * Returns 0 with *source set, or -errno (-EINVAL, -ENOMEM).
+     *
+     * add_fd() watches `fd` (which the plugin keeps and closes after removing the source)
+     * for `events` (EPOLLIN, EPOLLOUT, ... of <sys/epoll.h>), level-triggered; `revents`
+     * says what happened.
+     */
+    int (*add_fd)(struct vfio_userd_device *device, int fd, uint32_t events,
+                  void (*callback)(void *opaque, int fd, uint32_t revents), void *opaque,
+                  struct vfio_userd_source **source);
+    /* A one-shot CLOCK_MONOTONIC timer that fires `usec` microseconds from now (0: at the
+     * next loop iteration), to microsecond accuracy; VFIO_USERD_TIMER_OFF: created off. */
+    int (*add_timer)(struct vfio_userd_device *device, uint64_t usec,
+                     void (*callback)(void *opaque), void *opaque,
+                     struct vfio_userd_source **source);
+    /* Re-arms a timer of add_timer() to fire `usec` from now, replacing any earlier
+     * deadline, or disarms it with VFIO_USERD_TIMER_OFF. -EINVAL for an fd source. */
+    int (*timer_set)(struct vfio_userd_device *device, struct vfio_userd_source *source,
+                     uint64_t usec);
+    /* Removes a source of add_fd() or add_timer(); its callback is not called again, and
+     * a callback may remove its own source. NULL is ignored. */
+    void (*remove_source)(struct vfio_userd_device *device, struct vfio_userd_source *source);
+
+    /*
+     * Runs `function(opaque)` on the device's thread soon, in the order posted; callable
+     * from ANY thread, including the plugin's own (the only host function that is). The
+     * function runs as any other callback (SIGBUS guard, output sent afterwards) and may
+     * call every host function, irq_trigger() and dma_translate() included. The queue is
+     * lock-free (one atomic exchange per post, one eventfd write when it was empty). 0 or
+     * -ENOMEM. A plugin stops posting before its destroy() returns: functions still queued
+     * when the device goes are dropped, never called.
+     */
+    int (*post)(struct vfio_userd_device *device, void (*function)(void *opaque), void *opaque);
+
+    /* What this host allows the device, at run time (see struct vfio_userd_host_limits);
+     * valid until the next call. Usable anywhere on the device's thread and in create(). */
+    const struct vfio_userd_host_limits *(*limits)(struct vfio_userd_device *device);
 };
+
+/* add_timer()/timer_set(): no deadline. */
+#define VFIO_USERD_TIMER_OFF UINT64_MAX
+
+/*
+ * The host's limits, as limits() reports them. `size` is the structure's size in this
+ * host; a member beyond it (a plugin built for a later version) is not there: check with
+ * VFIO_USERD_LIMITS_HAS before reading it.
+ */
+struct vfio_userd_host_limits {
+    uint32_t size;
+    uint32_t max_ioeventfds;   /* add_ioeventfd() per device */
+    uint32_t max_dma_maps;     /* DMA ranges the connected client may map (else the most) */
+    uint32_t max_msix_vectors; /* pci_add_msix() */
+    uint32_t max_msi_vectors;  /* pci_add_msi() */
+    uint32_t max_sparse_areas; /* per region */
+    uint32_t max_client_fds;   /* interrupt eventfds one client may make the device hold */
+};
+
+#define VFIO_USERD_LIMITS_HAS(limits, member)                                                      \
+    ((limits)->size >= offsetof(struct vfio_userd_host_limits, member) + sizeof((limits)->member))
 
 /* Whether the host table has `member` (added in a later minor version than 1.0). */
 #define VFIO_USERD_HOST_HAS(host, member)                                                          \
@@ -270,7 +344,7 @@ struct vfio_userd_host {
 
 /* add_ioeventfd() flags. */
 #define VFIO_USERD_IOEVENTFD_DATAMATCH (1u << 0)
-/* At most this many I/O eventfds per device. */
+/* At most this many I/O eventfds per device (limits() says the same at run time). */
 #define VFIO_USERD_MAX_IOEVENTFDS 16
 
 struct vfio_userd_plugin {
