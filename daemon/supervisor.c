@@ -32,6 +32,9 @@
 #define HEALTH_CHECKS_PER_TIMEOUT 4
 #define HEALTH_CHECK_MIN_USEC     20000u
 
+/* Messages read from one host per wake-up of the main loop. */
+#define SUPERVISOR_MESSAGES_PER_WAKEUP 64
+
 /* The host exits with this when the plugin refused the device (host/main.c). */
 #define HOST_EXIT_REFUSED 3
 
@@ -430,15 +433,19 @@ static void kill_host(struct supervisor_host *host)
 static bool drain_channel(struct supervisor_host *host)
 {
     json_t *message;
-    int ret;
+    unsigned count = 0;
+    int ret = -EAGAIN;
 
     if (host->channel_fd < 0)
         return false;
-    while ((ret = control_receive(host->channel_fd, &message)) > 0) {
+    /* A bounded number per wake-up: a host that floods its channel must not keep the main
+     * loop from everything else. The rest waits for the next turn of the loop. */
+    while (count++ < SUPERVISOR_MESSAGES_PER_WAKEUP &&
+           (ret = control_receive(host->channel_fd, &message)) > 0) {
         note_message(host, message);
         json_decref(message);
     }
-    if (ret == -EAGAIN)
+    if (count > SUPERVISOR_MESSAGES_PER_WAKEUP || ret == -EAGAIN)
         return true;
     /* A reset connection is a host that died with messages unread: its exit says why. */
     if (ret < 0 && ret != -ECONNRESET) {
@@ -466,19 +473,19 @@ static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, v
 static int wait_message(struct supervisor_host *host, const char *type, uint64_t sequence,
                         uint64_t timeout_usec, json_t **reply)
 {
-    uint64_t deadline = now_usec() + timeout_usec;
+    uint64_t deadline = now_usec() + timeout_usec, now;
     json_t *message;
-    int ret;
+    int ret = -EAGAIN;
 
     *reply = NULL;
     for (;;) {
         struct pollfd fds[2] = {{.fd = host->channel_fd, .events = POLLIN},
                                 {.fd = host->pidfd, .events = POLLIN}};
-        uint64_t now = now_usec();
 
         if (host->channel_fd < 0)
             return -ESRCH;
-        while ((ret = control_receive(host->channel_fd, &message)) > 0) {
+        /* The deadline holds however fast the host sends other messages. */
+        while (now_usec() < deadline && (ret = control_receive(host->channel_fd, &message)) > 0) {
             note_message(host, message);
             if (strcmp(control_type(message), type) == 0 &&
                 (sequence == 0 || control_sequence(message) == sequence)) {
@@ -491,10 +498,11 @@ static int wait_message(struct supervisor_host *host, const char *type, uint64_t
             }
             json_decref(message);
         }
-        if (ret != -EAGAIN)
-            return -ESRCH;
+        now = now_usec();
         if (now >= deadline)
             return -ETIMEDOUT;
+        if (ret != -EAGAIN)
+            return -ESRCH;
         ret = poll(fds, 2, (int)((deadline - now + 999) / 1000));
         if (ret < 0 && errno != EINTR)
             return -errno;
