@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scale figures of issue 11, for thread mode: N testdev devices (ram_size 8K) added to one
+"""Scale figures of issue 11, for thread mode (default_isolation: thread): N testdev devices (ram_size 8K) added to one
 daemon over the admin socket, 200 requests pipelined at a time; then device_list, the
 daemon's RSS per device, its CPU while idle, and its RSS once every device is removed.
 
@@ -21,7 +21,7 @@ count = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 scratch = tempfile.mkdtemp(prefix="vfio-userd-scale.")
 os.mkdir(scratch + "/devices.d")
 with open(scratch + "/vfio-userd.yaml", "w") as config:
-    config.write("log_level: err\n")
+    config.write("log_level: err\ndefault_isolation: thread\n")
 daemon = subprocess.Popen([build + "/vfio-userd", "-c", scratch + "/vfio-userd.yaml",
                            "--devices-dir", scratch + "/devices.d", "--runtime-dir", scratch + "/run",
                            "--plugin-dir", build + "/plugins"],
