@@ -154,6 +154,7 @@ $(HOST_ARCHIVE): $(HOST_LIB_OBJS)
 
 # The libraries a plugin links, by plugin name: testdev's CRC-32 is zlib's.
 PLUGIN_LIBS_testdev := -lz
+PLUGIN_LIBS_nvme := -luring
 
 # A plugin sees only include/: it is compiled without -Ilib on purpose. Its own headers
 # are prerequisites, so changing one rebuilds it.

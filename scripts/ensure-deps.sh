@@ -6,7 +6,7 @@
 set -eu
 
 packages="make gcc pkg-config libsystemd-dev libyaml-dev libjansson-dev libseccomp-dev check
-linux-libc-dev clang libclang-rt-14-dev clang-format systemd valgrind zlib1g-dev"
+linux-libc-dev clang libclang-rt-14-dev clang-format systemd valgrind zlib1g-dev liburing-dev"
 
 missing=""
 for package in $packages; do

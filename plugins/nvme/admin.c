@@ -498,6 +498,10 @@ static void nvme_create_sq(struct nvme_command *cmd)
         return;
     }
     sq = &ctrl->sqs[qid];
+    if (nvme_sq_allocate(sq, NVME_IO_SLOTS) < 0) {
+        cmd->status = NVME_INTERNAL_ERROR;
+        return;
+    }
     sq->id = (uint16_t)qid;
     sq->cq_id = (uint16_t)cqid;
     sq->base = cmd->sqe.prp1;
@@ -585,8 +589,8 @@ void nvme_admin_execute(struct nvme_command *cmd)
         nvme_create_cq(cmd);
         break;
     case NVME_ADMIN_ABORT:
-        /* Commands finish as they are fetched, so none is ever left to abort: bit 0 says
-         * "not aborted", which is always a valid answer. */
+        /* Bit 0 says "not aborted", which is always a valid answer: a command waiting
+         * for the backend cannot be taken back from the kernel anyway. */
         cmd->result = 1;
         break;
     case NVME_ADMIN_SET_FEATURES:

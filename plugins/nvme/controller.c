@@ -63,10 +63,12 @@ static void nvme_features_default(struct nvme_controller *ctrl)
 void nvme_controller_reset(struct nvme_controller *ctrl)
 {
     for (uint32_t q = 0; q <= ctrl->config.io_queues; q++) {
-        if (ctrl->sqs[q].created || ctrl->sqs[q].command.stage != NVME_STAGE_IDLE)
-            nvme_sq_teardown(ctrl, &ctrl->sqs[q]);
+        nvme_sq_teardown(ctrl, &ctrl->sqs[q]);
         nvme_cq_teardown(ctrl, &ctrl->cqs[q]);
     }
+    /* Commands the backend still works on are abandoned now (no completion); wait for
+     * them, so that none writes guest memory after the reset. */
+    nvme_ring_drain(ctrl);
     nvme_features_default(ctrl);
     ctrl->queues_requested = false;
     ctrl->aer_count = 0;
@@ -110,7 +112,8 @@ static void nvme_enable(struct nvme_controller *ctrl)
 
 static void nvme_shutdown(struct nvme_controller *ctrl)
 {
-    /* Commands run to completion as they arrive, so only the backends' caches remain. */
+    /* Writes in flight land first; then the backends' caches go to storage. */
+    nvme_ring_drain(ctrl);
     for (uint32_t i = 0; i < ctrl->namespace_count; i++)
         nvme_namespace_flush(&ctrl->namespaces[i]);
     ctrl->csts = (ctrl->csts & ~NVME_CSTS_SHST_MASK) | NVME_CSTS_SHST_DONE;

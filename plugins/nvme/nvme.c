@@ -30,11 +30,11 @@
 #define NVME_TIMEOUT_HALF_SEC 20u /* CAP.TO: 10 s to become ready, which we do at once */
 
 static const char *const nvme_param_keys[] = {
-    "namespaces", "path",  "size",      "block_size",  "read_only", "backend",
-    "serial",     "model", "io_queues", "queue_depth", NULL,
+    "namespaces", "path",  "size",      "block_size",  "read_only", "backend", "direct",
+    "serial",     "model", "io_queues", "queue_depth", "aio",       NULL,
 };
 static const char *const nvme_namespace_keys[] = {
-    "path", "size", "block_size", "read_only", "backend", NULL,
+    "path", "size", "block_size", "read_only", "backend", "direct", NULL,
 };
 
 /* Prefixes the field a host helper named with where the namespace sits in params. */
@@ -112,14 +112,40 @@ static int nvme_open_path(const struct nvme_controller *ctrl, const char *path, 
     return fd < 0 ? -errno : fd;
 }
 
+/*
+ * What O_DIRECT asks of a namespace's transfers: the larger of the buffer and the offset
+ * alignment the file system reports (statx STATX_DIOALIGN), or a block device's logical
+ * block size; 4096 when neither is known. Offsets are whole blocks, so a namespace block
+ * smaller than that cannot work: -EINVAL. Buffers of guest memory that are not aligned go
+ * through the command's page-aligned bounce buffer.
+ */
+static int nvme_direct_alignment(struct nvme_namespace *ns, bool block_device)
+{
+    struct statx stx;
+    int sector = 0;
+
+    ns->direct_align = 4096;
+    if (block_device) {
+        if (ioctl(ns->fd, BLKSSZGET, &sector) == 0 && sector > 0)
+            ns->direct_align = (uint32_t)sector;
+    } else if (statx(ns->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+               (stx.stx_mask & STATX_DIOALIGN) != 0 && stx.stx_dio_offset_align != 0) {
+        ns->direct_align = stx.stx_dio_offset_align > stx.stx_dio_mem_align
+                               ? stx.stx_dio_offset_align
+                               : stx.stx_dio_mem_align;
+    }
+    return ns->direct_align <= (1u << ns->block_shift) ? 0 : -EINVAL;
+}
+
 /* Opens and sizes a file or block device namespace. `size` 0: the file's own size. */
 static int nvme_open_file(const struct nvme_controller *ctrl, struct nvme_namespace *ns,
                           const char *path, uint64_t size, const char *field,
-                          const char *size_field, struct vfio_userd_error *error)
+                          const char *size_field, const char *direct_field,
+                          struct vfio_userd_error *error)
 {
     /* Created only when a size says how big: a mistyped path without one fails. */
     int flags = (ns->read_only ? O_RDONLY : O_RDWR) | (size != 0 && !ns->read_only ? O_CREAT : 0) |
-                O_CLOEXEC;
+                (ns->direct ? O_DIRECT : 0) | O_CLOEXEC;
     uint64_t current;
     struct stat st;
     int rc;
@@ -137,6 +163,14 @@ static int nvme_open_file(const struct nvme_controller *ctrl, struct nvme_namesp
     if (fstat(ns->fd, &st) < 0)
         return vfio_userd_error_set(error, -errno, field, "cannot stat %s: %s", path,
                                     strerror(errno));
+    if (ns->direct) {
+        rc = nvme_direct_alignment(ns, S_ISBLK(st.st_mode));
+        if (rc < 0)
+            return vfio_userd_error_set(error, rc, direct_field,
+                                        "%s wants O_DIRECT transfers aligned to %u bytes, more "
+                                        "than block_size",
+                                        path, ns->direct_align);
+    }
     if (S_ISBLK(st.st_mode)) {
         if (ioctl(ns->fd, BLKGETSIZE64, &current) < 0)
             return vfio_userd_error_set(error, -errno, field, "cannot size %s: %s", path,
@@ -189,7 +223,7 @@ static int nvme_parse_namespace(struct nvme_controller *ctrl, const json_t *obje
     struct nvme_namespace *ns = &ctrl->namespaces[ctrl->namespace_count];
     const json_t *path = json_object_get(object, "path");
     const json_t *backend = json_object_get(object, "backend");
-    char field[64], path_field[64];
+    char field[64], path_field[64], direct_field[64];
     uint64_t size, block_size;
     bool ram;
     int rc;
@@ -229,6 +263,13 @@ static int nvme_parse_namespace(struct nvme_controller *ctrl, const json_t *obje
     rc = nvme_get_bool(object, "read_only", prefix, &ns->read_only, error);
     if (rc < 0)
         return rc;
+    rc = nvme_get_bool(object, "direct", prefix, &ns->direct, error);
+    if (rc < 0)
+        return rc;
+    snprintf(field, sizeof(field), "%sdirect", prefix);
+    if (ns->direct && ram)
+        return vfio_userd_error_set(error, -EINVAL, field, "%s: a RAM namespace has no cache",
+                                    field);
     snprintf(field, sizeof(field), "%ssize", prefix);
     if (size % block_size != 0)
         return vfio_userd_error_set(error, -EINVAL, field,
@@ -253,7 +294,9 @@ static int nvme_parse_namespace(struct nvme_controller *ctrl, const json_t *obje
         ns->backend = NVME_BACKEND_FILE;
         snprintf(field, sizeof(field), "%s%s", prefix, size != 0 ? "size" : "path");
         snprintf(path_field, sizeof(path_field), "%spath", prefix);
-        rc = nvme_open_file(ctrl, ns, json_string_value(path), size, path_field, field, error);
+        snprintf(direct_field, sizeof(direct_field), "%sdirect", prefix);
+        rc = nvme_open_file(ctrl, ns, json_string_value(path), size, path_field, field,
+                            direct_field, error);
         if (rc < 0)
             return rc;
         if (ns->size % block_size != 0)
@@ -308,7 +351,9 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
     const struct vfio_userd_host *host = ctrl->host;
     struct nvme_config *config = &ctrl->config;
     const json_t *namespaces = json_object_get(params, "namespaces");
-    static const char *const shorthand[] = {"path", "size", "block_size", "read_only", "backend"};
+    static const char *const shorthand[] = {"path",      "size",    "block_size",
+                                            "read_only", "backend", "direct"};
+    const json_t *aio = json_object_get(params, "aio");
     uint64_t io_queues, depth;
     char prefix[48];
     int rc;
@@ -335,6 +380,14 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
     rc = nvme_get_string(params, "model", 40, config->model, error);
     if (rc < 0)
         return rc;
+    ctrl->io_mode = NVME_IO_URING;
+    if (aio != NULL) {
+        if (!json_is_string(aio) || (strcmp(json_string_value(aio), "io_uring") != 0 &&
+                                     strcmp(json_string_value(aio), "sync") != 0))
+            return vfio_userd_error_set(error, -EINVAL, "aio", "aio must be io_uring or sync");
+        if (strcmp(json_string_value(aio), "sync") == 0)
+            ctrl->io_mode = NVME_IO_SYNC;
+    }
 
     if (namespaces == NULL)
         return nvme_parse_namespace(ctrl, params, "", NULL, error);
@@ -375,8 +428,11 @@ static void nvme_free(struct nvme_controller *ctrl)
             munmap(ns->memory, ns->size);
     }
     if (ctrl->sqs != NULL) {
-        for (uint32_t q = 0; q <= ctrl->config.io_queues; q++)
-            free(ctrl->sqs[q].command.bounce);
+        for (uint32_t q = 0; q <= ctrl->config.io_queues; q++) {
+            for (uint32_t i = 0; i < ctrl->sqs[q].slots; i++)
+                free(ctrl->sqs[q].commands[i].bounce);
+            free(ctrl->sqs[q].commands);
+        }
     }
     free(ctrl->sqs);
     free(ctrl->cqs);
@@ -400,14 +456,25 @@ static void nvme_ops_destroy(void *instance)
 {
     struct nvme_controller *ctrl = instance;
 
+    /* Operations in flight finish first: they hold guest memory and the namespaces' files. */
+    nvme_ring_teardown(ctrl);
     /* Whatever the guest left in the page cache reaches the image before the device goes. */
     for (uint32_t i = 0; i < ctrl->namespace_count; i++)
         nvme_namespace_flush(&ctrl->namespaces[i]);
     nvme_free(ctrl);
 }
 
+/* Guest memory goes once this returns: no read may still be copying into it. Every range
+ * waits for everything in flight, which is simpler than matching iovecs to ranges, and
+ * unmaps are rare (a memory map change in the VMM, or its end). */
+static void nvme_ops_dma_unmap(void *instance, uint64_t address, uint64_t size)
+{
+    nvme_ring_drain(instance);
+}
+
 static const struct vfio_userd_device_ops nvme_ops = {
     .reset = nvme_ops_reset,
+    .dma_unmap = nvme_ops_dma_unmap,
     .destroy = nvme_ops_destroy,
 };
 
@@ -466,6 +533,14 @@ static int nvme_declare(struct nvme_controller *ctrl, struct vfio_userd_error *e
     return 0;
 }
 
+static bool nvme_has_files(const struct nvme_controller *ctrl)
+{
+    for (uint32_t i = 0; i < ctrl->namespace_count; i++)
+        if (ctrl->namespaces[i].backend == NVME_BACKEND_FILE)
+            return true;
+    return false;
+}
+
 static int nvme_create(struct vfio_userd_device *device, const json_t *params,
                        struct vfio_userd_error *error)
 {
@@ -498,8 +573,17 @@ static int nvme_create(struct vfio_userd_device *device, const json_t *params,
         return rc;
     ctrl->sqs = calloc(ctrl->config.io_queues + 1, sizeof(*ctrl->sqs));
     ctrl->cqs = calloc(ctrl->config.io_queues + 1, sizeof(*ctrl->cqs));
-    if (ctrl->sqs == NULL || ctrl->cqs == NULL)
+    if (ctrl->sqs == NULL || ctrl->cqs == NULL || nvme_sq_allocate(&ctrl->sqs[0], 1) < 0)
         return vfio_userd_error_set(error, -ENOMEM, NULL, "out of memory for the queues");
+    ctrl->ring_eventfd = -1;
+    if (ctrl->io_mode == NVME_IO_URING && nvme_has_files(ctrl)) {
+        rc = nvme_ring_setup(ctrl);
+        if (rc < 0)
+            vfio_userd_log(device, VFIO_USERD_LOG_WARNING,
+                           "io_uring unavailable (%s): file I/O runs synchronously on the "
+                           "device's thread",
+                           strerror(-rc));
+    }
     ctrl->cap = (uint64_t)(ctrl->config.queue_entries - 1) | 1ull << 16 /* CQR */ |
                 (uint64_t)NVME_TIMEOUT_HALF_SEC << 24 | 1ull << 37 /* CSS: NVM */;
     nvme_controller_reset(ctrl);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <liburing.h>
 
 #include <vfio-userd/plugin.h>
 
@@ -30,6 +31,12 @@
 #define NVME_MAX_IO_QUEUES  128u
 #define NVME_AER_LIMIT      4u /* AERL 3 */
 #define NVME_ERROR_LOG_SIZE 4u /* ELPE 3: entries, all zero */
+/* Commands one I/O submission queue may have in progress at once (the admin queue runs
+ * one at a time): each holds its PRP walk, iovecs and DMA requests, about 5 KiB. */
+#define NVME_IO_SLOTS 32u
+/* Entries of the io_uring submission ring; its completion ring is twice that, and the
+ * kernel keeps completions beyond it (IORING_FEAT_NODROP) rather than losing them. */
+#define NVME_RING_ENTRIES 256u
 
 /* The MSI-X table and PBA live in BAR4, so BAR0 stays registers and doorbells only and its
  * doorbell page can later become a mappable sparse area. */
@@ -126,6 +133,9 @@ _Static_assert(sizeof(struct nvme_cqe) == 16, "an NVMe completion queue entry is
 
 enum nvme_backend { NVME_BACKEND_FILE, NVME_BACKEND_RAM };
 
+/* How file I/O runs: io_uring (the default), or synchronously on the device's thread. */
+enum nvme_io_mode { NVME_IO_URING, NVME_IO_SYNC };
+
 struct nvme_namespace {
     uint32_t nsid;
     enum nvme_backend backend;
@@ -135,6 +145,8 @@ struct nvme_namespace {
     uint32_t block_shift;
     bool read_only;
     bool block_device;
+    bool direct;           /* opened with O_DIRECT */
+    uint32_t direct_align; /* what O_DIRECT asks of buffers and lengths, in bytes */
     uint8_t eui64[8];
     uint8_t nguid[16];
     char path[256]; /* for log lines only */
@@ -155,6 +167,7 @@ enum nvme_stage {
     NVME_STAGE_PRP_PARSE, /* take the entries read */
     NVME_STAGE_DATA_IN,   /* guest memory -> bounce buffer */
     NVME_STAGE_EXECUTE,   /* do it */
+    NVME_STAGE_EXECUTED,  /* the backend finished what EXECUTE started (io_uring) */
     NVME_STAGE_DATA_OUT,  /* bounce buffer -> guest memory */
     NVME_STAGE_POST,      /* write the completion entry */
     NVME_STAGE_DONE,
@@ -163,7 +176,7 @@ enum nvme_stage {
 struct nvme_controller;
 struct nvme_sq;
 
-/* The one command a submission queue has in progress. */
+/* A command in progress, in one of its submission queue's slots. */
 struct nvme_command {
     struct nvme_controller *ctrl;
     struct nvme_sq *sq;
@@ -195,6 +208,13 @@ struct nvme_command {
     bool holds_slot; /* a completion queue slot is reserved for it */
     int dma_error;   /* first failure among the outstanding requests */
     bool abandoned;  /* its queue went away (deletion, reset): drop the results */
+    /* Backend I/O in flight through io_uring (counted in `outstanding` too). */
+    bool io_write;
+    bool io_flush_after; /* FUA, or the write cache is off: fdatasync once written */
+    uint32_t io_iov_first, io_iov_count;
+    uint64_t io_offset;
+    int io_error; /* first failure among the command's backend operations */
+    struct nvme_namespace *io_ns;
     struct nvme_cqe cqe;
     uint8_t *bounce; /* NVME_MAX_TRANSFER bytes, allocated when first needed */
 };
@@ -221,7 +241,10 @@ struct nvme_sq {
     uint32_t size;
     uint32_t head;
     uint32_t tail;
-    struct nvme_command command;
+    /* Allocated when the queue is first created, kept until the device goes: a command
+     * whose queue was deleted may still wait for the backend or a DMA message. */
+    struct nvme_command *commands;
+    uint32_t slots;
 };
 
 struct nvme_features {
@@ -282,6 +305,16 @@ struct nvme_controller {
     struct nvme_smart smart;
     uint64_t log_second; /* rate limit for guest-triggered log lines */
     uint32_t log_budget;
+
+    /* File I/O: one io_uring per controller, its completions announced on an eventfd the
+     * device's event loop watches (ABI 1.1 add_fd). */
+    enum nvme_io_mode io_mode;
+    struct io_uring ring;
+    bool ring_ready;
+    int ring_eventfd;
+    struct vfio_userd_source *ring_source;
+    uint32_t in_flight;   /* operations submitted or queued, not yet reaped */
+    uint32_t unsubmitted; /* prepared in the ring, not yet submitted */
 };
 
 /* controller.c */
@@ -295,6 +328,8 @@ __attribute__((format(printf, 2, 3))) void nvme_guest_log(struct nvme_controller
 /* queue.c */
 void nvme_queues_run(struct nvme_controller *ctrl);
 void nvme_sq_teardown(struct nvme_controller *ctrl, struct nvme_sq *sq);
+/* Gives the queue `slots` command slots, once; 0 or -ENOMEM. */
+int nvme_sq_allocate(struct nvme_sq *sq, uint32_t slots);
 void nvme_cq_teardown(struct nvme_controller *ctrl, struct nvme_cq *cq);
 void nvme_irq_flush(struct nvme_controller *ctrl);
 void nvme_cq_update_irq(struct nvme_controller *ctrl, struct nvme_cq *cq);
@@ -307,6 +342,18 @@ void nvme_admin_execute(struct nvme_command *cmd);
 /* io.c: DECODE and EXECUTE of I/O commands; the backends. */
 void nvme_io_decode(struct nvme_command *cmd);
 void nvme_io_execute(struct nvme_command *cmd);
+/* Whether EXECUTE may hand this command's data to the backend straight from the translated
+ * iovecs (O_DIRECT namespaces need them aligned). */
+bool nvme_io_direct_ok(const struct nvme_command *cmd);
+/* io_uring: set up (0, or -errno when the kernel refuses it), submit what commands queued
+ * and take what finished (true when something finished), wait for every operation in
+ * flight (before guest memory goes away), and tear down. */
+int nvme_ring_setup(struct nvme_controller *ctrl);
+bool nvme_ring_kick(struct nvme_controller *ctrl);
+void nvme_ring_drain(struct nvme_controller *ctrl);
+void nvme_ring_teardown(struct nvme_controller *ctrl);
+/* queue.c: a command's backend operations all finished; resume it. */
+void nvme_command_resume(struct nvme_command *cmd);
 struct nvme_namespace *nvme_namespace_find(struct nvme_controller *ctrl, uint32_t nsid);
 int nvme_namespace_flush(struct nvme_namespace *ns);
 

@@ -2,13 +2,15 @@
  * nvme queues: fetching submission queue entries, walking PRPs, moving data, posting
  * completions and raising interrupts.
  *
- * Each submission queue has at most one command in progress, a small state machine
- * (enum nvme_stage). With guest memory shared through file descriptors every stage finishes
- * at once, so a doorbell write runs its commands to completion in one go and the data moves
- * straight between the backend and guest memory. Without shared memory each access to guest
- * memory is a dma_submit() that completes later; the command then waits in its stage and the
- * DMA completion resumes it, while the other queues go on. Commands of one queue complete in
- * order, which the specification allows.
+ * Each command in progress is a small state machine (enum nvme_stage) in one of its
+ * submission queue's slots: one for the admin queue, NVME_IO_SLOTS for an I/O queue. With
+ * guest memory shared through file descriptors every stage but the backend's finishes at
+ * once, and the data moves straight between the backend and guest memory. Without shared
+ * memory each access to guest memory is a dma_submit() that completes later; the command
+ * then waits in its stage and the DMA completion resumes it. File I/O goes to an io_uring
+ * (io.c) and resumes the command from its completion, so a queue has many commands in
+ * flight and they complete in whatever order the backend finishes them, which the
+ * specification allows.
  *
  * A completion queue slot is reserved before an entry is fetched, so a completion never
  * finds its queue full.
@@ -39,6 +41,12 @@ static void nvme_dma_complete(struct vfio_userd_dma_request *request, int status
     cmd->outstanding--;
     if (cmd->outstanding > 0)
         return;
+    nvme_command_resume(cmd);
+    nvme_queues_run(ctrl);
+}
+
+void nvme_command_resume(struct nvme_command *cmd)
+{
     if (cmd->abandoned) {
         /* Its queue was deleted or the controller reset: nothing to post. */
         cmd->abandoned = false;
@@ -46,13 +54,13 @@ static void nvme_dma_complete(struct vfio_userd_dma_request *request, int status
     } else {
         nvme_step(cmd);
     }
-    nvme_queues_run(ctrl);
 }
 
 int nvme_command_bounce(struct nvme_command *cmd)
 {
+    /* Page-aligned, so that an O_DIRECT namespace can take it as it is. */
     if (cmd->bounce == NULL)
-        cmd->bounce = malloc(NVME_MAX_TRANSFER);
+        cmd->bounce = aligned_alloc(NVME_PAGE_SIZE, NVME_MAX_TRANSFER);
     return cmd->bounce != NULL ? 0 : -ENOMEM;
 }
 
@@ -240,7 +248,7 @@ static void nvme_data_in(struct nvme_command *cmd)
     int rc;
 
     cmd->stage = NVME_STAGE_EXECUTE;
-    cmd->direct = nvme_is_io_data(cmd) && nvme_translate_all(cmd);
+    cmd->direct = nvme_is_io_data(cmd) && nvme_translate_all(cmd) && nvme_io_direct_ok(cmd);
     if (cmd->direct)
         return;
     if (nvme_command_bounce(cmd) < 0) {
@@ -309,12 +317,9 @@ static void nvme_decode(struct nvme_command *cmd)
         cmd->stage = NVME_STAGE_EXECUTE;
 }
 
-static void nvme_execute(struct nvme_command *cmd)
+/* What follows EXECUTE, once the backend is done with the command. */
+static void nvme_executed(struct nvme_command *cmd)
 {
-    if (cmd->sq->id == 0)
-        nvme_admin_execute(cmd);
-    else
-        nvme_io_execute(cmd);
     if (cmd->status == NVME_HELD) {
         /* An Asynchronous Event Request: no completion until an event comes. */
         struct nvme_cq *cq = &cmd->ctrl->cqs[cmd->sq->cq_id];
@@ -328,6 +333,18 @@ static void nvme_execute(struct nvme_command *cmd)
         cmd->stage = NVME_STAGE_DATA_OUT;
     else
         cmd->stage = NVME_STAGE_POST;
+}
+
+static void nvme_execute(struct nvme_command *cmd)
+{
+    if (cmd->sq->id == 0)
+        nvme_admin_execute(cmd);
+    else
+        nvme_io_execute(cmd);
+    if (cmd->outstanding > 0)
+        cmd->stage = NVME_STAGE_EXECUTED; /* the backend resumes it */
+    else
+        nvme_executed(cmd);
 }
 
 /* Writes the completion entry; the phase goes last so the guest never sees half of it. */
@@ -421,6 +438,9 @@ static void nvme_step(struct nvme_command *cmd)
         case NVME_STAGE_EXECUTE:
             nvme_execute(cmd);
             break;
+        case NVME_STAGE_EXECUTED:
+            nvme_executed(cmd);
+            break;
         case NVME_STAGE_DATA_OUT:
             nvme_data_out(cmd);
             break;
@@ -439,10 +459,35 @@ static void nvme_step(struct nvme_command *cmd)
     }
 }
 
-/* Starts the entry at the queue's head: reserve a completion slot, fetch, run. */
+static bool nvme_slot_free(const struct nvme_command *cmd)
+{
+    return cmd->stage == NVME_STAGE_IDLE && cmd->outstanding == 0;
+}
+
+static struct nvme_command *nvme_sq_free_slot(struct nvme_sq *sq)
+{
+    for (uint32_t i = 0; i < sq->slots; i++)
+        if (nvme_slot_free(&sq->commands[i]))
+            return &sq->commands[i];
+    return NULL;
+}
+
+int nvme_sq_allocate(struct nvme_sq *sq, uint32_t slots)
+{
+    if (sq->commands != NULL)
+        return 0;
+    sq->commands = calloc(slots, sizeof(*sq->commands));
+    if (sq->commands == NULL)
+        return -ENOMEM;
+    sq->slots = slots;
+    return 0;
+}
+
+/* Starts the entry at the queue's head in a free slot: reserve a completion slot, fetch,
+ * run. */
 static void nvme_sq_start(struct nvme_controller *ctrl, struct nvme_sq *sq)
 {
-    struct nvme_command *cmd = &sq->command;
+    struct nvme_command *cmd = nvme_sq_free_slot(sq);
     struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
     uint64_t address = sq->base + (uint64_t)sq->head * sizeof(struct nvme_sqe);
     int rc;
@@ -477,8 +522,8 @@ static bool nvme_can_start(const struct nvme_controller *ctrl, const struct nvme
 {
     const struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
 
-    return sq->created && sq->head != sq->tail && sq->command.stage == NVME_STAGE_IDLE &&
-           sq->command.outstanding == 0 && nvme_cq_used(cq) + 1 < cq->size;
+    return sq->created && sq->head != sq->tail && nvme_sq_free_slot((struct nvme_sq *)sq) != NULL &&
+           nvme_cq_used(cq) + 1 < cq->size;
 }
 
 static bool nvme_running(const struct nvme_controller *ctrl)
@@ -505,6 +550,10 @@ void nvme_queues_run(struct nvme_controller *ctrl)
                 progress = true;
             }
         }
+        /* One submission for everything the round queued; reads the page cache holds
+         * complete inside it, and their slots take the next entries at once. */
+        if (nvme_ring_kick(ctrl))
+            progress = true;
     }
     ctrl->processing = false;
     nvme_irq_flush(ctrl);
@@ -542,20 +591,24 @@ void nvme_cq_update_irq(struct nvme_controller *ctrl, struct nvme_cq *cq)
 
 void nvme_sq_teardown(struct nvme_controller *ctrl, struct nvme_sq *sq)
 {
-    struct nvme_command *cmd = &sq->command;
+    for (uint32_t i = 0; i < sq->slots; i++) {
+        struct nvme_command *cmd = &sq->commands[i];
 
-    if (cmd->stage != NVME_STAGE_IDLE) {
-        if (cmd->holds_slot && ctrl->cqs[sq->cq_id].created)
-            ctrl->cqs[sq->cq_id].reserved--;
-        cmd->holds_slot = false;
-        if (cmd->outstanding > 0)
-            cmd->abandoned = true; /* the host still holds its requests and buffer */
-        else
-            cmd->stage = NVME_STAGE_IDLE;
-    }
-    if (cmd->outstanding == 0) {
-        free(cmd->bounce);
-        cmd->bounce = NULL;
+        if (cmd->stage != NVME_STAGE_IDLE) {
+            if (cmd->holds_slot && ctrl->cqs[sq->cq_id].created)
+                ctrl->cqs[sq->cq_id].reserved--;
+            cmd->holds_slot = false;
+            /* The host (DMA messages) or the kernel (io_uring) still holds its requests
+             * and buffer: it goes idle when they come back, without a completion. */
+            if (cmd->outstanding > 0)
+                cmd->abandoned = true;
+            else
+                cmd->stage = NVME_STAGE_IDLE;
+        }
+        if (cmd->outstanding == 0) {
+            free(cmd->bounce);
+            cmd->bounce = NULL;
+        }
     }
     sq->created = false;
     sq->head = sq->tail = 0;

@@ -1072,6 +1072,192 @@ START_TEST(ram_namespace)
 }
 END_TEST
 
+/* --- Asynchronous backend I/O ------------------------------------------------------------- */
+
+/* A Read of 4 KiB at `lba` into guest offset `data`, pushed but not rung; its cid. */
+static uint16_t push_read4k(uint32_t qid, uint32_t nsid, uint64_t lba, uint32_t data)
+{
+    struct sqe sqe = {.opcode = 0x02, .nsid = nsid, .prp1 = GUEST + data};
+
+    sqe.cdw[0] = (uint32_t)lba;
+    sqe.cdw[2] = 4096 / 512 - 1;
+    push(qid, &sqe);
+    return sqe.cid;
+}
+
+START_TEST(many_commands_in_flight_complete_out_of_order)
+{
+    /* A Flush of freshly written data (fdatasync, which io_uring always hands to a kernel
+     * worker) and 40 reads of cached blocks behind it, rung at once: with the backend
+     * asynchronous the reads, which complete inside the submission, overtake the Flush.
+     * A synchronous backend would complete them strictly in order. */
+    bool seen[48] = {false};
+    uint16_t first_cid = 0, flush_cid;
+    uint32_t count = 40;
+
+    enable_controller();
+    create_io_queues(1);
+    fill_pattern(guest + DATA_OFF, 128 << 10, 21);
+    for (uint32_t i = 0; i < 8; i++)
+        ck_assert_uint_eq(rw(1, 0x01, 1, i * 256, 256, DATA_OFF, 128 << 10), SC_SUCCESS);
+    memset(guest + DATA2_OFF, 0, count * 4096);
+    next_cid = 0;
+    {
+        struct sqe flush = {.opcode = 0x00, .nsid = 1};
+        push(1, &flush);
+        flush_cid = flush.cid;
+    }
+    for (uint32_t i = 0; i < count; i++)
+        push_read4k(1, 1, i * 8, DATA2_OFF + i * 4096);
+    ring(1);
+    for (uint32_t i = 0; i <= count; i++) {
+        struct completion c = reap(1);
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_lt(c.cid, count + 1);
+        ck_assert_msg(!seen[c.cid], "cid %u completed twice", c.cid);
+        seen[c.cid] = true;
+        if (i == 0)
+            first_cid = c.cid;
+    }
+    ck_assert_msg(first_cid != flush_cid, "the Flush completed first: commands ran one by one");
+    for (uint32_t i = 0; i < count; i++)
+        ck_assert_int_eq(
+            memcmp(guest + DATA2_OFF + i * 4096, guest + DATA_OFF + (i * 4096) % (128 << 10), 4096),
+            0);
+    disable_controller();
+}
+END_TEST
+
+/* Starts a device whose first namespace is opened with O_DIRECT, so that reads really wait
+ * for the disk and are still in flight when the test acts. */
+static void start_direct_device(const char *aio)
+{
+    char params[512];
+
+    stop_device();
+    unmap_guest();
+    snprintf(params, sizeof(params),
+             "{\"serial\": \"SN0001\", \"io_queues\": 2, \"aio\": \"%s\", \"namespaces\": ["
+             "{\"path\": \"%s\", \"size\": \"8M\", \"direct\": true},"
+             "{\"path\": \"%s\", \"size\": \"4M\", \"block_size\": 4096}]}",
+             aio, image0, image1);
+    start_device(params);
+    map_guest(true);
+    enable_controller();
+    create_io_queues(2);
+}
+
+/* Fills the data area and the I/O completion queues with a sentinel, lets the device run a
+ * while, and checks that it wrote none of it. */
+static void expect_guest_memory_left_alone(void)
+{
+    uint32_t cq_off = IOSQ_OFF + 0x1000;
+
+    memset(guest + DATA2_OFF, 0xa5, 1 << 20);
+    memset(guest + cq_off, 0xa5, 0x1000);
+    for (int i = 0; i < 20; i++)
+        vu_client_serve(client, 10);
+    for (uint32_t i = 0; i < (1u << 20); i++)
+        ck_assert_msg(guest[DATA2_OFF + i] == 0xa5, "guest memory written at +%#x after it went",
+                      DATA2_OFF + i);
+    for (uint32_t i = 0; i < 0x1000; i++)
+        ck_assert_msg(guest[cq_off + i] == 0xa5, "a completion posted after the reset");
+}
+
+/* 16 reads of 64 KiB each, rung at once. */
+static void start_reads_in_flight(void)
+{
+    fill_pattern(guest + DATA_OFF, 64 << 10, 5);
+    for (uint32_t i = 0; i < 16; i++)
+        ck_assert_uint_eq(rw(1, 0x01, 1, i * 128, 128, DATA_OFF, 64 << 10), SC_SUCCESS);
+    for (uint32_t i = 0; i < 16; i++) {
+        uint64_t *list = (uint64_t *)(guest + LIST_OFF + i * 128);
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA2_OFF + i * 0x10000};
+        for (uint32_t page = 1; page < 16; page++)
+            list[page - 1] = GUEST + DATA2_OFF + i * 0x10000 + page * 4096;
+        sqe.prp2 = GUEST + LIST_OFF + i * 128;
+        sqe.cdw[0] = i * 128;
+        sqe.cdw[2] = 127;
+        push(1, &sqe);
+    }
+    ring(1);
+}
+
+START_TEST(reset_waits_for_io_in_flight)
+{
+    /* The reset (CC.EN to 0) abandons the reads and waits for them: once its register write
+     * is answered, no read lands in guest memory and no completion is posted. */
+    start_direct_device("io_uring");
+    start_reads_in_flight();
+    write32(REG_CC, 0);
+    ck_assert_uint_eq(read32(REG_CSTS) & CSTS_RDY, 0);
+    expect_guest_memory_left_alone();
+    /* The controller comes back whole. */
+    enable_controller();
+    create_io_queues(1);
+    ck_assert_uint_eq(rw(1, 0x02, 1, 128, 128, DATA2_OFF, 64 << 10), SC_SUCCESS);
+    ck_assert_int_eq(memcmp(guest + DATA2_OFF, guest + DATA_OFF, 64 << 10), 0);
+    /* A function reset (DEVICE_RESET) likewise. */
+    start_reads_in_flight();
+    ck_assert_int_eq(vu_client_device_reset(client), 0);
+    expect_guest_memory_left_alone();
+}
+END_TEST
+
+START_TEST(unmap_waits_for_io_in_flight)
+{
+    /* Reads in flight when the client takes its memory back finish before DMA_UNMAP is
+     * answered: the device writes nothing there afterwards. */
+    start_direct_device("io_uring");
+    start_reads_in_flight();
+    ck_assert_int_eq(vu_client_dma_unmap(client, GUEST, GUEST_SIZE, 0), 0);
+    expect_guest_memory_left_alone();
+}
+END_TEST
+
+static void direct_round_trip(void)
+{
+    /* Aligned PRPs go straight to the file with O_DIRECT; a PRP1 at a dword offset is not
+     * aligned enough for it and goes through the bounce buffer. */
+    static const uint32_t offsets[] = {0, 0x200, 0x204};
+
+    for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+        uint32_t length = 32 << 10;
+        fill_pattern(guest + DATA_OFF + offsets[i], length, 40 + (uint32_t)i);
+        ck_assert_uint_eq(rw(1, 0x01, 1, 8 * i, length / 512, DATA_OFF + offsets[i], length),
+                          SC_SUCCESS);
+        memset(guest + DATA2_OFF, 0, length + 4096);
+        ck_assert_uint_eq(rw(2, 0x02, 1, 8 * i, length / 512, DATA2_OFF + offsets[i], length),
+                          SC_SUCCESS);
+        ck_assert_int_eq(
+            memcmp(guest + DATA2_OFF + offsets[i], guest + DATA_OFF + offsets[i], length), 0);
+    }
+    {
+        struct sqe flush = {.opcode = 0x00, .nsid = 0xffffffffu};
+        ck_assert_uint_eq(run(1, &flush).status, SC_SUCCESS);
+    }
+}
+
+START_TEST(direct_namespace_both_engines)
+{
+    uint8_t file[512];
+    int fd;
+
+    start_direct_device("io_uring");
+    direct_round_trip();
+    start_direct_device("sync");
+    direct_round_trip();
+    /* The data reached the file itself. */
+    fd = open(image0, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, file, sizeof(file), 16 * 512), (ssize_t)sizeof(file));
+    close(fd);
+    ck_assert_int_eq(memcmp(file, guest + DATA_OFF + 0x204, sizeof(file)), 0);
+    expect_refused("{\"aio\": \"threads\", \"backend\": \"ram\", \"size\": \"1M\"}", "aio");
+    expect_refused("{\"direct\": true, \"backend\": \"ram\", \"size\": \"1M\"}", "direct");
+}
+END_TEST
+
 START_TEST(parameters_refused)
 {
     char params[512];
@@ -1145,6 +1331,10 @@ static Suite *nvme_suite(void)
         {"reset", reset_and_shutdown},
         {"persistence", persistence_across_restart},
         {"parameters", parameters_refused},
+        {"async", many_commands_in_flight_complete_out_of_order},
+        {"async", reset_waits_for_io_in_flight},
+        {"async", unmap_waits_for_io_in_flight},
+        {"async", direct_namespace_both_engines},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
