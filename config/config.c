@@ -24,7 +24,6 @@
 #include "session.h"
 
 /* Long enough for any path the validator builds from known keys; longer ones are cut. */
-#define CONFIG_FIELD_MAX 256
 
 /*
  * The ranges of the supervisor's settings. A health check or a start-limit interval shorter
@@ -44,6 +43,7 @@ struct config_report {
     const char *origin;                        /* the file, or e.g. "device_add" */
     char *error;
     size_t error_size;
+    char *field; /* NULL, or CONFIG_FIELD_MAX bytes for the setting the error is about */
 };
 
 static const char *const device_keys[] = {"name", "plugin", "enabled", "isolation", "restart",
@@ -164,6 +164,8 @@ __attribute__((format(printf, 6, 7))) static int report_at(const struct config_r
         snprintf(place, sizeof(place), "%s", report->origin);
     }
     copy_printable(shown, sizeof(shown), field);
+    if (report->field != NULL)
+        snprintf(report->field, CONFIG_FIELD_MAX, "%s", shown);
     if (shown[0] != '\0') {
         snprintf(report->error, report->error_size, "%s: %s: %s", place, shown, message);
     } else {
@@ -797,7 +799,16 @@ out:
 int config_device_from_json(const json_t *settings, const char *context, const char *default_name,
                             struct config_device **result, char *error, size_t error_size)
 {
-    struct config_report report = {.origin = context, .error = error, .error_size = error_size};
+    return config_device_from_json_field(settings, context, default_name, result, error, error_size,
+                                         NULL);
+}
+
+int config_device_from_json_field(const json_t *settings, const char *context,
+                                  const char *default_name, struct config_device **result,
+                                  char *error, size_t error_size, char *field)
+{
+    struct config_report report = {
+        .origin = context, .error = error, .error_size = error_size, .field = field};
     struct config_device *device = NULL;
     int ret;
 

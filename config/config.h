@@ -56,6 +56,7 @@
 #define CONFIG_LIST_MAX        64  /* entries of devices_dirs and plugin_dirs */
 #define CONFIG_WORKERS_MAX     256
 #define CONFIG_ERROR_MAX       512
+#define CONFIG_FIELD_MAX       256 /* a setting's path, "socket.mode", "params.queues[0].size" */
 
 /* handshake_timeout, in seconds: at most an hour. */
 #define CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS 3600
@@ -156,6 +157,13 @@ int config_device_load(const char *path, struct config_device **device, char *er
  */
 int config_device_from_json(const json_t *settings, const char *context, const char *default_name,
                             struct config_device **device, char *error, size_t error_size);
+
+/* The same, and `field` (CONFIG_FIELD_MAX bytes, or NULL) names the setting a refusal is
+ * about, such as "socket.mode", or is "" when it is about none: for a caller that reports
+ * errors to a program (the admin socket's error data). */
+int config_device_from_json_field(const json_t *settings, const char *context,
+                                  const char *default_name, struct config_device **device,
+                                  char *error, size_t error_size, char *field);
 
 void config_device_free(struct config_device *device);
 

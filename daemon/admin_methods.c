@@ -263,22 +263,10 @@ static json_t *method_device_get(struct daemon *daemon, const struct admin_peer 
     return describe_device(daemon, device, NULL);
 }
 
-/* "device_add: FIELD: problem" -> FIELD, for the error's data. */
-static json_t *field_from_message(const char *message)
+/* The error's data for a refusal about setting `field`, or none when it names none. */
+static json_t *field_or_none(const char *field)
 {
-    const char *start = strstr(message, ": ");
-    const char *end;
-    char field[128];
-
-    if (start == NULL)
-        return NULL;
-    start += 2;
-    end = strstr(start, ": ");
-    if (end == NULL || (size_t)(end - start) >= sizeof(field) || strchr(start, ' ') < end)
-        return NULL;
-    memcpy(field, start, (size_t)(end - start));
-    field[end - start] = '\0';
-    return field_data(field);
+    return field[0] != '\0' ? field_data(field) : NULL;
 }
 
 /* Whether a drop-in named `file` exists in any device directory (masks and broken
@@ -302,6 +290,7 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     struct managed_device *device;
     json_t *settings = NULL;
     char message[1024], source[CONFIG_NAME_MAX + 8], name[CONFIG_NAME_MAX + 1];
+    char field[CONFIG_FIELD_MAX] = "";
     bool persist;
     int ret;
 
@@ -311,10 +300,11 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     if (settings == NULL)
         return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
     json_object_del(settings, "persist");
-    ret = config_device_from_json(settings, "device_add", NULL, &config, message, sizeof(message));
+    ret = config_device_from_json_field(settings, "device_add", NULL, &config, message,
+                                        sizeof(message), field);
     json_decref(settings);
     if (ret < 0)
-        return fail(error, ADMIN_INVALID_PARAMS, field_from_message(message), "%s", message);
+        return fail(error, ADMIN_INVALID_PARAMS, field_or_none(field), "%s", message);
     if (!config->enabled) {
         config_device_free(config);
         return fail(error, ADMIN_INVALID_PARAMS, field_data("enabled"),
@@ -350,7 +340,7 @@ static json_t *method_device_add(struct daemon *daemon, const struct admin_peer 
     if (ret < 0)
         return fail(
             error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
-            field_from_message(message), "%s", message);
+            field_or_none(daemon->devices.error_field), "%s", message);
     device = device_manager_find(&daemon->devices, name);
     if (persist && device_manager_persist(&daemon->devices, device, message, sizeof(message)) < 0) {
         device_manager_remove(&daemon->devices, device);

@@ -132,7 +132,22 @@ static void abandon_stop(void *argument)
 
 /* --- Helpers. --- */
 
-static const struct vfio_userd_plugin *find_plugin(const struct device_manager *manager,
+/* The setting a refusal is about, for the admin socket's error data ("" for none). */
+static void note_field(struct device_manager *manager, const char *field)
+{
+    snprintf(manager->error_field, sizeof(manager->error_field), "%s", field);
+}
+
+/* A plugin's refusal names a parameter: params.FIELD. */
+static void note_plugin_field(struct device_manager *manager, const struct vfio_userd_error *error)
+{
+    if (error->field[0] != '\0')
+        snprintf(manager->error_field, sizeof(manager->error_field), "params.%s", error->field);
+    else
+        manager->error_field[0] = '\0';
+}
+
+static const struct vfio_userd_plugin *find_plugin(struct device_manager *manager,
                                                    const struct config_device *config, char *error,
                                                    size_t error_size)
 {
@@ -140,6 +155,7 @@ static const struct vfio_userd_plugin *find_plugin(const struct device_manager *
     char location[512];
 
     if (plugin == NULL) {
+        note_field(manager, "plugin");
         config_device_location(config, "plugin", location, sizeof(location));
         snprintf(error, error_size, "%s: plugin: no plugin named '%s' is loaded", location,
                  config->plugin);
@@ -184,11 +200,13 @@ static int create_device(struct device_manager *manager, size_t worker,
     ret = workers_call_sized(manager->workers, worker, &call, &task, sizeof(task));
     if (ret == -ETIMEDOUT) {
         /* The copies went with the task (abandon_create). */
+        note_plugin_field(manager, &task.error);
         config_device_format_plugin_error(config, &task.error, error, error_size);
         return ret;
     }
     create_task_free_copies(&task);
     if (ret < 0) {
+        note_plugin_field(manager, &task.error);
         config_device_format_plugin_error(config, &task.error, error, error_size);
         return ret;
     }
@@ -276,8 +294,8 @@ int device_lookup_group(const char *text, gid_t *gid)
 }
 
 /* The socket owner and group the configuration names; (uid_t)-1 / (gid_t)-1 for none. */
-static int resolve_socket_owner(const struct config_device *config, uid_t *uid, gid_t *gid,
-                                char *error, size_t error_size)
+static int resolve_socket_owner(struct device_manager *manager, const struct config_device *config,
+                                uid_t *uid, gid_t *gid, char *error, size_t error_size)
 {
     char location[512];
     int ret;
@@ -285,6 +303,7 @@ static int resolve_socket_owner(const struct config_device *config, uid_t *uid, 
     *uid = (uid_t)-1;
     *gid = (gid_t)-1;
     if (config->socket_user != NULL && (ret = device_lookup_user(config->socket_user, uid)) < 0) {
+        note_field(manager, "socket.user");
         config_device_location(config, "socket.user", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.user: no user '%s'", location, config->socket_user);
         /* An unknown name is a bad setting; a failing lookup keeps its errno. */
@@ -292,6 +311,7 @@ static int resolve_socket_owner(const struct config_device *config, uid_t *uid, 
     }
     if (config->socket_group != NULL &&
         (ret = device_lookup_group(config->socket_group, gid)) < 0) {
+        note_field(manager, "socket.group");
         config_device_location(config, "socket.group", location, sizeof(location));
         snprintf(error, error_size, "%s: socket.group: no group '%s'", location,
                  config->socket_group);
@@ -301,14 +321,14 @@ static int resolve_socket_owner(const struct config_device *config, uid_t *uid, 
 }
 
 /* Gives the socket file the owner, group and mode the configuration asks for. */
-static int apply_socket_access(const struct config_device *config, const char *path, char *error,
-                               size_t error_size)
+static int apply_socket_access(struct device_manager *manager, const struct config_device *config,
+                               const char *path, char *error, size_t error_size)
 {
     uid_t uid;
     gid_t gid;
     int ret;
 
-    ret = resolve_socket_owner(config, &uid, &gid, error, error_size);
+    ret = resolve_socket_owner(manager, config, &uid, &gid, error, error_size);
     if (ret < 0)
         return ret;
     if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
@@ -347,8 +367,8 @@ static int make_parents(const char *path)
     return 0;
 }
 
-static int open_socket(const struct config_device *config, const char *path, int *fd, char *error,
-                       size_t error_size)
+static int open_socket(struct device_manager *manager, const struct config_device *config,
+                       const char *path, int *fd, char *error, size_t error_size)
 {
     char location[512];
     int ret = make_parents(path);
@@ -356,6 +376,7 @@ static int open_socket(const struct config_device *config, const char *path, int
     if (ret == 0)
         ret = vu_socket_listen(path, fd);
     if (ret < 0) {
+        note_field(manager, "socket.path");
         config_device_location(config, "socket.path", location, sizeof(location));
         snprintf(error, error_size, "%s: socket %s: %s", location, path,
                  ret == -EADDRINUSE ? "a live process is listening on it"
@@ -363,7 +384,7 @@ static int open_socket(const struct config_device *config, const char *path, int
                                     : strerror(-ret));
         return ret;
     }
-    ret = apply_socket_access(config, path, error, error_size);
+    ret = apply_socket_access(manager, config, path, error, error_size);
     if (ret < 0) {
         close(*fd);
         unlink(path);
@@ -372,7 +393,7 @@ static int open_socket(const struct config_device *config, const char *path, int
 }
 
 /* Name and socket path must not be taken by another device than `self`. */
-static int check_unique(const struct device_manager *manager, const struct managed_device *self,
+static int check_unique(struct device_manager *manager, const struct managed_device *self,
                         const struct config_device *config, const char *path, char *error,
                         size_t error_size)
 {
@@ -383,12 +404,14 @@ static int check_unique(const struct device_manager *manager, const struct manag
         if (other == self)
             continue;
         if (strcmp(other->config->name, config->name) == 0) {
+            note_field(manager, "name");
             config_device_location(config, "name", location, sizeof(location));
             snprintf(error, error_size, "%s: name: device '%s' already exists (from %s)", location,
                      config->name, other->config->origin);
             return -EEXIST;
         }
         if (strcmp(other->socket_path, path) == 0) {
+            note_field(manager, "socket.path");
             config_device_location(config, "socket.path", location, sizeof(location));
             snprintf(error, error_size, "%s: socket.path: %s is already used by device '%s'",
                      location, path, other->config->name);
@@ -529,8 +552,8 @@ struct managed_device *device_manager_find_source(const struct device_manager *m
     return NULL;
 }
 
-int device_manager_validate(const struct device_manager *manager,
-                            const struct config_device *config, char *error, size_t error_size)
+int device_manager_validate(struct device_manager *manager, const struct config_device *config,
+                            char *error, size_t error_size)
 {
     const struct vfio_userd_plugin *plugin = find_plugin(manager, config, error, error_size);
     struct vfio_userd_error plugin_error = {0};
@@ -541,11 +564,12 @@ int device_manager_validate(const struct device_manager *manager,
 
     if (plugin == NULL)
         return -ENOENT;
-    ret = resolve_socket_owner(config, &uid, &gid, error, error_size);
+    ret = resolve_socket_owner(manager, config, &uid, &gid, error, error_size);
     if (ret < 0)
         return ret;
     ret = vu_device_create(plugin, config->name, config->params, &device, &plugin_error);
     if (ret < 0) {
+        note_plugin_field(manager, &plugin_error);
         config_device_format_plugin_error(config, &plugin_error, error, error_size);
         return ret;
     }
@@ -609,6 +633,8 @@ static int start_host(struct device_manager *manager, const struct config_device
     ret =
         supervisor_start(manager->event, &supervised, listen_fd, validate_only ? &validated : host,
                          &plugin_error, reason, sizeof(reason));
+    if (ret < 0)
+        note_plugin_field(manager, &plugin_error);
     if (ret < 0 && plugin_error.message[0] != '\0')
         config_device_format_plugin_error(config, &plugin_error, error, error_size);
     else if (ret < 0)
@@ -692,6 +718,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
     char path[CONFIG_SOCKET_PATH_MAX];
     int listen_fd = -1, ret;
 
+    manager->error_field[0] = '\0';
     if (managed == NULL) {
         config_device_free(config);
         snprintf(error, error_size, "out of memory");
@@ -702,6 +729,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
     managed->isolation = device_isolation(manager->settings, config);
     ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
     if (ret < 0) {
+        note_field(manager, "socket.path");
         snprintf(error, error_size, "%s: socket path too long", config->origin);
         goto fail;
     }
@@ -729,7 +757,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
         if (ret < 0)
             goto fail;
     }
-    ret = open_socket(config, path, &listen_fd, error, error_size);
+    ret = open_socket(manager, config, path, &listen_fd, error, error_size);
     if (ret < 0) {
         if (device != NULL)
             stop_device(manager, managed->worker, device, NULL, false, NULL);
@@ -763,8 +791,10 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     bool same_path;
     int listen_fd = -1, ret;
 
+    manager->error_field[0] = '\0';
     ret = config_daemon_device_socket(manager->settings, config, path, sizeof(path));
     if (ret < 0) {
+        note_field(manager, "socket.path");
         snprintf(error, error_size, "%s: socket path too long", config->origin);
         goto fail;
     }
@@ -798,12 +828,12 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     same_path = strcmp(path, existing->socket_path) == 0 &&
                 (existing->endpoint != NULL || existing->listen_fd >= 0);
     if (same_path) {
-        ret = apply_socket_access(config, path, error, error_size);
+        ret = apply_socket_access(manager, config, path, error, error_size);
         if (ret < 0)
             goto fail_device;
         stop_managed(manager, existing, true, &listen_fd);
     } else {
-        ret = open_socket(config, path, &listen_fd, error, error_size);
+        ret = open_socket(manager, config, path, &listen_fd, error, error_size);
         if (ret < 0)
             goto fail_device;
         stop_managed(manager, existing, false, NULL);

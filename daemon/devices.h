@@ -57,6 +57,9 @@ struct device_manager {
     size_t capacity;             /* slots in `devices` */
     sd_event *event;             /* the calling thread's default loop; NULL without workers */
     sd_event_source *trim_timer; /* gives freed heap memory back after devices went */
+    /* The setting the last failed add or replace is about ("socket.mode", "params.ram_size"),
+     * for the admin socket's error data; "" when it was about none. */
+    char error_field[CONFIG_FIELD_MAX];
 };
 
 /*
@@ -173,7 +176,7 @@ int device_manager_reset(struct device_manager *manager, struct managed_device *
  * Only validates `config` (not taken): plugin known and accepting the parameters. For
  * vfio-userd --check-config, which must not touch sockets.
  */
-int device_manager_validate(const struct device_manager *manager,
-                            const struct config_device *config, char *error, size_t error_size);
+int device_manager_validate(struct device_manager *manager, const struct config_device *config,
+                            char *error, size_t error_size);
 
 #endif /* VFIO_USERD_DEVICES_H */

@@ -338,6 +338,21 @@ START_TEST(application_and_parameter_errors)
                                 field, sizeof(field)),
                      -32602);
     ck_assert_str_eq(field, "socket.user");
+    ck_assert_int_eq(call_error("device_add",
+                                "{\"name\":\"e1\",\"plugin\":\"testdev\",\"isolation\":\"vm\"}",
+                                field, sizeof(field)),
+                     -32602);
+    ck_assert_str_eq(field, "isolation");
+    /* A refusal the device manager makes names its field as well: e0's socket is taken. */
+    {
+        json_t *e0 = call_ok("device_get", "{\"name\":\"e0\"}");
+        char params[PATH_MAX + 128];
+        FORMAT(params, "{\"name\":\"e1\",\"plugin\":\"testdev\",\"socket\":{\"path\":\"%s\"}}",
+               json_string_value(json_object_get(e0, "socket")));
+        json_decref(e0);
+        ck_assert_int_lt(call_error("device_add", params, field, sizeof(field)), 0);
+        ck_assert_str_eq(field, "socket.path");
+    }
     ck_assert_int_eq(
         call_error("device_get", "{\"name\":\"e0\",\"extra\":1}", field, sizeof(field)), -32602);
     ck_assert_str_eq(field, "extra");
