@@ -687,11 +687,29 @@ START_TEST(plugins_open_the_files_their_parameters_name)
 }
 END_TEST
 
+/* A client that connects while its device is down: it waits in the socket's backlog. */
+struct waiting_client {
+    char path[PATH_MAX];
+    struct vu_client *client;
+    int result;
+};
+
+static void *connect_and_wait(void *argument)
+{
+    struct waiting_client *waiting = argument;
+
+    waiting->result = vu_client_connect(waiting->path, NULL, &waiting->client);
+    return NULL;
+}
+
 START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
 {
+    struct waiting_client waiting = {.client = NULL};
     struct vu_client *client;
     long long first, one = 1;
     json_t *device, *result;
+    pthread_t thread;
+    uint32_t magic = 0;
 
     start_daemon(NULL, "plugin: misbehave\nrestart: no\nparams:\n  behavior: crash\n");
     first = misbehave_pid();
@@ -710,9 +728,20 @@ START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
     ck_assert(!log_has_line("misbehave0: ", "device host restarted"));
     vu_client_close(client);
 
-    /* device_reset starts it again. */
+    /* The socket stayed bound while the device was down: a VMM that connects now waits in
+     * its backlog, and the next host, which device_reset starts, answers it. */
+    daemon_harness_device_socket(&harness, "misbehave0", waiting.path, sizeof(waiting.path));
+    ck_assert_int_eq(pthread_create(&thread, NULL, connect_and_wait, &waiting), 0);
+    usleep(200 * 1000);
     result = admin_client_call_ok(&admin, "device_reset", "{\"name\":\"misbehave0\"}");
     json_decref(result);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_msg(waiting.result == 0, "the waiting client: %s", strerror(-waiting.result));
+    ck_assert_int_eq(vu_client_region_read(waiting.client, VFIO_USERD_REGION_BAR0, MB_MAGIC, &magic,
+                                           sizeof(magic)),
+                     0);
+    ck_assert_uint_eq(magic, MB_MAGIC_VALUE);
+    vu_client_close(waiting.client);
     device = wait_device("misbehave0", is_serving_after, &one, 3, NULL, 0);
     ck_assert_int_ne(integer_of(device, "pid"), first);
     json_decref(device);
