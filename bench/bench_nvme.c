@@ -1,16 +1,26 @@
 /*
  * NVMe benchmark: the in-tree client plays the NVMe driver against `vfio-userd --single nvme`
- * with a RAM namespace, and measures 4 KiB random reads at a given queue depth and number
- * of I/O queues: IOPS, and the latency from doorbell to completion (p50, p99).
+ * and measures 4 KiB random reads at a given queue depth and number of I/O queues: IOPS,
+ * and the latency from doorbell to completion (p50, p99).
  *
- * Usage: bench_nvme BUILD_DIR [SECONDS per case, default 3]
+ * Usage: bench_nvme BUILD_DIR [SECONDS per case, default 3] [DIRECTORY for the image,
+ * default /var/tmp]
+ *
+ * First a RAM namespace (1 and 2 queues, depth 1 and 32). Then a file-backed namespace (a
+ * 256 MiB image) with io_uring, the default, and with `aio: sync`, each against `pread` of
+ * the same file at the same depth (depth N: N threads each with one pread outstanding), as
+ * a ratio of IOPS: once through the page cache (the image read beforehand, so it holds
+ * it), once with O_DIRECT (`direct: true`, and O_DIRECT preads), where reads wait for the
+ * disk.
  *
  * Guest memory is a shared memfd, so data moves through mapped memory as with QEMU's
  * memfd backend. Doorbells are posted REGION_WRITEs (No_reply), as QEMU sends MMIO writes;
  * completions are found by polling the completion queues in shared memory. One thread
- * drives every queue. Prints one line per case: queues, depth, IOPS, p50 and p99 in us.
+ * drives every queue. Prints one line per case, and the load average before and after.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +36,8 @@
 #define GUEST_SIZE (64u << 20)
 #define DEPTH_MAX  64u
 #define QUEUES_MAX 2u
-#define NS_BLOCKS  ((1u << 30) / 512)
+#define RAM_BLOCKS ((1u << 30) / 512)
+#define FILE_SIZE  (256u << 20)
 #define SAMPLES    (4u << 20)
 
 struct queue {
@@ -40,6 +51,7 @@ static struct queue queues[QUEUES_MAX + 1];
 static uint64_t submitted_at[QUEUES_MAX + 1][DEPTH_MAX];
 static uint32_t *latencies;
 static uint64_t random_state = 88172645463325252ull;
+static uint64_t ns_blocks = RAM_BLOCKS;
 
 static uint64_t now_ns(void)
 {
@@ -121,7 +133,7 @@ static void admin(uint8_t opcode, uint64_t prp1, uint32_t cdw10, uint32_t cdw11)
 
 static void submit_read(uint32_t qid, uint16_t slot)
 {
-    uint64_t lba = (next_random() % (NS_BLOCKS / 8)) * 8;
+    uint64_t lba = (next_random() % (ns_blocks / 8)) * 8;
     uint64_t buffer = GUEST + (8u << 20) + ((qid - 1) * DEPTH_MAX + slot) * 4096ull;
     const uint32_t cdw[6] = {(uint32_t)lba, (uint32_t)(lba >> 32), 7, 0, 0, 0};
 
@@ -135,7 +147,21 @@ static int compare_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void run_case(uint32_t queue_count, uint32_t depth, double seconds)
+/* IOPS of the last case, for ratios. */
+static double last_iops;
+
+static void report(const char *label, uint32_t queue_count, uint32_t depth, uint64_t done,
+                   uint64_t elapsed_ns, uint32_t *samples_ns, uint64_t samples)
+{
+    qsort(samples_ns, samples, sizeof(*samples_ns), compare_u32);
+    last_iops = (double)done / ((double)elapsed_ns / 1e9);
+    printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us\n", label,
+           queue_count, depth, last_iops, samples_ns[samples / 2] / 1000.0,
+           samples_ns[samples * 99 / 100] / 1000.0);
+    fflush(stdout);
+}
+
+static void run_case(const char *label, uint32_t queue_count, uint32_t depth, double seconds)
 {
     uint64_t start, end, done = 0, samples = 0;
 
@@ -181,29 +207,114 @@ static void run_case(uint32_t queue_count, uint32_t depth, double seconds)
             break;
     }
     end = now_ns();
-    qsort(latencies, samples, sizeof(*latencies), compare_u32);
-    printf("queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us\n", queue_count, depth,
-           (double)done / ((double)(end - start) / 1e9), latencies[samples / 2] / 1000.0,
-           latencies[samples * 99 / 100] / 1000.0);
-    fflush(stdout);
+    report(label, queue_count, depth, done, end - start, latencies, samples);
 }
 
-int main(int argc, char **argv)
+/* --- pread of the image at depth N: N threads, one read outstanding each. --- */
+
+struct reader {
+    pthread_t thread;
+    int fd;
+    uint64_t end_ns, done, samples, random;
+    uint32_t *latencies; /* SAMPLES / DEPTH_MAX entries */
+};
+
+static void *reader_main(void *argument)
 {
-    const char *build = argc > 1 ? argv[1] : "build/plain";
-    double seconds = argc > 2 ? atof(argv[2]) : 3.0;
-    char socket_path[128], binary[4096], plugins[4096];
-    pid_t server;
-    int fd, rc;
+    struct reader *reader = argument;
+    uint8_t buffer[4096] __attribute__((aligned(4096)));
+
+    while (now_ns() < reader->end_ns) {
+        uint64_t offset, started;
+
+        reader->random ^= reader->random << 13;
+        reader->random ^= reader->random >> 7;
+        reader->random ^= reader->random << 17;
+        offset = (reader->random % (FILE_SIZE / 4096)) * 4096;
+        started = now_ns();
+        if (pread(reader->fd, buffer, sizeof(buffer), (off_t)offset) != sizeof(buffer))
+            die("pread", errno);
+        if (reader->samples < SAMPLES / DEPTH_MAX)
+            reader->latencies[reader->samples++] = (uint32_t)(now_ns() - started);
+        reader->done++;
+    }
+    return NULL;
+}
+
+static void run_pread(const char *path, bool direct, uint32_t depth, double seconds)
+{
+    static struct reader readers[DEPTH_MAX];
+    uint64_t start = now_ns(), done = 0, samples = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+
+    if (fd < 0)
+        die(path, errno);
+    for (uint32_t i = 0; i < depth; i++) {
+        readers[i] = (struct reader){.fd = fd,
+                                     .end_ns = start + (uint64_t)(seconds * 1e9),
+                                     .random = next_random() | 1,
+                                     .latencies = latencies + i * (SAMPLES / DEPTH_MAX)};
+        if (pthread_create(&readers[i].thread, NULL, reader_main, &readers[i]) != 0)
+            die("pthread_create", EAGAIN);
+    }
+    for (uint32_t i = 0; i < depth; i++) {
+        pthread_join(readers[i].thread, NULL);
+        done += readers[i].done;
+        /* Gather the samples at the front of the array. */
+        memmove(latencies + samples, readers[i].latencies, readers[i].samples * sizeof(*latencies));
+        samples += readers[i].samples;
+    }
+    close(fd);
+    report(direct ? "pread O_DIRECT" : "pread", 1, depth, done, now_ns() - start, latencies,
+           samples);
+}
+
+static void print_load(const char *when)
+{
+    char line[128] = "?";
+    FILE *file = fopen("/proc/loadavg", "r");
+
+    if (file != NULL) {
+        if (fgets(line, sizeof(line), file) == NULL)
+            snprintf(line, sizeof(line), "?\n");
+        fclose(file);
+    }
+    printf("load average %s: %s", when, line);
+}
+
+static const char *build;
+static char socket_path[128];
+static pid_t server;
+static int guest_fd = -1;
+
+/* Serves `params` (a NULL-ended list of --param values) with a fresh daemon and brings
+ * the controller up with QUEUES_MAX I/O queues. */
+static void start_server(const char *const *params)
+{
+    char binary[4096], plugins[4096];
+    const char *argv[32];
+    int argc = 0, rc;
 
     snprintf(socket_path, sizeof(socket_path), "/tmp/bench_nvme.%d.sock", (int)getpid());
     snprintf(binary, sizeof(binary), "%s/vfio-userd", build);
     snprintf(plugins, sizeof(plugins), "%s/plugins", build);
+    argv[argc++] = binary;
+    argv[argc++] = "--single";
+    argv[argc++] = "nvme";
+    argv[argc++] = "--socket";
+    argv[argc++] = socket_path;
+    argv[argc++] = "--plugin-dir";
+    argv[argc++] = plugins;
+    argv[argc++] = "--log-level";
+    argv[argc++] = "warning";
+    for (; *params != NULL && argc < 30; params++) {
+        argv[argc++] = "--param";
+        argv[argc++] = *params;
+    }
+    argv[argc] = NULL;
     server = fork();
     if (server == 0) {
-        execl(binary, binary, "--single", "nvme", "--socket", socket_path, "--plugin-dir", plugins,
-              "--param", "backend=ram", "--param", "size=1G", "--param", "io_queues=2",
-              "--log-level", "warning", (char *)NULL);
+        execv(binary, (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 100 && access(socket_path, F_OK) != 0; i++)
@@ -211,18 +322,12 @@ int main(int argc, char **argv)
     rc = vu_client_connect(socket_path, NULL, &client);
     if (rc < 0)
         die("connect", rc);
-    latencies = malloc(SAMPLES * sizeof(*latencies));
-    fd = memfd_create("guest", MFD_CLOEXEC);
-    if (latencies == NULL || fd < 0 || ftruncate(fd, GUEST_SIZE) < 0)
-        die("guest memory", errno);
-    guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (guest == MAP_FAILED)
-        die("mmap", errno);
     rc = vu_client_dma_map(client, GUEST, GUEST_SIZE, VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE,
-                           fd, 0);
+                           guest_fd, 0);
     if (rc < 0)
         die("DMA_MAP", rc);
 
+    memset(guest, 0, 1u << 20);
     queues[0] = (struct queue){0x0000, 0x1000, 32, 0, 0, true};
     reg_write(0x24, 31u << 16 | 31u, false);
     reg_write(0x28, (uint32_t)GUEST, false);
@@ -236,18 +341,104 @@ int main(int argc, char **argv)
         admin(0x05, GUEST + cq, DEPTH_MAX << 16 | qid, qid << 16 | 1); /* no interrupts */
         admin(0x01, GUEST + sq, DEPTH_MAX << 16 | qid, qid << 16 | 1);
     }
-    printf("nvme, RAM namespace, 4 KiB random reads, %.0f s per case\n", seconds);
-    run_case(1, 1, seconds);
-    run_case(1, 32, seconds);
-    run_case(2, 1, seconds);
-    run_case(2, 32, seconds);
+}
 
+static void stop_server(void)
+{
     vu_client_close(client);
+    client = NULL;
     kill(server, SIGTERM);
     waitpid(server, NULL, 0);
     unlink(socket_path);
-    munmap(guest, GUEST_SIZE);
+}
+
+/* A FILE_SIZE image of random bytes, written out and then in the page cache. */
+static void make_image(const char *path)
+{
+    static uint8_t chunk[1u << 20];
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+    if (fd < 0)
+        die(path, errno);
+    for (uint32_t done = 0; done < FILE_SIZE; done += sizeof(chunk)) {
+        for (size_t i = 0; i < sizeof(chunk); i += 8) {
+            uint64_t value = next_random();
+            memcpy(chunk + i, &value, 8);
+        }
+        if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+            die("writing the image", errno);
+    }
+    if (fdatasync(fd) < 0)
+        die("fdatasync", errno);
+    /* Read twice: the first pass leaves readahead marks on pages, which make a later
+     * RWF_NOWAIT or io_uring read of them start readahead in a kernel worker; the second
+     * pass takes the marks away. Steady state, as a guest's working set would be. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t done = 0; done < FILE_SIZE; done += sizeof(chunk))
+            if (pread(fd, chunk, sizeof(chunk), done) != (ssize_t)sizeof(chunk))
+                die("reading the image", errno);
     close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const ram[] = {"backend=ram", "size=1G", "io_queues=2", NULL};
+    const char *directory = argc > 3 ? argv[3] : "/var/tmp";
+    double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    const uint32_t depths[] = {1, 32};
+    char image[4096], path_param[4200];
+
+    build = argc > 1 ? argv[1] : "build/plain";
+    latencies = malloc(SAMPLES * sizeof(*latencies));
+    guest_fd = memfd_create("guest", MFD_CLOEXEC);
+    if (latencies == NULL || guest_fd < 0 || ftruncate(guest_fd, GUEST_SIZE) < 0)
+        die("guest memory", errno);
+    guest = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, guest_fd, 0);
+    if (guest == MAP_FAILED)
+        die("mmap", errno);
+    print_load("before");
+
+    printf("nvme, RAM namespace, 4 KiB random reads, %.0f s per case\n", seconds);
+    ns_blocks = RAM_BLOCKS;
+    start_server(ram);
+    run_case("ram", 1, 1, seconds);
+    run_case("ram", 1, 32, seconds);
+    run_case("ram", 2, 1, seconds);
+    run_case("ram", 2, 32, seconds);
+    stop_server();
+
+    snprintf(image, sizeof(image), "%s/bench_nvme.%d.img", directory, (int)getpid());
+    snprintf(path_param, sizeof(path_param), "path=%s", image);
+    make_image(image);
+    ns_blocks = FILE_SIZE / 512;
+    for (int direct = 0; direct <= 1; direct++) {
+        printf("nvme, file namespace (%u MiB%s) against pread of the file, 1 queue\n",
+               FILE_SIZE >> 20, direct ? ", O_DIRECT" : ", cached");
+        for (size_t d = 0; d < sizeof(depths) / sizeof(depths[0]); d++) {
+            const char *const file_uring[] = {path_param, "io_queues=2",
+                                              direct ? "direct=true" : NULL, NULL};
+            const char *const file_sync[] = {path_param, "io_queues=2", "aio=sync",
+                                             direct ? "direct=true" : NULL, NULL};
+            double baseline, io_uring;
+
+            run_pread(image, direct, depths[d], seconds);
+            baseline = last_iops;
+            start_server(file_uring);
+            run_case("file io_uring", 1, depths[d], seconds);
+            io_uring = last_iops;
+            stop_server();
+            start_server(file_sync);
+            run_case("file aio=sync", 1, depths[d], seconds);
+            stop_server();
+            printf("depth %2u: file io_uring / pread %.2f, file aio=sync / pread %.2f\n", depths[d],
+                   io_uring / baseline, last_iops / baseline);
+        }
+    }
+    unlink(image);
+    print_load("after");
+
+    munmap(guest, GUEST_SIZE);
+    close(guest_fd);
     free(latencies);
     return EXIT_SUCCESS;
 }

@@ -147,6 +147,7 @@ struct nvme_namespace {
     bool block_device;
     bool direct;           /* opened with O_DIRECT */
     uint32_t direct_align; /* what O_DIRECT asks of buffers and lengths, in bytes */
+    bool no_nowait;        /* preadv2(RWF_NOWAIT) is refused here: reads go to the ring */
     uint8_t eui64[8];
     uint8_t nguid[16];
     char path[256]; /* for log lines only */
