@@ -430,6 +430,23 @@ static void nvme_ring_event(void *opaque, int fd, uint32_t revents)
     nvme_queues_run(ctrl);
 }
 
+static void nvme_kick(void *opaque)
+{
+    nvme_queues_run(opaque);
+}
+
+void nvme_ring_drain_and_resume(struct nvme_controller *ctrl)
+{
+    if (!ctrl->ring_ready)
+        return;
+    nvme_ring_drain(ctrl);
+    /* Completions posted meanwhile want their interrupts, and entries waiting for a free
+     * slot their start: on the next iteration, once the memory map changed. (The ring's
+     * eventfd, which those completions signalled, would wake the queues too; the timer
+     * says so rather than leaving it to that.) */
+    ctrl->host->timer_set(ctrl->device, ctrl->kick_source, 0);
+}
+
 int nvme_ring_setup(struct nvme_controller *ctrl)
 {
     const struct vfio_userd_host *host = ctrl->host;
@@ -449,7 +466,12 @@ int nvme_ring_setup(struct nvme_controller *ctrl)
     if (rc == 0)
         rc = host->add_fd(ctrl->device, ctrl->ring_eventfd, EPOLLIN, nvme_ring_event, ctrl,
                           &ctrl->ring_source);
+    if (rc == 0)
+        rc = host->add_timer(ctrl->device, VFIO_USERD_TIMER_OFF, nvme_kick, ctrl,
+                             &ctrl->kick_source);
     if (rc < 0) {
+        ctrl->host->remove_source(ctrl->device, ctrl->ring_source);
+        ctrl->ring_source = NULL;
         io_uring_queue_exit(&ctrl->ring);
         if (ctrl->ring_eventfd >= 0)
             close(ctrl->ring_eventfd);
@@ -466,7 +488,9 @@ void nvme_ring_teardown(struct nvme_controller *ctrl)
         return;
     nvme_ring_drain(ctrl);
     ctrl->host->remove_source(ctrl->device, ctrl->ring_source);
+    ctrl->host->remove_source(ctrl->device, ctrl->kick_source);
     ctrl->ring_source = NULL;
+    ctrl->kick_source = NULL;
     io_uring_queue_exit(&ctrl->ring);
     close(ctrl->ring_eventfd);
     ctrl->ring_eventfd = -1;

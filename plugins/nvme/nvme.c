@@ -469,7 +469,7 @@ static void nvme_ops_destroy(void *instance)
  * unmaps are rare (a memory map change in the VMM, or its end). */
 static void nvme_ops_dma_unmap(void *instance, uint64_t address, uint64_t size)
 {
-    nvme_ring_drain(instance);
+    nvme_ring_drain_and_resume(instance);
 }
 
 static const struct vfio_userd_device_ops nvme_ops = {

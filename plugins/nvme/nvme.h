@@ -314,6 +314,9 @@ struct nvme_controller {
     bool ring_ready;
     int ring_eventfd;
     struct vfio_userd_source *ring_source;
+    /* A zero-delay timer that resumes queue processing on the next loop iteration, after a
+     * DMA unmap that had to hold it back (ABI 1.1 add_timer). */
+    struct vfio_userd_source *kick_source;
     uint32_t in_flight;   /* operations submitted or queued, not yet reaped */
     uint32_t unsubmitted; /* prepared in the ring, not yet submitted */
 };
@@ -353,6 +356,8 @@ int nvme_ring_setup(struct nvme_controller *ctrl);
 bool nvme_ring_kick(struct nvme_controller *ctrl);
 void nvme_ring_drain(struct nvme_controller *ctrl);
 void nvme_ring_teardown(struct nvme_controller *ctrl);
+/* Waits for everything in flight, then has the queues resume once the caller returned. */
+void nvme_ring_drain_and_resume(struct nvme_controller *ctrl);
 /* queue.c: a command's backend operations all finished; resume it. */
 void nvme_command_resume(struct nvme_command *cmd);
 struct nvme_namespace *nvme_namespace_find(struct nvme_controller *ctrl, uint32_t nsid);

@@ -1215,6 +1215,38 @@ START_TEST(unmap_waits_for_io_in_flight)
 }
 END_TEST
 
+START_TEST(unmap_elsewhere_resumes_the_queues)
+{
+    /* The VMM unmaps some other range while 40 reads are in flight, more than a queue has
+     * slots: the device waits for the reads, and afterwards starts the entries that waited
+     * for a slot by itself, without another doorbell. */
+    const uint64_t extra_address = 0x200000000ull;
+    int extra = memfd_create("extra", MFD_CLOEXEC);
+    uint32_t count = 40;
+    bool seen[40] = {false};
+
+    ck_assert_int_ge(extra, 0);
+    ck_assert_int_eq(ftruncate(extra, 1 << 20), 0);
+    start_direct_device("io_uring");
+    ck_assert_int_eq(vu_client_dma_map(client, extra_address, 1 << 20,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, extra, 0),
+                     0);
+    next_cid = 0;
+    for (uint32_t i = 0; i < count; i++)
+        push_read4k(1, 1, i * 64, DATA2_OFF + i * 4096);
+    ring(1);
+    ck_assert_int_eq(vu_client_dma_unmap(client, extra_address, 1 << 20, 0), 0);
+    for (uint32_t i = 0; i < count; i++) {
+        struct completion c = reap(1);
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_lt(c.cid, count);
+        ck_assert(!seen[c.cid]);
+        seen[c.cid] = true;
+    }
+    close(extra);
+}
+END_TEST
+
 static void direct_round_trip(void)
 {
     /* Aligned PRPs go straight to the file with O_DIRECT; a PRP1 at a dword offset is not
@@ -1334,6 +1366,7 @@ static Suite *nvme_suite(void)
         {"async", many_commands_in_flight_complete_out_of_order},
         {"async", reset_waits_for_io_in_flight},
         {"async", unmap_waits_for_io_in_flight},
+        {"async", unmap_elsewhere_resumes_the_queues},
         {"async", direct_namespace_both_engines},
     };
 
