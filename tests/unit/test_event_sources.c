@@ -333,6 +333,44 @@ START_TEST(limits_are_reported)
 }
 END_TEST
 
+/* A plugin built for ABI 1.0: it knows nothing past add_ioeventfd. */
+static int old_create(struct vfio_userd_device *old, const json_t *params,
+                      struct vfio_userd_error *error)
+{
+    static const struct vfio_userd_pci_identity identity = {.vendor_id = 0x1234,
+                                                            .device_id = 0x10ee};
+
+    ck_assert_uint_ge(old->host->size, offsetof(struct vfio_userd_host, add_ioeventfd) +
+                                           sizeof(old->host->add_ioeventfd));
+    return old->host->pci_set_identity(old, &identity);
+}
+
+static const struct vfio_userd_plugin old_plugin = {
+    .abi_major = 1, .abi_minor = 0, .name = "old", .create = old_create};
+
+START_TEST(a_1_0_plugin_loads_and_is_served)
+{
+    struct vfio_userd_plugin newer = old_plugin;
+    struct vfio_userd_error error = {0};
+    struct vu_device *old_device;
+    struct vu_endpoint *old_endpoint;
+    char path[128], message[200];
+    int listen_fd;
+
+    ck_assert_int_eq(vu_device_check_plugin(&old_plugin, message, sizeof(message)), 0);
+    newer.abi_minor = VFIO_USERD_ABI_MINOR + 1;
+    ck_assert_int_eq(vu_device_check_plugin(&newer, message, sizeof(message)), -EPROTONOSUPPORT);
+    ck_assert_int_eq(vu_device_create(&old_plugin, "old0", NULL, &old_device, &error), 0);
+    snprintf(path, sizeof(path), "%s/old.sock", directory);
+    ck_assert_int_eq(vu_socket_listen(path, &listen_fd), 0);
+    ck_assert_int_eq(vu_endpoint_new(old_device, event, listen_fd, &old_endpoint), 0);
+    sd_event_run(event, 1000);
+    vu_endpoint_free(old_endpoint);
+    vu_device_destroy(old_device);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("event_sources");
@@ -345,6 +383,7 @@ int main(void)
     tcase_add_test(test_case, post_from_many_threads_runs_each_once_in_order_on_the_loop);
     tcase_add_test(test_case, posted_functions_wait_for_the_loop_and_go_with_the_device);
     tcase_add_test(test_case, limits_are_reported);
+    tcase_add_test(test_case, a_1_0_plugin_loads_and_is_served);
     suite_add_tcase(suite, test_case);
     return test_run_suite(suite);
 }
