@@ -607,6 +607,10 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
         peer.uid = (uid_t)-1;
     privileged = peer.uid == 0 || peer.uid == geteuid();
     why = refusal(server, peer.uid, privileged);
+    /* A device host may share the daemon's account (a daemon that is not root cannot give
+     * it another), and it runs a plugin a guest may have subverted: never an admin. */
+    if (why == NULL && device_manager_is_host(&server->daemon->devices, peer.pid))
+        why = "device hosts may not use the admin socket";
     if (why != NULL) {
         refuse(server, client, &peer, why);
         return 0;

@@ -585,6 +585,14 @@ static void free_managed(struct managed_device *managed)
     free(managed);
 }
 
+bool device_manager_is_host(const struct device_manager *manager, pid_t pid)
+{
+    for (size_t i = 0; i < manager->count && pid > 0; i++)
+        if (manager->devices[i]->host != NULL && supervisor_pid(manager->devices[i]->host) == pid)
+            return true;
+    return false;
+}
+
 enum config_isolation device_isolation(const struct config_daemon *settings,
                                        const struct config_device *config)
 {

@@ -71,6 +71,9 @@ struct device_manager {
 int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
                         const struct plugin_registry *plugins, struct workers *workers);
 
+/* Whether `pid` is one of the device hosts (which are refused on the admin socket). */
+bool device_manager_is_host(const struct device_manager *manager, pid_t pid);
+
 /* Removes every device (clients disconnected, sockets unlinked, plugins' destroy called). */
 void device_manager_fini(struct device_manager *manager);
 

@@ -77,6 +77,7 @@ struct supervisor_host {
     unsigned start_count;  /* starts recorded, at most start_limit_burst */
     unsigned start_next;
     char last_failure[160];
+    struct vu_log_ratelimit open_log; /* lines the host's open requests cause */
 };
 
 static uint64_t now_usec(void)
@@ -144,10 +145,19 @@ int supervisor_resolve_user(const struct config_daemon *settings, const char *us
     ret = device_lookup_user(name, uid);
     if (ret == 0)
         ret = primary_group(*uid, gid);
-    if (ret < 0)
-        snprintf(error, error_size, "no user '%s' to run the device host as%s", name,
-                 ret == -ENOENT ? "" : strerror(-ret));
-    return ret;
+    if (ret < 0) {
+        snprintf(error, error_size, "no user '%s' to run the device host as%s%s", name,
+                 ret == -ENOENT ? "" : ": ", ret == -ENOENT ? "" : strerror(-ret));
+        return ret;
+    }
+    /* A host as root, even without capabilities, owns every root file and may signal every
+     * root process: the sandbox would be a pretence. */
+    if (*uid == 0) {
+        snprintf(error, error_size,
+                 "user '%s' is root; a device host runs as an unprivileged account", name);
+        return -EPERM;
+    }
+    return 0;
 }
 
 /* --- Starting a host. --- */
@@ -160,6 +170,35 @@ static int pidfd_open_process(pid_t pid)
 static int pidfd_kill(int pidfd)
 {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+/*
+ * The daemon's environment without what systemd meant for the daemon alone: a host must
+ * not notify for it, feed its watchdog or take its passed sockets. Built once.
+ */
+static char **host_environment(void)
+{
+    static const char *const withheld[] = {
+        "NOTIFY_SOCKET=", "WATCHDOG_USEC=",  "WATCHDOG_PID=",   "LISTEN_FDS=",
+        "LISTEN_PID=",    "LISTEN_FDNAMES=", "JOURNAL_STREAM=", NULL};
+    static char **kept;
+    size_t count = 0, used = 0;
+
+    if (kept != NULL)
+        return kept;
+    while (environ[count] != NULL)
+        count++;
+    kept = calloc(count + 1, sizeof(char *));
+    if (kept == NULL)
+        return environ;
+    for (size_t i = 0; i < count; i++) {
+        bool keep = true;
+        for (size_t w = 0; withheld[w] != NULL && keep; w++)
+            keep = strncmp(environ[i], withheld[w], strlen(withheld[w])) != 0;
+        if (keep)
+            kept[used++] = environ[i];
+    }
+    return kept;
 }
 
 /*
@@ -198,10 +237,11 @@ static int spawn_process(const char *binary, char *const *argv, const int source
     sigemptyset(&none);
     if (ret == 0)
         ret = -posix_spawnattr_setsigmask(&attributes, &none);
+    /* A session of its own: a kill(0, ...) in the host reaches no one else. */
     if (ret == 0)
-        ret = -posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+        ret = -posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
     if (ret == 0)
-        ret = -posix_spawn(pid, binary, &actions, &attributes, argv, environ);
+        ret = -posix_spawn(pid, binary, &actions, &attributes, argv, host_environment());
     posix_spawnattr_destroy(&attributes);
 out_actions:
     posix_spawn_file_actions_destroy(&actions);
@@ -275,6 +315,15 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     pid_t pid;
     int ret;
 
+    if (host->pid != 0) {
+        snprintf(error, error_size, "a device host (pid %d) is still running", (int)host->pid);
+        return -EBUSY;
+    }
+    /* Every attempt counts against the start limit and starts the clock of the back-off,
+     * including one that fails before a process exists (a plugin file gone, no descriptors):
+     * such a failure must not retry unbounded. */
+    host->started_usec = now_usec();
+    record_start(host, host->started_usec);
     argv[count++] = (char *)DEVICE_HOST_BINARY;
     if (host->change_user) {
         snprintf(uid, sizeof(uid), "%u", (unsigned)host->uid);
@@ -312,7 +361,6 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         snprintf(error, error_size, "cannot open plugin %s: %s", host->plugin_path, strerror(-ret));
         goto out;
     }
-    record_start(host, now_usec());
     ret = spawn_process(binary, argv, (const int[3]){host->listen_fd, fds[1], plugin_fd}, &pid);
     if (ret < 0) {
         snprintf(error, error_size, "cannot start the device host %s: %s", binary, strerror(-ret));
@@ -322,7 +370,6 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     host->pidfd = pidfd_open_process(pid);
     host->channel_fd = fds[0];
     fds[0] = -1;
-    host->started_usec = now_usec();
     host->check_sent_usec = 0;
     host->ready = false;
     host->stopping = false;
@@ -376,16 +423,17 @@ static void answer_open(struct supervisor_host *host, const json_t *request)
     json_t *answer;
     int fd = -1, ret;
 
-    ret = flags < 0 || flags > INT_MAX || mode < 0 || mode > 07777
-              ? -EINVAL
-              : vu_device_check_open_file(host->params, path, (int)flags);
-    if (ret == 0) {
-        fd = open(path, (int)flags | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
-        ret = fd < 0 ? -errno : 0;
+    if (flags < 0 || flags > INT_MAX || mode < 0 || mode > 07777) {
+        ret = -EINVAL;
+    } else {
+        fd = vu_device_open_named_file(host->params, path, (int)flags, (unsigned int)mode);
+        ret = fd < 0 ? fd : 0;
     }
-    vu_log(ret < 0 ? VFIO_USERD_LOG_WARNING : VFIO_USERD_LOG_DEBUG, host->name,
-           "device host %s %s%s%s", ret < 0 ? "cannot open" : "opened",
-           path != NULL ? path : "(no path)", ret < 0 ? ": " : "", ret < 0 ? strerror(-ret) : "");
+    /* The host asks as often as it likes: what it makes the daemon log is rate-limited. */
+    vu_log_ratelimited(&host->open_log, ret < 0 ? VFIO_USERD_LOG_WARNING : VFIO_USERD_LOG_DEBUG,
+                       host->name, "device host %s %.256s%s%s", ret < 0 ? "cannot open" : "opened",
+                       path != NULL ? path : "(no path)", ret < 0 ? ": " : "",
+                       ret < 0 ? strerror(-ret) : "");
     answer = json_pack("{s:s, s:I, s:i}", "type", "open", "seq",
                        (json_int_t)control_sequence(request), "errno", -ret);
     if (answer != NULL && control_send_fd(host->channel_fd, answer, fd) < 0)
@@ -447,6 +495,10 @@ static bool drain_channel(struct supervisor_host *host)
     }
     if (count > SUPERVISOR_MESSAGES_PER_WAKEUP || ret == -EAGAIN)
         return true;
+    /* A host that closes its channel but lives on could no longer be checked or stopped:
+     * it goes (a host that is ending anyway is merely hurried). */
+    if (ret == 0 && host->pid != 0 && !host->stopping)
+        kill_host(host);
     /* A reset connection is a host that died with messages unread: its exit says why. */
     if (ret < 0 && ret != -ECONNRESET) {
         vu_log(VFIO_USERD_LOG_ERR, host->name, "device host sent a bad control message: %s",
@@ -649,8 +701,11 @@ static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdat
         return 0;
     }
     /* A full queue means it is not reading: the check already out catches that. */
+    /* A check that could not even be sent counts as unanswered all the same. */
     ping = json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
-    if (ping != NULL && control_send(host->channel_fd, ping) >= 0 && host->check_sent_usec == 0)
+    if (ping != NULL && host->channel_fd >= 0)
+        control_send(host->channel_fd, ping);
+    if (host->check_sent_usec == 0)
         host->check_sent_usec = now;
     json_decref(ping);
     return 0;
@@ -710,6 +765,7 @@ int supervisor_start(sd_event *event, const struct supervisor_config *config, in
         return -ENOMEM;
     host->event = sd_event_ref(event);
     host->pidfd = host->channel_fd = -1;
+    host->open_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(10 * 1000000, 10);
     host->settings = config->settings;
     host->restart = config->restart;
     host->validate_only = config->validate_only;
@@ -882,6 +938,13 @@ int supervisor_reset(struct supervisor_host *host, uint64_t timeout_usec)
     json_t *reply = NULL;
     int ret;
 
+    /* A host that is starting (a restart, or a reset whose wait ran out) is waited for, not
+     * doubled: two hosts would serve one socket, and the first would be lost track of. */
+    if (host->pid != 0 && !host->ready) {
+        ret = wait_message(host, "ready", 0, timeout_usec, &reply);
+        json_decref(reply);
+        return ret == -EINVAL ? -EIO : ret;
+    }
     if (host->state == SUPERVISOR_FAILED || host->state == SUPERVISOR_RESTARTING) {
         sd_event_source_set_enabled(host->restart_timer, SD_EVENT_OFF);
         host->start_count = host->start_next = 0;

@@ -30,8 +30,9 @@
  * needs no right to the plugin directory, and loads the very file the daemon checked. */
 #define CONTROL_PLUGIN_FD 5
 
-/* The largest packet either side sends or accepts (a device's parameters must fit). */
-#define CONTROL_MESSAGE_MAX (256 * 1024)
+/* The largest packet either side sends or accepts (a device's parameters must fit). Well
+ * under a socket's default send buffer (208 KiB), which a packet must fit whole. */
+#define CONTROL_MESSAGE_MAX (64 * 1024)
 
 /* A SOCK_SEQPACKET socketpair, close-on-exec and non-blocking on both ends. */
 int control_socketpair(int fds[2]);

@@ -457,8 +457,8 @@ static int add_rules(scmp_filter_ctx filter, char *error, size_t error_size)
         if (ret < 0)
             goto out;
     }
-    /* Threads and fork stay (pthread_create and posix_spawn use clone); new namespaces do
-     * not. Flags are clone()'s first argument on x86 and arm64, its second on s390. */
+    /* New namespaces go (processes go altogether, below). Flags are clone()'s first argument on x86
+     * and arm64, its second on s390. */
     for (size_t i = 0; i < sizeof(namespace_flags) / sizeof(namespace_flags[0]); i++) {
 #if defined(__s390__)
         comparison = SCMP_A1(SCMP_CMP_MASKED_EQ, namespace_flags[i], namespace_flags[i]);
@@ -469,6 +469,46 @@ static int add_rules(scmp_filter_ctx filter, char *error, size_t error_size)
         if (ret < 0)
             goto out;
     }
+    /*
+     * No new processes, only threads: a child of a host would outlive it when the daemon
+     * kills the host (keeping the device's listening socket, and whatever the plugin left
+     * in it), and would escape the daemon's watch. fork() and vfork() go, and clone()
+     * without CLONE_THREAD; threads (pthread_create) stay.
+     */
+    ret = refuse(filter, "fork", refused, 0, NULL, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "vfork", refused, 0, NULL, error, error_size);
+    if (ret < 0)
+        goto out;
+#if defined(__s390__)
+    comparison = SCMP_A1(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0);
+#else
+    comparison = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0);
+#endif
+    ret = refuse(filter, "clone", refused, 1, &comparison, error, error_size);
+    if (ret < 0)
+        goto out;
+    /*
+     * Signals to this process only: every device host of a daemon runs as the same account,
+     * so without this one subverted host could kill, stop or flood the others (and any
+     * process of that account). The process's own id is known now, and never changes.
+     */
+    comparison = SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)getpid());
+    ret = refuse(filter, "kill", refused, 1, &comparison, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "tgkill", refused, 1, &comparison, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "rt_sigqueueinfo", refused, 1, &comparison, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "rt_tgsigqueueinfo", refused, 1, &comparison, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "tkill", refused, 0, NULL, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "pidfd_open", refused, 0, NULL, error, error_size);
+    if (ret == 0)
+        ret = refuse(filter, "pidfd_send_signal", refused, 0, NULL, error, error_size);
+    if (ret < 0)
+        goto out;
     /* clone3() passes its flags in memory, where a filter cannot look. ENOSYS, as from a
      * kernel before 5.3, makes glibc fall back to clone(), which the rules above vet. */
     ret = refuse(filter, "clone3", SCMP_ACT_ERRNO(ENOSYS), 0, NULL, error, error_size);

@@ -7,7 +7,10 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -497,19 +500,55 @@ int vu_device_check_open_file(const json_t *params, const char *path, int flags)
     return vu_params_name(params, path) ? 0 : -EACCES;
 }
 
+int vu_device_open_named_file(const json_t *params, const char *path, int flags, unsigned int mode)
+{
+    /* No symbolic link anywhere on the path: whoever may write a directory on it (the
+     * device's own account, say) could otherwise point the daemon at any file it may open.
+     * Non-blocking, so that a FIFO planted there cannot hold the caller; it is refused. */
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK),
+        .mode = (flags & O_CREAT) ? (mode & 0666) : 0,
+        .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    struct stat status;
+    int ret = vu_device_check_open_file(params, path, flags);
+    int fd;
+
+    if (ret < 0)
+        return ret;
+    fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &status) < 0) {
+        ret = -errno;
+        goto fail;
+    }
+    if (!S_ISREG(status.st_mode) && !S_ISBLK(status.st_mode)) {
+        ret = -EINVAL;
+        goto fail;
+    }
+    /* Blocking again, as the plugin asked (O_NONBLOCK is not among the flags it may give). */
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        ret = -errno;
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return ret;
+}
+
 static int host_open_file(struct vfio_userd_device *public, const char *path, int flags,
                           unsigned int mode)
 {
     struct vu_device *device = device_of(public);
     int ret = vu_device_check_open_file(device->params, path, flags);
-    int fd;
 
     if (ret < 0)
         return ret;
     if (file_opener != NULL)
-        return file_opener(device->name, path, flags, mode & 07777);
-    fd = open(path, flags | O_CLOEXEC | O_NOCTTY, (mode_t)(mode & 07777));
-    return fd < 0 ? -errno : fd;
+        return file_opener(device->name, path, flags, mode & 0666);
+    return vu_device_open_named_file(device->params, path, flags, mode);
 }
 
 /* ---------------------------------------------------------------------------------------

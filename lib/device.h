@@ -167,6 +167,13 @@ void vu_device_set_file_opener(vu_file_opener_fn opener);
 int vu_device_check_open_file(const json_t *params, const char *path, int flags);
 
 /*
+ * Opens a file for a plugin's open_file(), as whoever calls it (the daemon, for a device
+ * host): checked as above, with no symbolic link on the path (-ELOOP), a regular file or a
+ * block device only (-EINVAL), created with a mode no wider than 0666.
+ */
+int vu_device_open_named_file(const json_t *params, const char *path, int flags, unsigned int mode);
+
+/*
  * The device is served from `event`'s loop by `endpoint` (vu_endpoint_new calls this on the
  * loop's thread): the plugin's sources (add_fd, add_timer) and its post() queue start
  * working there, and each of their callbacks is followed by vu_endpoint_flush(endpoint).

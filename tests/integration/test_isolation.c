@@ -11,6 +11,7 @@
  * a loop before, during and after, and the worst latency it saw goes to the log.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,6 +203,9 @@ static void wait_log_line(const char *first, const char *second)
  * Starts the daemon with `settings` added to its file, testdev0 in a device host, testdev1
  * on a worker thread, and misbehave0 as `misbehave` says (a drop-in's text).
  */
+/* "KEY=VALUE" for the daemon's environment in the next start_daemon(), or NULL. */
+static const char *next_environment;
+
 static void start_daemon(const char *settings, const char *misbehave)
 {
     char config[1024], plugins[PATH_MAX];
@@ -222,6 +227,9 @@ static void start_daemon(const char *settings, const char *misbehave)
            inherited != NULL && inherited[0] != '\0' ? ":" : "");
     harness.extra_environment[0] = asan_options;
 #endif
+    if (next_environment != NULL)
+        harness.extra_environment[harness.extra_environment[0] != NULL ? 1 : 0] = next_environment;
+    next_environment = NULL;
     ck_assert_int_eq(
         daemon_harness_write_file(harness.devices_dir, "testdev0.yaml", "plugin: testdev\n"), 0);
     ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "testdev1.yaml",
@@ -702,6 +710,75 @@ static void *connect_and_wait(void *argument)
     return NULL;
 }
 
+/* How many processes are children of `parent`. */
+static int children_of(pid_t parent)
+{
+    DIR *proc = opendir("/proc");
+    struct dirent *entry;
+    int count = 0;
+
+    ck_assert_ptr_nonnull(proc);
+    while ((entry = readdir(proc)) != NULL) {
+        char path[64], text[512], *close_paren;
+        int ppid = 0;
+        FILE *file;
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+            continue;
+        FORMAT(path, "/proc/%s/stat", entry->d_name);
+        file = fopen(path, "r");
+        if (file == NULL)
+            continue;
+        if (fgets(text, sizeof(text), file) != NULL && (close_paren = strrchr(text, ')')) &&
+            sscanf(close_paren + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            count++;
+        fclose(file);
+    }
+    closedir(proc);
+    return count;
+}
+
+/*
+ * A reset while the next device host is still starting waits for it: it must not start a
+ * second host on the same socket (and lose track of the first).
+ */
+START_TEST(a_reset_while_a_host_starts_starts_no_second_one)
+{
+    char wrapper[PATH_MAX], text[PATH_MAX * 2 + 64];
+    static char environment[PATH_MAX + 32];
+    struct vu_client *client;
+    long long first, one = 1;
+    json_t *device;
+    FILE *file;
+
+    /* Every host takes 0.6 s to start: a window to reset in. */
+    FORMAT(wrapper, "/tmp/vfio-userd-slow-host-%d", (int)getpid());
+    file = fopen(wrapper, "w");
+    ck_assert_ptr_nonnull(file);
+    fprintf(file, "#!/bin/sh\nsleep 0.6\nexec %s/vfio-userd-device-host \"$@\"\n",
+            daemon_harness_build_dir());
+    fclose(file);
+    ck_assert_int_eq(chmod(wrapper, 0755), 0);
+    FORMAT(environment, "VFIO_USERD_DEVICE_HOST=%s", wrapper);
+    next_environment = environment;
+    start_daemon(NULL, "plugin: misbehave\nparams:\n  behavior: crash\n");
+    first = misbehave_pid();
+    client = misbehave_now();
+    FORMAT(text, "device host pid %lld (plugin misbehave) was killed by signal SEGV", first);
+    wait_log_line("misbehave0: ", text);
+    vu_client_close(client);
+    usleep(300 * 1000); /* past the 100 ms back-off: the next host is in its 0.6 s start */
+    json_decref(admin_client_call_ok(&admin, "device_reset", "{\"name\":\"misbehave0\"}"));
+    device = wait_device("misbehave0", is_serving_after, &one, 3, NULL, 0);
+    ck_assert_int_eq(integer_of(device, "restarts"), 1);
+    json_decref(device);
+    /* testdev0's host and misbehave0's: two, not three. */
+    ck_assert_int_eq(children_of(harness.pid), 2);
+    expect_misbehave_answers();
+    stop_daemon();
+    unlink(wrapper);
+}
+END_TEST
+
 START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
 {
     struct waiting_client waiting = {.client = NULL};
@@ -955,6 +1032,7 @@ static Suite *isolation_suite(void)
     tcase_add_test(tcase, a_leak_ends_at_the_memory_limit);
     tcase_add_test(tcase, the_sandbox_refuses_an_escape);
     tcase_add_test(tcase, plugins_open_the_files_their_parameters_name);
+    tcase_add_test(tcase, a_reset_while_a_host_starts_starts_no_second_one);
     tcase_add_test(tcase, restart_no_leaves_a_crashed_device_failed_until_reset);
     tcase_add_test(tcase, the_start_limit_leaves_a_crash_loop_failed_until_reset);
     tcase_add_test(tcase, a_refused_change_leaves_the_running_host_alone);

@@ -155,12 +155,27 @@ static void filter_refuses_and_allows(void)
     /* glibc tries clone3 first and falls back to clone on ENOSYS. */
     CHILD_CHECK(pthread_create(&thread, NULL, thread_body, buffer) == 0);
     CHILD_CHECK(pthread_join(thread, &result) == 0 && result == buffer);
+    /* Signals to itself only. */
+    CHILD_CHECK(kill(getpid(), 0) == 0);
+    CHILD_CHECK(raise(0) == 0);
+    CHILD_FAILS_WITH(kill(getppid(), 0), EPERM);
+    CHILD_FAILS_WITH(kill(0, 0), EPERM);
+    CHILD_FAILS_WITH(kill(-1, 0), EPERM);
+    CHILD_FAILS_WITH(syscall(SYS_tgkill, getppid(), getppid(), 0), EPERM);
+    CHILD_FAILS_WITH(syscall(SYS_tkill, getpid(), 0), EPERM);
+    CHILD_FAILS_WITH(syscall(SYS_pidfd_open, getppid(), 0), EPERM);
+    /* No processes: should one start anyway, it leaves at once with a telling status. */
+    errno = 0;
     child = fork();
-    CHILD_CHECK(child >= 0);
     if (child == 0)
         _exit(7);
-    CHILD_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-                WEXITSTATUS(status) == 7);
+    CHILD_CHECK(child == -1 && errno == EPERM);
+    errno = 0;
+    ret = syscall(SYS_clone, SIGCHLD, 0, NULL, NULL, 0);
+    if (ret == 0)
+        _exit(7);
+    CHILD_CHECK(ret == -1 && errno == EPERM);
+    CHILD_CHECK(waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD);
 }
 
 START_TEST(filter_refuses_and_allows_calls)
