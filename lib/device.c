@@ -418,6 +418,14 @@ static void *host_dma_translate(struct vfio_userd_device *public, uint64_t addre
     return vu_dma_table_translate(&device->dma, address, length, dma_flags_of(access));
 }
 
+static int host_dma_scatter(struct vfio_userd_device *public, uint64_t address, uint64_t length,
+                            uint32_t access, struct iovec *pieces, uint32_t max)
+{
+    struct vu_device *device = device_of(public);
+
+    return vu_dma_table_scatter(&device->dma, address, length, dma_flags_of(access), pieces, max);
+}
+
 static int host_dma_submit(struct vfio_userd_device *public, struct vfio_userd_dma_request *request)
 {
     struct vu_device *device = device_of(public);
@@ -876,6 +884,7 @@ static const struct vfio_userd_host host_table = {
     .remove_source = host_remove_source,
     .post = host_post,
     .limits = host_limits,
+    .dma_scatter = host_dma_scatter,
 };
 
 /* ---------------------------------------------------------------------------------------

@@ -169,3 +169,38 @@ void *vu_dma_table_translate(const struct vu_dma_table *table, uint64_t address,
         return NULL;
     return range->host + (address - range->address);
 }
+
+int vu_dma_table_scatter(const struct vu_dma_table *table, uint64_t address, uint64_t length,
+                         uint32_t flags, struct iovec *pieces, uint32_t max)
+{
+    uint32_t count = 0;
+
+    if (length == 0)
+        return 0;
+    if (address + length < address || pieces == NULL)
+        return -EINVAL;
+    while (length > 0) {
+        const struct vu_dma_range *range = vu_dma_table_lookup(table, address, 1);
+        uint64_t offset, take;
+        uint8_t *host;
+
+        if (range == NULL || range->host == NULL)
+            return -EFAULT;
+        if ((range->flags & flags) != flags)
+            return -EACCES;
+        offset = address - range->address;
+        take = range->size - offset < length ? range->size - offset : length;
+        host = range->host + offset;
+        if (count > 0 &&
+            (uint8_t *)pieces[count - 1].iov_base + pieces[count - 1].iov_len == host) {
+            pieces[count - 1].iov_len += take;
+        } else {
+            if (count == max)
+                return -ENOBUFS;
+            pieces[count++] = (struct iovec){.iov_base = host, .iov_len = take};
+        }
+        address += take;
+        length -= take;
+    }
+    return (int)count;
+}

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct vu_dma_range {
     uint64_t address;
@@ -59,5 +60,14 @@ const struct vu_dma_range *vu_dma_table_lookup(const struct vu_dma_table *table,
  */
 void *vu_dma_table_translate(const struct vu_dma_table *table, uint64_t address, uint64_t length,
                              uint32_t flags);
+
+/*
+ * [address, address + length) as pieces of host memory, one per range it crosses (joined
+ * where they continue each other), each with `flags`: how many pieces, -EFAULT (a part not
+ * mapped, or mapped without a file descriptor), -EACCES (without those flags), -ENOBUFS
+ * (more than `max`), -EINVAL (a span that wraps around).
+ */
+int vu_dma_table_scatter(const struct vu_dma_table *table, uint64_t address, uint64_t length,
+                         uint32_t flags, struct iovec *pieces, uint32_t max);
 
 #endif /* VU_DMA_TABLE_H */

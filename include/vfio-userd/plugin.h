@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <jansson.h>
 
 #ifdef __cplusplus
@@ -313,6 +314,19 @@ struct vfio_userd_host {
     /* What this host allows the device, at run time (see struct vfio_userd_host_limits);
      * valid until the next call. Usable anywhere on the device's thread and in create(). */
     const struct vfio_userd_host_limits *(*limits)(struct vfio_userd_device *device);
+
+    /*
+     * Scatter-gather: the `length` bytes of client memory at `address`, with `access`, as
+     * pieces of host memory in `pieces` (at most `max`), one for each DMA range the span
+     * crosses (neighbours that continue each other in host memory are joined). Returns how
+     * many pieces, or -EFAULT (part of the span is not directly mapped: use dma_submit()),
+     * -EACCES (mapped without that access), -ENOBUFS (more than `max` pieces), -EINVAL. The
+     * pointers are valid as dma_translate()'s are: until dma_unmap of their range. A device
+     * whose descriptors (PRP lists, virtqueue buffers) cross the boundary between two maps
+     * of guest RAM, which QEMU makes around device holes, needs this. On the device's thread.
+     */
+    int (*dma_scatter)(struct vfio_userd_device *device, uint64_t address, uint64_t length,
+                       uint32_t access, struct iovec *pieces, uint32_t max);
 };
 
 /* add_timer()/timer_set(): no deadline. */

@@ -377,6 +377,59 @@ START_TEST(test_fd_mapping_aligned)
 }
 END_TEST
 
+/*
+ * Scatter-gather across ranges: a span that crosses from one map into the next comes out
+ * as one piece per range, each pointing at the right bytes; a gap, a range without a
+ * mapping, missing access and too few pieces are each refused.
+ */
+START_TEST(test_scatter_across_ranges)
+{
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    int first = patterned_memfd(2 * page), second = patterned_memfd(2 * page);
+    struct iovec pieces[4];
+    int count;
+
+    /* Two maps that meet at 0x10000 + 2 pages, from different files: two pieces. */
+    ck_assert_int_eq(vu_dma_table_add(&table, 0x10000, 2 * page, RW, first, 0), 0);
+    ck_assert_int_eq(
+        vu_dma_table_add(&table, 0x10000 + 2 * page, 2 * page, VU_DMA_FLAG_READABLE, second, 0), 0);
+    close(first);
+    close(second);
+    count = vu_dma_table_scatter(&table, 0x10000 + page + 10, page + 20, VU_DMA_FLAG_READABLE,
+                                 pieces, 4);
+    /* Should the kernel have placed the second mapping right after the first, the two
+     * pieces are one: joined, as promised. */
+    if (table.ranges[0].host + 2 * page == table.ranges[1].host) {
+        ck_assert_int_eq(count, 1);
+        ck_assert_uint_eq(pieces[0].iov_len, page + 20);
+    } else {
+        ck_assert_int_eq(count, 2);
+        ck_assert_uint_eq(pieces[0].iov_len, page - 10);
+        ck_assert_uint_eq(pieces[1].iov_len, 30);
+        ck_assert_uint_eq(((uint8_t *)pieces[1].iov_base)[0], pattern_at(0));
+        ck_assert_uint_eq(((uint8_t *)pieces[1].iov_base)[29], pattern_at(29));
+    }
+    ck_assert_uint_eq(((uint8_t *)pieces[0].iov_base)[0], pattern_at(page + 10));
+    /* Inside one range: one piece, the same pointer dma_translate gives. */
+    ck_assert_int_eq(vu_dma_table_scatter(&table, 0x10000 + 5, 100, RW, pieces, 1), 1);
+    ck_assert_ptr_eq(pieces[0].iov_base, vu_dma_table_translate(&table, 0x10000 + 5, 100, RW));
+    /* Refusals. */
+    ck_assert_int_eq(vu_dma_table_scatter(&table, 0x10000 + page, 2 * page, RW, pieces, 4),
+                     -EACCES); /* the second map is read-only */
+    ck_assert_int_eq(
+        vu_dma_table_scatter(&table, 0x10000 + page, 4 * page, VU_DMA_FLAG_READABLE, pieces, 4),
+        -EFAULT); /* runs past the second map */
+    ck_assert_int_eq(
+        vu_dma_table_scatter(&table, 0x10000 + page, 2 * page, VU_DMA_FLAG_READABLE, pieces, 1),
+        -ENOBUFS);
+    ck_assert_int_eq(vu_dma_table_scatter(&table, UINT64_MAX - 10, 20, 0, pieces, 4), -EINVAL);
+    ck_assert_int_eq(vu_dma_table_scatter(&table, 0x10000, 0, RW, pieces, 4), 0);
+    /* A map without a file descriptor has no host memory to point at. */
+    ck_assert_int_eq(add(0x100000, page), 0);
+    ck_assert_int_eq(vu_dma_table_scatter(&table, 0x100000, 8, 0, pieces, 4), -EFAULT);
+}
+END_TEST
+
 START_TEST(test_fd_mapping_unaligned_offset)
 {
     const long page = sysconf(_SC_PAGESIZE);
@@ -526,6 +579,7 @@ static Suite *dma_table_suite(void)
     tcase_add_test(mapping, test_translate_access_rights);
     tcase_add_test(mapping, test_fd_mapping_failures);
     tcase_add_test(mapping, test_destroy_unmaps);
+    tcase_add_test(mapping, test_scatter_across_ranges);
     suite_add_tcase(suite, mapping);
     return suite;
 }
