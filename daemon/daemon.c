@@ -123,8 +123,34 @@ static int load_drop_in(const struct config_dirs_entry *entry, struct config_dev
     return config_device_load(entry->path, config, error, error_size);
 }
 
+/*
+ * New process-isolation devices start their hosts this many at a time: each host loads and
+ * checks its plugin on its own CPU while the daemon starts the next, rather than one after
+ * the other; within the hosts' start deadline however many devices a directory holds.
+ */
+#define SYNC_STARTING_MAX 32
+
+/* Waits for the device hosts started by device_manager_add_begin(); how many failed. */
+static size_t finish_starting(struct daemon *daemon, json_t *reported,
+                              struct managed_device **starting, size_t *count)
+{
+    char error[1024];
+    size_t failed = 0;
+
+    for (size_t i = 0; i < *count; i++) {
+        if (device_manager_add_finish(&daemon->devices, starting[i], error, sizeof(error)) < 0) {
+            report_problem(daemon, reported, "%s", error);
+            failed++;
+        }
+    }
+    *count = 0;
+    return failed;
+}
+
 size_t daemon_synchronize(struct daemon *daemon)
 {
+    struct managed_device *starting[SYNC_STARTING_MAX];
+    size_t starting_count = 0;
     struct config_dirs_list list = {0};
     struct pending_device *pending = NULL;
     char **kept = NULL; /* drop-ins that failed: their running device stays as it was */
@@ -199,10 +225,17 @@ size_t daemon_synchronize(struct daemon *daemon)
             problems++;
             continue;
         }
-        ret = existing != NULL
-                  ? device_manager_replace(&daemon->devices, existing, config, error, sizeof(error))
-                  : device_manager_add(&daemon->devices, config, pending[i].source, error,
-                                       sizeof(error));
+        if (existing == NULL) {
+            struct managed_device *device;
+            ret = device_manager_add_begin(&daemon->devices, config, pending[i].source, &device,
+                                           error, sizeof(error));
+            if (ret == 0 && device != NULL)
+                starting[starting_count++] = device;
+            if (starting_count == SYNC_STARTING_MAX)
+                problems += finish_starting(daemon, reported, starting, &starting_count);
+        } else {
+            ret = device_manager_replace(&daemon->devices, existing, config, error, sizeof(error));
+        }
         if (ret < 0) {
             /* A worker that did not answer in time: tried again once it answers, without
              * waiting for the file to change. */
@@ -214,6 +247,7 @@ size_t daemon_synchronize(struct daemon *daemon)
             problems++;
         }
     }
+    problems += finish_starting(daemon, reported, starting, &starting_count);
 out:
     for (size_t i = 0; pending != NULL && i < pending_count; i++)
         config_device_free(pending[i].config);

@@ -687,6 +687,39 @@ static int stop_managed(struct device_manager *manager, struct managed_device *m
  * Brings up `managed` (config, plugin and isolation set) on `listen_fd` (taken in every
  * case). Thread isolation needs `device`, already created on worker managed->worker.
  */
+/* The first half of start_host(): the host is spawned, and awaited by await_host(). */
+static int launch_host(struct device_manager *manager, const struct config_device *config,
+                       const struct vfio_userd_plugin *plugin, int listen_fd,
+                       struct supervisor_host **host, char *error, size_t error_size)
+{
+    struct supervisor_config supervised;
+    char reason[CONFIG_ERROR_MAX];
+    int ret;
+
+    supervisor_config_of(manager, config, plugin, &supervised);
+    ret = supervisor_launch(manager->event, &supervised, listen_fd, host, reason, sizeof(reason));
+    if (ret < 0)
+        snprintf(error, error_size, "%s: %s", config->origin, reason);
+    return ret;
+}
+
+/* The second half: waits for the launched host; on failure it is gone. */
+static int await_host(struct device_manager *manager, const struct config_device *config,
+                      struct supervisor_host *host, char *error, size_t error_size)
+{
+    struct vfio_userd_error plugin_error = {0};
+    char reason[CONFIG_ERROR_MAX];
+    int ret = supervisor_await(host, &plugin_error, reason, sizeof(reason));
+
+    if (ret < 0)
+        note_plugin_field(manager, &plugin_error);
+    if (ret < 0 && plugin_error.message[0] != '\0')
+        config_device_format_plugin_error(config, &plugin_error, error, error_size);
+    else if (ret < 0)
+        snprintf(error, error_size, "%s: %s", config->origin, reason);
+    return ret;
+}
+
 static int serve_managed(struct device_manager *manager, struct managed_device *managed,
                          struct vu_device *device, int listen_fd, char *error, size_t error_size)
 {
@@ -718,14 +751,39 @@ static int serve_managed(struct device_manager *manager, struct managed_device *
     return 0;
 }
 
-int device_manager_add(struct device_manager *manager, struct config_device *config,
-                       const char *source, char *error, size_t error_size)
+/* Takes `managed` out of the manager's array (not freed). */
+static void unregister(struct device_manager *manager, struct managed_device *managed)
+{
+    size_t index;
+
+    for (index = 0; index < manager->count && manager->devices[index] != managed; index++)
+        ;
+    if (index == manager->count)
+        return;
+    memmove(&manager->devices[index], &manager->devices[index + 1],
+            (manager->count - index - 1) * sizeof(manager->devices[0]));
+    manager->count--;
+    release_devices(manager);
+}
+
+static void log_serving(const struct managed_device *managed)
+{
+    vu_log(VFIO_USERD_LOG_INFO, managed->config->name,
+           "serving %s device on %s (from %s, %s isolation%s)", managed->plugin->name,
+           managed->socket_path, managed->config->origin, device_isolation_name(managed->isolation),
+           managed->host != NULL ? ", in its own process" : "");
+}
+
+int device_manager_add_begin(struct device_manager *manager, struct config_device *config,
+                             const char *source, struct managed_device **starting, char *error,
+                             size_t error_size)
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
     struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
     int listen_fd = -1, ret;
 
+    *starting = NULL;
     manager->error_field[0] = '\0';
     if (managed == NULL) {
         config_device_free(config);
@@ -749,6 +807,7 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
         ret = -ENOMEM;
         goto fail;
     }
+    /* Devices still starting are in the array already: their names and sockets count. */
     ret = check_unique(manager, NULL, config, path, error, error_size);
     if (ret < 0)
         goto fail;
@@ -771,20 +830,60 @@ int device_manager_add(struct device_manager *manager, struct config_device *con
             stop_device(manager, managed->worker, device, NULL, false, NULL);
         goto fail;
     }
+    if (managed->isolation == CONFIG_ISOLATION_PROCESS) {
+        ret = launch_host(manager, config, managed->plugin, listen_fd, &managed->host, error,
+                          error_size);
+        if (ret < 0) {
+            close(listen_fd);
+            unlink(path);
+            goto fail;
+        }
+        managed->listen_fd = listen_fd;
+        manager->devices[manager->count++] = managed;
+        *starting = managed;
+        return 0;
+    }
     ret = serve_managed(manager, managed, device, listen_fd, error, error_size);
     if (ret < 0) {
         unlink(path);
         goto fail;
     }
     manager->devices[manager->count++] = managed;
-    vu_log(VFIO_USERD_LOG_INFO, config->name, "serving %s device on %s (from %s, %s isolation%s)",
-           managed->plugin->name, path, config->origin, device_isolation_name(managed->isolation),
-           managed->host != NULL ? ", in its own process" : "");
+    log_serving(managed);
     return 0;
 
 fail:
     free_managed(managed);
     return ret;
+}
+
+int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
+                              char *error, size_t error_size)
+{
+    int ret = await_host(manager, starting->config, starting->host, error, error_size);
+
+    if (ret < 0) {
+        /* The host is gone already (supervisor_await); its socket and entry go too. */
+        starting->host = NULL;
+        close(starting->listen_fd);
+        unlink(starting->socket_path);
+        unregister(manager, starting);
+        free_managed(starting);
+        return ret;
+    }
+    log_serving(starting);
+    return 0;
+}
+
+int device_manager_add(struct device_manager *manager, struct config_device *config,
+                       const char *source, char *error, size_t error_size)
+{
+    struct managed_device *starting;
+    int ret = device_manager_add_begin(manager, config, source, &starting, error, error_size);
+
+    if (ret < 0 || starting == NULL)
+        return ret;
+    return device_manager_add_finish(manager, starting, error, error_size);
 }
 
 int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
@@ -896,10 +995,7 @@ void device_manager_remove(struct device_manager *manager, struct managed_device
      * no new client can reach it, and it stops before its worker serves anything else. */
     ret = stop_managed(manager, device, false, NULL);
     unlink(device->socket_path);
-    memmove(&manager->devices[index], &manager->devices[index + 1],
-            (manager->count - index - 1) * sizeof(manager->devices[0]));
-    manager->count--;
-    release_devices(manager);
+    unregister(manager, device);
     if (ret == -ETIMEDOUT)
         vu_log(VFIO_USERD_LOG_WARNING, device->config->name,
                "removed, but its worker %zu does not answer: the device stops when it does",

@@ -90,6 +90,20 @@ struct managed_device *device_manager_find_source(const struct device_manager *m
 int device_manager_add(struct device_manager *manager, struct config_device *config,
                        const char *source, char *error, size_t error_size);
 
+/*
+ * device_manager_add() in two halves, so that the device hosts of several new devices start
+ * at once. _begin does everything but wait for a process-isolation device's host: it
+ * returns that device in `starting` (already registered, so that names and sockets stay
+ * unique), and _finish waits for it, or takes it away again and says why. For a thread
+ * device _begin does it all and `starting` is NULL. Every started device must be finished
+ * before anything else touches the manager.
+ */
+int device_manager_add_begin(struct device_manager *manager, struct config_device *config,
+                             const char *source, struct managed_device **starting, char *error,
+                             size_t error_size);
+int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
+                              char *error, size_t error_size);
+
 /* Replaces `existing` by a device built from `config` (taken over), or leaves it as it
  * was and explains why. */
 int device_manager_replace(struct device_manager *manager, struct managed_device *existing,

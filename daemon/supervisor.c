@@ -751,12 +751,10 @@ static void stop_process(struct supervisor_host *host)
     close_process(host);
 }
 
-int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
-                     struct supervisor_host **result, struct vfio_userd_error *plugin_error,
-                     char *error, size_t error_size)
+int supervisor_launch(sd_event *event, const struct supervisor_config *config, int listen_fd,
+                      struct supervisor_host **result, char *error, size_t error_size)
 {
     struct supervisor_host *host = calloc(1, sizeof(*host));
-    json_t *reply = NULL;
     uint64_t period;
     int ret;
 
@@ -808,7 +806,25 @@ int supervisor_start(sd_event *event, const struct supervisor_config *config, in
     ret = spawn(host, error, error_size);
     if (ret < 0)
         goto fail;
-    ret = wait_message(host, "ready", 0, SUPERVISOR_START_TIMEOUT_USEC, &reply);
+    *result = host;
+    return 0;
+fail:
+    host_free(host);
+    return ret;
+}
+
+int supervisor_await(struct supervisor_host *host, struct vfio_userd_error *plugin_error,
+                     char *error, size_t error_size)
+{
+    uint64_t waited = now_usec() - host->started_usec;
+    json_t *reply = NULL;
+    int ret;
+
+    /* The deadline runs from the start: a host launched with others had its time already. */
+    ret = wait_message(
+        host, "ready", 0,
+        waited < SUPERVISOR_START_TIMEOUT_USEC ? SUPERVISOR_START_TIMEOUT_USEC - waited : 0,
+        &reply);
     if (ret == -EINVAL) {
         /* The plugin refused the device: the configuration's fault, as in thread mode. */
         snprintf(plugin_error->field, sizeof(plugin_error->field), "%s",
@@ -818,30 +834,41 @@ int supervisor_start(sd_event *event, const struct supervisor_config *config, in
         json_int_t number = json_integer_value(json_object_get(reply, "errno"));
         ret = number > 0 && number < 4096 ? -(int)number : -EINVAL;
         snprintf(error, error_size, "%s", plugin_error->message);
-        goto fail_process;
+        goto fail;
     }
     if (ret < 0) {
         snprintf(error, error_size, "the device host %s",
                  ret == -ETIMEDOUT ? "did not come up in time" : "ended while starting");
-        goto fail_process;
+        goto fail;
     }
     host->state = SUPERVISOR_RUNNING;
     json_decref(reply);
-    if (config->validate_only) {
+    if (host->validate_only)
         supervisor_stop(host);
-        return 0;
-    }
-    *result = host;
     return 0;
-
-fail_process:
+fail:
     json_decref(reply);
     host->stopping = true;
     kill_host(host);
     if (host->pidfd >= 0)
         reap(host, &(siginfo_t){0});
-fail:
     host_free(host);
+    return ret;
+}
+
+int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
+                     struct supervisor_host **result, struct vfio_userd_error *plugin_error,
+                     char *error, size_t error_size)
+{
+    struct supervisor_host *host;
+    int ret = supervisor_launch(event, config, listen_fd, &host, error, error_size);
+
+    *result = NULL;
+    if (ret < 0)
+        return ret;
+    ret = supervisor_await(host, plugin_error, error, error_size);
+    if (ret == 0 && !config->validate_only)
+        *result = host;
     return ret;
 }
 

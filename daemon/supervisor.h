@@ -72,6 +72,17 @@ int supervisor_start(sd_event *event, const struct supervisor_config *config, in
                      struct supervisor_host **host, struct vfio_userd_error *plugin_error,
                      char *error, size_t error_size);
 
+/*
+ * supervisor_start() in two halves, so that several hosts start at once (the daemon's
+ * first synchronisation): launch spawns the host and returns; await waits for it, within
+ * SUPERVISOR_START_TIMEOUT_USEC of the launch, and frees it on failure (or, validating only,
+ * in any case).
+ */
+int supervisor_launch(sd_event *event, const struct supervisor_config *config, int listen_fd,
+                      struct supervisor_host **host, char *error, size_t error_size);
+int supervisor_await(struct supervisor_host *host, struct vfio_userd_error *plugin_error,
+                     char *error, size_t error_size);
+
 /* Stops the host (asked, then killed after SUPERVISOR_STOP_TIMEOUT_USEC) and frees it. */
 void supervisor_stop(struct supervisor_host *host);
 
