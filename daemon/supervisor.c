@@ -595,10 +595,14 @@ static void handle_end(struct supervisor_host *host, const siginfo_t *info)
     char cause[128];
 
     describe_exit(info, cause, sizeof(cause));
+    /* No process: a start that failed before there was one (logged by its caller). */
     snprintf(host->last_failure, sizeof(host->last_failure), "%s",
-             stuck ? "stopped answering and was killed" : cause);
-    vu_log(VFIO_USERD_LOG_ERR, host->name, "device host pid %d (plugin %s) %s", (int)host->pid,
-           host->plugin_name, stuck ? "was stuck and is killed" : cause);
+             stuck            ? "stopped answering and was killed"
+             : host->pid == 0 ? "could not be started"
+                              : cause);
+    if (host->pid != 0)
+        vu_log(VFIO_USERD_LOG_ERR, host->name, "device host pid %d (plugin %s) %s", (int)host->pid,
+               host->plugin_name, stuck ? "was stuck and is killed" : cause);
     /* A host that ran for a while had no part in a crash loop. */
     if (now - host->started_usec >= host->settings->start_limit_interval_usec)
         host->failures_in_row = 0;
