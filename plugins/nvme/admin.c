@@ -1,6 +1,6 @@
 /*
  * nvme admin command set: Identify, Get/Set Features, Create/Delete I/O queues, Get Log
- * Page, Asynchronous Event Request, Abort and Keep Alive.
+ * Page, Asynchronous Event Request, Abort, Keep Alive and Doorbell Buffer Config.
  *
  * DECODE checks what can be checked before data moves and says how much data goes to the
  * guest; EXECUTE builds that data in the command's bounce buffer (zeroed beforehand) or
@@ -23,6 +23,7 @@ enum nvme_admin_opcode {
     NVME_ADMIN_GET_FEATURES = 0x0a,
     NVME_ADMIN_ASYNC_EVENT = 0x0c,
     NVME_ADMIN_KEEP_ALIVE = 0x18,
+    NVME_ADMIN_DOORBELL_BUFFER_CONFIG = 0x7c,
 };
 
 enum nvme_feature {
@@ -88,7 +89,7 @@ static void nvme_identify_controller(struct nvme_controller *ctrl, uint8_t *d)
     put16(d + 78, 1);  /* CNTLID */
     put32(d + 80, 0x00010400);
     d[111] = 1;        /* CNTRLTYPE: I/O controller */
-    put16(d + 256, 0); /* OACS: no optional admin commands */
+    put16(d + 256, 1u << 8); /* OACS: Doorbell Buffer Config */
     d[258] = 3;        /* ACL: 4 Aborts */
     d[259] = NVME_AER_LIMIT - 1;
     d[260] = 0x03; /* FRMW: one read-only slot */
@@ -473,6 +474,7 @@ static void nvme_create_cq(struct nvme_command *cmd)
     cq->vector = (uint16_t)vector;
     cq->irq_wanted = false;
     cq->created = true;
+    nvme_dbbuf_queue_created(ctrl, qid, true);
 }
 
 static void nvme_create_sq(struct nvme_command *cmd)
@@ -508,6 +510,7 @@ static void nvme_create_sq(struct nvme_command *cmd)
     sq->size = (cmd->sqe.cdw10 >> 16) + 1;
     sq->head = sq->tail = 0;
     sq->created = true;
+    nvme_dbbuf_queue_created(ctrl, qid, false);
 }
 
 static void nvme_delete_sq(struct nvme_command *cmd)
@@ -558,6 +561,7 @@ void nvme_admin_decode(struct nvme_command *cmd)
     case NVME_ADMIN_GET_FEATURES:
     case NVME_ADMIN_ASYNC_EVENT:
     case NVME_ADMIN_KEEP_ALIVE:
+    case NVME_ADMIN_DOORBELL_BUFFER_CONFIG:
         break; /* no data: every check is in EXECUTE */
     default:
         cmd->status = NVME_INVALID_OPCODE;
@@ -607,6 +611,10 @@ void nvme_admin_execute(struct nvme_command *cmd)
         /* Held until an event: this controller raises none yet (see the manual). */
         ctrl->aer_cids[ctrl->aer_count++] = cmd->sqe.cid;
         cmd->status = NVME_HELD;
+        break;
+    case NVME_ADMIN_DOORBELL_BUFFER_CONFIG:
+        /* PRP1 and PRP2 are the two buffers themselves, not a data transfer. */
+        cmd->status = nvme_dbbuf_config(ctrl, cmd->sqe.prp1, cmd->sqe.prp2);
         break;
     case NVME_ADMIN_KEEP_ALIVE:
     default:

@@ -24,11 +24,11 @@
  * the journal. */
 #define NVME_LOG_PER_SECOND 10u
 
-void nvme_guest_log(struct nvme_controller *ctrl, const char *format, ...)
+static void nvme_guest_vlog(struct nvme_controller *ctrl, enum vfio_userd_log_level level,
+                            const char *format, va_list args)
 {
     struct timespec now;
     char line[256];
-    va_list args;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((uint64_t)now.tv_sec != ctrl->log_second) {
@@ -38,10 +38,26 @@ void nvme_guest_log(struct nvme_controller *ctrl, const char *format, ...)
     if (ctrl->log_budget == 0)
         return;
     ctrl->log_budget--;
-    va_start(args, format);
     vsnprintf(line, sizeof(line), format, args);
+    vfio_userd_log(ctrl->device, level, "%s", line);
+}
+
+void nvme_guest_log(struct nvme_controller *ctrl, const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    nvme_guest_vlog(ctrl, VFIO_USERD_LOG_WARNING, format, args);
     va_end(args);
-    vfio_userd_log(ctrl->device, VFIO_USERD_LOG_WARNING, "%s", line);
+}
+
+void nvme_guest_info(struct nvme_controller *ctrl, const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    nvme_guest_vlog(ctrl, VFIO_USERD_LOG_INFO, format, args);
+    va_end(args);
 }
 
 void nvme_fatal(struct nvme_controller *ctrl, const char *why)
@@ -69,6 +85,7 @@ void nvme_controller_reset(struct nvme_controller *ctrl)
     /* Commands the backend still works on are abandoned now (no completion); wait for
      * them, so that none writes guest memory after the reset. */
     nvme_ring_drain(ctrl);
+    nvme_dbbuf_reset(ctrl);
     nvme_features_default(ctrl);
     ctrl->queues_requested = false;
     ctrl->aer_count = 0;
@@ -192,11 +209,10 @@ static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, u
             nvme_guest_log(ctrl, "doorbell of submission queue %u, which does not exist", q);
             return;
         }
-        if (value >= sq->size) {
-            nvme_fatal(ctrl, "submission queue tail doorbell beyond the queue");
+        /* With shadow doorbells the write only wakes the controller: the value may be
+         * older than the shadow's, which the queue loop reads. */
+        if (!nvme_dbbuf_active(ctrl, q) && !nvme_sq_set_tail(ctrl, sq, value))
             return;
-        }
-        sq->tail = value;
     } else {
         struct nvme_cq *cq = &ctrl->cqs[q];
 
@@ -204,14 +220,11 @@ static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, u
             nvme_guest_log(ctrl, "doorbell of completion queue %u, which does not exist", q);
             return;
         }
-        /* The head may only move over entries the controller posted. */
-        if (value >= cq->size || (value + cq->size - cq->head) % cq->size >
-                                     (cq->tail + cq->size - cq->head) % cq->size) {
-            nvme_fatal(ctrl, "completion queue head doorbell beyond the posted entries");
-            return;
+        if (!nvme_dbbuf_active(ctrl, q)) {
+            if (!nvme_cq_set_head(ctrl, cq, value))
+                return;
+            nvme_cq_update_irq(ctrl, cq);
         }
-        cq->head = value;
-        nvme_cq_update_irq(ctrl, cq);
     }
     nvme_queues_run(ctrl);
 }

@@ -470,6 +470,8 @@ static void nvme_ops_destroy(void *instance)
 static void nvme_ops_dma_unmap(void *instance, uint64_t address, uint64_t size)
 {
     nvme_ring_drain_and_resume(instance);
+    /* The doorbell buffers' pointers may be into the range: translated again when used. */
+    nvme_dbbuf_unmapped(instance);
 }
 
 static const struct vfio_userd_device_ops nvme_ops = {

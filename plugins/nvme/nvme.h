@@ -319,6 +319,12 @@ struct nvme_controller {
     struct vfio_userd_source *kick_source;
     uint32_t in_flight;   /* operations submitted or queued, not yet reaped */
     uint32_t unsubmitted; /* prepared in the ring, not yet submitted */
+
+    /* Doorbell Buffer Config (doorbell.c): the Shadow Doorbell and EventIdx pages, client
+     * addresses and their translations (NULL after a DMA unmap, translated again). */
+    bool dbbuf_enabled;
+    uint64_t dbbuf_shadow, dbbuf_eventidx;
+    uint32_t *dbbuf_shadow_page, *dbbuf_eventidx_page;
 };
 
 /* controller.c */
@@ -328,6 +334,25 @@ int nvme_bar0_access(void *instance, uint32_t region, uint64_t offset, void *dat
 void nvme_fatal(struct nvme_controller *ctrl, const char *why);
 __attribute__((format(printf, 2, 3))) void nvme_guest_log(struct nvme_controller *ctrl,
                                                           const char *format, ...);
+/* The same budget, at INFO: what the guest did, for the record. */
+__attribute__((format(printf, 2, 3))) void nvme_guest_info(struct nvme_controller *ctrl,
+                                                           const char *format, ...);
+
+/* doorbell.c: doorbell values from BAR0 or the shadow buffer, checked (false: fatal). */
+bool nvme_sq_set_tail(struct nvme_controller *ctrl, struct nvme_sq *sq, uint32_t value);
+bool nvme_cq_set_head(struct nvme_controller *ctrl, struct nvme_cq *cq, uint32_t value);
+/* Whether queue pair `q` takes its doorbells from the shadow buffer. */
+bool nvme_dbbuf_active(const struct nvme_controller *ctrl, uint32_t q);
+/* Reads the queue's shadow tail and its completion queue's shadow head. */
+void nvme_dbbuf_refresh(struct nvme_controller *ctrl, struct nvme_sq *sq);
+/* At the end of a queue pass: EventIdx for the queues that wait on the guest; true when a
+ * shadow value moved meanwhile and the pass must go on. */
+bool nvme_dbbuf_arm(struct nvme_controller *ctrl);
+/* Doorbell Buffer Config; a status. */
+uint16_t nvme_dbbuf_config(struct nvme_controller *ctrl, uint64_t shadow, uint64_t eventidx);
+void nvme_dbbuf_queue_created(struct nvme_controller *ctrl, uint32_t q, bool completion);
+void nvme_dbbuf_reset(struct nvme_controller *ctrl);
+void nvme_dbbuf_unmapped(struct nvme_controller *ctrl);
 
 /* queue.c */
 void nvme_queues_run(struct nvme_controller *ctrl);

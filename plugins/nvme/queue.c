@@ -545,6 +545,7 @@ void nvme_queues_run(struct nvme_controller *ctrl)
         for (uint32_t q = 0; q <= ctrl->config.io_queues && nvme_running(ctrl); q++) {
             struct nvme_sq *sq = &ctrl->sqs[q];
 
+            nvme_dbbuf_refresh(ctrl, sq);
             for (uint32_t n = 0; n < NVME_BURST && nvme_can_start(ctrl, sq); n++) {
                 nvme_sq_start(ctrl, sq);
                 progress = true;
@@ -553,6 +554,10 @@ void nvme_queues_run(struct nvme_controller *ctrl)
         /* One submission for everything the round queued; reads the page cache holds
          * complete inside it, and their slots take the next entries at once. */
         if (nvme_ring_kick(ctrl))
+            progress = true;
+        /* With shadow doorbells: ask for a BAR0 write where nothing else will wake the
+         * queue, and go on if the guest moved meanwhile. */
+        if (!progress && nvme_running(ctrl) && nvme_dbbuf_arm(ctrl))
             progress = true;
     }
     ctrl->processing = false;

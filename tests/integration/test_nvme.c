@@ -104,6 +104,15 @@ static int guest_fd = -1; /* -1: memory served through DMA messages */
 static struct queue queues[5];
 static uint16_t next_cid;
 
+/* Shadow doorbells (Doorbell Buffer Config): with `shadow` set, the doorbells of I/O queues
+ * go as Linux's nvme_dbbuf_update_and_check_event() sends them: the value is stored in the
+ * Shadow Doorbell buffer, and BAR0 is written only when the value passed the controller's
+ * EventIdx. The BAR0 writes that took are counted. */
+#define SHADOW_OFF   0x3f0000u
+#define EVENTIDX_OFF 0x3f1000u
+static bool shadow;
+static uint32_t sq_rings, cq_rings;
+
 /* --- Device and client -------------------------------------------------------------------- */
 
 static void start_device(const char *params)
@@ -234,9 +243,42 @@ static void push(uint32_t qid, struct sqe *sqe)
     q->tail = (q->tail + 1) % q->depth;
 }
 
+static uint32_t *dbbuf_slot(uint32_t page, uint32_t index)
+{
+    return (uint32_t *)(guest + page) + index;
+}
+
+static bool need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
+}
+
+/* Doorbell `index` (2q: SQ q, 2q + 1: CQ q) becomes `value`: through the shadow when it is
+ * on, and then through BAR0 only if the EventIdx asks for it. */
+static void doorbell(uint32_t index, uint32_t value)
+{
+    uint32_t *stored = dbbuf_slot(SHADOW_OFF, index), old;
+
+    if (!shadow || index < 2) {
+        write32(DOORBELL + 4 * index, value);
+        return;
+    }
+    old = *stored;
+    __atomic_store_n(stored, value, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!need_event((uint16_t)__atomic_load_n(dbbuf_slot(EVENTIDX_OFF, index), __ATOMIC_RELAXED),
+                    (uint16_t)value, (uint16_t)old))
+        return;
+    write32(DOORBELL + 4 * index, value);
+    if ((index & 1) != 0)
+        cq_rings++;
+    else
+        sq_rings++;
+}
+
 static void ring(uint32_t qid)
 {
-    write32(DOORBELL + 8 * qid, queues[qid].tail);
+    doorbell(2 * qid, queues[qid].tail);
 }
 
 /* Waits for the next completion of queue `qid`, serving DMA messages meanwhile. */
@@ -264,7 +306,7 @@ static struct completion reap(uint32_t qid)
     q->head = (q->head + 1) % q->depth;
     if (q->head == 0)
         q->phase = !q->phase;
-    write32(DOORBELL + 8 * qid + 4, q->head);
+    doorbell(2 * qid + 1, q->head);
     return c;
 }
 
@@ -411,6 +453,8 @@ static void setup(void)
     start_device(params);
     map_guest(true);
     next_cid = 1;
+    shadow = false;
+    sq_rings = cq_rings = 0;
 }
 
 static void teardown(void)
@@ -499,7 +543,9 @@ START_TEST(identify_commands)
     ck_assert_uint_eq(identify(3, 9), SC_INVALID_NS);
     ck_assert_uint_eq(identify(0x10, 0), SC_INVALID_FIELD);
     ck_assert_uint_eq(admin(0x7f, 0, 0, 0, 0, NULL), SC_INVALID_OPCODE);
-    ck_assert_uint_eq(admin(0x7c, 0, 0, 0, 0, NULL), SC_INVALID_OPCODE); /* no OACS bit 8 */
+    ck_assert_uint_eq(identify(1, 0), SC_SUCCESS);
+    ck_assert_uint_eq(le16(d + 256), 0x100); /* OACS: Doorbell Buffer Config only */
+    ck_assert_uint_eq(admin(0x7c, 0, 0, 0, 0, NULL), SC_INVALID_FIELD); /* both buffers at 0 */
 }
 END_TEST
 
@@ -1072,6 +1118,154 @@ START_TEST(ram_namespace)
 }
 END_TEST
 
+/* --- Shadow doorbells ---------------------------------------------------------------------- */
+
+static uint16_t dbbuf_config(uint64_t shadow_buffer, uint64_t eventidx_buffer)
+{
+    struct sqe sqe = {.opcode = 0x7c, .prp1 = shadow_buffer, .prp2 = eventidx_buffer};
+
+    return run(0, &sqe).status;
+}
+
+/* Waits (serving DMA messages) until EventIdx `index` holds `value`; the controller stores
+ * it after posting the completion the caller reaped. */
+static void expect_eventidx(uint32_t index, uint32_t value)
+{
+    for (int i = 0; i < 500 && __atomic_load_n(dbbuf_slot(EVENTIDX_OFF, index), __ATOMIC_ACQUIRE) !=
+                                   value;
+         i++)
+        vu_client_serve(client, 1);
+    ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, index), value);
+}
+
+START_TEST(doorbell_buffer_config)
+{
+    const uint64_t db = GUEST + SHADOW_OFF, ei = GUEST + EVENTIDX_OFF;
+
+    /* As Linux does: queues first, then the buffers. */
+    enable_controller();
+    create_io_queues(2);
+    ck_assert_uint_eq(rw(1, 0x02, 1, 0, 1, DATA_OFF, 512), SC_SUCCESS);
+    /* Buffers not page aligned, one page for both, or outside client memory: refused, and
+     * doorbells stay in BAR0. */
+    ck_assert_uint_eq(dbbuf_config(db + 8, ei), SC_INVALID_FIELD);
+    ck_assert_uint_eq(dbbuf_config(db, ei + 0x800), SC_INVALID_FIELD);
+    ck_assert_uint_eq(dbbuf_config(db, db), SC_INVALID_FIELD);
+    ck_assert_uint_eq(dbbuf_config(NOWHERE, ei), SC_INVALID_FIELD);
+    ck_assert_uint_eq(dbbuf_config(db, NOWHERE), SC_INVALID_FIELD);
+    ck_assert_uint_eq(rw(1, 0x02, 1, 0, 1, DATA_OFF, 512), SC_SUCCESS);
+    /* Whatever the buffers held, the controller writes its queues' values in: queue 1 has
+     * taken two commands, queue 2 none; queue 3 does not exist. */
+    memset(guest + SHADOW_OFF, 0xee, 8192);
+    ck_assert_uint_eq(dbbuf_config(db, ei), SC_SUCCESS);
+    ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, 2), 2);
+    ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, 3), 2);
+    ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, 2), 2);
+    ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, 3), 2);
+    ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, 4), 0);
+    ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, 5), 0);
+    ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, 6), 0xeeeeeeee);
+    ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, 0), 0xeeeeeeee); /* the admin queue: BAR0 */
+
+    shadow = true;
+    fill_pattern(guest + DATA_OFF, 8192, 12);
+    ck_assert_uint_eq(rw(1, 0x01, 1, 8, 16, DATA_OFF, 8192), SC_SUCCESS);
+    ck_assert_uint_eq(rw(2, 0x02, 1, 8, 16, DATA2_OFF, 8192), SC_SUCCESS);
+    ck_assert_int_eq(memcmp(guest + DATA_OFF, guest + DATA2_OFF, 8192), 0);
+    ck_assert_uint_eq(sq_rings, 2); /* each queue was idle: its EventIdx asked */
+    /* Idle again, each submission queue's EventIdx is the tail the controller saw. */
+    expect_eventidx(2, 3);
+    expect_eventidx(4, 1);
+    /* The shadow is the truth: a BAR0 write only wakes the controller, whatever its value
+     * (it may be older than the shadow), even one that would be fatal in BAR0. */
+    {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA2_OFF};
+        struct completion c;
+        push(1, &sqe);
+        *dbbuf_slot(SHADOW_OFF, 2) = queues[1].tail;
+        write32(DOORBELL + 8, IO_DEPTH + 7);
+        c = reap(1);
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_eq(c.cid, sqe.cid);
+    }
+    ck_assert_uint_eq(read32(REG_CSTS), CSTS_RDY);
+    /* The admin queue still rings BAR0. */
+    ck_assert_uint_eq(identify(1, 0), SC_SUCCESS);
+    /* A shadow tail beyond the queue is as fatal as in BAR0. */
+    *dbbuf_slot(SHADOW_OFF, 4) = IO_DEPTH;
+    write32(DOORBELL + 16, 0);
+    ck_assert_uint_eq(read32(REG_CSTS) & CSTS_CFS, CSTS_CFS);
+    /* A controller reset forgets the buffers: BAR0 values count again, the shadow not. */
+    disable_controller();
+    enable_controller();
+    create_io_queues(2);
+    shadow = false;
+    memset(guest + SHADOW_OFF, 0xee, 8192);
+    ck_assert_uint_eq(rw(2, 0x02, 1, 8, 16, DATA2_OFF, 8192), SC_SUCCESS);
+    ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, 4), 0xeeeeeeee);
+}
+END_TEST
+
+START_TEST(shadow_doorbells_spare_bar0_writes)
+{
+    /* Buffers before the queues: each queue created afterwards starts at 0 in both. A
+     * completion queue of 4 entries under 11 commands holds the submission queue back;
+     * while entries wait, the controller comes back to the queue by itself (on completion
+     * queue room), so of the 11 tails the driver stores only the first asks for a BAR0
+     * write. The heads do ask, since the held-back queue waits for them. */
+    uint16_t first_cid;
+
+    enable_controller();
+    memset(guest + SHADOW_OFF, 0xee, 8192);
+    ck_assert_uint_eq(dbbuf_config(GUEST + SHADOW_OFF, GUEST + EVENTIDX_OFF), SC_SUCCESS);
+    ck_assert_uint_eq(create_cq(1, 4, 1), SC_SUCCESS);
+    ck_assert_uint_eq(create_sq(1, 16, 1), SC_SUCCESS);
+    for (uint32_t index = 2; index < 4; index++) {
+        ck_assert_uint_eq(*dbbuf_slot(SHADOW_OFF, index), 0);
+        ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, index), 0);
+    }
+    queues[1] = (struct queue){IOSQ_OFF, IOSQ_OFF + 0x1000, 16, 0, 0, true};
+    shadow = true;
+    first_cid = next_cid;
+    for (int i = 0; i < 10; i++) {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA_OFF};
+        push(1, &sqe);
+    }
+    ring(1);
+    ck_assert_uint_eq(sq_rings, 1);
+    {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA_OFF};
+        push(1, &sqe);
+        ring(1);
+    }
+    ck_assert_uint_eq(sq_rings, 1);
+    for (int i = 0; i < 11; i++) {
+        struct completion c;
+        queues[1].depth = 4; /* the completion queue's */
+        c = reap(1);
+        queues[1].depth = 16;
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_eq(c.cid, (uint16_t)(first_cid + i));
+    }
+    ck_assert_uint_eq(sq_rings, 1);
+    ck_assert_uint_ge(cq_rings, 1);
+    /* All done: the next command is announced. */
+    expect_eventidx(2, 11);
+    {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA_OFF};
+        struct completion c;
+        push(1, &sqe);
+        ring(1);
+        ck_assert_uint_eq(sq_rings, 2);
+        queues[1].depth = 4;
+        c = reap(1);
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_eq(c.cid, sqe.cid);
+    }
+    ck_assert_uint_eq(read32(REG_CSTS), CSTS_RDY);
+}
+END_TEST
+
 /* --- Asynchronous backend I/O ------------------------------------------------------------- */
 
 /* A Read of 4 KiB at `lba` into guest offset `data`, pushed but not rung; its cid. */
@@ -1357,6 +1551,8 @@ static Suite *nvme_suite(void)
         {"io", ram_namespace},
         {"io", message_dma},
         {"hostile", hostile_doorbells},
+        {"doorbells", doorbell_buffer_config},
+        {"doorbells", shadow_doorbells_spare_bar0_writes},
         {"queues", queue_full_and_wrap},
         {"interrupts", msix_interrupts},
         {"interrupts", intx_interrupts},

@@ -1,0 +1,220 @@
+/*
+ * nvme doorbells: the values a guest writes to say where its queues stand (submission
+ * queue tails, completion queue heads), through BAR0 writes or, after Doorbell Buffer
+ * Config (admin opcode 7Ch, OACS bit 8), through shadow doorbells in guest memory.
+ *
+ * Shadow doorbells are the NVMe 1.3 virtualization enhancement Linux's nvme driver uses on
+ * emulated controllers. The driver gives two pages of its memory: the Shadow Doorbell
+ * buffer, where it stores each I/O queue's tail or head (dword 2q: submission queue q,
+ * 2q + 1: completion queue q, as BAR0's doorbells are laid out with CAP.DSTRD 0), and the
+ * EventIdx buffer, where the controller stores, per doorbell, the value past which it wants
+ * a BAR0 write. The driver stores the new value in the shadow, then writes BAR0 only when
+ * the value moved past the EventIdx since its last store (virtio's vring_need_event rule).
+ * With BAR0 writes being a message to the VMM and then to this device, each one saved is a
+ * round trip saved.
+ *
+ * What this controller does with them:
+ *  - Once configured, the shadow is the truth for every I/O queue: a BAR0 write to an I/O
+ *    queue's doorbell is only a wake-up, its value is not used (it may be older than the
+ *    shadow, since the message travels while the guest goes on). The admin queue keeps
+ *    BAR0 doorbells, as Linux never stores its admin values in the shadow.
+ *  - Each pass of the queue loop reads every I/O queue's shadow tail and head. The loop runs
+ *    on every BAR0 write and every completion of backend I/O or DMA, so while a queue has
+ *    commands in progress the controller will look again by itself: it leaves the queue's
+ *    EventIdx where it is, and the guest adds commands without writing BAR0. Once the queue
+ *    has nothing left to do, the controller stores EventIdx = the tail it saw, so the next
+ *    command is announced, then reads the tail once more (the guest may have stored a new
+ *    tail in between, seeing the old EventIdx).
+ *  - Completion queue heads are read from the shadow whenever the controller needs room;
+ *    only a submission queue held back by a full completion queue asks for a BAR0 write of
+ *    the head (EventIdx = the head it saw), in the same store-then-read-again way.
+ *  - Values are checked as BAR0 values are: a tail beyond its queue or a head beyond the
+ *    entries posted is Controller Fatal Status.
+ *  - The buffers must be page aligned (Invalid Field otherwise, as the specification says)
+ *    and in client memory shared with the device (DMA_MAP with a file descriptor): a client
+ *    serving DMA through messages gets Invalid Field, and Linux then goes on with BAR0
+ *    doorbells. On Doorbell Buffer Config, and when a queue is created afterwards, the
+ *    controller writes the queues' current values into both buffers, replacing whatever an
+ *    earlier controller life left there. A controller reset forgets the buffers.
+ */
+#include <string.h>
+
+#include "nvme.h"
+
+/* Dword of queue `q`'s doorbell in BAR0 past NVME_DOORBELLS, and in both buffers. */
+static uint32_t nvme_db_index(uint32_t q, bool completion)
+{
+    return 2 * q + (completion ? 1 : 0);
+}
+
+/* The two buffers, translated again after a DMA unmap dropped the pointers. */
+static bool nvme_dbbuf_pages(struct nvme_controller *ctrl)
+{
+    const uint32_t access = VFIO_USERD_DMA_READ | VFIO_USERD_DMA_WRITE;
+
+    if (ctrl->dbbuf_shadow_page != NULL && ctrl->dbbuf_eventidx_page != NULL)
+        return true;
+    ctrl->dbbuf_shadow_page =
+        ctrl->host->dma_translate(ctrl->device, ctrl->dbbuf_shadow, NVME_PAGE_SIZE, access);
+    ctrl->dbbuf_eventidx_page =
+        ctrl->host->dma_translate(ctrl->device, ctrl->dbbuf_eventidx, NVME_PAGE_SIZE, access);
+    if (ctrl->dbbuf_shadow_page != NULL && ctrl->dbbuf_eventidx_page != NULL)
+        return true;
+    ctrl->dbbuf_enabled = false;
+    nvme_fatal(ctrl, "the doorbell buffers are no longer in client memory");
+    return false;
+}
+
+bool nvme_dbbuf_active(const struct nvme_controller *ctrl, uint32_t q)
+{
+    return ctrl->dbbuf_enabled && q != 0;
+}
+
+static uint32_t nvme_dbbuf_load(struct nvme_controller *ctrl, uint32_t index)
+{
+    /* Acquire: the entries the driver wrote before storing the tail are seen too. */
+    return __atomic_load_n(&ctrl->dbbuf_shadow_page[index], __ATOMIC_ACQUIRE);
+}
+
+static void nvme_dbbuf_store_eventidx(struct nvme_controller *ctrl, uint32_t index, uint32_t value)
+{
+    __atomic_store_n(&ctrl->dbbuf_eventidx_page[index], value, __ATOMIC_RELAXED);
+    /* The driver stores its value, then reads EventIdx; the controller stores EventIdx, then
+     * reads the value: a full barrier on each side, so one of them sees the other. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+bool nvme_sq_set_tail(struct nvme_controller *ctrl, struct nvme_sq *sq, uint32_t value)
+{
+    if (value >= sq->size) {
+        nvme_fatal(ctrl, "submission queue tail doorbell beyond the queue");
+        return false;
+    }
+    sq->tail = value;
+    return true;
+}
+
+bool nvme_cq_set_head(struct nvme_controller *ctrl, struct nvme_cq *cq, uint32_t value)
+{
+    /* The head may only move over entries the controller posted. */
+    if (value >= cq->size ||
+        (value + cq->size - cq->head) % cq->size > (cq->tail + cq->size - cq->head) % cq->size) {
+        nvme_fatal(ctrl, "completion queue head doorbell beyond the posted entries");
+        return false;
+    }
+    cq->head = value;
+    return true;
+}
+
+void nvme_dbbuf_refresh(struct nvme_controller *ctrl, struct nvme_sq *sq)
+{
+    struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
+
+    if (!nvme_dbbuf_active(ctrl, sq->id) || !sq->created || !nvme_dbbuf_pages(ctrl))
+        return;
+    if (!nvme_sq_set_tail(ctrl, sq, nvme_dbbuf_load(ctrl, nvme_db_index(sq->id, false))))
+        return;
+    if (cq->created)
+        nvme_cq_set_head(ctrl, cq, nvme_dbbuf_load(ctrl, nvme_db_index(cq->id, true)));
+}
+
+static bool nvme_sq_busy(const struct nvme_sq *sq)
+{
+    for (uint32_t i = 0; i < sq->slots; i++)
+        if (sq->commands[i].stage != NVME_STAGE_IDLE || sq->commands[i].outstanding > 0)
+            return true;
+    return false;
+}
+
+bool nvme_dbbuf_arm(struct nvme_controller *ctrl)
+{
+    bool again = false;
+
+    if (!ctrl->dbbuf_enabled || !nvme_dbbuf_pages(ctrl))
+        return false;
+    for (uint32_t q = 1; q <= ctrl->config.io_queues; q++) {
+        struct nvme_sq *sq = &ctrl->sqs[q];
+        struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
+        uint32_t tail = sq->tail, head;
+
+        if (!sq->created)
+            continue;
+        if (sq->head == sq->tail && !nvme_sq_busy(sq)) {
+            /* Idle: the next tail the guest stores must come with a BAR0 write. */
+            nvme_dbbuf_store_eventidx(ctrl, nvme_db_index(q, false), tail);
+            if (nvme_dbbuf_load(ctrl, nvme_db_index(q, false)) != tail)
+                again = true;
+        } else if (sq->head != sq->tail && cq->created) {
+            /* Entries wait: if for completion queue room, the next head must be announced
+             * (room that commands in progress free comes with their completions). */
+            head = cq->head;
+            nvme_dbbuf_store_eventidx(ctrl, nvme_db_index(cq->id, true), head);
+            if (nvme_dbbuf_load(ctrl, nvme_db_index(cq->id, true)) != head)
+                again = true;
+        }
+    }
+    return again;
+}
+
+/* Writes a queue's current value into both buffers (the shadow as the driver would). */
+static void nvme_dbbuf_sync(struct nvme_controller *ctrl, uint32_t q, bool completion)
+{
+    uint32_t value = completion ? ctrl->cqs[q].head : ctrl->sqs[q].tail;
+    bool created = completion ? ctrl->cqs[q].created : ctrl->sqs[q].created;
+
+    if (!created)
+        return;
+    ctrl->dbbuf_shadow_page[nvme_db_index(q, completion)] = value;
+    ctrl->dbbuf_eventidx_page[nvme_db_index(q, completion)] = value;
+}
+
+void nvme_dbbuf_queue_created(struct nvme_controller *ctrl, uint32_t q, bool completion)
+{
+    if (nvme_dbbuf_active(ctrl, q) && nvme_dbbuf_pages(ctrl))
+        nvme_dbbuf_sync(ctrl, q, completion);
+}
+
+uint16_t nvme_dbbuf_config(struct nvme_controller *ctrl, uint64_t shadow, uint64_t eventidx)
+{
+    const uint32_t access = VFIO_USERD_DMA_READ | VFIO_USERD_DMA_WRITE;
+    uint32_t *shadow_page, *eventidx_page;
+
+    _Static_assert(2 * (NVME_MAX_IO_QUEUES + 1) * 4 <= NVME_PAGE_SIZE,
+                   "every queue's doorbell fits in one buffer page");
+    if ((shadow & (NVME_PAGE_SIZE - 1)) != 0 || (eventidx & (NVME_PAGE_SIZE - 1)) != 0 ||
+        shadow == eventidx)
+        return NVME_INVALID_FIELD;
+    shadow_page = ctrl->host->dma_translate(ctrl->device, shadow, NVME_PAGE_SIZE, access);
+    eventidx_page = ctrl->host->dma_translate(ctrl->device, eventidx, NVME_PAGE_SIZE, access);
+    if (shadow_page == NULL || eventidx_page == NULL) {
+        nvme_guest_log(ctrl, "Doorbell Buffer Config refused: the buffers are not in client "
+                             "memory shared with the device");
+        return NVME_INVALID_FIELD;
+    }
+    ctrl->dbbuf_shadow = shadow;
+    ctrl->dbbuf_eventidx = eventidx;
+    ctrl->dbbuf_shadow_page = shadow_page;
+    ctrl->dbbuf_eventidx_page = eventidx_page;
+    if (!ctrl->dbbuf_enabled)
+        nvme_guest_info(ctrl, "shadow doorbells on: buffers at 0x%llx and 0x%llx",
+                        (unsigned long long)shadow, (unsigned long long)eventidx);
+    ctrl->dbbuf_enabled = true;
+    for (uint32_t q = 1; q <= ctrl->config.io_queues; q++) {
+        nvme_dbbuf_sync(ctrl, q, false);
+        nvme_dbbuf_sync(ctrl, q, true);
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return NVME_SUCCESS;
+}
+
+void nvme_dbbuf_reset(struct nvme_controller *ctrl)
+{
+    ctrl->dbbuf_enabled = false;
+    ctrl->dbbuf_shadow = ctrl->dbbuf_eventidx = 0;
+    ctrl->dbbuf_shadow_page = ctrl->dbbuf_eventidx_page = NULL;
+}
+
+void nvme_dbbuf_unmapped(struct nvme_controller *ctrl)
+{
+    ctrl->dbbuf_shadow_page = ctrl->dbbuf_eventidx_page = NULL;
+}
