@@ -392,9 +392,10 @@ boot_hotplug() {
 }
 
 # The NVMe controller (plugins/nvme) under the guest's own nvme driver: 4 I/O queues, two
-# namespaces backed by files. A first QEMU (shared memory, 4 CPUs) makes ext4 on both and
-# writes files; a second (private memory: every DMA a message, 2 CPUs) finds them and adds
-# more. After each, the host reads every file back from the images with debugfs.
+# namespaces backed by files. A first QEMU (shared memory, 4 CPUs, shadow doorbells) makes
+# ext4 on both, writes files, and reboots the guest once, which finds them; a second
+# (private memory: every DMA a message, BAR0 doorbells, 2 CPUs) finds them and adds more.
+# After each, the host reads every file back from the images with debugfs.
 add_nvme_device() {
     local socket=$run/rt/devices/nvme0.sock
     [ -e "$run/devices.d/nvme0.yaml" ] || cat >"$run/devices.d/nvme0.yaml" <<EOF
@@ -436,14 +437,50 @@ check_nvme_data() {
     fi
 }
 
+# check_nvme_dbbuf LABEL SINCE: the guest's driver turned shadow doorbells on (the device
+# logs each Doorbell Buffer Config it takes) in the daemon log's lines after SINCE.
+check_nvme_dbbuf() {
+    local count
+    count=$(tail -n +"$(($2 + 1))" "$logs/daemon.log" | grep -c "shadow doorbells on")
+    if [ "$count" -gt 0 ]; then
+        printf 'PASS %-10s %-16s Doorbell Buffer Config taken %s time(s)\n' dbbuf "[$1]" "$count"
+        passed=$((passed + 1))
+    else
+        printf 'FAIL %-10s %-16s the driver never configured shadow doorbells\n' dbbuf "[$1]"
+        failed=$((failed + 1))
+    fi
+}
+
+# check_nvme_reboot LABEL: after a guest reboot the cases ran twice and report reads the
+# last verdicts; the guest must have passed each case before the reboot as well.
+check_nvme_reboot() {
+    local before
+    before=$(sed -n '1,/^VUT waiting nvreboot/p' "$logs/$1.serial" 2>/dev/null | tr -d '\r' |
+        grep -aE '^VUT case [a-z0-9]+ (pass|fail)')
+    if grep -q 'VUT waiting nvreboot' "$logs/$1.serial" 2>/dev/null &&
+        ! echo "$before" | grep -q ' fail '; then
+        printf 'PASS %-10s %-16s %s case(s) passed before the guest rebooted\n' firstboot "[$1]" \
+            "$(echo "$before" | grep -c ' pass ')"
+        passed=$((passed + 1))
+    else
+        printf 'FAIL %-10s %-16s before the reboot: %s\n' firstboot "[$1]" \
+            "$(echo "$before" | grep ' fail ' | head -n 1)"
+        failed=$((failed + 1))
+    fi
+}
+
 boot_nvme() {
-    local started
-    add_nvme_device || { report nvme nvme,ext4; return; }
+    local started lines
+    add_nvme_device || { report nvme nvme,ext4,nvreboot; return; }
     started=$SECONDS
-    QEMU_SMP=4 start_qemu nvme shared nvme,ext4 1 nvme0
+    lines=$(wc -l <"$logs/daemon.log")
+    # nvreboot reboots the guest within this QEMU; the cases before it run again after.
+    QEMU_SMP=4 start_qemu nvme shared nvme,ext4,nvreboot 1 nvme0
     wait_qemu nvme
-    say "boot nvme (shared guest memory, 4 CPUs): $((SECONDS - started)) s"
-    report nvme nvme,ext4
+    say "boot nvme (shared guest memory, 4 CPUs, one guest reboot): $((SECONDS - started)) s"
+    report nvme nvme,ext4,nvreboot
+    check_nvme_reboot nvme
+    check_nvme_dbbuf nvme "$lines"
     check_nvme_data nvme
     started=$SECONDS
     QEMU_SMP=2 start_qemu nvme-private private nvme,ext4keep 1 nvme0
