@@ -4,9 +4,11 @@
  * and the latency from doorbell to completion (p50, p99).
  *
  * Usage: bench_nvme BUILD_DIR [SECONDS per case, default 3] [DIRECTORY for the image,
- * default /var/tmp]
+ * default /var/tmp] [doorbells: only the RAM cases and the doorbell comparison]
  *
- * First a RAM namespace (1 and 2 queues, depth 1 and 32). Then a file-backed namespace (a
+ * First a RAM namespace (1 and 2 queues, depth 1 and 32), then the ways doorbells reach the
+ * device on one queue (see doorbell_mode), with the device's CPU time and how many doorbell
+ * writes per command reached BAR0, and its CPU at rest. Then a file-backed namespace (a
  * 256 MiB image) with io_uring, the default, and with `aio: sync`, each against `pread` of
  * the same file at the same depth (depth N: N threads each with one pread outstanding), as
  * a ratio of IOPS: once through the page cache (the image read beforehand, so it holds
@@ -44,6 +46,24 @@ struct queue {
     uint32_t sq, cq, depth, tail, head;
     bool phase;
 };
+
+/*
+ * How the driver's doorbells reach the device (vfio-userd-nvme(7), DOORBELLS): posted
+ * REGION_WRITEs (trapped), the same behind shadow doorbells with EventIdx (Doorbell
+ * Buffer Config, as Linux's driver does), an I/O eventfd written as KVM would write it for
+ * a guest's store (ioeventfd, behind shadow doorbells, which give the values), or stores
+ * into the mmap'd doorbell page of BAR0 that the device polls (mapped, with or without
+ * shadow doorbells).
+ */
+enum doorbell_mode { DB_TRAPPED, DB_SHADOW, DB_IOEVENTFD, DB_MAPPED, DB_MAPPED_SHADOW };
+static const char *const doorbell_names[] = {"trapped", "trapped+shadow", "ioeventfd+shadow",
+                                             "mapped", "mapped+shadow"};
+static enum doorbell_mode doorbell_mode;
+#define SHADOW_OFF   0x4000u
+#define EVENTIDX_OFF 0x5000u
+static uint32_t *doorbell_page;                  /* mapped: BAR0 + 1000h */
+static int doorbell_fds[2 * (QUEUES_MAX + 1)];   /* ioeventfd: by doorbell index, or -1 */
+static uint64_t bar0_doorbells;                  /* doorbell writes that reached BAR0 */
 
 static struct vu_client *client;
 static uint8_t *guest;
@@ -83,6 +103,55 @@ static void reg_write(uint32_t offset, uint32_t value, bool posted)
         die("register write", rc);
 }
 
+static bool doorbell_shadowed(void)
+{
+    return doorbell_mode == DB_SHADOW || doorbell_mode == DB_IOEVENTFD ||
+           doorbell_mode == DB_MAPPED_SHADOW;
+}
+
+/* Doorbell `index` (2q: SQ q's tail, 2q + 1: CQ q's head) of an I/O queue becomes `value`,
+ * as Linux's nvme_dbbuf_update_and_check_event() and a posted MMIO write do it. */
+static void doorbell(uint32_t index, uint32_t value)
+{
+    if (doorbell_shadowed()) {
+        uint32_t *stored = (uint32_t *)(guest + SHADOW_OFF) + index;
+        uint16_t old = (uint16_t)*stored, event;
+        __atomic_store_n(stored, value, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        event = (uint16_t)__atomic_load_n((uint32_t *)(guest + EVENTIDX_OFF) + index,
+                                          __ATOMIC_RELAXED);
+        if ((uint16_t)((uint16_t)value - event - 1) >= (uint16_t)((uint16_t)value - old))
+            return;
+    }
+    bar0_doorbells++;
+    if ((doorbell_mode == DB_MAPPED || doorbell_mode == DB_MAPPED_SHADOW) && doorbell_page != NULL) {
+        __atomic_store_n(&doorbell_page[index], value, __ATOMIC_RELEASE);
+    } else if (doorbell_mode == DB_IOEVENTFD && doorbell_fds[index] >= 0) {
+        uint64_t one = 1;
+        if (write(doorbell_fds[index], &one, sizeof(one)) != sizeof(one))
+            die("eventfd write", errno);
+    } else {
+        reg_write(0x1000 + 4 * index, value, true);
+    }
+}
+
+/* CPU time of a process, user and system, in clock ticks. */
+static uint64_t process_ticks(pid_t pid)
+{
+    char path[64], line[1024], *p;
+    unsigned long utime = 0, stime = 0;
+    FILE *file;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    file = fopen(path, "r");
+    if (file == NULL)
+        return 0;
+    if (fgets(line, sizeof(line), file) != NULL && (p = strrchr(line, ')')) != NULL)
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime);
+    fclose(file);
+    return utime + stime;
+}
+
 static void put_entry(uint32_t qid, uint16_t cid, uint8_t opcode, uint32_t nsid, uint64_t prp1,
                       const uint32_t cdw[6])
 {
@@ -115,12 +184,15 @@ static int poll_entry(uint32_t qid, uint16_t *cid, uint16_t *status)
     return 0;
 }
 
-static void admin(uint8_t opcode, uint64_t prp1, uint32_t cdw10, uint32_t cdw11)
+static void admin2(uint8_t opcode, uint64_t prp1, uint64_t prp2, uint32_t cdw10, uint32_t cdw11)
 {
     const uint32_t cdw[6] = {cdw10, cdw11, 0, 0, 0, 0};
     uint16_t cid, status;
 
     put_entry(0, 1, opcode, 0, prp1, cdw);
+    memcpy(guest + queues[0].sq + ((queues[0].tail + queues[0].depth - 1) % queues[0].depth) * 64 +
+               32,
+           &prp2, 8);
     reg_write(0x1000, queues[0].tail, false);
     while (poll_entry(0, &cid, &status) < 0)
         ;
@@ -129,6 +201,11 @@ static void admin(uint8_t opcode, uint64_t prp1, uint32_t cdw10, uint32_t cdw11)
         fprintf(stderr, "bench_nvme: admin opcode %u failed: status 0x%x\n", opcode, status);
         exit(EXIT_FAILURE);
     }
+}
+
+static void admin(uint8_t opcode, uint64_t prp1, uint32_t cdw10, uint32_t cdw11)
+{
+    admin2(opcode, prp1, 0, cdw10, cdw11);
 }
 
 static void submit_read(uint32_t qid, uint16_t slot)
@@ -150,25 +227,33 @@ static int compare_u32(const void *a, const void *b)
 /* IOPS of the last case, for ratios. */
 static double last_iops;
 
+static pid_t server;
+
+/* `device_cpu`: the device's CPU time over the case, as a share of one core (< 0: none). */
 static void report(const char *label, uint32_t queue_count, uint32_t depth, uint64_t done,
-                   uint64_t elapsed_ns, uint32_t *samples_ns, uint64_t samples)
+                   uint64_t elapsed_ns, uint32_t *samples_ns, uint64_t samples, double device_cpu)
 {
     qsort(samples_ns, samples, sizeof(*samples_ns), compare_u32);
     last_iops = (double)done / ((double)elapsed_ns / 1e9);
-    printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us\n", label,
+    printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us", label,
            queue_count, depth, last_iops, samples_ns[samples / 2] / 1000.0,
            samples_ns[samples * 99 / 100] / 1000.0);
+    if (device_cpu >= 0)
+        printf("  device CPU %3.0f%%  BAR0 doorbells/command %.2f", device_cpu * 100,
+               done > 0 ? (double)bar0_doorbells / (double)done : 0.0);
+    printf("\n");
     fflush(stdout);
 }
 
 static void run_case(const char *label, uint32_t queue_count, uint32_t depth, double seconds)
 {
-    uint64_t start, end, done = 0, samples = 0;
+    uint64_t start, end, done = 0, samples = 0, ticks = process_ticks(server);
 
+    bar0_doorbells = 0;
     for (uint32_t qid = 1; qid <= queue_count; qid++) {
         for (uint16_t slot = 0; slot < depth; slot++)
             submit_read(qid, slot);
-        reg_write(0x1000 + 8 * qid, queues[qid].tail, true);
+        doorbell(2 * qid, queues[qid].tail);
     }
     start = now_ns();
     end = start + (uint64_t)(seconds * 1e9);
@@ -196,9 +281,9 @@ static void run_case(const char *label, uint32_t queue_count, uint32_t depth, do
                 any = true;
             }
             if (any) {
-                reg_write(0x1000 + 8 * qid + 4, queues[qid].head, true);
+                doorbell(2 * qid + 1, queues[qid].head);
                 if (!stopping)
-                    reg_write(0x1000 + 8 * qid, queues[qid].tail, true);
+                    doorbell(2 * qid, queues[qid].tail);
             }
             for (uint32_t slot = 0; slot < depth; slot++)
                 outstanding += submitted_at[qid][slot] != 0;
@@ -207,7 +292,20 @@ static void run_case(const char *label, uint32_t queue_count, uint32_t depth, do
             break;
     }
     end = now_ns();
-    report(label, queue_count, depth, done, end - start, latencies, samples);
+    report(label, queue_count, depth, done, end - start, latencies, samples,
+           (double)(process_ticks(server) - ticks) / (double)sysconf(_SC_CLK_TCK) /
+               ((double)(end - start) / 1e9));
+}
+
+/* The device's CPU share over `seconds` with nothing to do: what polling costs at rest. */
+static void run_idle(const char *label, double seconds)
+{
+    uint64_t ticks = process_ticks(server);
+
+    usleep((useconds_t)(seconds * 1e6));
+    printf("%-16s idle %.0f s: device CPU %3.1f%%\n", label, seconds,
+           (double)(process_ticks(server) - ticks) / (double)sysconf(_SC_CLK_TCK) / seconds * 100);
+    fflush(stdout);
 }
 
 /* --- pread of the image at depth N: N threads, one read outstanding each. --- */
@@ -266,7 +364,7 @@ static void run_pread(const char *path, bool direct, uint32_t depth, double seco
     }
     close(fd);
     report(direct ? "pread O_DIRECT" : "pread", 1, depth, done, now_ns() - start, latencies,
-           samples);
+           samples, -1);
 }
 
 static void print_load(const char *when)
@@ -284,7 +382,6 @@ static void print_load(const char *when)
 
 static const char *build;
 static char socket_path[128];
-static pid_t server;
 static int guest_fd = -1;
 
 /* Serves `params` (a NULL-ended list of --param values) with a fresh daemon and brings
@@ -341,10 +438,50 @@ static void start_server(const char *const *params)
         admin(0x05, GUEST + cq, DEPTH_MAX << 16 | qid, qid << 16 | 1); /* no interrupts */
         admin(0x01, GUEST + sq, DEPTH_MAX << 16 | qid, qid << 16 | 1);
     }
+    /* As Linux does: Doorbell Buffer Config once the queues exist. */
+    if (doorbell_shadowed())
+        admin2(0x7c, GUEST + SHADOW_OFF, GUEST + EVENTIDX_OFF, 0, 0);
+    for (uint32_t i = 0; i < 2 * (QUEUES_MAX + 1); i++)
+        doorbell_fds[i] = -1;
+    if (doorbell_mode == DB_IOEVENTFD) {
+        struct vu_region_io_fd *entries = NULL;
+        int fds[2 * (QUEUES_MAX + 1)];
+        size_t fd_count = 0;
+        uint32_t count = 0;
+        rc = vu_client_region_io_fds(client, 0, &entries, &count, fds, 2 * (QUEUES_MAX + 1),
+                                     &fd_count);
+        if (rc < 0)
+            die("DEVICE_GET_REGION_IO_FDS", rc);
+        for (uint32_t i = 0; i < count; i++)
+            doorbell_fds[(entries[i].offset - 0x1000) / 4] = fds[entries[i].fd_index];
+        free(entries);
+    }
+    if (doorbell_mode == DB_MAPPED || doorbell_mode == DB_MAPPED_SHADOW) {
+        struct vfio_region_info *info = NULL;
+        int fd = -1;
+        void *page;
+        rc = vu_client_region_info(client, 0, &info, &fd);
+        if (rc < 0 || fd < 0)
+            die("BAR0 region info (no mappable doorbells?)", rc < 0 ? rc : -ENODEV);
+        page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(info->offset + 0x1000));
+        if (page == MAP_FAILED)
+            die("mmap of the doorbell page", errno);
+        doorbell_page = page;
+        free(info);
+        close(fd);
+    }
 }
 
 static void stop_server(void)
 {
+    for (uint32_t i = 0; i < 2 * (QUEUES_MAX + 1); i++) {
+        if (doorbell_fds[i] >= 0)
+            close(doorbell_fds[i]);
+        doorbell_fds[i] = -1;
+    }
+    if (doorbell_page != NULL)
+        munmap(doorbell_page, 4096);
+    doorbell_page = NULL;
     vu_client_close(client);
     client = NULL;
     kill(server, SIGTERM);
@@ -385,6 +522,7 @@ int main(int argc, char **argv)
     static const char *const ram[] = {"backend=ram", "size=1G", "io_queues=2", NULL};
     const char *directory = argc > 3 ? argv[3] : "/var/tmp";
     double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    bool only_doorbells = argc > 4 && strcmp(argv[4], "doorbells") == 0;
     const uint32_t depths[] = {1, 32};
     char image[4096], path_param[4200];
 
@@ -400,12 +538,34 @@ int main(int argc, char **argv)
 
     printf("nvme, RAM namespace, 4 KiB random reads, %.0f s per case\n", seconds);
     ns_blocks = RAM_BLOCKS;
+    doorbell_mode = DB_TRAPPED;
     start_server(ram);
     run_case("ram", 1, 1, seconds);
     run_case("ram", 1, 32, seconds);
     run_case("ram", 2, 1, seconds);
     run_case("ram", 2, 32, seconds);
     stop_server();
+
+    printf("nvme, RAM namespace, 1 queue, the ways doorbells reach the device\n");
+    for (int mode = DB_TRAPPED; mode <= DB_MAPPED_SHADOW; mode++) {
+        const char *const params[] = {"backend=ram", "size=1G", "io_queues=2",
+                                      mode == DB_IOEVENTFD ? "doorbells=ioeventfd"
+                                      : mode >= DB_MAPPED  ? "doorbells=mapped"
+                                                           : "doorbells=trapped",
+                                      NULL};
+        doorbell_mode = (enum doorbell_mode)mode;
+        start_server(params);
+        run_case(doorbell_names[mode], 1, 1, seconds);
+        run_case(doorbell_names[mode], 1, 32, seconds);
+        if (mode == DB_TRAPPED || mode == DB_MAPPED)
+            run_idle(doorbell_names[mode], seconds);
+        stop_server();
+    }
+    doorbell_mode = DB_TRAPPED;
+    if (only_doorbells) {
+        print_load("after");
+        return EXIT_SUCCESS;
+    }
 
     snprintf(image, sizeof(image), "%s/bench_nvme.%d.img", directory, (int)getpid());
     snprintf(path_param, sizeof(path_param), "path=%s", image);

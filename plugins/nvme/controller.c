@@ -86,6 +86,8 @@ void nvme_controller_reset(struct nvme_controller *ctrl)
      * them, so that none writes guest memory after the reset. */
     nvme_ring_drain(ctrl);
     nvme_dbbuf_reset(ctrl);
+    nvme_doorbells_poll_stop(ctrl);
+    nvme_doorbells_clear(ctrl, UINT32_MAX, false);
     nvme_features_default(ctrl);
     ctrl->queues_requested = false;
     ctrl->aer_count = 0;
@@ -125,6 +127,7 @@ static void nvme_enable(struct nvme_controller *ctrl)
     sq->size = sq_entries;
     sq->head = sq->tail = 0;
     ctrl->csts = NVME_CSTS_RDY;
+    nvme_doorbells_poll_start(ctrl);
 }
 
 static void nvme_shutdown(struct nvme_controller *ctrl)
@@ -192,16 +195,9 @@ static uint32_t nvme_register_read(const struct nvme_controller *ctrl, uint32_t 
     }
 }
 
-static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, uint32_t value)
+void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion,
+                        uint32_t value)
 {
-    uint32_t index = (offset - NVME_DOORBELLS) / 4;
-    uint32_t q = index / 2;
-    bool completion = (index & 1) != 0;
-
-    if (q > ctrl->config.io_queues || (ctrl->csts & NVME_CSTS_RDY) == 0) {
-        nvme_guest_log(ctrl, "doorbell write at 0x%x ignored: no such queue or not ready", offset);
-        return;
-    }
     if (!completion) {
         struct nvme_sq *sq = &ctrl->sqs[q];
 
@@ -211,8 +207,14 @@ static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, u
         }
         /* With shadow doorbells the write only wakes the controller: the value may be
          * older than the shadow's, which the queue loop reads. */
-        if (!nvme_dbbuf_active(ctrl, q) && !nvme_sq_set_tail(ctrl, sq, value))
+        if (nvme_dbbuf_active(ctrl, q))
             return;
+        if (value == NVME_DOORBELL_UNKNOWN && ctrl->config.doorbells == NVME_DOORBELLS_IOEVENTFD) {
+            nvme_fatal(ctrl, "a doorbell came through an I/O eventfd, which loses its value, "
+                             "and the driver uses no shadow doorbells");
+            return;
+        }
+        nvme_sq_set_tail(ctrl, sq, value);
     } else {
         struct nvme_cq *cq = &ctrl->cqs[q];
 
@@ -220,12 +222,31 @@ static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, u
             nvme_guest_log(ctrl, "doorbell of completion queue %u, which does not exist", q);
             return;
         }
-        if (!nvme_dbbuf_active(ctrl, q)) {
-            if (!nvme_cq_set_head(ctrl, cq, value))
-                return;
-            nvme_cq_update_irq(ctrl, cq);
+        if (nvme_dbbuf_active(ctrl, q))
+            return;
+        if (value == NVME_DOORBELL_UNKNOWN && ctrl->config.doorbells == NVME_DOORBELLS_IOEVENTFD) {
+            nvme_fatal(ctrl, "a doorbell came through an I/O eventfd, which loses its value, "
+                             "and the driver uses no shadow doorbells");
+            return;
         }
+        if (nvme_cq_set_head(ctrl, cq, value))
+            nvme_cq_update_irq(ctrl, cq);
     }
+}
+
+static void nvme_doorbell_write(struct nvme_controller *ctrl, uint32_t offset, uint32_t value)
+{
+    uint32_t index = (offset - NVME_DOORBELLS) / 4;
+    uint32_t q = index / 2;
+
+    if (q > ctrl->config.io_queues || (ctrl->csts & NVME_CSTS_RDY) == 0) {
+        nvme_guest_log(ctrl, "doorbell write at 0x%x ignored: no such queue or not ready", offset);
+        return;
+    }
+    /* A client that did not map the page: the poller must not see the value as new. */
+    if (ctrl->config.doorbells == NVME_DOORBELLS_MAPPED)
+        nvme_doorbells_trapped(ctrl, index, value);
+    nvme_doorbell_take(ctrl, q, (index & 1) != 0, value);
     nvme_queues_run(ctrl);
 }
 

@@ -3,6 +3,14 @@
  * queue tails, completion queue heads), through BAR0 writes or, after Doorbell Buffer
  * Config (admin opcode 7Ch, OACS bit 8), through shadow doorbells in guest memory.
  *
+ * BAR0 writes to the doorbell page (1000h) reach the controller in one of three ways, by the
+ * `doorbells` parameter: as REGION_WRITE messages (trapped, the default), as stores into
+ * that page mapped by the client (mapped: a sparse mmap area of BAR0, which the controller
+ * polls with a timer, fast while queues are busy and slowly when idle), or as I/O eventfds
+ * (ioeventfd: the client, or KVM for it, signals an eventfd per doorbell and the value is
+ * lost, so only a driver with shadow doorbells can use them). vfio-userd-nvme(7) gives the
+ * measurements behind the default.
+ *
  * Shadow doorbells are the NVMe 1.3 virtualization enhancement Linux's nvme driver uses on
  * emulated controllers. The driver gives two pages of its memory: the Shadow Doorbell
  * buffer, where it stores each I/O queue's tail or head (dword 2q: submission queue q,
@@ -37,6 +45,8 @@
  *    controller writes the queues' current values into both buffers, replacing whatever an
  *    earlier controller life left there. A controller reset forgets the buffers.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nvme.h"
@@ -170,6 +180,8 @@ static void nvme_dbbuf_sync(struct nvme_controller *ctrl, uint32_t q, bool compl
 
 void nvme_dbbuf_queue_created(struct nvme_controller *ctrl, uint32_t q, bool completion)
 {
+    /* A mapped doorbell page may hold what an earlier queue left: the new queue starts at 0. */
+    nvme_doorbells_clear(ctrl, q, completion);
     if (nvme_dbbuf_active(ctrl, q) && nvme_dbbuf_pages(ctrl))
         nvme_dbbuf_sync(ctrl, q, completion);
 }
@@ -217,4 +229,126 @@ void nvme_dbbuf_reset(struct nvme_controller *ctrl)
 void nvme_dbbuf_unmapped(struct nvme_controller *ctrl)
 {
     ctrl->dbbuf_shadow_page = ctrl->dbbuf_eventidx_page = NULL;
+}
+
+/* --- Mapped doorbells ------------------------------------------------------------------ */
+
+static void nvme_doorbells_poll(void *opaque);
+
+int nvme_doorbells_setup(struct nvme_controller *ctrl)
+{
+    if (ctrl->config.doorbells != NVME_DOORBELLS_MAPPED)
+        return 0;
+    ctrl->doorbell_seen = calloc(2 * (ctrl->config.io_queues + 1), sizeof(uint32_t));
+    if (ctrl->doorbell_seen == NULL)
+        return -ENOMEM;
+    return ctrl->host->add_timer(ctrl->device, VFIO_USERD_TIMER_OFF, nvme_doorbells_poll, ctrl,
+                                 &ctrl->poll_source);
+}
+
+void nvme_doorbells_teardown(struct nvme_controller *ctrl)
+{
+    if (ctrl->poll_source != NULL)
+        ctrl->host->remove_source(ctrl->device, ctrl->poll_source);
+    ctrl->poll_source = NULL;
+    free(ctrl->doorbell_seen);
+    ctrl->doorbell_seen = NULL;
+}
+
+/* BAR0's memory, from the first time the controller runs (region_memory is a run-time
+ * call). */
+static uint32_t *nvme_doorbell_page(struct nvme_controller *ctrl)
+{
+    uint8_t *bar0;
+
+    if (ctrl->doorbell_page == NULL) {
+        bar0 = ctrl->host->region_memory(ctrl->device, VFIO_USERD_REGION_BAR0);
+        if (bar0 != NULL)
+            ctrl->doorbell_page = (uint32_t *)(bar0 + NVME_DOORBELLS);
+    }
+    return ctrl->doorbell_page;
+}
+
+void nvme_doorbells_clear(struct nvme_controller *ctrl, uint32_t q, bool completion)
+{
+    uint32_t *page;
+
+    if (ctrl->config.doorbells != NVME_DOORBELLS_MAPPED || (page = nvme_doorbell_page(ctrl)) == NULL)
+        return;
+    if (q == UINT32_MAX) {
+        for (uint32_t i = 0; i < 2 * (ctrl->config.io_queues + 1); i++) {
+            __atomic_store_n(&page[i], 0, __ATOMIC_RELAXED);
+            ctrl->doorbell_seen[i] = 0;
+        }
+        return;
+    }
+    __atomic_store_n(&page[nvme_db_index(q, completion)], 0, __ATOMIC_RELAXED);
+    ctrl->doorbell_seen[nvme_db_index(q, completion)] = 0;
+}
+
+void nvme_doorbells_trapped(struct nvme_controller *ctrl, uint32_t index, uint32_t value)
+{
+    uint32_t *page = nvme_doorbell_page(ctrl);
+
+    if (page == NULL || index >= 2 * (ctrl->config.io_queues + 1))
+        return;
+    __atomic_store_n(&page[index], value, __ATOMIC_RELAXED);
+    ctrl->doorbell_seen[index] = value;
+}
+
+void nvme_doorbells_poll_start(struct nvme_controller *ctrl)
+{
+    if (ctrl->poll_source == NULL)
+        return;
+    ctrl->poll_quiet_us = 0;
+    ctrl->host->timer_set(ctrl->device, ctrl->poll_source, 0);
+}
+
+void nvme_doorbells_poll_stop(struct nvme_controller *ctrl)
+{
+    if (ctrl->poll_source != NULL)
+        ctrl->host->timer_set(ctrl->device, ctrl->poll_source, VFIO_USERD_TIMER_OFF);
+}
+
+/* Whether any queue has entries waiting or commands in progress. */
+static bool nvme_queues_busy(const struct nvme_controller *ctrl)
+{
+    if (ctrl->in_flight > 0)
+        return true;
+    for (uint32_t q = 0; q <= ctrl->config.io_queues; q++) {
+        const struct nvme_sq *sq = &ctrl->sqs[q];
+        if (sq->created && (sq->head != sq->tail || nvme_sq_busy(sq)))
+            return true;
+    }
+    return false;
+}
+
+static void nvme_doorbells_poll(void *opaque)
+{
+    struct nvme_controller *ctrl = opaque;
+    uint32_t *page = nvme_doorbell_page(ctrl);
+    uint64_t started = ctrl->commands_started;
+    uint64_t interval;
+
+    if (page == NULL || (ctrl->csts & NVME_CSTS_RDY) == 0)
+        return; /* polling starts again with the next enable */
+    for (uint32_t q = 0; q <= ctrl->config.io_queues; q++) {
+        for (int completion = 0; completion < 2; completion++) {
+            uint32_t index = nvme_db_index(q, completion != 0);
+            uint32_t value = __atomic_load_n(&page[index], __ATOMIC_ACQUIRE);
+            bool created = completion ? ctrl->cqs[q].created : ctrl->sqs[q].created;
+
+            if (!created || value == ctrl->doorbell_seen[index])
+                continue;
+            ctrl->doorbell_seen[index] = value;
+            nvme_doorbell_take(ctrl, q, completion != 0, value);
+        }
+    }
+    /* Also reads shadow doorbells, which a guest may move without a BAR0 store. */
+    nvme_queues_run(ctrl);
+    if (ctrl->commands_started != started || nvme_queues_busy(ctrl))
+        ctrl->poll_quiet_us = 0;
+    interval = ctrl->poll_quiet_us < NVME_POLL_LINGER_US ? NVME_POLL_BUSY_US : NVME_POLL_IDLE_US;
+    ctrl->poll_quiet_us += interval;
+    ctrl->host->timer_set(ctrl->device, ctrl->poll_source, interval);
 }

@@ -31,7 +31,7 @@
 
 static const char *const nvme_param_keys[] = {
     "namespaces", "path",  "size",      "block_size",  "read_only", "backend", "direct",
-    "serial",     "model", "io_queues", "queue_depth", "aio",       NULL,
+    "serial",     "model", "io_queues", "queue_depth", "aio",       "doorbells", NULL,
 };
 static const char *const nvme_namespace_keys[] = {
     "path", "size", "block_size", "read_only", "backend", "direct", NULL,
@@ -354,6 +354,7 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
     static const char *const shorthand[] = {"path",      "size",    "block_size",
                                             "read_only", "backend", "direct"};
     const json_t *aio = json_object_get(params, "aio");
+    const json_t *doorbells = json_object_get(params, "doorbells");
     uint64_t io_queues, depth;
     char prefix[48];
     int rc;
@@ -380,6 +381,17 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
     rc = nvme_get_string(params, "model", 40, config->model, error);
     if (rc < 0)
         return rc;
+    config->doorbells = NVME_DOORBELLS_TRAPPED;
+    if (doorbells != NULL) {
+        const char *mode = json_is_string(doorbells) ? json_string_value(doorbells) : "";
+        if (strcmp(mode, "mapped") == 0)
+            config->doorbells = NVME_DOORBELLS_MAPPED;
+        else if (strcmp(mode, "ioeventfd") == 0)
+            config->doorbells = NVME_DOORBELLS_IOEVENTFD;
+        else if (strcmp(mode, "trapped") != 0)
+            return vfio_userd_error_set(error, -EINVAL, "doorbells",
+                                        "doorbells must be trapped, mapped or ioeventfd");
+    }
     ctrl->io_mode = NVME_IO_URING;
     if (aio != NULL) {
         if (!json_is_string(aio) || (strcmp(json_string_value(aio), "io_uring") != 0 &&
@@ -458,6 +470,7 @@ static void nvme_ops_destroy(void *instance)
 
     /* Operations in flight finish first: they hold guest memory and the namespaces' files. */
     nvme_ring_teardown(ctrl);
+    nvme_doorbells_teardown(ctrl);
     /* Whatever the guest left in the page cache reaches the image before the device goes. */
     for (uint32_t i = 0; i < ctrl->namespace_count; i++)
         nvme_namespace_flush(&ctrl->namespaces[i]);
@@ -494,13 +507,54 @@ static int nvme_declare_failed(struct vfio_userd_error *error, int rc, const cha
     return vfio_userd_error_set(error, rc, NULL, "the host refused %s: %s", what, strerror(-rc));
 }
 
+/*
+ * I/O eventfds for the I/O queues' doorbells, two per queue, as many queues as the host
+ * allows (limits()); the admin queue's and the rest stay trapped. An eventfd carries no
+ * value: NVME_DOORBELL_UNKNOWN stands in, and the shadow doorbells give the real one.
+ */
+static int nvme_declare_ioeventfds(struct nvme_controller *ctrl)
+{
+    const struct vfio_userd_host *host = ctrl->host;
+    uint32_t allowed = VFIO_USERD_MAX_IOEVENTFDS;
+    int rc;
+
+    if (VFIO_USERD_HOST_HAS(host, limits)) {
+        const struct vfio_userd_host_limits *limits = host->limits(ctrl->device);
+        if (VFIO_USERD_LIMITS_HAS(limits, max_ioeventfds))
+            allowed = limits->max_ioeventfds;
+    }
+    for (uint32_t q = 1; q <= ctrl->config.io_queues && 2 * q <= allowed; q++) {
+        for (uint32_t completion = 0; completion < 2; completion++) {
+            rc = host->add_ioeventfd(ctrl->device, VFIO_USERD_REGION_BAR0,
+                                     NVME_DOORBELLS + 8 * q + 4 * completion, 4, 0,
+                                     NVME_DOORBELL_UNKNOWN);
+            if (rc < 0)
+                return rc;
+        }
+        ctrl->config.ioeventfd_queues = q;
+    }
+    if (ctrl->config.ioeventfd_queues < ctrl->config.io_queues)
+        vfio_userd_log(ctrl->device, VFIO_USERD_LOG_INFO,
+                       "I/O eventfds for the doorbells of I/O queues 1 to %u of %u (the host "
+                       "allows %u eventfds)",
+                       ctrl->config.ioeventfd_queues, ctrl->config.io_queues, allowed);
+    return 0;
+}
+
 static int nvme_declare(struct nvme_controller *ctrl, struct vfio_userd_error *error)
 {
     const struct vfio_userd_host *host = ctrl->host;
     struct vfio_userd_device *device = ctrl->device;
+    /* Mapped doorbells: the doorbell page is host memory the client may map; the registers
+     * before it stay trapped. */
+    static const struct vfio_userd_sparse_area doorbell_page = {NVME_DOORBELLS, NVME_PAGE_SIZE};
+    const bool mapped = ctrl->config.doorbells == NVME_DOORBELLS_MAPPED;
     const struct vfio_userd_region bar0 = {
         .size = NVME_BAR0_SIZE,
-        .flags = VFIO_USERD_REGION_READABLE | VFIO_USERD_REGION_WRITABLE | VFIO_USERD_BAR_64BIT,
+        .flags = VFIO_USERD_REGION_READABLE | VFIO_USERD_REGION_WRITABLE | VFIO_USERD_BAR_64BIT |
+                 (mapped ? VFIO_USERD_REGION_MEMORY | VFIO_USERD_REGION_MAPPABLE : 0),
+        .sparse_area_count = mapped ? 1 : 0,
+        .sparse_areas = mapped ? &doorbell_page : NULL,
         .access = nvme_bar0_access,
     };
     const struct vfio_userd_region bar4 = {
@@ -519,6 +573,11 @@ static int nvme_declare(struct nvme_controller *ctrl, struct vfio_userd_error *e
     rc = host->add_region(device, VFIO_USERD_REGION_BAR0, &bar0);
     if (rc < 0)
         return nvme_declare_failed(error, rc, "BAR0 (registers)");
+    if (ctrl->config.doorbells == NVME_DOORBELLS_IOEVENTFD) {
+        rc = nvme_declare_ioeventfds(ctrl);
+        if (rc < 0)
+            return nvme_declare_failed(error, rc, "the doorbells' I/O eventfds");
+    }
     rc = host->add_region(device, NVME_MSIX_BAR, &bar4);
     if (rc < 0)
         return nvme_declare_failed(error, rc, "BAR4 (MSI-X)");
@@ -588,8 +647,15 @@ static int nvme_create(struct vfio_userd_device *device, const json_t *params,
     }
     ctrl->cap = (uint64_t)(ctrl->config.queue_entries - 1) | 1ull << 16 /* CQR */ |
                 (uint64_t)NVME_TIMEOUT_HALF_SEC << 24 | 1ull << 37 /* CSS: NVM */;
+    rc = nvme_doorbells_setup(ctrl);
+    if (rc < 0)
+        return vfio_userd_error_set(error, rc, "doorbells", "cannot poll mapped doorbells: %s",
+                                    strerror(-rc));
+    rc = nvme_declare(ctrl, error);
+    if (rc < 0)
+        return rc;
     nvme_controller_reset(ctrl);
-    return nvme_declare(ctrl, error);
+    return 0;
 }
 
 VFIO_USERD_PLUGIN_DEFINE(.name = "nvme", .version = "1.0",

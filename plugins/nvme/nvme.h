@@ -39,7 +39,7 @@
 #define NVME_RING_ENTRIES 256u
 
 /* The MSI-X table and PBA live in BAR4, so BAR0 stays registers and doorbells only and its
- * doorbell page can later become a mappable sparse area. */
+ * doorbell page can be a mappable sparse area (doorbells: mapped). */
 #define NVME_MSIX_BAR      VFIO_USERD_REGION_BAR4
 #define NVME_MSIX_PBA      0x1000u /* table: vectors * 16 bytes from 0, at most 2 KiB */
 #define NVME_MSIX_BAR_SIZE 0x2000u
@@ -132,6 +132,19 @@ struct nvme_cqe {
 _Static_assert(sizeof(struct nvme_cqe) == 16, "an NVMe completion queue entry is 16 bytes");
 
 enum nvme_backend { NVME_BACKEND_FILE, NVME_BACKEND_RAM };
+
+/* How doorbell writes reach the controller (vfio-userd-nvme(7), DOORBELLS): as REGION_WRITE
+ * messages (trapped), as stores to a mappable page of BAR0 that the controller polls
+ * (mapped), or through I/O eventfds without their value (ioeventfd: shadow doorbells
+ * supply it). */
+enum nvme_doorbell_mode { NVME_DOORBELLS_TRAPPED, NVME_DOORBELLS_MAPPED, NVME_DOORBELLS_IOEVENTFD };
+/* The value the host hands the access callback for an I/O eventfd write. */
+#define NVME_DOORBELL_UNKNOWN 0xffffffffu
+/* Mapped doorbells: poll every NVME_POLL_BUSY_US while queues are busy and for
+ * NVME_POLL_LINGER_US after, then every NVME_POLL_IDLE_US. */
+#define NVME_POLL_BUSY_US   20u
+#define NVME_POLL_LINGER_US 2000u
+#define NVME_POLL_IDLE_US   1000u
 
 /* How file I/O runs: io_uring (the default), or synchronously on the device's thread. */
 enum nvme_io_mode { NVME_IO_URING, NVME_IO_SYNC };
@@ -275,6 +288,8 @@ struct nvme_config {
     char model[41];
     uint32_t io_queues;
     uint32_t queue_entries; /* MQES + 1 */
+    enum nvme_doorbell_mode doorbells;
+    uint32_t ioeventfd_queues; /* I/O queues whose doorbells have I/O eventfds */
     uint32_t vectors;
 };
 
@@ -325,6 +340,14 @@ struct nvme_controller {
     bool dbbuf_enabled;
     uint64_t dbbuf_shadow, dbbuf_eventidx;
     uint32_t *dbbuf_shadow_page, *dbbuf_eventidx_page;
+
+    /* Mapped doorbells (doorbell.c): BAR0's doorbell page as the client stores into it,
+     * the value last taken from each doorbell, and the polling timer. */
+    uint32_t *doorbell_page;
+    uint32_t *doorbell_seen; /* 2 * (io_queues + 1) */
+    struct vfio_userd_source *poll_source;
+    uint64_t poll_quiet_us; /* since the queues were last busy */
+    uint64_t commands_started;
 };
 
 /* controller.c */
@@ -353,6 +376,18 @@ uint16_t nvme_dbbuf_config(struct nvme_controller *ctrl, uint64_t shadow, uint64
 void nvme_dbbuf_queue_created(struct nvme_controller *ctrl, uint32_t q, bool completion);
 void nvme_dbbuf_reset(struct nvme_controller *ctrl);
 void nvme_dbbuf_unmapped(struct nvme_controller *ctrl);
+/* A doorbell value for queue pair `q` from BAR0 (trapped, mapped or an I/O eventfd), checked
+ * and taken; the caller runs the queues. */
+void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion,
+                        uint32_t value);
+/* Mapped doorbells: set up (in create()), start and stop polling with the controller, zero
+ * a new queue's doorbells (or all of them, q == UINT32_MAX), and record a trapped write. */
+int nvme_doorbells_setup(struct nvme_controller *ctrl);
+void nvme_doorbells_poll_start(struct nvme_controller *ctrl);
+void nvme_doorbells_poll_stop(struct nvme_controller *ctrl);
+void nvme_doorbells_clear(struct nvme_controller *ctrl, uint32_t q, bool completion);
+void nvme_doorbells_trapped(struct nvme_controller *ctrl, uint32_t index, uint32_t value);
+void nvme_doorbells_teardown(struct nvme_controller *ctrl);
 
 /* queue.c */
 void nvme_queues_run(struct nvme_controller *ctrl);

@@ -498,6 +498,7 @@ static void nvme_sq_start(struct nvme_controller *ctrl, struct nvme_sq *sq)
     cmd->requests_used = 0;
     cmd->holds_slot = true;
     cq->reserved++;
+    ctrl->commands_started++;
     sq->head = (sq->head + 1) % sq->size;
     cmd->stage = NVME_STAGE_DECODE;
     if (ctrl->host->dma_translate(ctrl->device, address, sizeof(cmd->sqe), VFIO_USERD_DMA_READ) !=

@@ -1266,6 +1266,133 @@ START_TEST(shadow_doorbells_spare_bar0_writes)
 }
 END_TEST
 
+START_TEST(mapped_doorbells)
+{
+    /* doorbells: mapped: BAR0's doorbell page is a sparse mmap area; a driver that stores
+     * into it (as a guest does once the VMM maps it) is heard by polling, at once while
+     * busy and within the idle interval (1 ms) after a rest. Trapped writes still work,
+     * for a client that does not map it. */
+    struct vfio_region_info *info = NULL;
+    struct vfio_region_sparse_mmap_area *areas = NULL;
+    uint32_t area_count = 0, *page;
+    int fd = -1;
+
+    stop_device();
+    unmap_guest();
+    start_device("{\"backend\": \"ram\", \"size\": \"16M\", \"doorbells\": \"mapped\"}");
+    map_guest(true);
+    ck_assert_int_eq(vu_client_region_info(client, VFIO_USERD_REGION_BAR0, &info, &fd), 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(vu_client_region_sparse_areas(info, &areas, &area_count), 0);
+    ck_assert_uint_eq(area_count, 1);
+    ck_assert_uint_eq(areas[0].offset, DOORBELL);
+    ck_assert_uint_eq(areas[0].size, 4096);
+    page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                (off_t)(info->offset + DOORBELL));
+    ck_assert_ptr_ne(page, MAP_FAILED);
+    free(areas);
+    free(info);
+    close(fd);
+
+    enable_controller(); /* trapped admin doorbells, recorded in the page */
+    create_io_queues(2);
+    ck_assert_uint_eq(page[0], queues[0].tail);
+    ck_assert_uint_eq(page[1], queues[0].head);
+    fill_pattern(guest + DATA_OFF, 4096, 3);
+    ck_assert_uint_eq(rw(1, 0x01, 1, 0, 8, DATA_OFF, 4096), SC_SUCCESS);
+    /* Stores only. */
+    for (int round = 0; round < 2; round++) {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA2_OFF};
+        struct completion c;
+        memset(guest + DATA2_OFF, 0, 4096);
+        sqe.cdw[2] = 7;
+        push(2, &sqe);
+        __atomic_store_n(&page[4], queues[2].tail, __ATOMIC_RELEASE);
+        for (int i = 0; i < 500 && guest[IOSQ_OFF + 0x2000 + 0x1000 + queues[2].head * 16 + 14] %
+                                           2 != (queues[2].phase ? 1 : 0);
+             i++)
+            usleep(1000);
+        c = reap(2); /* also rings the head, trapped */
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_eq(c.cid, sqe.cid);
+        ck_assert_int_eq(memcmp(guest + DATA_OFF, guest + DATA2_OFF, 4096), 0);
+        usleep(5000); /* idle: the poller slows down, and must still hear the next one */
+    }
+    /* A tail beyond the queue stored in the page is fatal as a trapped one is. */
+    __atomic_store_n(&page[2], IO_DEPTH + 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 500 && (read32(REG_CSTS) & CSTS_CFS) == 0; i++)
+        usleep(1000);
+    ck_assert_uint_eq(read32(REG_CSTS) & CSTS_CFS, CSTS_CFS);
+    /* A reset clears the doorbells, and new queues start at 0. */
+    disable_controller();
+    for (int i = 0; i < 10; i++)
+        ck_assert_uint_eq(page[i], 0);
+    enable_controller();
+    create_io_queues(1);
+    ck_assert_uint_eq(rw(1, 0x02, 1, 0, 8, DATA2_OFF, 4096), SC_SUCCESS);
+    munmap(page, 4096);
+}
+END_TEST
+
+START_TEST(ioeventfd_doorbells)
+{
+    /* doorbells: ioeventfd: an eventfd per I/O queue doorbell, as many as the host allows;
+     * an eventfd carries no value, so the driver must use shadow doorbells. */
+    struct vu_region_io_fd *entries = NULL;
+    int fds[16];
+    size_t fd_count = 0;
+    uint32_t count = 0;
+    uint64_t one = 1;
+
+    stop_device();
+    unmap_guest();
+    start_device("{\"backend\": \"ram\", \"size\": \"16M\", \"io_queues\": 12, "
+                 "\"doorbells\": \"ioeventfd\"}");
+    map_guest(true);
+    ck_assert_int_eq(vu_client_region_io_fds(client, VFIO_USERD_REGION_BAR0, &entries, &count, fds,
+                                             16, &fd_count),
+                     0);
+    ck_assert_uint_eq(count, 16); /* 8 of the 12 queues: the host's limit is 16 */
+    ck_assert_uint_eq(fd_count, 16);
+    for (uint32_t i = 0; i < count; i++) {
+        ck_assert_uint_eq(entries[i].offset, DOORBELL + 8 + 4 * i);
+        ck_assert_uint_eq(entries[i].size, 4);
+    }
+    free(entries);
+    enable_controller();
+    create_io_queues(1);
+    /* Without shadow doorbells the value is lost: fatal, not a guess. */
+    {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA_OFF};
+        push(1, &sqe);
+        ck_assert_int_eq(write(fds[0], &one, 8), 8);
+        for (int i = 0; i < 500 && (read32(REG_CSTS) & CSTS_CFS) == 0; i++)
+            usleep(1000);
+        ck_assert_uint_eq(read32(REG_CSTS) & CSTS_CFS, CSTS_CFS);
+    }
+    disable_controller();
+    enable_controller();
+    create_io_queues(1);
+    ck_assert_uint_eq(dbbuf_config(GUEST + SHADOW_OFF, GUEST + EVENTIDX_OFF), SC_SUCCESS);
+    for (int round = 0; round < 3; round++) {
+        struct sqe sqe = {.opcode = 0x02, .nsid = 1, .prp1 = GUEST + DATA_OFF};
+        struct completion c;
+        push(1, &sqe);
+        __atomic_store_n(dbbuf_slot(SHADOW_OFF, 2), queues[1].tail, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        ck_assert_int_eq(write(fds[0], &one, 8), 8);
+        shadow = true; /* the head goes through the shadow */
+        c = reap(1);
+        shadow = false;
+        ck_assert_uint_eq(c.status, SC_SUCCESS);
+        ck_assert_uint_eq(c.cid, sqe.cid);
+    }
+    ck_assert_uint_eq(read32(REG_CSTS), CSTS_RDY);
+    for (size_t i = 0; i < fd_count; i++)
+        close(fds[i]);
+}
+END_TEST
+
 /* --- Asynchronous backend I/O ------------------------------------------------------------- */
 
 /* A Read of 4 KiB at `lba` into guest offset `data`, pushed but not rung; its cid. */
@@ -1501,6 +1628,8 @@ START_TEST(parameters_refused)
     expect_refused("{\"backend\": \"ram\", \"size\": 4096, \"serial\": \"012345678901234567890\"}",
                    "serial");
     expect_refused("{\"backend\": \"ram\", \"size\": 4096, \"model\": \"\"}", "model");
+    expect_refused("{\"backend\": \"ram\", \"size\": 4096, \"doorbells\": \"polled\"}",
+                   "doorbells");
     expect_refused("{\"namespaces\": []}", "namespaces");
     expect_refused("{\"namespaces\": [{\"backend\": \"ram\", \"size\": 4096}], \"size\": 1}",
                    "size");
@@ -1553,6 +1682,8 @@ static Suite *nvme_suite(void)
         {"hostile", hostile_doorbells},
         {"doorbells", doorbell_buffer_config},
         {"doorbells", shadow_doorbells_spare_bar0_writes},
+        {"doorbells", mapped_doorbells},
+        {"doorbells", ioeventfd_doorbells},
         {"queues", queue_full_and_wrap},
         {"interrupts", msix_interrupts},
         {"interrupts", intx_interrupts},

@@ -396,6 +396,7 @@ boot_hotplug() {
 # ext4 on both, writes files, and reboots the guest once, which finds them; a second
 # (private memory: every DMA a message, BAR0 doorbells, 2 CPUs) finds them and adds more.
 # After each, the host reads every file back from the images with debugfs.
+# INTEROP_NVME_DOORBELLS: the device's doorbells parameter (trapped, the default, or mapped).
 add_nvme_device() {
     local socket=$run/rt/devices/nvme0.sock
     [ -e "$run/devices.d/nvme0.yaml" ] || cat >"$run/devices.d/nvme0.yaml" <<EOF
@@ -403,6 +404,7 @@ plugin: nvme
 params:
   serial: VUTNVME0
   io_queues: 4
+  doorbells: ${INTEROP_NVME_DOORBELLS:-trapped}
   namespaces:
     - path: $run/nvme0-a.img
       size: 64M
