@@ -4,7 +4,9 @@
 Usage: run_bench.py BUILD_DIR [ROUNDS] [REQUESTS]
 
 Starts three servers, each pinned to CPU 0: the floor (bench/floor_server.c), `vfio-userd
---single testdev` and the daemon serving one drop-in testdev device. The same raw-socket
+--single testdev` and the daemon serving two drop-in testdev devices, one as it comes
+("daemon") and one with `poll_us: 50` ("polling": its device host busy-polls its socket for
+50 µs after each request instead of sleeping). The same raw-socket
 client (bench/bench_io.c) drives each, pinned to CPU 0 too ("1 CPU": every request is a
 context switch) and to CPU 1 ("2 CPUs": every request is a wake-up across CPUs). Rounds are
 interleaved (floor, --single, daemon, floor, ...) and each figure is the median of the
@@ -63,12 +65,16 @@ def start_servers(build, scratch):
         f.write("# the defaults\n")
     with open(os.path.join(devices, "bench.yaml"), "w") as f:
         f.write("plugin: testdev\nparams:\n  ram_size: 64K\n")
+    # The same device with poll_us: its host busy-polls for 50 µs after each request.
+    with open(os.path.join(devices, "polling.yaml"), "w") as f:
+        f.write("plugin: testdev\npoll_us: 50\nparams:\n  ram_size: 64K\n")
     runtime = os.path.join(scratch, "run")
     daemon_socket = os.path.join(runtime, "devices", "bench.sock")
     servers["daemon"] = (subprocess.Popen(
         ["taskset", "-c", "0", f"{build}/vfio-userd", "-c", os.path.join(scratch, "vfio-userd.yaml"),
          "--devices-dir", devices, "--runtime-dir", runtime, "--plugin-dir", f"{build}/plugins",
          "--log-level", "warning"]), daemon_socket)
+    servers["polling"] = (servers["daemon"][0], os.path.join(runtime, "devices", "polling.sock"))
     try:
         for process, path in servers.values():
             wait_for_socket(path, process)
@@ -79,9 +85,10 @@ def start_servers(build, scratch):
 
 
 def stop_servers(servers):
-    for process, _ in servers.values():
+    processes = {process for process, _ in servers.values()}
+    for process in processes:
         process.terminate()
-    for process, _ in servers.values():
+    for process in processes:
         process.wait()
 
 

@@ -46,8 +46,8 @@ struct config_report {
     char *field; /* NULL, or CONFIG_FIELD_MAX bytes for the setting the error is about */
 };
 
-static const char *const device_keys[] = {"name", "plugin", "enabled", "isolation", "restart",
-                                          "user", "socket", "params",  NULL};
+static const char *const device_keys[] = {"name", "plugin",  "enabled", "isolation", "restart",
+                                          "user", "poll_us", "socket",  "params",    NULL};
 static const char *const socket_keys[] = {"path", "user", "group", "mode", NULL};
 static const char *const daemon_keys[] = {"devices_dirs",
                                           "plugin_dirs",
@@ -598,6 +598,9 @@ static int parse_socket(const struct config_report *report, const json_t *socket
     return 0;
 }
 
+static int parse_integer(const struct config_report *report, const json_t *value, const char *key,
+                         json_int_t min, json_int_t max, json_int_t *result);
+
 static int parse_device(const struct config_report *report, const json_t *settings,
                         const char *default_name, struct config_device *device)
 {
@@ -693,6 +696,17 @@ static int parse_device(const struct config_report *report, const json_t *settin
                                 "a device with isolation: thread runs as the daemon; an account "
                                 "of its own needs isolation: process");
         }
+    }
+
+    value = json_object_get(settings, "poll_us");
+    if (value != NULL && !json_is_null(value)) {
+        json_int_t poll_usec;
+
+        ret = parse_integer(report, value, "poll_us", 0, CONFIG_POLL_USEC_MAX, &poll_usec);
+        if (ret < 0) {
+            return ret;
+        }
+        device->poll_usec = (uint32_t)poll_usec;
     }
 
     ret = parse_socket(report, json_object_get(settings, "socket"), device);
@@ -854,7 +868,8 @@ bool config_device_equal(const struct config_device *a, const struct config_devi
            same_string(a->socket_group, b->socket_group) &&
            a->socket_mode_set == b->socket_mode_set && a->socket_mode == b->socket_mode &&
            a->isolation == b->isolation && a->restart == b->restart &&
-           same_string(a->user, b->user) && json_equal(a->params, b->params);
+           same_string(a->user, b->user) && a->poll_usec == b->poll_usec &&
+           json_equal(a->params, b->params);
 }
 
 static void device_location(const struct config_device *device, const char *path, bool at_key,
@@ -945,6 +960,9 @@ json_t *config_device_to_json(const struct config_device *device)
     }
     if (ret == 0 && device->user != NULL) {
         ret = set_member(object, "user", json_string(device->user));
+    }
+    if (ret == 0 && device->poll_usec != 0) {
+        ret = set_member(object, "poll_us", json_integer((json_int_t)device->poll_usec));
     }
     if (ret == 0 && (device->socket_path != NULL || device->socket_user != NULL ||
                      device->socket_group != NULL || device->socket_mode_set)) {

@@ -58,6 +58,9 @@
 #define CONFIG_ERROR_MAX       512
 #define CONFIG_FIELD_MAX       256 /* a setting's path, "socket.mode", "params.queues[0].size" */
 
+/* poll_us: at most a second. */
+#define CONFIG_POLL_USEC_MAX 1000000
+
 /* handshake_timeout, in seconds: at most an hour. */
 #define CONFIG_HANDSHAKE_TIMEOUT_MAX_SECONDS 3600
 
@@ -104,8 +107,11 @@ struct config_device {
     json_t *params;                  /* always an object; owned */
     enum config_isolation isolation; /* DEFAULT unless the device says */
     enum config_restart restart;     /* "no" or false (YAML 1.1's reading of no) mean NO */
-    char *user;   /* the device host's account; NULL: the daemon's device_user. Refused with
-                   * isolation: thread, where the plugin runs as the daemon. */
+    char *user; /* the device host's account; NULL: the daemon's device_user. Refused with
+                 * isolation: thread, where the plugin runs as the daemon. */
+    /* Busy-poll the device's socket this long after each request before sleeping (poll_us);
+     * 0: sleep at once. For operators who dedicate a CPU to a device. */
+    uint32_t poll_usec;
     char *origin; /* the file's path, or the context given to config_device_from_json() */
     struct yaml_json_document *document; /* positions in the file; NULL for device_add */
 };

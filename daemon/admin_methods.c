@@ -284,8 +284,9 @@ static bool drop_in_exists(const struct daemon *daemon, const char *file, char *
 static json_t *method_device_add(struct daemon *daemon, const struct admin_peer *peer,
                                  json_t *params, struct method_error *error)
 {
-    static const char *const allowed[] = {"name",      "plugin",  "enabled", "socket",  "params",
-                                          "isolation", "restart", "user",    "persist", NULL};
+    static const char *const allowed[] = {"name",    "plugin",    "enabled", "socket",
+                                          "params",  "isolation", "restart", "user",
+                                          "poll_us", "persist",   NULL};
     struct config_device *config = NULL;
     struct managed_device *device;
     json_t *settings = NULL;

@@ -71,6 +71,7 @@ struct serve_task {
     struct vu_device *device;
     int listen_fd;
     const struct config_daemon *settings; /* read only, and it outlives every device */
+    uint32_t poll_usec;                   /* the device's poll_us */
     struct vu_endpoint *endpoint;
 };
 
@@ -80,8 +81,10 @@ static int run_serve(sd_event *event, void *argument)
     int ret = vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
 
     task->listen_fd = -1; /* taken over by vu_endpoint_new, whatever its result */
-    if (ret >= 0)
+    if (ret >= 0) {
         device_endpoint_configure(task->endpoint, task->settings);
+        vu_endpoint_set_poll(task->endpoint, task->poll_usec);
+    }
     return ret;
 }
 
@@ -618,6 +621,7 @@ static void supervisor_config_of(const struct device_manager *manager,
         .settings = manager->settings,
         .restart = config->restart,
         .user = config->user,
+        .poll_usec = config->poll_usec,
     };
 }
 
@@ -723,7 +727,9 @@ static int await_host(struct device_manager *manager, const struct config_device
 static int serve_managed(struct device_manager *manager, struct managed_device *managed,
                          struct vu_device *device, int listen_fd, char *error, size_t error_size)
 {
-    struct serve_task serve = {.listen_fd = listen_fd, .settings = manager->settings};
+    struct serve_task serve = {.listen_fd = listen_fd,
+                               .settings = manager->settings,
+                               .poll_usec = managed->config->poll_usec};
     int ret;
 
     if (managed->isolation == CONFIG_ISOLATION_PROCESS) {

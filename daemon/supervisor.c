@@ -46,6 +46,7 @@ struct supervisor_host {
     json_t *params;
     const struct config_daemon *settings;
     enum config_restart restart;
+    uint32_t poll_usec;
     bool change_user;
     uid_t uid;
     gid_t gid;
@@ -295,12 +296,13 @@ static json_t *start_message(const struct supervisor_host *host)
 {
     const struct config_daemon *settings = host->settings;
 
-    return json_pack(
-        "{s:s, s:s, s:s, s:O, s:b, s:{s:I, s:I, s:I, s:i}}", "type", "start", "name", host->name,
-        "plugin", host->plugin_path, "params", host->params, "validate_only", host->validate_only,
-        "settings", "dma_message_chunk_size", (json_int_t)settings->dma_message_chunk_size,
-        "max_client_fds", (json_int_t)settings->max_client_fds, "handshake_timeout_usec",
-        (json_int_t)settings->handshake_timeout_usec, "log_level", settings->log_level);
+    return json_pack("{s:s, s:s, s:s, s:O, s:b, s:{s:I, s:I, s:I, s:i, s:I}}", "type", "start",
+                     "name", host->name, "plugin", host->plugin_path, "params", host->params,
+                     "validate_only", host->validate_only, "settings", "dma_message_chunk_size",
+                     (json_int_t)settings->dma_message_chunk_size, "max_client_fds",
+                     (json_int_t)settings->max_client_fds, "handshake_timeout_usec",
+                     (json_int_t)settings->handshake_timeout_usec, "log_level", settings->log_level,
+                     "poll_usec", (json_int_t)host->poll_usec);
 }
 
 /* Forks and execs a host, and sends it "start"; it reports "ready" or "error" later. */
@@ -770,6 +772,7 @@ int supervisor_launch(sd_event *event, const struct supervisor_config *config, i
     host->open_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(10 * 1000000, 10);
     host->settings = config->settings;
     host->restart = config->restart;
+    host->poll_usec = config->poll_usec;
     host->validate_only = config->validate_only;
     /* A host that only validates gets no socket: /dev/null holds its place. */
     host->owns_listen_fd = config->validate_only;

@@ -46,7 +46,8 @@ struct supervisor_config {
     const json_t *params;
     const struct config_daemon *settings; /* must outlive the host */
     enum config_restart restart;
-    const char *user; /* NULL: the daemon's device_user, or its fallbacks */
+    const char *user;   /* NULL: the daemon's device_user, or its fallbacks */
+    uint32_t poll_usec; /* the device's poll_us */
     /* Only create the device, in a host of its own, to see whether the plugin accepts the
      * parameters, and end: what replacing a device checks before it stops the old one. */
     bool validate_only;

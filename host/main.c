@@ -190,6 +190,7 @@ static void configure_endpoint(struct vu_endpoint *endpoint, const json_t *setti
         endpoint, (uint32_t)settings_u64(settings, "max_client_fds", VU_MAX_CLIENT_FDS_DEFAULT));
     vu_endpoint_set_handshake_timeout(endpoint, settings_u64(settings, "handshake_timeout_usec",
                                                              VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC));
+    vu_endpoint_set_poll(endpoint, settings_u64(settings, "poll_usec", 0));
 }
 
 /* Loads the plugin and creates the device "start" describes; on failure the daemon is told. */

@@ -3,6 +3,8 @@
  * flushing, all on sd-event. See endpoint.h.
  */
 #include <errno.h>
+#include <poll.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +79,7 @@ struct vu_endpoint {
     uint64_t handshake_timeout_usec; /* 0: none */
     uint64_t dma_timeout_usec;
     uint32_t dma_chunk_size; /* given to each client's session */
+    uint64_t poll_usec;      /* busy-poll the client's socket this long after a request */
     unsigned refusals;       /* second clients refused while this one is connected */
     struct connection *connection;
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
@@ -679,12 +682,56 @@ static void connection_work(struct connection *connection, int channel, uint32_t
     vu_fault_guard_enter(previous);
 }
 
+static uint64_t monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/* Requests a polling endpoint serves in one wake-up before it lets the loop run (a host's
+ * health checks, other devices of a worker): then the loop comes straight back. */
+#define POLL_REQUESTS_PER_WAKEUP 256
+
 static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
     struct connection *connection = userdata;
+    struct vu_endpoint *endpoint = connection->endpoint;
+    int channel = fd == connection->sockets[0] ? 0 : 1;
+    uint64_t deadline;
+    unsigned served = 0;
 
-    connection_work(connection, fd == connection->sockets[0] ? 0 : 1, revents);
+    connection_work(connection, channel, revents);
+    if (endpoint->poll_usec == 0 || !(revents & EPOLLIN))
+        return 0;
+    /*
+     * Polling (poll_us): rather than sleep in the loop and pay a wake-up for the next request
+     * (tens of microseconds when client and device run on different CPUs), look again for
+     * up to poll_usec after each one. The client may go meanwhile: the connection is then
+     * gone, and so is this loop.
+     */
+    deadline = monotonic_usec() + endpoint->poll_usec;
+    while (endpoint->connection == connection && served < POLL_REQUESTS_PER_WAKEUP) {
+        struct pollfd ready = {.fd = fd, .events = POLLIN};
+
+        if (poll(&ready, 1, 0) > 0) {
+            connection_work(connection, channel,
+                            (ready.revents & POLLIN ? EPOLLIN : 0) |
+                                (ready.revents & POLLHUP ? EPOLLHUP : 0) |
+                                (ready.revents & POLLERR ? EPOLLERR : 0));
+            deadline = monotonic_usec() + endpoint->poll_usec;
+            served++;
+        } else if (monotonic_usec() >= deadline) {
+            break;
+        }
+    }
     return 0;
+}
+
+void vu_endpoint_set_poll(struct vu_endpoint *endpoint, uint64_t poll_usec)
+{
+    endpoint->poll_usec = poll_usec;
 }
 
 static int on_resume(sd_event_source *source, void *userdata)

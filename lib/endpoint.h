@@ -87,6 +87,14 @@ int vu_endpoint_set_max_client_fds(struct vu_endpoint *endpoint, uint32_t count)
 /* The descriptors the client makes the device hold now, and the bound (for status). */
 void vu_endpoint_client_fds(const struct vu_endpoint *endpoint, uint32_t *held, uint32_t *limit);
 
+/*
+ * Polling: after each request, look for the next one for up to `poll_usec` before going
+ * back to the loop to sleep (0, the default: sleep at once). It spends a CPU to save the
+ * wake-up a sleeping server pays per request when the client runs on another CPU; the loop
+ * still runs between batches of requests, so nothing else on it starves.
+ */
+void vu_endpoint_set_poll(struct vu_endpoint *endpoint, uint64_t poll_usec);
+
 bool vu_endpoint_connected(const struct vu_endpoint *endpoint);
 
 /* The connected client's process id, or 0. */

@@ -779,6 +779,42 @@ START_TEST(a_reset_while_a_host_starts_starts_no_second_one)
 }
 END_TEST
 
+/*
+ * poll_us: a device that busy-polls its socket after each request serves as any other, in
+ * a device host and on a worker thread, and its neighbours are not held up by it.
+ */
+START_TEST(polling_devices_serve_in_both_modes)
+{
+    static const char *const names[] = {"poller0", "poller1"};
+    char path[PATH_MAX];
+    json_t *device;
+
+    start_daemon(NULL, "plugin: misbehave\nparams:\n  behavior: none\n");
+    ck_assert_int_eq(daemon_harness_write_file(harness.devices_dir, "poller0.yaml",
+                                               "plugin: testdev\npoll_us: 200\n"),
+                     0);
+    ck_assert_int_eq(
+        daemon_harness_write_file(harness.devices_dir, "poller1.yaml",
+                                  "plugin: testdev\nisolation: thread\npoll_us: 200\n"),
+        0);
+    for (size_t i = 0; i < 2; i++) {
+        struct vu_client *client;
+        daemon_harness_device_socket(&harness, names[i], path, sizeof(path));
+        ck_assert_int_eq(daemon_harness_wait_socket(&harness, path, true, TIMEOUT), 0);
+        client = connect_device(names[i]);
+        for (int request = 0; request < 200; request++)
+            ck_assert_uint_eq(read32(client, 0x000), 0x54444556u); /* testdev's MAGIC */
+        vu_client_close(client);
+        device = get_device(names[i]);
+        ck_assert_int_eq(
+            json_integer_value(json_object_get(json_object_get(device, "config"), "poll_us")), 200);
+        json_decref(device);
+    }
+    expect_healthy_untouched();
+    stop_daemon();
+}
+END_TEST
+
 START_TEST(restart_no_leaves_a_crashed_device_failed_until_reset)
 {
     struct waiting_client waiting = {.client = NULL};
@@ -1033,6 +1069,7 @@ static Suite *isolation_suite(void)
     tcase_add_test(tcase, the_sandbox_refuses_an_escape);
     tcase_add_test(tcase, plugins_open_the_files_their_parameters_name);
     tcase_add_test(tcase, a_reset_while_a_host_starts_starts_no_second_one);
+    tcase_add_test(tcase, polling_devices_serve_in_both_modes);
     tcase_add_test(tcase, restart_no_leaves_a_crashed_device_failed_until_reset);
     tcase_add_test(tcase, the_start_limit_leaves_a_crash_loop_failed_until_reset);
     tcase_add_test(tcase, a_refused_change_leaves_the_running_host_alone);

@@ -316,6 +316,43 @@ START_TEST(test_device_numeric_accounts)
 END_TEST
 
 /* Where the plugin runs, whether it is started again, and as whom. */
+/* poll_us: microseconds, 0 to a second; round trips through JSON and YAML; compared. */
+START_TEST(test_device_poll_us)
+{
+    struct config_device *device = load_ok("tdev0.yaml", "plugin: testdev\npoll_us: 50\n");
+    struct config_device *plain = load_ok("tdev0.yaml", "plugin: testdev\n");
+    struct config_device *again = NULL;
+    char error[CONFIG_ERROR_MAX] = "";
+    json_t *object;
+
+    ck_assert_uint_eq(device->poll_usec, 50);
+    ck_assert_uint_eq(plain->poll_usec, 0);
+    ck_assert(!config_device_equal(device, plain));
+    object = config_device_to_json(plain);
+    ck_assert_ptr_null(json_object_get(object, "poll_us")); /* 0, the default, is not written */
+    json_decref(object);
+    object = config_device_to_json(device);
+    ck_assert_int_eq(json_integer_value(json_object_get(object, "poll_us")), 50);
+    ck_assert_int_eq(
+        config_device_from_json(object, "device_add", NULL, &again, error, sizeof(error)), 0);
+    ck_assert(config_device_equal(device, again));
+    json_decref(object);
+    config_device_free(again);
+    config_device_free(plain);
+    config_device_free(device);
+    config_device_free(load_ok("tdev0.yaml", "plugin: testdev\npoll_us: 1000000\n"));
+    expect_device_error(
+        "plugin: testdev\npoll_us: -1\n",
+        "2:10: poll_us: expected an integer from 0 to 1000000, found the integer -1");
+    expect_device_error(
+        "plugin: testdev\npoll_us: 1000001\n",
+        "2:10: poll_us: expected an integer from 0 to 1000000, found the integer 1000001");
+    expect_device_error(
+        "plugin: testdev\npoll_us: fast\n",
+        "2:10: poll_us: expected an integer from 0 to 1000000, found the string \"fast\"");
+}
+END_TEST
+
 START_TEST(test_device_supervision)
 {
     static const struct {
@@ -1585,6 +1622,7 @@ static Suite *config_suite(void)
     TCase *dirs = tcase_create("dirs");
 
     tcase_add_checked_fixture(devices, setup, teardown);
+    tcase_add_test(devices, test_device_poll_us);
     tcase_add_test(devices, test_name_rule);
     tcase_add_test(devices, test_device_full);
     tcase_add_test(devices, test_device_defaults);
