@@ -61,9 +61,9 @@ static const char *const doorbell_names[] = {"trapped", "trapped+shadow", "ioeve
 static enum doorbell_mode doorbell_mode;
 #define SHADOW_OFF   0x4000u
 #define EVENTIDX_OFF 0x5000u
-static uint32_t *doorbell_page;                  /* mapped: BAR0 + 1000h */
-static int doorbell_fds[2 * (QUEUES_MAX + 1)];   /* ioeventfd: by doorbell index, or -1 */
-static uint64_t bar0_doorbells;                  /* doorbell writes that reached BAR0 */
+static uint32_t *doorbell_page;                /* mapped: BAR0 + 1000h */
+static int doorbell_fds[2 * (QUEUES_MAX + 1)]; /* ioeventfd: by doorbell index, or -1 */
+static uint64_t bar0_doorbells;                /* doorbell writes that reached BAR0 */
 
 static struct vu_client *client;
 static uint8_t *guest;
@@ -118,13 +118,14 @@ static void doorbell(uint32_t index, uint32_t value)
         uint16_t old = (uint16_t)*stored, event;
         __atomic_store_n(stored, value, __ATOMIC_RELEASE);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        event = (uint16_t)__atomic_load_n((uint32_t *)(guest + EVENTIDX_OFF) + index,
-                                          __ATOMIC_RELAXED);
+        event =
+            (uint16_t)__atomic_load_n((uint32_t *)(guest + EVENTIDX_OFF) + index, __ATOMIC_RELAXED);
         if ((uint16_t)((uint16_t)value - event - 1) >= (uint16_t)((uint16_t)value - old))
             return;
     }
     bar0_doorbells++;
-    if ((doorbell_mode == DB_MAPPED || doorbell_mode == DB_MAPPED_SHADOW) && doorbell_page != NULL) {
+    if ((doorbell_mode == DB_MAPPED || doorbell_mode == DB_MAPPED_SHADOW) &&
+        doorbell_page != NULL) {
         __atomic_store_n(&doorbell_page[index], value, __ATOMIC_RELEASE);
     } else if (doorbell_mode == DB_IOEVENTFD && doorbell_fds[index] >= 0) {
         uint64_t one = 1;
@@ -235,8 +236,8 @@ static void report(const char *label, uint32_t queue_count, uint32_t depth, uint
 {
     qsort(samples_ns, samples, sizeof(*samples_ns), compare_u32);
     last_iops = (double)done / ((double)elapsed_ns / 1e9);
-    printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us", label,
-           queue_count, depth, last_iops, samples_ns[samples / 2] / 1000.0,
+    printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us", label, queue_count,
+           depth, last_iops, samples_ns[samples / 2] / 1000.0,
            samples_ns[samples * 99 / 100] / 1000.0);
     if (device_cpu >= 0)
         printf("  device CPU %3.0f%%  BAR0 doorbells/command %.2f", device_cpu * 100,
@@ -463,7 +464,8 @@ static void start_server(const char *const *params)
         rc = vu_client_region_info(client, 0, &info, &fd);
         if (rc < 0 || fd < 0)
             die("BAR0 region info (no mappable doorbells?)", rc < 0 ? rc : -ENODEV);
-        page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(info->offset + 0x1000));
+        page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                    (off_t)(info->offset + 0x1000));
         if (page == MAP_FAILED)
             die("mmap of the doorbell page", errno);
         doorbell_page = page;

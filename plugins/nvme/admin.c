@@ -88,9 +88,9 @@ static void nvme_identify_controller(struct nvme_controller *ctrl, uint8_t *d)
     d[77] = NVME_MDTS; /* MDTS */
     put16(d + 78, 1);  /* CNTLID */
     put32(d + 80, 0x00010400);
-    d[111] = 1;        /* CNTRLTYPE: I/O controller */
+    d[111] = 1;              /* CNTRLTYPE: I/O controller */
     put16(d + 256, 1u << 8); /* OACS: Doorbell Buffer Config */
-    d[258] = 3;        /* ACL: 4 Aborts */
+    d[258] = 3;              /* ACL: 4 Aborts */
     d[259] = NVME_AER_LIMIT - 1;
     d[260] = 0x03; /* FRMW: one read-only slot */
     d[261] = 0x04; /* LPA: extended data (NUMDU, offsets) for Get Log Page */

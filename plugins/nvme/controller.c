@@ -195,8 +195,7 @@ static uint32_t nvme_register_read(const struct nvme_controller *ctrl, uint32_t 
     }
 }
 
-void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion,
-                        uint32_t value)
+void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion, uint32_t value)
 {
     if (!completion) {
         struct nvme_sq *sq = &ctrl->sqs[q];

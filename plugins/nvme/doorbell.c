@@ -273,7 +273,8 @@ void nvme_doorbells_clear(struct nvme_controller *ctrl, uint32_t q, bool complet
 {
     uint32_t *page;
 
-    if (ctrl->config.doorbells != NVME_DOORBELLS_MAPPED || (page = nvme_doorbell_page(ctrl)) == NULL)
+    if (ctrl->config.doorbells != NVME_DOORBELLS_MAPPED ||
+        (page = nvme_doorbell_page(ctrl)) == NULL)
         return;
     if (q == UINT32_MAX) {
         for (uint32_t i = 0; i < 2 * (ctrl->config.io_queues + 1); i++) {

@@ -30,7 +30,7 @@
 #define NVME_TIMEOUT_HALF_SEC 20u /* CAP.TO: 10 s to become ready, which we do at once */
 
 static const char *const nvme_param_keys[] = {
-    "namespaces", "path",  "size",      "block_size",  "read_only", "backend", "direct",
+    "namespaces", "path",  "size",      "block_size",  "read_only", "backend",   "direct",
     "serial",     "model", "io_queues", "queue_depth", "aio",       "doorbells", NULL,
 };
 static const char *const nvme_namespace_keys[] = {

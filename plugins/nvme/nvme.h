@@ -378,8 +378,7 @@ void nvme_dbbuf_reset(struct nvme_controller *ctrl);
 void nvme_dbbuf_unmapped(struct nvme_controller *ctrl);
 /* A doorbell value for queue pair `q` from BAR0 (trapped, mapped or an I/O eventfd), checked
  * and taken; the caller runs the queues. */
-void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion,
-                        uint32_t value);
+void nvme_doorbell_take(struct nvme_controller *ctrl, uint32_t q, bool completion, uint32_t value);
 /* Mapped doorbells: set up (in create()), start and stop polling with the controller, zero
  * a new queue's doorbells (or all of them, q == UINT32_MAX), and record a trapped write. */
 int nvme_doorbells_setup(struct nvme_controller *ctrl);

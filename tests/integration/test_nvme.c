@@ -1131,8 +1131,8 @@ static uint16_t dbbuf_config(uint64_t shadow_buffer, uint64_t eventidx_buffer)
  * it after posting the completion the caller reaped. */
 static void expect_eventidx(uint32_t index, uint32_t value)
 {
-    for (int i = 0; i < 500 && __atomic_load_n(dbbuf_slot(EVENTIDX_OFF, index), __ATOMIC_ACQUIRE) !=
-                                   value;
+    for (int i = 0;
+         i < 500 && __atomic_load_n(dbbuf_slot(EVENTIDX_OFF, index), __ATOMIC_ACQUIRE) != value;
          i++)
         vu_client_serve(client, 1);
     ck_assert_uint_eq(*dbbuf_slot(EVENTIDX_OFF, index), value);
@@ -1287,8 +1287,8 @@ START_TEST(mapped_doorbells)
     ck_assert_uint_eq(area_count, 1);
     ck_assert_uint_eq(areas[0].offset, DOORBELL);
     ck_assert_uint_eq(areas[0].size, 4096);
-    page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                (off_t)(info->offset + DOORBELL));
+    page =
+        mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(info->offset + DOORBELL));
     ck_assert_ptr_ne(page, MAP_FAILED);
     free(areas);
     free(info);
@@ -1308,8 +1308,9 @@ START_TEST(mapped_doorbells)
         sqe.cdw[2] = 7;
         push(2, &sqe);
         __atomic_store_n(&page[4], queues[2].tail, __ATOMIC_RELEASE);
-        for (int i = 0; i < 500 && guest[IOSQ_OFF + 0x2000 + 0x1000 + queues[2].head * 16 + 14] %
-                                           2 != (queues[2].phase ? 1 : 0);
+        for (int i = 0;
+             i < 500 && guest[IOSQ_OFF + 0x2000 + 0x1000 + queues[2].head * 16 + 14] % 2 !=
+                            (queues[2].phase ? 1 : 0);
              i++)
             usleep(1000);
         c = reap(2); /* also rings the head, trapped */
