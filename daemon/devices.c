@@ -625,32 +625,57 @@ static void supervisor_config_of(const struct device_manager *manager,
     };
 }
 
-/*
- * Starts a device host for `config` on `listen_fd` (not taken), or with `validate_only`
- * only asks one whether the plugin accepts the parameters. A refusal names the file, line
- * and column of the parameter, as in thread isolation.
- */
-static int start_host(struct device_manager *manager, const struct config_device *config,
-                      const struct vfio_userd_plugin *plugin, int listen_fd, bool validate_only,
-                      struct supervisor_host **host, char *error, size_t error_size)
+/* The first half of start_host(): the host is spawned, and awaited by await_host(). */
+static int launch_host(struct device_manager *manager, const struct config_device *config,
+                       const struct vfio_userd_plugin *plugin, int listen_fd, bool validate_only,
+                       struct supervisor_host **host, char *error, size_t error_size)
 {
     struct supervisor_config supervised;
-    struct supervisor_host *validated = NULL;
-    struct vfio_userd_error plugin_error = {0};
     char reason[CONFIG_ERROR_MAX];
     int ret;
 
     supervisor_config_of(manager, config, plugin, &supervised);
     supervised.validate_only = validate_only;
-    ret =
-        supervisor_start(manager->event, &supervised, listen_fd, validate_only ? &validated : host,
-                         &plugin_error, reason, sizeof(reason));
+    ret = supervisor_launch(manager->event, &supervised, listen_fd, host, reason, sizeof(reason));
+    if (ret < 0)
+        snprintf(error, error_size, "%s: %s", config->origin, reason);
+    return ret;
+}
+
+/* The second half: waits for the launched host; on failure it is gone. */
+static int await_host(struct device_manager *manager, const struct config_device *config,
+                      struct supervisor_host *host, char *error, size_t error_size)
+{
+    struct vfio_userd_error plugin_error = {0};
+    char reason[CONFIG_ERROR_MAX];
+    int ret = supervisor_await(host, &plugin_error, reason, sizeof(reason));
+
     if (ret < 0)
         note_plugin_field(manager, &plugin_error);
     if (ret < 0 && plugin_error.message[0] != '\0')
         config_device_format_plugin_error(config, &plugin_error, error, error_size);
     else if (ret < 0)
         snprintf(error, error_size, "%s: %s", config->origin, reason);
+    return ret;
+}
+
+/*
+ * Starts a device host for `config` on `listen_fd` (not taken) and waits for it, or with
+ * `validate_only` only asks one whether the plugin accepts the parameters (no host is left
+ * then). A refusal names the file, line and column of the parameter, as in thread isolation.
+ */
+static int start_host(struct device_manager *manager, const struct config_device *config,
+                      const struct vfio_userd_plugin *plugin, int listen_fd, bool validate_only,
+                      struct supervisor_host **host, char *error, size_t error_size)
+{
+    struct supervisor_host *started;
+    int ret =
+        launch_host(manager, config, plugin, listen_fd, validate_only, &started, error, error_size);
+
+    if (ret == 0)
+        ret = await_host(manager, config, started, error, error_size);
+    if (ret == 0 && !validate_only)
+        *host = started;
     return ret;
 }
 
@@ -691,39 +716,6 @@ static int stop_managed(struct device_manager *manager, struct managed_device *m
  * Brings up `managed` (config, plugin and isolation set) on `listen_fd` (taken in every
  * case). Thread isolation needs `device`, already created on worker managed->worker.
  */
-/* The first half of start_host(): the host is spawned, and awaited by await_host(). */
-static int launch_host(struct device_manager *manager, const struct config_device *config,
-                       const struct vfio_userd_plugin *plugin, int listen_fd,
-                       struct supervisor_host **host, char *error, size_t error_size)
-{
-    struct supervisor_config supervised;
-    char reason[CONFIG_ERROR_MAX];
-    int ret;
-
-    supervisor_config_of(manager, config, plugin, &supervised);
-    ret = supervisor_launch(manager->event, &supervised, listen_fd, host, reason, sizeof(reason));
-    if (ret < 0)
-        snprintf(error, error_size, "%s: %s", config->origin, reason);
-    return ret;
-}
-
-/* The second half: waits for the launched host; on failure it is gone. */
-static int await_host(struct device_manager *manager, const struct config_device *config,
-                      struct supervisor_host *host, char *error, size_t error_size)
-{
-    struct vfio_userd_error plugin_error = {0};
-    char reason[CONFIG_ERROR_MAX];
-    int ret = supervisor_await(host, &plugin_error, reason, sizeof(reason));
-
-    if (ret < 0)
-        note_plugin_field(manager, &plugin_error);
-    if (ret < 0 && plugin_error.message[0] != '\0')
-        config_device_format_plugin_error(config, &plugin_error, error, error_size);
-    else if (ret < 0)
-        snprintf(error, error_size, "%s: %s", config->origin, reason);
-    return ret;
-}
-
 static int serve_managed(struct device_manager *manager, struct managed_device *managed,
                          struct vu_device *device, int listen_fd, char *error, size_t error_size)
 {
@@ -837,7 +829,7 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
         goto fail;
     }
     if (managed->isolation == CONFIG_ISOLATION_PROCESS) {
-        ret = launch_host(manager, config, managed->plugin, listen_fd, &managed->host, error,
+        ret = launch_host(manager, config, managed->plugin, listen_fd, false, &managed->host, error,
                           error_size);
         if (ret < 0) {
             close(listen_fd);

@@ -863,22 +863,6 @@ fail:
     return ret;
 }
 
-int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
-                     struct supervisor_host **result, struct vfio_userd_error *plugin_error,
-                     char *error, size_t error_size)
-{
-    struct supervisor_host *host;
-    int ret = supervisor_launch(event, config, listen_fd, &host, error, error_size);
-
-    *result = NULL;
-    if (ret < 0)
-        return ret;
-    ret = supervisor_await(host, plugin_error, error, error_size);
-    if (ret == 0 && !config->validate_only)
-        *result = host;
-    return ret;
-}
-
 void supervisor_stop(struct supervisor_host *host)
 {
     if (host == NULL)

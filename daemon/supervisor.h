@@ -64,20 +64,12 @@ struct supervisor_status {
 
 /*
  * Starts a host for the device on `listen_fd`, which the caller keeps open until
- * supervisor_stop() (every host started gets a copy), and waits until it serves. On failure,
- * `error` says why in one line; a refusal by the plugin comes as `plugin_error`, with the field it
- * names, and the plugin's errno. With config->validate_only, `listen_fd` is not used and no host is
- * left (`*host` NULL).
- */
-int supervisor_start(sd_event *event, const struct supervisor_config *config, int listen_fd,
-                     struct supervisor_host **host, struct vfio_userd_error *plugin_error,
-                     char *error, size_t error_size);
-
-/*
- * supervisor_start() in two halves, so that several hosts start at once (the daemon's
- * first synchronisation): launch spawns the host and returns; await waits for it, within
- * SUPERVISOR_START_TIMEOUT_USEC of the launch, and frees it on failure (or, validating only,
- * in any case).
+ * supervisor_stop() (every host started gets a copy), in two halves, so that several hosts
+ * start at once: launch spawns the host and returns; await waits until it serves, within
+ * SUPERVISOR_START_TIMEOUT_USEC of the launch. On failure, `error` says why in one line, and
+ * a refusal by the plugin comes as `plugin_error`, with the field it names, and the
+ * plugin's errno; await frees a host that failed. With config->validate_only, `listen_fd`
+ * is not used, and await frees the host in any case.
  */
 int supervisor_launch(sd_event *event, const struct supervisor_config *config, int listen_fd,
                       struct supervisor_host **host, char *error, size_t error_size);
