@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "daemon_harness.h"
+#include "test_runner.h"
 
 extern char **environ;
 
@@ -578,4 +579,19 @@ int daemon_harness_wait_log(struct daemon_harness *harness, const char *text, in
             return -ETIMEDOUT;
         sleep_ms(5);
     }
+}
+
+int daemon_harness_run_suite(Suite *suite)
+{
+    int status;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (daemon_harness_global_init() < 0) {
+        perror("cannot create the tests' temporary directory");
+        return EXIT_FAILURE;
+    }
+    status = test_run_suite(suite);
+    /* Also what failed tests left: check's fork mode skips their teardown. */
+    daemon_harness_global_cleanup();
+    return status;
 }

@@ -16,6 +16,7 @@
 #define DAEMON_HARNESS_H
 
 #include <limits.h>
+#include <check.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -57,6 +58,13 @@ const char *daemon_harness_source_dir(void);
  * calls the first before running the suite and the second after. */
 int daemon_harness_global_init(void);
 void daemon_harness_global_cleanup(void);
+
+/*
+ * The main() of a test program that starts daemons: SIGPIPE ignored (a daemon that goes
+ * must fail a write, not end the test), the shared directory made and removed around
+ * `suite` (taken), run as test_run_suite() runs it.
+ */
+int daemon_harness_run_suite(Suite *suite);
 
 /*
  * Makes the test directory, the devices directory, the NOTIFY_SOCKET and a daemon config

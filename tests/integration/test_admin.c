@@ -1239,12 +1239,5 @@ static Suite *admin_suite(void)
 
 int main(void)
 {
-    int status;
-
-    signal(SIGPIPE, SIG_IGN);
-    if (daemon_harness_global_init() < 0)
-        return EXIT_FAILURE;
-    status = test_run_suite(admin_suite());
-    daemon_harness_global_cleanup();
-    return status;
+    return daemon_harness_run_suite(admin_suite());
 }

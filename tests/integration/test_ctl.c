@@ -1275,13 +1275,5 @@ static Suite *ctl_suite(void)
 
 int main(void)
 {
-    int status;
-
-    if (daemon_harness_global_init() < 0) {
-        perror("test_ctl: cannot create its temporary directory");
-        return 1;
-    }
-    status = test_run_suite(ctl_suite());
-    daemon_harness_global_cleanup();
-    return status;
+    return daemon_harness_run_suite(ctl_suite());
 }

@@ -1957,14 +1957,5 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-    int status;
-
-    if (daemon_harness_global_init() < 0) {
-        perror("test_daemon: cannot create its temporary directory");
-        return 1;
-    }
-    status = test_run_suite(daemon_suite());
-    /* Also what failed tests left: check's fork mode skips their teardown. */
-    daemon_harness_global_cleanup();
-    return status;
+    return daemon_harness_run_suite(daemon_suite());
 }

@@ -128,13 +128,5 @@ static Suite *memory_suite(void)
 
 int main(void)
 {
-    int status;
-
-    if (daemon_harness_global_init() < 0) {
-        perror("test_memory: cannot create its temporary directory");
-        return 1;
-    }
-    status = test_run_suite(memory_suite());
-    daemon_harness_global_cleanup();
-    return status;
+    return daemon_harness_run_suite(memory_suite());
 }

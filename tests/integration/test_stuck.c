@@ -480,12 +480,5 @@ static Suite *stuck_suite(void)
 
 int main(void)
 {
-    int status;
-
-    signal(SIGPIPE, SIG_IGN);
-    if (daemon_harness_global_init() < 0)
-        return EXIT_FAILURE;
-    status = test_run_suite(stuck_suite());
-    daemon_harness_global_cleanup();
-    return status;
+    return daemon_harness_run_suite(stuck_suite());
 }
