@@ -158,6 +158,24 @@ static void expect_stuck_error(const char *method, const char *params)
     json_decref(response);
 }
 
+/*
+ * On a busy machine the heartbeat may find a worker stuck just before its plugin is released;
+ * a daemon stopped while it still counts one as stuck leaves with status 1, by design. Tests
+ * that expect a clean exit wait until the daemon knows every worker is back.
+ */
+static void wait_until_no_worker_is_stuck(void)
+{
+    for (uint64_t deadline = test_now_ms() + TIMEOUT;;) {
+        json_t *status = admin_client_call_ok(&admin, "daemon_status", NULL);
+        size_t stuck_workers = json_array_size(json_object_get(status, "stuck_workers"));
+        json_decref(status);
+        if (stuck_workers == 0)
+            return;
+        ck_assert_msg(test_now_ms() < deadline, "a released worker still counts as stuck");
+        usleep(50 * 1000);
+    }
+}
+
 START_TEST(admin_reports_stuck_device_and_others_keep_serving)
 {
     struct vu_client *healthy = connect_device("healthy0");
@@ -354,6 +372,7 @@ START_TEST(a_worker_stuck_in_create_gets_no_new_devices)
     json_decref(admin_client_call_ok(&admin, "device_get", "{\"name\":\"hang0\"}"));
 
     /* Late creates leave nothing behind (the sanitizer build checks for leaks at exit). */
+    wait_until_no_worker_is_stuck();
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
 }
@@ -384,18 +403,7 @@ START_TEST(a_late_remove_still_stops_the_device)
     ck_assert_int_le(recv(pollfd.fd, &byte, 1, MSG_DONTWAIT), 0);
     ck_assert(daemon_harness_log_contains(&harness, "the device stops when it does"));
     vu_client_close(stuck);
-    /* On a busy machine the heartbeat may have found the worker stuck meanwhile; a daemon
-     * stopped while it still counts one as stuck leaves with status 1 (by design): wait
-     * until it knows the worker is back. */
-    for (uint64_t deadline = test_now_ms() + TIMEOUT;;) {
-        json_t *status = admin_client_call_ok(&admin, "daemon_status", NULL);
-        size_t stuck_workers = json_array_size(json_object_get(status, "stuck_workers"));
-        json_decref(status);
-        if (stuck_workers == 0)
-            break;
-        ck_assert_msg(test_now_ms() < deadline, "the released worker still counts as stuck");
-        usleep(50 * 1000);
-    }
+    wait_until_no_worker_is_stuck();
     ck_assert_int_eq(daemon_harness_stop(&harness, SIGTERM), 0);
     ck_assert(WIFEXITED(harness.exit_status) && WEXITSTATUS(harness.exit_status) == 0);
 }
