@@ -167,12 +167,21 @@ $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) inc
 
 # Test-only plugins, tests/plugins/NAME.c -> BUILD/tests/plugins/NAME.so: never installed.
 TEST_PLUGIN_SOS := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(wildcard tests/plugins/*.c))
+TEST_PLUGIN_SOS += $(BUILD)/tests/plugins/testdev-abi-1.0.so
 binaries: $(TEST_PLUGIN_SOS)
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
 	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
+
+# testdev built with the frozen ABI 1.0 header: the host must keep serving 1.0 plugins.
+$(BUILD)/tests/plugins/testdev-abi-1.0.so: $(wildcard plugins/testdev/*.c) $(wildcard plugins/testdev/*.h) tests/plugins/abi-1.0/vfio-userd/plugin.h
+	@mkdir -p $(dir $@)
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Itests/plugins/abi-1.0 $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
+	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden \
+	    $(filter %.c,$^) -o $@ $(ALL_LDFLAGS) $(PLUGIN_LIBS_testdev)
 
 $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(HOST_ARCHIVE) $(CONFIG_ARCHIVE) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)

@@ -1179,7 +1179,7 @@ static int run_reset(sd_event *event, void *argument)
 {
     struct reset_task *task = argument;
     struct vu_device *previous = vu_fault_guard_enter(task->device);
-    int ret = vu_device_reset(task->device);
+    int ret = vu_device_reset_quiesced(task->device);
 
     if (task->endpoint != NULL)
         vu_endpoint_flush(task->endpoint);

@@ -80,7 +80,7 @@ static json_t *status_message(const struct host *host, uint64_t sequence)
 static int reset_device(struct host *host)
 {
     struct vu_device *previous = vu_fault_guard_enter(host->device);
-    int ret = vu_device_reset(host->device);
+    int ret = vu_device_reset_quiesced(host->device);
 
     vu_endpoint_flush(host->endpoint);
     vu_fault_guard_enter(previous);

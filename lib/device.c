@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/mman.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +83,135 @@ void vu_callback_tracker_read(const struct vu_callback_tracker *source,
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Structures a plugin hands over.
+ *
+ * Since ABI 1.1 they start with their size, so that a later version can append members:
+ * each is copied into the host's own version of it, never read past what the plugin
+ * filled in. A 1.0 plugin's structures have no size; they are read in their 1.0 layout.
+ */
+
+struct device_ops_1_0 {
+    int (*reset)(void *instance);
+    void (*dma_map)(void *instance, uint64_t address, uint64_t size, uint32_t access);
+    void (*dma_unmap)(void *instance, uint64_t address, uint64_t size);
+    void (*irq_state)(void *instance, enum vfio_userd_irq_index irq);
+    void (*client_connect)(void *instance);
+    void (*client_disconnect)(void *instance);
+    void (*destroy)(void *instance);
+};
+
+struct region_1_0 {
+    uint64_t size;
+    uint32_t flags;
+    uint32_t sparse_area_count;
+    const struct vfio_userd_sparse_area *sparse_areas;
+    vfio_userd_region_access_fn access;
+};
+
+struct pci_identity_1_0 {
+    uint16_t vendor_id;
+    uint16_t device_id;
+    uint16_t subsystem_vendor_id;
+    uint16_t subsystem_id;
+    uint32_t class_code;
+    uint8_t revision;
+    uint8_t interrupt_pin;
+};
+
+/* The most a structure of a later version may claim to be: more is not a size. */
+#define PLUGIN_STRUCT_MAX 4096u
+
+/*
+ * Copies a sized structure (`struct_size` first) into `copy`, the host's version of
+ * `host_size` bytes. Size 0 stands for the layout of the plugin's own header, which for a
+ * 1.1 plugin is this host's. Smaller than 1.1's: -EINVAL. Larger, from a later header:
+ * accepted when the members this host does not know are zero, as unused members are;
+ * -E2BIG otherwise, since the plugin asks for something this host cannot do.
+ */
+static int copy_sized(void *copy, size_t host_size, const void *source)
+{
+    const uint8_t *bytes = source;
+    uint32_t size;
+
+    memcpy(&size, source, sizeof(size));
+    if (size == 0)
+        size = (uint32_t)host_size;
+    if (size < host_size)
+        return -EINVAL;
+    if (size > PLUGIN_STRUCT_MAX)
+        return -E2BIG;
+    for (size_t i = host_size; i < size; i++)
+        if (bytes[i] != 0)
+            return -E2BIG;
+    memcpy(copy, source, host_size);
+    memcpy(copy, &(uint32_t){(uint32_t)host_size}, sizeof(uint32_t));
+    return 0;
+}
+
+static bool plugin_is_1_0(const struct vu_device *device)
+{
+    return device->plugin->abi_minor == 0;
+}
+
+static int import_ops(const struct vu_device *device, const void *source,
+                      struct vfio_userd_device_ops *ops)
+{
+    const struct device_ops_1_0 *old = source;
+
+    if (!plugin_is_1_0(device))
+        return copy_sized(ops, sizeof(*ops), source);
+    *ops = (struct vfio_userd_device_ops){
+        .struct_size = sizeof(*ops),
+        .reset = old->reset,
+        .dma_map = old->dma_map,
+        .dma_unmap = old->dma_unmap,
+        .irq_state = old->irq_state,
+        .client_connect = old->client_connect,
+        .client_disconnect = old->client_disconnect,
+        .destroy = old->destroy,
+    };
+    return 0;
+}
+
+static int import_region(const struct vu_device *device, const void *source,
+                         struct vfio_userd_region *region)
+{
+    const struct region_1_0 *old = source;
+
+    if (!plugin_is_1_0(device))
+        return copy_sized(region, sizeof(*region), source);
+    *region = (struct vfio_userd_region){
+        .struct_size = sizeof(*region),
+        .size = old->size,
+        .flags = old->flags,
+        .sparse_area_count = old->sparse_area_count,
+        .sparse_areas = old->sparse_areas,
+        .access = old->access,
+    };
+    return 0;
+}
+
+static int import_identity(const struct vu_device *device, const void *source,
+                           struct vfio_userd_pci_identity *identity)
+{
+    const struct pci_identity_1_0 *old = source;
+
+    if (!plugin_is_1_0(device))
+        return copy_sized(identity, sizeof(*identity), source);
+    *identity = (struct vfio_userd_pci_identity){
+        .struct_size = sizeof(*identity),
+        .vendor_id = old->vendor_id,
+        .device_id = old->device_id,
+        .subsystem_vendor_id = old->subsystem_vendor_id,
+        .subsystem_id = old->subsystem_id,
+        .class_code = old->class_code,
+        .revision = old->revision,
+        .interrupt_pin = old->interrupt_pin,
+    };
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
  * Declaration (plugin create()).
  */
 
@@ -89,25 +219,32 @@ static int host_set_ops(struct vfio_userd_device *public, const struct vfio_user
                         void *instance)
 {
     struct vu_device *device = device_of(public);
+    struct vfio_userd_device_ops copy;
+    int ret;
 
     if (!device->declaring || ops == NULL)
         return -EINVAL;
-    /* ABI 1.0 defines every member of the table; a later minor version that appends
-     * callbacks copies only as much as the plugin's abi_minor declares. */
-    device->ops = *ops;
+    ret = import_ops(device, ops, &copy);
+    if (ret < 0)
+        return ret;
+    device->ops = copy;
     device->instance = instance;
     device->ops_set = true;
     return 0;
 }
 
 static int host_pci_set_identity(struct vfio_userd_device *public,
-                                 const struct vfio_userd_pci_identity *identity)
+                                 const struct vfio_userd_pci_identity *given)
 {
     struct vu_device *device = device_of(public);
+    struct vfio_userd_pci_identity copy, *identity = &copy;
     int ret;
 
-    if (!device->declaring || identity == NULL)
+    if (!device->declaring || given == NULL)
         return -EINVAL;
+    ret = import_identity(device, given, &copy);
+    if (ret < 0)
+        return ret;
     ret = vu_pci_config_set_identity(&device->config, identity);
     if (ret < 0)
         return ret;
@@ -242,14 +379,18 @@ static void release_region(struct vu_region_state *state)
 }
 
 static int host_add_region(struct vfio_userd_device *public, enum vfio_userd_region_index index,
-                           const struct vfio_userd_region *region)
+                           const struct vfio_userd_region *given)
 {
     struct vu_device *device = device_of(public);
     struct vu_region_state state = {.memory_fd = -1};
+    struct vfio_userd_region copy, *region = &copy;
     int ret;
 
-    if (!device->declaring)
+    if (!device->declaring || given == NULL)
         return -EINVAL;
+    ret = import_region(device, given, &copy);
+    if (ret < 0)
+        return ret;
     ret = check_region(device, index, region);
     if (ret < 0)
         return ret;
@@ -457,9 +598,60 @@ static int host_dma_submit(struct vfio_userd_device *public, struct vfio_userd_d
     return 0;
 }
 
+static bool on_device_thread(const struct vu_device *device)
+{
+    unsigned long thread = atomic_load_explicit(&device->loop_thread, memory_order_relaxed);
+
+    /* Before the device has a loop, only create()'s thread has it. */
+    return thread == 0 || thread == (unsigned long)pthread_self();
+}
+
+static int host_post(struct vfio_userd_device *public, void (*function)(void *opaque),
+                     void *opaque);
+
+/* On the device's thread: raises what other threads marked. The flag drops before the
+ * marks are read, so a mark made meanwhile posts again rather than waiting here. */
+static void deliver_raised_vectors(void *opaque)
+{
+    struct vu_device *device = opaque;
+
+    atomic_store_explicit(&device->raised_posted, false, memory_order_seq_cst);
+    for (uint32_t word = 0; word < device->raised_vector_words; word++) {
+        uint64_t bits =
+            atomic_exchange_explicit(&device->raised_vectors[word], 0, memory_order_acquire);
+        while (bits != 0) {
+            uint32_t bit = (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            vu_device_irq_trigger(device, word * 64 + bit);
+        }
+    }
+}
+
+/* irq_trigger() from a plugin's own thread: marks the vector, and wakes the device's
+ * thread once for all the marks it finds then. */
+static int raise_from_other_thread(struct vu_device *device, uint32_t vector)
+{
+    int ret;
+
+    if (vector / 64 >= device->raised_vector_words)
+        return -EINVAL;
+    atomic_fetch_or_explicit(&device->raised_vectors[vector / 64], UINT64_C(1) << (vector % 64),
+                             memory_order_release);
+    if (atomic_exchange_explicit(&device->raised_posted, true, memory_order_seq_cst))
+        return 0;
+    ret = host_post(&device->public, deliver_raised_vectors, device);
+    if (ret < 0)
+        atomic_store_explicit(&device->raised_posted, false, memory_order_seq_cst);
+    return ret;
+}
+
 static int host_irq_trigger(struct vfio_userd_device *public, uint32_t vector)
 {
-    return vu_device_irq_trigger(device_of(public), vector);
+    struct vu_device *device = device_of(public);
+
+    if (!on_device_thread(device))
+        return raise_from_other_thread(device, vector);
+    return vu_device_irq_trigger(device, vector);
 }
 
 static int host_irq_signal(struct vfio_userd_device *public, enum vfio_userd_irq_index index,
@@ -817,6 +1009,8 @@ int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_e
     vu_device_detach_loop(device);
     device->event = sd_event_ref(event);
     device->endpoint = endpoint;
+    atomic_store_explicit(&device->loop_thread, (unsigned long)pthread_self(),
+                          memory_order_relaxed);
     if (device->post_fd >= 0)
         ret = sd_event_add_io(event, &device->post_source, device->post_fd, EPOLLIN, on_posted,
                               device);
@@ -835,6 +1029,63 @@ void vu_device_detach_loop(struct vu_device *device)
     device->post_source = sd_event_source_disable_unref(device->post_source);
     device->event = sd_event_unref(device->event);
     device->endpoint = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Quiesce (ABI 1.1): the device finishes its I/O before client memory goes or it resets.
+ */
+
+int vu_device_quiesce(struct vu_device *device)
+{
+    int ret;
+
+    if (device->ops.quiesce == NULL || device->quiesce_state == VU_QUIESCE_DONE)
+        return 0;
+    if (device->quiesce_state == VU_QUIESCE_WAITING)
+        return -EBUSY;
+    /* Waiting first: the plugin may report done before it returns. */
+    device->quiesce_state = VU_QUIESCE_WAITING;
+    track(device, "quiesce");
+    ret = device->ops.quiesce(device->instance);
+    track(device, NULL);
+    if (ret == -EBUSY && device->quiesce_state == VU_QUIESCE_WAITING)
+        return -EBUSY;
+    if (ret < 0 && ret != -EBUSY)
+        vu_log(VFIO_USERD_LOG_WARNING, device->name,
+               "quiesce failed (%s); going ahead, the client's request cannot wait",
+               strerror(-ret));
+    device->quiesce_state = VU_QUIESCE_DONE;
+    return 0;
+}
+
+bool vu_device_quiesce_done(const struct vu_device *device)
+{
+    return device->quiesce_state != VU_QUIESCE_WAITING;
+}
+
+void vu_device_resume(struct vu_device *device)
+{
+    if (device->quiesce_state == VU_QUIESCE_NONE)
+        return;
+    device->quiesce_state = VU_QUIESCE_NONE;
+    if (device->ops.resume != NULL) {
+        track(device, "resume");
+        device->ops.resume(device->instance);
+        track(device, NULL);
+    }
+}
+
+static int host_quiesced(struct vfio_userd_device *public)
+{
+    struct vu_device *device = device_of(public);
+
+    if (device->quiesce_state != VU_QUIESCE_WAITING)
+        return -EINVAL;
+    device->quiesce_state = VU_QUIESCE_DONE;
+    /* What waited goes on from the loop, not from inside the plugin's callback. */
+    if (device->endpoint != NULL)
+        vu_endpoint_quiesced(device->endpoint);
+    return 0;
 }
 
 static const struct vfio_userd_host_limits *host_limits(struct vfio_userd_device *public)
@@ -885,6 +1136,7 @@ static const struct vfio_userd_host host_table = {
     .post = host_post,
     .limits = host_limits,
     .dma_scatter = host_dma_scatter,
+    .quiesced = host_quiesced,
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -954,6 +1206,7 @@ static void free_device(struct vu_device *device)
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
         release_region(&device->regions[i]);
     vu_device_release_interrupts(device);
+    free(device->raised_vectors);
     vu_msix_destroy(&device->msix);
     vu_dma_table_destroy(&device->dma);
     json_decref(device->params);
@@ -993,12 +1246,15 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
         free(device);
         return ret;
     }
+    /* As many marks as PCI allows vectors, so that other threads never see them change. */
+    device->raised_vector_words = (VU_PCI_MSIX_MAX_VECTORS + 63) / 64;
+    device->raised_vectors = calloc(device->raised_vector_words, sizeof(uint64_t));
     device->plugin = plugin;
     device->name = strdup(name);
     device->params = params != NULL ? json_deep_copy(params) : json_object();
     vu_dma_table_init(&device->dma, VU_SERVER_MAX_DMA_MAPS);
     vu_pci_config_init(&device->config, &no_identity);
-    if (device->name == NULL || device->params == NULL) {
+    if (device->name == NULL || device->params == NULL || device->raised_vectors == NULL) {
         ret = vfio_userd_error_set(error, -ENOMEM, NULL, "out of memory");
         goto fail;
     }
@@ -1081,17 +1337,35 @@ static void remove_dma_range(struct vu_device *device, uint32_t index)
 
 void vu_device_detach_session(struct vu_device *device)
 {
-    while (device->dma.count > 0)
-        remove_dma_range(device, device->dma.count - 1);
     vu_device_release_client_interrupts(device);
     device->session = NULL;
     device->dma_fault = 0;
+    /* The client's memory stays mapped until nothing of the device's uses it. */
+    if ((device->dma.count > 0 || device->quiesce_state == VU_QUIESCE_WAITING) &&
+        vu_device_quiesce(device) == -EBUSY) {
+        device->detach_pending = true;
+        return;
+    }
+    vu_device_finish_detach(device);
+}
+
+bool vu_device_detaching(const struct vu_device *device)
+{
+    return device->detach_pending;
+}
+
+void vu_device_finish_detach(struct vu_device *device)
+{
+    device->detach_pending = false;
+    while (device->dma.count > 0)
+        remove_dma_range(device, device->dma.count - 1);
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
     if (device->ops.client_disconnect != NULL) {
         track(device, "client_disconnect");
         device->ops.client_disconnect(device->instance);
         track(device, NULL);
     }
+    vu_device_resume(device);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1301,6 +1575,21 @@ int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, in
     return ret;
 }
 
+int vu_device_dma_unmap_check(const struct vu_device *device, const struct vu_dma_unmap *unmap)
+{
+    int index;
+
+    if (unmap->flags == VU_DMA_UNMAP_FLAG_ALL) {
+        if (unmap->address != 0 || unmap->size != 0)
+            return -EINVAL;
+        return device->dma.count > 0;
+    }
+    if (unmap->flags != 0)
+        return unmap->flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP ? -ENOTSUP : -EINVAL;
+    index = vu_dma_table_find_exact(&device->dma, unmap->address, unmap->size);
+    return index < 0 ? index : 1;
+}
+
 int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unmap)
 {
     int index;
@@ -1319,6 +1608,17 @@ int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unm
         return index;
     remove_dma_range(device, (uint32_t)index);
     return 0;
+}
+
+int vu_device_reset_quiesced(struct vu_device *device)
+{
+    int ret = vu_device_quiesce(device);
+
+    if (ret < 0)
+        return ret;
+    ret = vu_device_reset(device);
+    vu_device_resume(device);
+    return ret;
 }
 
 int vu_device_reset(struct vu_device *device)

@@ -43,6 +43,13 @@ struct vfio_userd_source {
     sd_event_source *event_source; /* while the device is attached to a loop */
 };
 
+/* Quiesce (ABI 1.1): none asked; the plugin finishes its I/O; it has (or has no callback). */
+enum vu_quiesce_state {
+    VU_QUIESCE_NONE,
+    VU_QUIESCE_WAITING,
+    VU_QUIESCE_DONE,
+};
+
 /* A function post()ed to the device's thread. */
 struct vu_post {
     void (*function)(void *opaque);
@@ -126,6 +133,15 @@ struct vu_device {
     sd_event_source *post_source;
     struct vu_post *_Atomic posted;
     struct vfio_userd_host_limits limits;
+    /* The thread serving the device's loop (0 until attached), and vectors other threads
+     * raised (irq_trigger) for it to deliver: a bit per vector, one post() while any is set. */
+    _Atomic unsigned long loop_thread;
+    _Atomic uint64_t *raised_vectors;
+    uint32_t raised_vector_words;
+    atomic_bool raised_posted;
+    /* ABI 1.1 quiesce: where the device is in it, and a departed client's memory waiting for it. */
+    enum vu_quiesce_state quiesce_state;
+    bool detach_pending;
 };
 
 /* Sparse mmap areas per region (add_region). */
@@ -222,8 +238,26 @@ void vu_callback_tracker_read(const struct vu_callback_tracker *tracker,
 
 void vu_device_attach_session(struct vu_device *device, struct vu_session *session,
                               uint32_t max_dma_maps);
-/* Releases DMA ranges and eventfds, keeps device state; calls client_disconnect. */
+/* Releases DMA ranges and eventfds, keeps device state; calls client_disconnect. With DMA
+ * ranges mapped, the device quiesces first: when it needs time, the ranges and the call
+ * wait for it (vu_device_detaching) and vu_device_finish_detach() completes the work. */
 void vu_device_detach_session(struct vu_device *device);
+bool vu_device_detaching(const struct vu_device *device);
+void vu_device_finish_detach(struct vu_device *device);
+
+/*
+ * Before an operation that takes client memory away or resets the device: asks the plugin
+ * to quiesce (ABI 1.1 ops->quiesce). 0 when the device is quiet, or has no such callback;
+ * -EBUSY while it finishes: its host->quiesced() then tells the endpoint
+ * (vu_endpoint_quiesced), and vu_device_quiesce_done() turns true. After the operation,
+ * vu_device_resume() lets the device start again.
+ */
+int vu_device_quiesce(struct vu_device *device);
+bool vu_device_quiesce_done(const struct vu_device *device);
+void vu_device_resume(struct vu_device *device);
+/* Whether DMA_UNMAP would change anything: 0 (nothing to do: no maps for "all"), 1, or
+ * -errno for a request it would refuse. */
+int vu_device_dma_unmap_check(const struct vu_device *device, const struct vu_dma_unmap *unmap);
 
 void vu_device_get_info(const struct vu_device *device, struct vu_device_info *info);
 
@@ -266,6 +300,9 @@ int vu_device_dma_map(struct vu_device *device, const struct vu_dma_map *map, in
 int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unmap);
 
 int vu_device_reset(struct vu_device *device);
+/* A reset the control plane asks for: quiesced first like a client's, but it cannot wait
+ * in a socket, so -EBUSY when the device needs time (the caller may ask again). */
+int vu_device_reset_quiesced(struct vu_device *device);
 
 /* Raises `vector` through whichever interrupt type is enabled (host->irq_trigger). */
 int vu_device_irq_trigger(struct vu_device *device, uint32_t vector);

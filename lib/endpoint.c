@@ -82,6 +82,7 @@ struct vu_endpoint {
     uint64_t poll_usec;      /* busy-poll the client's socket this long after a request */
     unsigned refusals;       /* second clients refused while this one is connected */
     struct connection *connection;
+    sd_event_source *quiesced_source; /* the device's quiesce is done: go on (a defer) */
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
     sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
 };
@@ -413,6 +414,10 @@ static int input_handle_one(struct connection *connection, int channel)
     if (available < VU_HEADER_SIZE)
         return 0;
     ret = vu_wire_decode_header(input->buffer + input->head, VU_HEADER_SIZE, &header);
+    /* While a command waits for the device to quiesce, only replies go past it. */
+    if (vu_session_holding(connection->session) &&
+        (ret < 0 || (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY))
+        return 0;
     if (ret < 0 && header.message_size < VU_HEADER_SIZE) {
         /* No way to find the next message boundary. */
         vu_log(VFIO_USERD_LOG_WARNING, connection->endpoint->device->name,
@@ -458,6 +463,20 @@ static int input_handle_one(struct connection *connection, int channel)
 }
 
 static int update_events(struct connection *connection);
+
+/* Whether the message at the head of `channel` must wait for a held command (see
+ * vu_session_holding): the socket is then not read either, until the command has run. */
+static bool input_blocked(const struct connection *connection, int channel)
+{
+    const struct channel_input *input = &connection->inputs[channel];
+    struct vu_header header;
+
+    if (!vu_session_holding(connection->session) || input->discarding > 0 ||
+        input->tail - input->head < VU_HEADER_SIZE)
+        return false;
+    memcpy(&header, input->buffer + input->head, sizeof(header));
+    return (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY;
+}
 
 static int flush_outputs(struct connection *connection)
 {
@@ -521,7 +540,7 @@ static int process_input(struct connection *connection, int channel, bool readab
                 break;
             handled++;
         }
-        if (!readable)
+        if (!readable || input_blocked(connection, channel))
             return 0;
         input_compact(input);
         limit = input_read_limit(input);
@@ -542,7 +561,7 @@ static bool input_waiting(const struct connection *connection, int channel)
 
     if (input->discarding > 0)
         return input->tail > input->head;
-    if (input->tail - input->head < VU_HEADER_SIZE)
+    if (input->tail - input->head < VU_HEADER_SIZE || input_blocked(connection, channel))
         return false;
     memcpy(&header, input->buffer + input->head, sizeof(header));
     /* A bad size is handled (refused) at once too. */
@@ -614,7 +633,7 @@ static int update_events(struct connection *connection)
 
         if (connection->sources[channel] == NULL)
             continue;
-        if (vu_session_ready(connection->session))
+        if (vu_session_ready(connection->session) && !input_blocked(connection, channel))
             events |= EPOLLIN;
         if (vu_output_queue_pending(vu_session_output(connection->session, channel)) > 0)
             events |= EPOLLOUT;
@@ -655,6 +674,8 @@ static void connection_work(struct connection *connection, int channel, uint32_t
     struct vu_device *previous = vu_fault_guard_enter(device);
     int ret = 0;
 
+    /* A command that waited for the device to quiesce goes first, once it may. */
+    vu_session_run_held(connection->session);
     if (channel < 0) {
         for (int i = 0; i < 2 && ret >= 0; i++)
             if (connection->inputs[i].buffer != NULL)
@@ -712,7 +733,8 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
      * gone, and so is this loop.
      */
     deadline = monotonic_usec() + endpoint->poll_usec;
-    while (endpoint->connection == connection && served < POLL_REQUESTS_PER_WAKEUP) {
+    while (endpoint->connection == connection && served < POLL_REQUESTS_PER_WAKEUP &&
+           !vu_session_holding(connection->session)) {
         struct pollfd ready = {.fd = fd, .events = POLLIN};
 
         if (poll(&ready, 1, 0) > 0) {
@@ -855,9 +877,15 @@ static int on_handshake_timeout(sd_event_source *source, uint64_t usec, void *us
 static int on_listen_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
 {
     struct vu_endpoint *endpoint = userdata;
-    int client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    int ret;
+    int client, ret;
 
+    if (vu_device_detaching(endpoint->device)) {
+        /* The last client's memory is still in use: the next one waits in the backlog
+         * until the device has quiesced (on_quiesced listens again). */
+        sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_OFF);
+        return 0;
+    }
+    client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (client < 0) {
         int error = errno;
 
@@ -917,6 +945,35 @@ static int on_ioeventfd(sd_event_source *source, int fd, uint32_t revents, void 
     return 0;
 }
 
+/* The device's quiesce is done: a departed client's memory goes, a new client may come,
+ * a held command runs. */
+static int on_quiesced(sd_event_source *source, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+    struct vu_device *previous = vu_fault_guard_enter(endpoint->device);
+
+    if (vu_device_detaching(endpoint->device) && vu_device_quiesce_done(endpoint->device)) {
+        vu_device_finish_detach(endpoint->device);
+        sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_ON);
+    }
+    if (endpoint->connection != NULL)
+        connection_work(endpoint->connection, -1, 0);
+    /* A quiesce nothing waits for any more (its client left with no memory mapped, or a
+     * control-plane reset was refused as busy) ends here. */
+    if (!vu_device_detaching(endpoint->device) &&
+        (endpoint->connection == NULL || !vu_session_holding(endpoint->connection->session)))
+        vu_device_resume(endpoint->device);
+    vu_fault_guard_enter(previous);
+    return 0;
+}
+
+void vu_endpoint_quiesced(struct vu_endpoint *endpoint)
+{
+    if (sd_event_source_set_enabled(endpoint->quiesced_source, SD_EVENT_ONESHOT) < 0)
+        vu_log(VFIO_USERD_LOG_ERR, endpoint->device->name,
+               "cannot schedule the end of a quiesce; the client's request stays waiting");
+}
+
 int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
                     struct vu_endpoint **result)
 {
@@ -939,6 +996,10 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
         CONNECTION_LOG_INTERVAL_USEC, CONNECTION_LOG_BURST);
     ret = sd_event_add_io(event, &endpoint->listen_source, listen_fd, EPOLLIN, on_listen_event,
                           endpoint);
+    if (ret >= 0)
+        ret = sd_event_add_defer(event, &endpoint->quiesced_source, on_quiesced, endpoint);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(endpoint->quiesced_source, SD_EVENT_OFF);
     for (uint32_t i = 0; ret >= 0 && i < device->ioeventfd_count; i++)
         ret = sd_event_add_io(event, &endpoint->ioeventfd_sources[i], device->ioeventfds[i].fd,
                               EPOLLIN, on_ioeventfd, endpoint);
@@ -969,6 +1030,7 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     for (uint32_t i = 0; i < VFIO_USERD_MAX_IOEVENTFDS; i++)
         sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
     sd_event_source_disable_unref(endpoint->accept_retry);
+    sd_event_source_disable_unref(endpoint->quiesced_source);
     sd_event_source_disable_unref(endpoint->handshake_timer);
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)

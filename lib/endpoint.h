@@ -55,6 +55,10 @@ void vu_endpoint_flush(struct vu_endpoint *endpoint);
 /* Disconnects the current client (for device removal or tests). */
 void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
 
+/* The device finished a quiesce it needed time for (its plugin called host->quiesced): the
+ * command or the client's departure that waited for it goes on from the next loop pass. */
+void vu_endpoint_quiesced(struct vu_endpoint *endpoint);
+
 /* How long a client may take to answer one DMA_READ/DMA_WRITE before the transfer fails
  * with -ETIMEDOUT: QEMU's own reply timeout. */
 #define VU_ENDPOINT_DMA_TIMEOUT_USEC (5u * 1000 * 1000)

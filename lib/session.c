@@ -52,7 +52,17 @@ struct vu_session {
     enum vu_dma_layout dma_layout; /* of the client's DMA_READ replies, once one showed it */
     uint32_t dma_chunk_size;       /* the most data one DMA_READ/DMA_WRITE carries */
     uint16_t next_message_id;
+
+    /* A DMA_UNMAP or DEVICE_RESET, checked, waiting for the device to quiesce. */
+    struct held_command {
+        bool present;
+        struct vu_header header;
+        struct vu_dma_unmap unmap;
+    } held;
 };
+
+/* dispatch(): the command waits in session->held; its reply comes later. */
+#define COMMAND_HELD 1
 
 /* A reply being built in the output queue, after the space for its header. */
 struct reply {
@@ -415,24 +425,56 @@ static int handle_dma_map(struct vu_session *session, const uint8_t *payload, si
     return vu_device_dma_map(session->device, &map, fd);
 }
 
-static int handle_dma_unmap(struct vu_session *session, const uint8_t *payload, size_t length,
-                            struct reply *reply)
+/* Carries out a checked DMA_UNMAP or DEVICE_RESET; the device was quiesced for it. */
+static int run_quiescing_command(struct vu_session *session, struct held_command *command,
+                                 struct reply *reply)
 {
-    struct vu_dma_unmap unmap;
+    struct vu_dma_unmap *unmap = &command->unmap;
     int ret;
 
-    if (length != sizeof(unmap))
+    if (command->header.command == VU_COMMAND_DEVICE_RESET) {
+        ret = vu_device_reset(session->device);
+    } else {
+        ret = vu_device_dma_unmap(session->device, unmap);
+        if (ret == 0) {
+            unmap->argsz = sizeof(*unmap);
+            memcpy(reply->payload, unmap, sizeof(*unmap));
+            reply->length = sizeof(*unmap);
+        }
+    }
+    vu_device_resume(session->device);
+    return ret;
+}
+
+/*
+ * DMA_UNMAP and DEVICE_RESET take memory or state from under the device, so it quiesces
+ * first (ABI 1.1). The request is checked before: a refused one never disturbs the
+ * device. When the device needs time, the command is held (COMMAND_HELD).
+ */
+static int handle_quiescing_command(struct vu_session *session, const struct vu_header *header,
+                                    const uint8_t *payload, size_t length, struct reply *reply)
+{
+    struct held_command command = {.header = *header};
+    int ret = 1;
+
+    if (header->command == VU_COMMAND_DMA_UNMAP) {
+        if (length != sizeof(command.unmap))
+            return -EINVAL;
+        memcpy(&command.unmap, payload, sizeof(command.unmap));
+        if (command.unmap.argsz < sizeof(command.unmap))
+            return -EINVAL;
+        ret = vu_device_dma_unmap_check(session->device, &command.unmap);
+        if (ret < 0)
+            return ret;
+    } else if (length != 0) {
         return -EINVAL;
-    memcpy(&unmap, payload, sizeof(unmap));
-    if (unmap.argsz < sizeof(unmap))
-        return -EINVAL;
-    ret = vu_device_dma_unmap(session->device, &unmap);
-    if (ret < 0)
-        return ret;
-    unmap.argsz = sizeof(unmap);
-    memcpy(reply->payload, &unmap, sizeof(unmap));
-    reply->length = sizeof(unmap);
-    return 0;
+    }
+    if (ret > 0 && vu_device_quiesce(session->device) == -EBUSY) {
+        command.present = true;
+        session->held = command;
+        return COMMAND_HELD;
+    }
+    return run_quiescing_command(session, &command, reply);
 }
 
 static int handle_device_get_info(struct vu_session *session, const uint8_t *payload, size_t length,
@@ -704,7 +746,8 @@ static int dispatch(struct vu_session *session, const struct vu_header *header,
     case VU_COMMAND_DMA_MAP:
         return handle_dma_map(session, payload, length, fds, fd_count);
     case VU_COMMAND_DMA_UNMAP:
-        return handle_dma_unmap(session, payload, length, reply);
+    case VU_COMMAND_DEVICE_RESET:
+        return handle_quiescing_command(session, header, payload, length, reply);
     case VU_COMMAND_DEVICE_GET_INFO:
         return handle_device_get_info(session, payload, length, reply);
     case VU_COMMAND_DEVICE_GET_REGION_INFO:
@@ -721,8 +764,6 @@ static int dispatch(struct vu_session *session, const struct vu_header *header,
         return handle_region_write(session, payload, length, reply);
     case VU_COMMAND_REGION_WRITE_MULTI:
         return handle_region_write_multi(session, payload, length, reply);
-    case VU_COMMAND_DEVICE_RESET:
-        return length == 0 ? vu_device_reset(session->device) : -EINVAL;
     case VU_COMMAND_DMA_READ:
     case VU_COMMAND_DMA_WRITE:
         return -EINVAL; /* server-to-client commands */
@@ -774,13 +815,74 @@ void vu_session_reject_message(struct vu_session *session, const struct vu_heade
         commit_error_reply(queue, out, header, error);
 }
 
+/* Queues the reply to `header` that `reply` holds at `out` (or an error reply for `ret` < 0);
+ * nothing when the client asked for none. */
+static void commit_reply(struct vu_session *session, const struct vu_header *header, uint8_t *out,
+                         struct reply *reply, int ret)
+{
+    struct vu_output_queue *queue = &session->output[VU_CHANNEL_MAIN];
+    bool no_reply = (header->flags & VU_FLAGS_NO_REPLY) != 0;
+
+    if (ret < 0) {
+        session->device->statistics.errors++;
+        close_fds(reply->fds, reply->fd_count);
+        vu_log(VFIO_USERD_LOG_DEBUG, session->device->name, "%s (id %u) failed: %s",
+               vu_wire_command_name(header->command), header->message_id, strerror(-ret));
+        if (!no_reply)
+            commit_error_reply(queue, out, header, ret);
+        return;
+    }
+    if (no_reply) {
+        close_fds(reply->fds, reply->fd_count);
+        return;
+    }
+    if (reply->fd_count > 0) {
+        ret = vu_output_queue_attach_fds(queue, reply->fds, reply->fd_count);
+        if (ret < 0) {
+            commit_error_reply(queue, out, header, ret);
+            return;
+        }
+    }
+    vu_wire_encode_header(out, header->message_id, header->command,
+                          (uint32_t)(VU_HEADER_SIZE + reply->length), VU_FLAGS_TYPE_REPLY, 0);
+    vu_output_queue_commit(queue, VU_HEADER_SIZE + reply->length);
+}
+
+bool vu_session_holding(const struct vu_session *session)
+{
+    return session->held.present;
+}
+
+int vu_session_run_held(struct vu_session *session)
+{
+    struct vu_output_queue *queue = &session->output[VU_CHANNEL_MAIN];
+    struct held_command command = session->held;
+    struct reply reply = {0};
+    uint8_t *out;
+    int ret;
+
+    if (!command.present || !vu_device_quiesce_done(session->device) || !vu_session_ready(session))
+        return 0;
+    out = vu_output_queue_reserve(queue, VU_MAX_MESSAGE_SIZE);
+    if (out == NULL)
+        return 0;
+    session->held.present = false;
+    reply.payload = out + VU_HEADER_SIZE;
+    reply.capacity = VU_MAX_MESSAGE_SIZE - VU_HEADER_SIZE;
+    session->dma_pumping = true;
+    ret = run_quiescing_command(session, &command, &reply);
+    session->dma_pumping = false;
+    commit_reply(session, &command.header, out, &reply, ret);
+    dma_pump(session);
+    return 1;
+}
+
 int vu_session_handle_message(struct vu_session *session, enum vu_channel channel,
                               const struct vu_header *header, const uint8_t *payload,
                               size_t payload_length, int *fds, size_t fd_count)
 {
     struct vu_output_queue *queue = &session->output[VU_CHANNEL_MAIN];
     struct vu_device_statistics *statistics = &session->device->statistics;
-    bool no_reply = (header->flags & VU_FLAGS_NO_REPLY) != 0;
     struct reply reply = {0};
     uint8_t *out;
     int ret;
@@ -813,29 +915,8 @@ int vu_session_handle_message(struct vu_session *session, enum vu_channel channe
     ret = dispatch(session, header, payload, payload_length, fds, fd_count, &reply);
     session->dma_pumping = false;
     close_fds(fds, fd_count);
-
-    if (ret < 0) {
-        statistics->errors++;
-        close_fds(reply.fds, reply.fd_count);
-        vu_log(VFIO_USERD_LOG_DEBUG, session->device->name, "%s (id %u) failed: %s",
-               vu_wire_command_name(header->command), header->message_id, strerror(-ret));
-        if (!no_reply)
-            commit_error_reply(queue, out, header, ret);
-    } else if (no_reply) {
-        close_fds(reply.fds, reply.fd_count);
-    } else {
-        if (reply.fd_count > 0) {
-            ret = vu_output_queue_attach_fds(queue, reply.fds, reply.fd_count);
-            if (ret < 0) {
-                commit_error_reply(queue, out, header, ret);
-                goto out;
-            }
-        }
-        vu_wire_encode_header(out, header->message_id, header->command,
-                              (uint32_t)(VU_HEADER_SIZE + reply.length), VU_FLAGS_TYPE_REPLY, 0);
-        vu_output_queue_commit(queue, VU_HEADER_SIZE + reply.length);
-    }
-out:
+    if (ret != COMMAND_HELD)
+        commit_reply(session, header, out, &reply, ret);
     dma_pump(session);
     return session->closing ? -EPROTO : 0;
 }

@@ -79,6 +79,16 @@ int vu_session_handle_message(struct vu_session *session, enum vu_channel channe
 void vu_session_reject_message(struct vu_session *session, const struct vu_header *header,
                                int error);
 
+/*
+ * A DMA_UNMAP or DEVICE_RESET waits while the device quiesces (vu_device_quiesce): the
+ * session holds it, and until it has run the transport hands over only replies, leaving
+ * the client's next commands where they are. vu_session_run_held() carries it out and
+ * queues its reply once the device is quiet and the output has room: 1 when it ran, 0 when
+ * it still waits (or nothing is held).
+ */
+bool vu_session_holding(const struct vu_session *session);
+int vu_session_run_held(struct vu_session *session);
+
 /* Whether VERSION was negotiated: the handshake is over. */
 bool vu_session_negotiated(const struct vu_session *session);
 

@@ -10,13 +10,18 @@
  *
  * Threading: all callbacks of one device run on one thread, the device's worker, and the
  * host functions may be called only from that thread (or from create()). A plugin needs no
- * locks for its per-device state. The one exception (ABI 1.1) is post(), which any thread
- * may call to have a function run on the device's thread; a plugin's own threads reach
- * everything else, irq_trigger() included, through it.
+ * locks for its per-device state. The exceptions (ABI 1.1) are post(), which any thread
+ * may call to have a function run on the device's thread, and irq_trigger(); a plugin's own
+ * threads may also use client memory that the device's thread translated, until the device
+ * next quiesces (see quiesce in struct vfio_userd_device_ops). They reach everything else
+ * through post().
  *
  * Versioning: the host refuses a plugin whose abi_major differs from its own or whose
  * abi_minor is newer. Minor versions only append members to the end of the tables below,
- * so a plugin checks host->size before calling a member added after 1.0.
+ * so a plugin checks host->size before calling a member added after 1.0. The structures a
+ * plugin fills in and hands over (device ops, regions, PCI identity) start, since 1.1, with
+ * `struct_size`: set it to sizeof the structure, or leave it 0 for the layout of the
+ * header the plugin was built with, so that later versions can append members to them.
  *
  * Errors are negative errno values throughout. See vfio-userd-plugin(3).
  */
@@ -114,6 +119,7 @@ typedef int (*vfio_userd_region_access_fn)(void *instance, uint32_t region, uint
                                            void *data, uint32_t count, bool is_write);
 
 struct vfio_userd_region {
+    uint32_t struct_size; /* sizeof(struct vfio_userd_region), or 0 (ABI 1.1) */
     /* BARs: a power of two, at least 16 bytes (4 for I/O); ROM: a power of two >= 2 KiB. */
     uint64_t size;
     uint32_t flags;
@@ -128,6 +134,7 @@ struct vfio_userd_region {
 
 /* PCI identity and interrupt pin; written into the type-0 header. */
 struct vfio_userd_pci_identity {
+    uint32_t struct_size; /* sizeof(struct vfio_userd_pci_identity), or 0 (ABI 1.1) */
     uint16_t vendor_id;
     uint16_t device_id;
     uint16_t subsystem_vendor_id;
@@ -145,7 +152,9 @@ struct vfio_userd_pci_identity {
  * An asynchronous DMA transfer between `buffer` and client memory at `address`. When the
  * client shared the memory with a file descriptor the copy is done at once; otherwise the
  * host exchanges DMA_READ/DMA_WRITE messages with the client and calls complete() later.
- * The request and buffer must stay valid until then.
+ * The request and buffer must stay valid until then. The host links queued requests
+ * through host_private, in place, so this layout is frozen: a later version that needs
+ * more adds a new request type rather than growing this one.
  */
 struct vfio_userd_dma_request {
     uint64_t address;
@@ -159,6 +168,7 @@ struct vfio_userd_dma_request {
 
 /* Callbacks the plugin gives the host; every member may be NULL. */
 struct vfio_userd_device_ops {
+    uint32_t struct_size; /* sizeof(struct vfio_userd_device_ops), or 0 (ABI 1.1) */
     /* DEVICE_RESET from the client. Registers go back to their defaults. */
     int (*reset)(void *instance);
     /* The client added or removed a DMA range. After dma_unmap returns, no pointer
@@ -170,8 +180,29 @@ struct vfio_userd_device_ops {
     void (*client_connect)(void *instance);
     /* The client went away; its DMA maps and eventfds are already released. */
     void (*client_disconnect)(void *instance);
-    /* The device is being removed; free the instance. */
+    /* The device is being removed; free the instance. Called even while a quiesce is
+     * pending: destroy() stops the device's I/O before it returns. */
     void (*destroy)(void *instance);
+
+    /* --- Added in 1.1. --- */
+
+    /*
+     * The host is about to take client memory away or reset the device: a DMA_UNMAP, a
+     * DEVICE_RESET, or the client's departure while it had memory mapped. The device stops
+     * starting DMA (from every thread of its own) and finishes or cancels what is in
+     * flight. Return 0 when that is done, or -EBUSY to finish later: then call
+     * host->quiesced() (on the device's thread; post() it from another) once nothing
+     * touches client memory any more. Until then the host carries out nothing the client
+     * asks: its next commands wait in the socket (replies to the device's own DMA
+     * messages are still handled), and a new client waits to be accepted. Then the host
+     * does what it quiesced for (dma_unmap, reset, client_disconnect) and calls resume().
+     * Any other return is logged and treated as 0: the client's request cannot be refused.
+     * Without this callback the host goes ahead at once, and dma_unmap must not return
+     * while the range is in use.
+     */
+    int (*quiesce)(void *instance);
+    /* After the operation a quiesce was for: the device may start DMA again. */
+    void (*resume)(void *instance);
 };
 
 /* An event source of add_fd() or add_timer() (ABI 1.1); opaque to the plugin. */
@@ -206,7 +237,10 @@ struct vfio_userd_host {
     /* The host memory behind a MEMORY region, or NULL. */
     void *(*region_memory)(struct vfio_userd_device *device, enum vfio_userd_region_index index);
     /* A pointer to `length` bytes of client memory at `address` with the given access,
-     * or NULL when that range is not one directly mapped DMA range. */
+     * or NULL when that range is not one directly mapped DMA range. It stays valid until
+     * dma_unmap of the range; for a device with a quiesce callback the host never unmaps
+     * before the device has quiesced, so the plugin's own threads may use the pointer
+     * (the kernel's I/O to it included) until they report the quiesce done. */
     void *(*dma_translate)(struct vfio_userd_device *device, uint64_t address, uint64_t length,
                            uint32_t access);
     /* 0 when done at once, -EINPROGRESS when complete() will be called, else -errno
@@ -214,9 +248,11 @@ struct vfio_userd_host {
     int (*dma_submit)(struct vfio_userd_device *device, struct vfio_userd_dma_request *request);
     /* Raise `vector` through the interrupt the client enabled: MSI-X, else MSI, else INTx.
      * Returns -ENOTCONN when none is enabled, -EINVAL for a vector out of range. A masked
-     * vector becomes pending and fires when unmasked. Like every function here but
-     * post(), on the device's thread only: another thread post()s a function that calls
-     * it (the MSI-X mask and pending state it reads are the device thread's). */
+     * vector becomes pending and fires when unmasked. Since 1.1 any thread may call it:
+     * from another thread than the device's, the vector is marked and raised from the
+     * device's thread (which owns the MSI-X mask and pending state) as soon as it runs,
+     * and the call returns 0 or -EINVAL; raises of one vector that meet there become one
+     * interrupt, as they may on real hardware. */
     int (*irq_trigger)(struct vfio_userd_device *device, uint32_t vector);
     /* Signal one specific interrupt (e.g. VFIO_USERD_IRQ_ERR, 0). */
     int (*irq_signal)(struct vfio_userd_device *device, enum vfio_userd_irq_index irq,
@@ -327,6 +363,10 @@ struct vfio_userd_host {
      */
     int (*dma_scatter)(struct vfio_userd_device *device, uint64_t address, uint64_t length,
                        uint32_t access, struct iovec *pieces, uint32_t max);
+
+    /* The quiesce the host asked for (ops->quiesce returned -EBUSY) is done; on the
+     * device's thread. -EINVAL when none is pending. */
+    int (*quiesced)(struct vfio_userd_device *device);
 };
 
 /* add_timer()/timer_set(): no deadline. */

@@ -2619,18 +2619,29 @@ static Suite *testdev_suite(void)
     return suite;
 }
 
+/*
+ * The suite runs twice: against testdev.so as built today, and against the same sources
+ * built with the frozen ABI 1.0 header (tests/plugins/abi-1.0), which is what a plugin
+ * built before ABI 1.1 hands the host: a 1.0 plugin must keep working unchanged.
+ */
 int main(void)
 {
+    static const char *const builds[] = {"plugins/testdev.so", "tests/plugins/testdev-abi-1.0.so"};
     const char *build = getenv("VFIO_USERD_BUILD_DIR");
     char path[4096], message[512];
-    int status;
+    int status = EXIT_SUCCESS;
 
-    snprintf(path, sizeof(path), "%s/plugins/testdev.so", build != NULL ? build : "build/plain");
-    if (vu_plugin_load(path, &testdev, message, sizeof(message)) < 0) {
-        fprintf(stderr, "test_testdev: %s: %s\n", path, message);
-        return EXIT_FAILURE;
+    for (unsigned i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", build != NULL ? build : "build/plain", builds[i]);
+        if (vu_plugin_load(path, &testdev, message, sizeof(message)) < 0) {
+            fprintf(stderr, "test_testdev: %s: %s\n", path, message);
+            return EXIT_FAILURE;
+        }
+        fprintf(stderr, "test_testdev: %s (plugin ABI %u.%u)\n", path, testdev.plugin->abi_major,
+                testdev.plugin->abi_minor);
+        if (test_run_suite(testdev_suite()) != EXIT_SUCCESS)
+            status = EXIT_FAILURE;
+        vu_plugin_unload(&testdev);
     }
-    status = test_run_suite(testdev_suite());
-    vu_plugin_unload(&testdev);
     return status;
 }

@@ -333,16 +333,20 @@ START_TEST(limits_are_reported)
 }
 END_TEST
 
-/* A plugin built for ABI 1.0: it knows nothing past add_ioeventfd. */
+/* A plugin built for ABI 1.0: it knows nothing past add_ioeventfd, and its structures have
+ * no struct_size (test_testdev runs testdev built with the 1.0 header itself). */
 static int old_create(struct vfio_userd_device *old, const json_t *params,
                       struct vfio_userd_error *error)
 {
-    static const struct vfio_userd_pci_identity identity = {.vendor_id = 0x1234,
-                                                            .device_id = 0x10ee};
+    static const struct {
+        uint16_t vendor_id, device_id, subsystem_vendor_id, subsystem_id;
+        uint32_t class_code;
+        uint8_t revision, interrupt_pin;
+    } identity_1_0 = {.vendor_id = 0x1234, .device_id = 0x10ee};
 
     ck_assert_uint_ge(old->host->size, offsetof(struct vfio_userd_host, add_ioeventfd) +
                                            sizeof(old->host->add_ioeventfd));
-    return old->host->pci_set_identity(old, &identity);
+    return old->host->pci_set_identity(old, (const void *)&identity_1_0);
 }
 
 static const struct vfio_userd_plugin old_plugin = {

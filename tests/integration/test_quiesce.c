@@ -1,0 +1,409 @@
+/*
+ * Plugin ABI 1.1 for device models with I/O of their own: quiesce before client memory goes
+ * or the device resets (DMA_UNMAP, DEVICE_RESET, the client's departure), irq_trigger()
+ * from the plugin's own threads, and the sized structures a plugin hands over. A plugin
+ * defined here plays a device with I/O in flight: its quiesce() answers -EBUSY until the
+ * test says the I/O is over, and it records the order of the host's calls.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <linux/pci_regs.h>
+
+#include "client.h"
+#include "device.h"
+#include "test_runner.h"
+#include "test_server.h"
+
+#define MEMORY_SIZE (64 * 1024)
+#define EVENT_MAX   32
+
+/* What the plugin saw, in order; written on the device's thread, read under test_server_call. */
+struct quiet {
+    struct vfio_userd_device *device;
+    const struct vfio_userd_host *host;
+    bool busy; /* quiesce() answers -EBUSY: I/O is "in flight" */
+    char events[EVENT_MAX];
+    unsigned event_count; /* q: quiesce, u: dma_unmap, r: reset, d: disconnect, s: resume */
+};
+
+static struct quiet quiet;
+static struct test_server server;
+
+static void note(char event)
+{
+    if (quiet.event_count < EVENT_MAX - 1)
+        quiet.events[quiet.event_count++] = event;
+}
+
+static int quiet_quiesce(void *instance)
+{
+    note('q');
+    return quiet.busy ? -EBUSY : 0;
+}
+
+static void quiet_resume(void *instance)
+{
+    note('s');
+}
+
+static void quiet_dma_unmap(void *instance, uint64_t address, uint64_t size)
+{
+    note('u');
+}
+
+static int quiet_reset(void *instance)
+{
+    note('r');
+    return 0;
+}
+
+static void quiet_disconnect(void *instance)
+{
+    note('d');
+}
+
+static const struct vfio_userd_device_ops quiet_ops = {
+    .struct_size = sizeof(struct vfio_userd_device_ops),
+    .reset = quiet_reset,
+    .dma_unmap = quiet_dma_unmap,
+    .client_disconnect = quiet_disconnect,
+    .quiesce = quiet_quiesce,
+    .resume = quiet_resume,
+};
+
+/* Sized structures: a later header's larger structure with unknown members zero passes,
+ * one that uses them does not, a smaller one does not. */
+static void check_sized_structures(struct vfio_userd_device *device)
+{
+    struct {
+        struct vfio_userd_device_ops ops;
+        uint64_t later_member;
+    } later = {.ops = quiet_ops};
+
+    later.ops.struct_size = sizeof(later);
+    ck_assert_int_eq(device->host->set_ops(device, &later.ops, &quiet), 0);
+    later.later_member = 1;
+    ck_assert_int_eq(device->host->set_ops(device, &later.ops, &quiet), -E2BIG);
+    later.ops.struct_size = offsetof(struct vfio_userd_device_ops, quiesce);
+    ck_assert_int_eq(device->host->set_ops(device, &later.ops, &quiet), -EINVAL);
+    later.ops.struct_size = 1u << 20;
+    ck_assert_int_eq(device->host->set_ops(device, &later.ops, &quiet), -E2BIG);
+}
+
+static int quiet_create(struct vfio_userd_device *device, const json_t *params,
+                        struct vfio_userd_error *error)
+{
+    static const struct vfio_userd_pci_identity identity = {
+        .struct_size = sizeof(identity), .vendor_id = 0x1234, .device_id = 0x11ef};
+    static const struct vfio_userd_region bar0 = {
+        .size = 4096,
+        .flags = VFIO_USERD_REGION_READABLE | VFIO_USERD_REGION_WRITABLE | VFIO_USERD_REGION_MEMORY,
+    };
+    struct vfio_userd_region bad_region = bar0;
+    int ret;
+
+    quiet.device = device;
+    quiet.host = device->host;
+    check_sized_structures(device);
+    ck_assert_int_eq(device->host->set_ops(device, &quiet_ops, &quiet), 0);
+    ck_assert_int_eq(device->host->pci_set_identity(device, &identity), 0);
+    bad_region.struct_size = 8;
+    ck_assert_int_eq(device->host->add_region(device, VFIO_USERD_REGION_BAR0, &bad_region),
+                     -EINVAL);
+    ret = device->host->add_region(device, VFIO_USERD_REGION_BAR0, &bar0);
+    if (ret == 0)
+        ret = device->host->pci_add_msix(device, 4, 0, 2048, 0, 3072);
+    return ret;
+}
+
+VFIO_USERD_PLUGIN_DEFINE(.name = "quiet", .version = "1", .create = quiet_create);
+
+/* --- Reading and steering the plugin from the test thread. --- */
+
+static void read_events(struct test_server *target, void *argument)
+{
+    memcpy(argument, quiet.events, sizeof(quiet.events));
+}
+
+static void events_are(const char *expected)
+{
+    char events[EVENT_MAX] = {0};
+
+    test_server_call(&server, read_events, events);
+    ck_assert_str_eq(events, expected);
+}
+
+static void set_busy(struct test_server *target, void *argument)
+{
+    quiet.busy = *(bool *)argument;
+}
+
+/* The device's I/O is over: it reports the quiesce done, as a plugin does on its thread. */
+static void report_quiesced(struct test_server *target, void *argument)
+{
+    *(int *)argument = quiet.host->quiesced(quiet.device);
+}
+
+static int quiesced(void)
+{
+    int ret = 1;
+
+    test_server_call(&server, report_quiesced, &ret);
+    return ret;
+}
+
+static void busy(bool value)
+{
+    test_server_call(&server, set_busy, &value);
+}
+
+static struct vu_client *client;
+static int memory_fd = -1;
+
+static void setup(void)
+{
+    struct vu_client_options options;
+
+    quiet = (struct quiet){0};
+    ck_assert_int_eq(test_server_start(&server, &vfio_userd_plugin, NULL), 0);
+    vu_client_options_default(&options);
+    options.timeout_ms = 2000;
+    ck_assert_int_eq(vu_client_connect(server.socket_path, &options, &client), 0);
+    memory_fd = memfd_create("guest", MFD_CLOEXEC);
+    ck_assert_int_ge(memory_fd, 0);
+    ck_assert_int_eq(ftruncate(memory_fd, MEMORY_SIZE), 0);
+    ck_assert_int_eq(vu_client_dma_map(client, 0x100000, MEMORY_SIZE,
+                                       VU_DMA_FLAG_READABLE | VU_DMA_FLAG_WRITABLE, memory_fd, 0),
+                     0);
+}
+
+static void teardown(void)
+{
+    vu_client_close(client);
+    client = NULL;
+    test_server_stop(&server);
+    close(memory_fd);
+}
+
+/* Sends DMA_UNMAP of the test's map without waiting; returns its message id. */
+static uint16_t send_unmap(void)
+{
+    struct vu_dma_unmap unmap = {.argsz = sizeof(unmap), .address = 0x100000, .size = MEMORY_SIZE};
+    uint16_t id = vu_client_next_message_id(client);
+
+    ck_assert_int_eq(
+        vu_client_send(client, id, VU_COMMAND_DMA_UNMAP, 0, &unmap, sizeof(unmap), NULL, 0), 0);
+    return id;
+}
+
+static void expect_reply(uint16_t id, uint16_t command)
+{
+    struct vu_header header;
+    uint8_t payload[64];
+    size_t length;
+
+    vu_client_set_timeout(client, 2000);
+    ck_assert_int_eq(
+        vu_client_receive(client, &header, payload, sizeof(payload), &length, NULL, 0, NULL), 0);
+    ck_assert_uint_eq(header.message_id, id);
+    ck_assert_uint_eq(header.command, command);
+    ck_assert_uint_eq(header.flags & VU_FLAGS_ERROR, 0);
+}
+
+static void expect_no_reply(void)
+{
+    struct pollfd ready = {.fd = vu_client_socket(client), .events = POLLIN};
+
+    ck_assert_int_eq(poll(&ready, 1, 200), 0);
+}
+
+START_TEST(unmap_waits_for_the_device_to_quiesce)
+{
+    struct vu_region_access read = {.region = 0, .offset = 0, .count = 4};
+    uint16_t unmap_id, read_id;
+
+    busy(true);
+    unmap_id = send_unmap();
+    /* A command behind it waits as well: replies keep the order of commands. */
+    read_id = vu_client_next_message_id(client);
+    ck_assert_int_eq(
+        vu_client_send(client, read_id, VU_COMMAND_REGION_READ, 0, &read, sizeof(read), NULL, 0),
+        0);
+    expect_no_reply();
+    events_are("q");
+    ck_assert_int_eq(quiesced(), 0);
+    expect_reply(unmap_id, VU_COMMAND_DMA_UNMAP);
+    expect_reply(read_id, VU_COMMAND_REGION_READ);
+    events_are("qus");
+    /* Reported twice: nothing is pending the second time. */
+    ck_assert_int_eq(quiesced(), -EINVAL);
+}
+END_TEST
+
+START_TEST(a_quiet_device_goes_ahead_at_once)
+{
+    ck_assert_int_eq(vu_client_device_reset(client), 0);
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0x100000, MEMORY_SIZE, 0), 0);
+    events_are("qrsqus");
+    /* Refused requests never disturb the device. */
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0x100000, MEMORY_SIZE, 0), -ENOENT);
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0, 0, VU_DMA_UNMAP_FLAG_ALL), 0);
+    events_are("qrsqus");
+}
+END_TEST
+
+START_TEST(reset_waits_for_the_device_to_quiesce)
+{
+    uint16_t id = vu_client_next_message_id(client);
+
+    busy(true);
+    ck_assert_int_eq(vu_client_send(client, id, VU_COMMAND_DEVICE_RESET, 0, NULL, 0, NULL, 0), 0);
+    expect_no_reply();
+    events_are("q");
+    ck_assert_int_eq(quiesced(), 0);
+    expect_reply(id, VU_COMMAND_DEVICE_RESET);
+    events_are("qrs");
+}
+END_TEST
+
+START_TEST(a_departed_clients_memory_stays_until_the_device_is_quiet)
+{
+    struct vu_client_options options;
+    struct vu_client *next = NULL;
+
+    busy(true);
+    vu_client_close(client);
+    client = NULL;
+    usleep(100 * 1000);
+    events_are("q");
+    /* The next client waits in the backlog: connected, but not yet answered. */
+    vu_client_options_default(&options);
+    ck_assert_int_eq(vu_client_connect_raw(server.socket_path, &next), 0);
+    usleep(100 * 1000);
+    events_are("q");
+    ck_assert_int_eq(quiesced(), 0);
+    options.timeout_ms = 2000;
+    ck_assert_int_eq(vu_client_negotiate(next, &options), 0);
+    events_are("quds");
+    client = next;
+}
+END_TEST
+
+START_TEST(a_client_leaving_while_a_command_waits)
+{
+    busy(true);
+    send_unmap();
+    expect_no_reply();
+    vu_client_close(client);
+    client = NULL;
+    usleep(100 * 1000);
+    events_are("q");
+    ck_assert_int_eq(quiesced(), 0);
+    usleep(100 * 1000);
+    events_are("quds");
+}
+END_TEST
+
+static void control_plane_reset(struct test_server *target, void *argument)
+{
+    *(int *)argument = vu_device_reset_quiesced(target->device);
+}
+
+START_TEST(a_control_plane_reset_is_refused_while_the_device_is_busy)
+{
+    int ret = 1;
+
+    busy(true);
+    test_server_call(&server, control_plane_reset, &ret);
+    ck_assert_int_eq(ret, -EBUSY);
+    events_are("q");
+    /* Nothing waits for that quiesce: once done, the device resumes at once. */
+    ck_assert_int_eq(quiesced(), 0);
+    usleep(50 * 1000);
+    events_are("qs");
+    busy(false);
+    test_server_call(&server, control_plane_reset, &ret);
+    ck_assert_int_eq(ret, 0);
+    events_are("qsqrs");
+}
+END_TEST
+
+struct raiser {
+    int vectors[3];
+};
+
+static void *raise_interrupts(void *argument)
+{
+    const struct raiser *raiser = argument;
+
+    for (unsigned i = 0; i < 3; i++)
+        ck_assert_int_eq(quiet.host->irq_trigger(quiet.device, (uint32_t)raiser->vectors[i]), 0);
+    ck_assert_int_eq(quiet.host->irq_trigger(quiet.device, 1u << 20), -EINVAL);
+    return NULL;
+}
+
+START_TEST(irq_trigger_from_a_plugin_thread)
+{
+    struct raiser raiser = {.vectors = {1, 3, 1}};
+    int fds[4];
+    uint64_t count;
+    pthread_t thread;
+
+    uint8_t config[256];
+    uint16_t control = PCI_MSIX_FLAGS_ENABLE;
+    uint8_t msix = 0;
+
+    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_CONFIG, 0, config, 256), 0);
+    for (uint8_t at = config[PCI_CAPABILITY_LIST]; at != 0; at = config[at + 1])
+        if (config[at] == PCI_CAP_ID_MSIX)
+            msix = at;
+    ck_assert_uint_ne(msix, 0);
+    ck_assert_int_eq(vu_client_region_write(client, VFIO_USERD_REGION_CONFIG, msix + PCI_MSIX_FLAGS,
+                                            &control, 2),
+                     0);
+    for (unsigned i = 0; i < 4; i++) {
+        fds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        ck_assert_int_ge(fds[i], 0);
+    }
+    ck_assert_int_eq(vu_client_set_irqs(client, VFIO_PCI_MSIX_IRQ_INDEX,
+                                        VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0,
+                                        4, fds, NULL),
+                     0);
+    ck_assert_int_eq(pthread_create(&thread, NULL, raise_interrupts, &raiser), 0);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    for (unsigned i = 0; i < 4; i++) {
+        struct pollfd ready = {.fd = fds[i], .events = POLLIN};
+        bool raised = i == 1 || i == 3;
+
+        ck_assert_int_eq(poll(&ready, 1, raised ? 2000 : 50), raised ? 1 : 0);
+        if (raised)
+            ck_assert_int_eq(read(fds[i], &count, sizeof(count)), sizeof(count));
+        close(fds[i]);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("quiesce");
+    TCase *test_case = tcase_create("abi 1.1");
+
+    tcase_add_checked_fixture(test_case, setup, teardown);
+    tcase_add_test(test_case, unmap_waits_for_the_device_to_quiesce);
+    tcase_add_test(test_case, a_quiet_device_goes_ahead_at_once);
+    tcase_add_test(test_case, reset_waits_for_the_device_to_quiesce);
+    tcase_add_test(test_case, a_departed_clients_memory_stays_until_the_device_is_quiet);
+    tcase_add_test(test_case, a_client_leaving_while_a_command_waits);
+    tcase_add_test(test_case, a_control_plane_reset_is_refused_while_the_device_is_busy);
+    tcase_add_test(test_case, irq_trigger_from_a_plugin_thread);
+    suite_add_tcase(suite, test_case);
+    return test_run_suite(suite);
+}
