@@ -168,11 +168,27 @@ $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) inc
 # Test-only plugins, tests/plugins/NAME.c -> BUILD/tests/plugins/NAME.so: never installed.
 TEST_PLUGIN_SOS := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(wildcard tests/plugins/*.c))
 TEST_PLUGIN_SOS += $(BUILD)/tests/plugins/testdev-abi-1.0.so
+TEST_PLUGIN_SOS += $(BUILD)/tests/plugins/man-example.so $(BUILD)/tests/plugins/man-example-abi-1.0.so
 binaries: $(TEST_PLUGIN_SOS)
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c include/vfio-userd/plugin.h
 	@mkdir -p $(dir $@)
 	$(call quiet,CCLD,$@)
 	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
+	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
+
+# The example plugin of vfio-userd-plugin(3), as a reader copies it out of the page, built
+# with today's header and with the frozen 1.0 one: the page's code must build and work.
+$(BUILD)/tests/plugins/man-example.c: man/vfio-userd-plugin.3
+	@mkdir -p $(dir $@)
+	$(Q)awk '/^\.SH EXAMPLE/ { example = 1 } example && /^\.EE/ && code { exit } \
+	    code { print } example && /^\.EX/ { code = 1 }' $< | sed -e 's/\\-/-/g' -e 's/\\e/\\/g' > $@
+$(BUILD)/tests/plugins/man-example.so: $(BUILD)/tests/plugins/man-example.c include/vfio-userd/plugin.h
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Iinclude $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
+	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
+$(BUILD)/tests/plugins/man-example-abi-1.0.so: $(BUILD)/tests/plugins/man-example.c tests/plugins/abi-1.0/vfio-userd/plugin.h
+	$(call quiet,CCLD,$@)
+	$(Q)$(CC) -std=gnu11 -D_GNU_SOURCE -Itests/plugins/abi-1.0 $(WARNINGS) $(CFLAGS) $(SANITIZE_FLAGS) $(HARDENING_FLAGS) \
 	    $(shell pkg-config --cflags jansson) -fPIC -shared -fvisibility=hidden $< -o $@ $(ALL_LDFLAGS)
 
 # testdev built with the frozen ABI 1.0 header: the host must keep serving 1.0 plugins.
