@@ -374,6 +374,11 @@ static unsigned nvme_ring_reap(struct nvme_controller *ctrl)
         nvme_ring_complete(ctrl, data, result);
         count++;
     }
+    if (ctrl->quiesce_pending && ctrl->in_flight == 0) {
+        /* The last operation that could touch guest memory is over. */
+        ctrl->quiesce_pending = false;
+        ctrl->host->quiesced(ctrl->device);
+    }
     return count;
 }
 

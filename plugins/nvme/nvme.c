@@ -477,9 +477,40 @@ static void nvme_ops_destroy(void *instance)
     nvme_free(ctrl);
 }
 
-/* Guest memory goes once this returns: no read may still be copying into it. Every range
- * waits for everything in flight, which is simpler than matching iovecs to ranges, and
- * unmaps are rare (a memory map change in the VMM, or its end). */
+/*
+ * Before guest memory goes or the device resets (ABI 1.1 quiesce): no command starts, and
+ * the host waits until the operations in flight are reaped (the kernel cannot take back a
+ * read already copying into guest memory). They finish on the loop, as always; the last
+ * one tells the host (nvme_ring_reap). Every unmap waits for everything in flight, which
+ * is simpler than matching iovecs to ranges, and unmaps are rare (a memory map change in
+ * the VMM, or its end).
+ */
+static int nvme_ops_quiesce(void *instance)
+{
+    struct nvme_controller *ctrl = instance;
+
+    ctrl->quiescing = true;
+    nvme_ring_kick(ctrl);
+    if (ctrl->in_flight == 0)
+        return 0;
+    ctrl->quiesce_pending = true;
+    return -EBUSY;
+}
+
+/* The guest may have rung doorbells meanwhile: their commands start on the next iteration. */
+static void nvme_ops_resume(void *instance)
+{
+    struct nvme_controller *ctrl = instance;
+
+    ctrl->quiescing = false;
+    ctrl->quiesce_pending = false;
+    /* Without a ring nothing was ever in flight: the quiesce ended where it began. */
+    if (ctrl->kick_source != NULL)
+        ctrl->host->timer_set(ctrl->device, ctrl->kick_source, 0);
+}
+
+/* Guest memory goes once this returns. After the quiesce nothing is in flight; the drain
+ * stays for what a DMA message's completion may have started since. */
 static void nvme_ops_dma_unmap(void *instance, uint64_t address, uint64_t size)
 {
     nvme_ring_drain_and_resume(instance);
@@ -488,9 +519,12 @@ static void nvme_ops_dma_unmap(void *instance, uint64_t address, uint64_t size)
 }
 
 static const struct vfio_userd_device_ops nvme_ops = {
+    .struct_size = sizeof(struct vfio_userd_device_ops),
     .reset = nvme_ops_reset,
     .dma_unmap = nvme_ops_dma_unmap,
     .destroy = nvme_ops_destroy,
+    .quiesce = nvme_ops_quiesce,
+    .resume = nvme_ops_resume,
 };
 
 /* BAR4 outside the MSI-X table and PBA the host emulates: reserved, reads as zero. */

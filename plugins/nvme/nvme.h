@@ -332,7 +332,10 @@ struct nvme_controller {
     /* A zero-delay timer that resumes queue processing on the next loop iteration, after a
      * DMA unmap that had to hold it back (ABI 1.1 add_timer). */
     struct vfio_userd_source *kick_source;
-    uint32_t in_flight;   /* operations submitted or queued, not yet reaped */
+    uint32_t in_flight; /* operations submitted or queued, not yet reaped */
+    /* The host asked to quiesce (ABI 1.1): no command starts; `quiesce_pending` until the
+     * last operation in flight is reaped and the host is told (host->quiesced). */
+    bool quiescing, quiesce_pending;
     uint32_t unsubmitted; /* prepared in the ring, not yet submitted */
 
     /* Doorbell Buffer Config (doorbell.c): the Shadow Doorbell and EventIdx pages, client

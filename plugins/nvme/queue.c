@@ -523,8 +523,8 @@ static bool nvme_can_start(const struct nvme_controller *ctrl, const struct nvme
 {
     const struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
 
-    return sq->created && sq->head != sq->tail && nvme_sq_free_slot((struct nvme_sq *)sq) != NULL &&
-           nvme_cq_used(cq) + 1 < cq->size;
+    return !ctrl->quiescing && sq->created && sq->head != sq->tail &&
+           nvme_sq_free_slot((struct nvme_sq *)sq) != NULL && nvme_cq_used(cq) + 1 < cq->size;
 }
 
 static bool nvme_running(const struct nvme_controller *ctrl)
