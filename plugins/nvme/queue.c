@@ -490,7 +490,8 @@ static void nvme_sq_start(struct nvme_controller *ctrl, struct nvme_sq *sq)
     struct nvme_command *cmd = nvme_sq_free_slot(sq);
     struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
     uint64_t address = sq->base + (uint64_t)sq->head * sizeof(struct nvme_sqe);
-    int rc;
+    const void *entry;
+    int rc = 0;
 
     cmd->ctrl = ctrl;
     cmd->sq = sq;
@@ -501,9 +502,9 @@ static void nvme_sq_start(struct nvme_controller *ctrl, struct nvme_sq *sq)
     ctrl->commands_started++;
     sq->head = (sq->head + 1) % sq->size;
     cmd->stage = NVME_STAGE_DECODE;
-    if (ctrl->host->dma_translate(ctrl->device, address, sizeof(cmd->sqe), VFIO_USERD_DMA_READ) !=
-        NULL) {
-        rc = nvme_copy(cmd, address, &cmd->sqe, sizeof(cmd->sqe), false);
+    entry = ctrl->host->dma_translate(ctrl->device, address, sizeof(cmd->sqe), VFIO_USERD_DMA_READ);
+    if (entry != NULL) {
+        memcpy(&cmd->sqe, entry, sizeof(cmd->sqe)); /* copied once, checked after */
     } else {
         /* Through messages, the first dword comes alone: the host tells QEMU's DMA_READ reply
          * layout from the spec's only by a reply that one layout fits, and a 4-byte one whose
