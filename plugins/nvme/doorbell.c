@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nvme.h"
 
@@ -166,6 +167,116 @@ bool nvme_dbbuf_arm(struct nvme_controller *ctrl)
     return again;
 }
 
+/* Whether a shadow value moved since the queue loop took it: a new tail, or a new head of a
+ * completion queue that a submission queue with entries waits on. */
+static bool nvme_dbbuf_moved(struct nvme_controller *ctrl)
+{
+    for (uint32_t q = 1; q <= ctrl->config.io_queues; q++) {
+        const struct nvme_sq *sq = &ctrl->sqs[q];
+        const struct nvme_cq *cq = &ctrl->cqs[sq->cq_id];
+
+        if (!sq->created)
+            continue;
+        if (nvme_dbbuf_load(ctrl, nvme_db_index(q, false)) != sq->tail)
+            return true;
+        if (sq->head != sq->tail && cq->created &&
+            nvme_dbbuf_load(ctrl, nvme_db_index(cq->id, true)) != cq->head)
+            return true;
+    }
+    return false;
+}
+
+static uint64_t nvme_now_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+/* Reads the shadow doorbells until one moves or a backend completion waits (true), or
+ * `deadline_ns` passes (false). */
+static bool nvme_dbbuf_spin(struct nvme_controller *ctrl, uint64_t deadline_ns)
+{
+    for (;;) {
+        /* The clock (vDSO, tens of nanoseconds) once per 32 looks at the queues. */
+        for (int i = 0; i < 32; i++) {
+            if (nvme_dbbuf_moved(ctrl))
+                return true;
+            /* Backend completions wait for the queue loop too. */
+            if (ctrl->ring_ready && io_uring_cq_ready(&ctrl->ring) > 0)
+                return true;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause(); /* spare the sibling hyperthread */
+#endif
+        }
+        if (nvme_now_ns() >= deadline_ns)
+            return false;
+    }
+}
+
+/*
+ * doorbell_poll_us. Once the queues have nothing left, the controller would set EventIdx and
+ * sleep, and the driver's next command would cost it a BAR0 write (a message) and the device
+ * a wake-up on another CPU: tens of microseconds on a virtual machine, longer than a batch of
+ * commands takes. Instead it keeps reading the shadow doorbells for doorbell_poll_us after the
+ * last command it started, and only then sets EventIdx. The polling runs from a zero-delay
+ * timer, never inside the callback that ran the queues, so the reply to a trapped doorbell
+ * write goes out first; and it gives the event loop (the VMM's messages, DMA unmaps) a turn
+ * every NVME_SHADOW_POLL_SLICE_US.
+ */
+static void nvme_dbbuf_poll_event(void *opaque)
+{
+    struct nvme_controller *ctrl = opaque;
+    uint64_t now = nvme_now_ns();
+    const uint64_t slice_end = now + NVME_SHADOW_POLL_SLICE_US * 1000ull;
+
+    for (;;) {
+        uint64_t deadline =
+            ctrl->dbbuf_poll_until_ns < slice_end ? ctrl->dbbuf_poll_until_ns : slice_end;
+        if (!ctrl->dbbuf_enabled || !nvme_dbbuf_pages(ctrl) || now >= deadline ||
+            !nvme_dbbuf_spin(ctrl, deadline))
+            break;
+        /* New commands: the pass runs them and moves the window on. */
+        nvme_queues_run(ctrl);
+        now = nvme_now_ns();
+    }
+    /* The window passed (EventIdx is set now) or this slice did (the timer comes back). */
+    nvme_queues_run(ctrl);
+}
+
+bool nvme_dbbuf_poll_later(struct nvme_controller *ctrl, bool started)
+{
+    uint64_t now;
+
+    if (ctrl->dbbuf_poll_source == NULL || !ctrl->dbbuf_enabled)
+        return false;
+    now = nvme_now_ns();
+    if (started)
+        ctrl->dbbuf_poll_until_ns = now + ctrl->config.doorbell_poll_us * 1000ull;
+    if (now >= ctrl->dbbuf_poll_until_ns)
+        return false;
+    ctrl->host->timer_set(ctrl->device, ctrl->dbbuf_poll_source, 0);
+    return true;
+}
+
+int nvme_dbbuf_poll_setup(struct nvme_controller *ctrl)
+{
+    if (ctrl->config.doorbell_poll_us == 0)
+        return 0;
+    if (!VFIO_USERD_HOST_HAS(ctrl->host, add_timer))
+        return -ENOSYS;
+    return ctrl->host->add_timer(ctrl->device, VFIO_USERD_TIMER_OFF, nvme_dbbuf_poll_event, ctrl,
+                                 &ctrl->dbbuf_poll_source);
+}
+
+void nvme_dbbuf_poll_teardown(struct nvme_controller *ctrl)
+{
+    if (ctrl->dbbuf_poll_source != NULL)
+        ctrl->host->remove_source(ctrl->device, ctrl->dbbuf_poll_source);
+    ctrl->dbbuf_poll_source = NULL;
+}
+
 /* Writes a queue's current value into both buffers (the shadow as the driver would). */
 static void nvme_dbbuf_sync(struct nvme_controller *ctrl, uint32_t q, bool completion)
 {
@@ -221,6 +332,9 @@ uint16_t nvme_dbbuf_config(struct nvme_controller *ctrl, uint64_t shadow, uint64
 
 void nvme_dbbuf_reset(struct nvme_controller *ctrl)
 {
+    if (ctrl->dbbuf_poll_source != NULL)
+        ctrl->host->timer_set(ctrl->device, ctrl->dbbuf_poll_source, VFIO_USERD_TIMER_OFF);
+    ctrl->dbbuf_poll_until_ns = 0;
     ctrl->dbbuf_enabled = false;
     ctrl->dbbuf_shadow = ctrl->dbbuf_eventidx = 0;
     ctrl->dbbuf_shadow_page = ctrl->dbbuf_eventidx_page = NULL;

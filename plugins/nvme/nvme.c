@@ -31,7 +31,8 @@
 
 static const char *const nvme_param_keys[] = {
     "namespaces", "path",  "size",      "block_size",  "read_only", "backend",   "direct",
-    "serial",     "model", "io_queues", "queue_depth", "aio",       "doorbells", NULL,
+    "serial",     "model", "io_queues", "queue_depth", "aio",       "doorbells", "doorbell_poll_us",
+    NULL,
 };
 static const char *const nvme_namespace_keys[] = {
     "path", "size", "block_size", "read_only", "backend", "direct", NULL,
@@ -360,7 +361,7 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
                                             "read_only", "backend", "direct"};
     const json_t *aio = json_object_get(params, "aio");
     const json_t *doorbells = json_object_get(params, "doorbells");
-    uint64_t io_queues, depth;
+    uint64_t io_queues, depth, poll_us;
     char prefix[48];
     int rc;
 
@@ -386,6 +387,11 @@ static int nvme_parse_params(struct nvme_controller *ctrl, const json_t *params,
     rc = nvme_get_string(params, "model", 40, config->model, error);
     if (rc < 0)
         return rc;
+    rc = host->params_get_u64(params, "doorbell_poll_us", 0, 0, NVME_SHADOW_POLL_MAX_US, &poll_us,
+                              error);
+    if (rc < 0)
+        return rc;
+    config->doorbell_poll_us = (uint32_t)poll_us;
     config->doorbells = NVME_DOORBELLS_TRAPPED;
     if (doorbells != NULL) {
         const char *mode = json_is_string(doorbells) ? json_string_value(doorbells) : "";
@@ -476,6 +482,7 @@ static void nvme_ops_destroy(void *instance)
     /* Operations in flight finish first: they hold guest memory and the namespaces' files. */
     nvme_ring_teardown(ctrl);
     nvme_doorbells_teardown(ctrl);
+    nvme_dbbuf_poll_teardown(ctrl);
     /* Whatever the guest left in the page cache reaches the image before the device goes. */
     for (uint32_t i = 0; i < ctrl->namespace_count; i++)
         nvme_namespace_flush(&ctrl->namespaces[i]);
@@ -690,6 +697,10 @@ static int nvme_create(struct vfio_userd_device *device, const json_t *params,
     if (rc < 0)
         return vfio_userd_error_set(error, rc, "doorbells", "cannot poll mapped doorbells: %s",
                                     strerror(-rc));
+    rc = nvme_dbbuf_poll_setup(ctrl);
+    if (rc < 0)
+        return vfio_userd_error_set(error, rc, "doorbell_poll_us",
+                                    "cannot poll shadow doorbells: %s", strerror(-rc));
     rc = nvme_declare(ctrl, error);
     if (rc < 0)
         return rc;

@@ -145,6 +145,10 @@ enum nvme_doorbell_mode { NVME_DOORBELLS_TRAPPED, NVME_DOORBELLS_MAPPED, NVME_DO
 #define NVME_POLL_BUSY_US   20u
 #define NVME_POLL_LINGER_US 2000u
 #define NVME_POLL_IDLE_US   1000u
+/* Shadow doorbells polled (doorbell_poll_us): at most this long in one run of the polling
+ * timer before the event loop gets its turn, and the largest doorbell_poll_us. */
+#define NVME_SHADOW_POLL_SLICE_US 500u
+#define NVME_SHADOW_POLL_MAX_US   1000u
 
 /* How file I/O runs: io_uring (the default), or synchronously on the device's thread. */
 enum nvme_io_mode { NVME_IO_URING, NVME_IO_SYNC };
@@ -290,6 +294,9 @@ struct nvme_config {
     uint32_t queue_entries; /* MQES + 1 */
     enum nvme_doorbell_mode doorbells;
     uint32_t ioeventfd_queues; /* I/O queues whose doorbells have I/O eventfds */
+    /* With shadow doorbells: how long the queue loop keeps reading them for new commands
+     * before it sets EventIdx and sleeps (0: it does not). */
+    uint32_t doorbell_poll_us;
     uint32_t vectors;
 };
 
@@ -343,6 +350,9 @@ struct nvme_controller {
     bool dbbuf_enabled;
     uint64_t dbbuf_shadow, dbbuf_eventidx;
     uint32_t *dbbuf_shadow_page, *dbbuf_eventidx_page;
+    /* doorbell_poll_us: the timer that polls them, and until when (CLOCK_MONOTONIC). */
+    struct vfio_userd_source *dbbuf_poll_source;
+    uint64_t dbbuf_poll_until_ns;
 
     /* Mapped doorbells (doorbell.c): BAR0's doorbell page as the client stores into it,
      * the value last taken from each doorbell, and the polling timer. */
@@ -374,6 +384,12 @@ void nvme_dbbuf_refresh(struct nvme_controller *ctrl, struct nvme_sq *sq);
 /* At the end of a queue pass: EventIdx for the queues that wait on the guest; true when a
  * shadow value moved meanwhile and the pass must go on. */
 bool nvme_dbbuf_arm(struct nvme_controller *ctrl);
+/* doorbell_poll_us, at the end of a queue pass that found nothing more to do (`started`: it
+ * started commands): true when the controller will poll the shadow doorbells from its timer
+ * rather than set EventIdx now. */
+bool nvme_dbbuf_poll_later(struct nvme_controller *ctrl, bool started);
+int nvme_dbbuf_poll_setup(struct nvme_controller *ctrl);
+void nvme_dbbuf_poll_teardown(struct nvme_controller *ctrl);
 /* Doorbell Buffer Config; a status. */
 uint16_t nvme_dbbuf_config(struct nvme_controller *ctrl, uint64_t shadow, uint64_t eventidx);
 void nvme_dbbuf_queue_created(struct nvme_controller *ctrl, uint32_t q, bool completion);

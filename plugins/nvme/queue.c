@@ -536,6 +536,7 @@ static bool nvme_running(const struct nvme_controller *ctrl)
 
 void nvme_queues_run(struct nvme_controller *ctrl)
 {
+    uint64_t started_commands = ctrl->commands_started;
     bool progress = true;
 
     /* A DMA completion or a Delete queue command may arrive while the loop runs. */
@@ -559,7 +560,9 @@ void nvme_queues_run(struct nvme_controller *ctrl)
             progress = true;
         /* With shadow doorbells: ask for a BAR0 write where nothing else will wake the
          * queue, and go on if the guest moved meanwhile. */
-        if (!progress && nvme_running(ctrl) && nvme_dbbuf_arm(ctrl))
+        if (!progress && nvme_running(ctrl) &&
+            !nvme_dbbuf_poll_later(ctrl, ctrl->commands_started != started_commands) &&
+            nvme_dbbuf_arm(ctrl))
             progress = true;
     }
     ctrl->processing = false;
