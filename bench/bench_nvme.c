@@ -4,7 +4,16 @@
  * and the latency from doorbell to completion (p50, p99).
  *
  * Usage: bench_nvme BUILD_DIR [SECONDS per case, default 3] [DIRECTORY for the image,
- * default /var/tmp] [doorbells: only the RAM cases and the doorbell comparison]
+ * default /var/tmp] [doorbells: only the RAM cases and the doorbell comparison |
+ * onequeue [ROUNDS, default 3] [CASE...: trapped shadow polled, default all]: only one queue
+ * at depth 32, see below]
+ *
+ * `onequeue` is the one-core figure: a RAM namespace, one I/O queue, depth 32, with the
+ * device pinned to CPU 0 and the driver to CPU 1 (when there are two), for trapped doorbells,
+ * trapped with shadow doorbells, and shadow doorbells with the controller polling them
+ * (doorbell_poll_us). Rounds run interleaved, one case after the other, and the last lines
+ * are each case's medians. The driver's own CPU time per command is printed with each case,
+ * so a driver that is the limit shows.
  *
  * First a RAM namespace (1 and 2 queues, depth 1 and 32), then the ways doorbells reach the
  * device on one queue (see doorbell_mode), with the device's CPU time and how many doorbell
@@ -23,11 +32,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +83,8 @@ static uint64_t submitted_at[QUEUES_MAX + 1][DEPTH_MAX];
 static uint32_t *latencies;
 static uint64_t random_state = 88172645463325252ull;
 static uint64_t ns_blocks = RAM_BLOCKS;
+/* onequeue: the device on CPU 0 and the driver on CPU 1 (-1: wherever the scheduler puts them). */
+static int device_cpu_number = -1;
 
 static uint64_t now_ns(void)
 {
@@ -230,42 +243,61 @@ static double last_iops;
 
 static pid_t server;
 
+/* The calling thread's CPU time, user and system, in nanoseconds. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct rusage usage;
+
+    if (getrusage(RUSAGE_THREAD, &usage) < 0)
+        return 0;
+    return ((uint64_t)usage.ru_utime.tv_sec + (uint64_t)usage.ru_stime.tv_sec) * 1000000000ull +
+           ((uint64_t)usage.ru_utime.tv_usec + (uint64_t)usage.ru_stime.tv_usec) * 1000ull;
+}
+
+/* The figures of the last case, for ratios and medians. */
+static double last_p50_us, last_p99_us, last_device_cpu, last_driver_ns;
+
 /* `device_cpu`: the device's CPU time over the case, as a share of one core (< 0: none). */
 static void report(const char *label, uint32_t queue_count, uint32_t depth, uint64_t done,
                    uint64_t elapsed_ns, uint32_t *samples_ns, uint64_t samples, double device_cpu)
 {
     qsort(samples_ns, samples, sizeof(*samples_ns), compare_u32);
     last_iops = (double)done / ((double)elapsed_ns / 1e9);
+    last_p50_us = samples_ns[samples / 2] / 1000.0;
+    last_p99_us = samples_ns[samples * 99 / 100] / 1000.0;
+    last_device_cpu = device_cpu;
     printf("%-16s queues %u  depth %2u  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us", label, queue_count,
            depth, last_iops, samples_ns[samples / 2] / 1000.0,
            samples_ns[samples * 99 / 100] / 1000.0);
     if (device_cpu >= 0)
-        printf("  device CPU %3.0f%%  BAR0 doorbells/command %.2f", device_cpu * 100,
-               done > 0 ? (double)bar0_doorbells / (double)done : 0.0);
+        printf("  device CPU %3.0f%%  BAR0 doorbells/command %.2f  driver %.0f ns/command",
+               device_cpu * 100, done > 0 ? (double)bar0_doorbells / (double)done : 0.0,
+               last_driver_ns);
     printf("\n");
     fflush(stdout);
 }
 
 static void run_case(const char *label, uint32_t queue_count, uint32_t depth, double seconds)
 {
-    uint64_t start, end, done = 0, samples = 0, ticks = process_ticks(server);
+    uint64_t start, end, done = 0, samples = 0, ticks = process_ticks(server), driver;
+    uint64_t passes = 0, last_done = 0, last_progress = now_ns();
+    uint32_t outstanding = 0;
+    bool stopping = false;
 
     bar0_doorbells = 0;
     for (uint32_t qid = 1; qid <= queue_count; qid++) {
         for (uint16_t slot = 0; slot < depth; slot++)
             submit_read(qid, slot);
+        outstanding += depth;
         doorbell(2 * qid, queues[qid].tail);
     }
+    driver = thread_cpu_ns();
     start = now_ns();
     end = start + (uint64_t)(seconds * 1e9);
-    for (;;) {
-        uint64_t t = now_ns();
-        bool stopping = t >= end;
-        uint32_t outstanding = 0;
-
+    while (!stopping || outstanding > 0) {
         for (uint32_t qid = 1; qid <= queue_count; qid++) {
             uint16_t cid, status;
-            bool any = false;
+            bool any = false, resubmitted = false;
 
             while (poll_entry(qid, &cid, &status) == 0) {
                 uint64_t finished = now_ns();
@@ -276,23 +308,35 @@ static void run_case(const char *label, uint32_t queue_count, uint32_t depth, do
                 if (samples < SAMPLES)
                     latencies[samples++] = (uint32_t)(finished - submitted_at[qid][cid]);
                 done++;
-                submitted_at[qid][cid] = 0;
-                if (!stopping)
+                /* The clock read for the latency also says when to stop. */
+                stopping = stopping || finished >= end;
+                if (!stopping) {
                     submit_read(qid, cid);
+                    resubmitted = true;
+                } else {
+                    outstanding--;
+                }
                 any = true;
             }
             if (any) {
                 doorbell(2 * qid + 1, queues[qid].head);
-                if (!stopping)
+                /* Reads put in before the clock said stop still need their doorbell. */
+                if (resubmitted)
                     doorbell(2 * qid, queues[qid].tail);
             }
-            for (uint32_t slot = 0; slot < depth; slot++)
-                outstanding += submitted_at[qid][slot] != 0;
         }
-        if (stopping && outstanding == 0)
-            break;
+        /* A device that stops completing ends the benchmark rather than hanging it. */
+        if ((++passes & 0xfffff) == 0) {
+            uint64_t t = now_ns();
+            if (done == last_done && t >= last_progress + 5000000000ull)
+                die("no completion for 5 seconds", ETIMEDOUT);
+            if (done != last_done)
+                last_progress = t;
+            last_done = done;
+        }
     }
     end = now_ns();
+    last_driver_ns = done > 0 ? (double)(thread_cpu_ns() - driver) / (double)done : 0;
     report(label, queue_count, depth, done, end - start, latencies, samples,
            (double)(process_ticks(server) - ticks) / (double)sysconf(_SC_CLK_TCK) /
                ((double)(end - start) / 1e9));
@@ -412,6 +456,12 @@ static void start_server(const char *const *params)
     argv[argc] = NULL;
     server = fork();
     if (server == 0) {
+        if (device_cpu_number >= 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(device_cpu_number, &set);
+            sched_setaffinity(0, sizeof(set), &set);
+        }
         execv(binary, (char *const *)argv);
         _exit(127);
     }
@@ -519,6 +569,86 @@ static void make_image(const char *path)
     close(fd);
 }
 
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *values, uint32_t count)
+{
+    qsort(values, count, sizeof(*values), compare_double);
+    return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+}
+
+/*
+ * One I/O queue at depth 32 against a RAM namespace, the device on CPU 0 and the driver on
+ * CPU 1: `rounds` rounds, each case once per round, then each case's medians.
+ */
+#define ONEQUEUE_ROUNDS_MAX 15u
+static void run_onequeue(double seconds, uint32_t rounds, char **names, int name_count)
+{
+    static const struct {
+        const char *name, *label;
+        enum doorbell_mode mode;
+        const char *poll;
+    } cases[] = {
+        {"trapped", "trapped", DB_TRAPPED, NULL},
+        {"shadow", "trapped+shadow", DB_SHADOW, NULL},
+        {"polled", "shadow, polled", DB_SHADOW, "doorbell_poll_us=50"},
+    };
+    bool chosen[sizeof(cases) / sizeof(cases[0])];
+    enum { IOPS, P50, P99, DEVICE, DRIVER, FIGURES };
+    static double figures[sizeof(cases) / sizeof(cases[0])][FIGURES][ONEQUEUE_ROUNDS_MAX];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (rounds > ONEQUEUE_ROUNDS_MAX)
+        rounds = ONEQUEUE_ROUNDS_MAX;
+    if (rounds == 0)
+        rounds = 1;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        chosen[c] = name_count == 0;
+        for (int n = 0; n < name_count; n++)
+            chosen[c] = chosen[c] || strcmp(names[n], cases[c].name) == 0;
+    }
+    if (cpus >= 2) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(1, &set);
+        if (sched_setaffinity(0, sizeof(set), &set) == 0)
+            device_cpu_number = 0;
+    }
+    printf("nvme, RAM namespace, 1 queue, depth 32, 4 KiB random reads, %.0f s per case, %u "
+           "rounds; device on CPU %d, driver on CPU %d\n",
+           seconds, rounds, device_cpu_number, device_cpu_number >= 0 ? 1 : -1);
+    for (uint32_t round = 0; round < rounds; round++) {
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+            if (!chosen[c])
+                continue;
+            const char *const params[] = {"backend=ram", "size=1G", "io_queues=2", cases[c].poll,
+                                          NULL};
+            doorbell_mode = cases[c].mode;
+            start_server(params);
+            run_case(cases[c].label, 1, 32, seconds);
+            stop_server();
+            figures[c][IOPS][round] = last_iops;
+            figures[c][P50][round] = last_p50_us;
+            figures[c][P99][round] = last_p99_us;
+            figures[c][DEVICE][round] = last_device_cpu * 100;
+            figures[c][DRIVER][round] = last_driver_ns;
+        }
+    }
+    printf("medians of %u rounds:\n", rounds);
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        if (chosen[c])
+            printf("%-16s queues 1  depth 32  %9.0f IOPS  p50 %7.1f us  p99 %7.1f us  device CPU "
+                   "%3.0f%%  driver %.0f ns/command\n",
+                   cases[c].label, median(figures[c][IOPS], rounds),
+                   median(figures[c][P50], rounds), median(figures[c][P99], rounds),
+                   median(figures[c][DEVICE], rounds), median(figures[c][DRIVER], rounds));
+    doorbell_mode = DB_TRAPPED;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const ram[] = {"backend=ram", "size=1G", "io_queues=2", NULL};
@@ -537,6 +667,12 @@ int main(int argc, char **argv)
     if (guest == MAP_FAILED)
         die("mmap", errno);
     print_load("before");
+    if (argc > 4 && strcmp(argv[4], "onequeue") == 0) {
+        run_onequeue(seconds, argc > 5 ? (uint32_t)atoi(argv[5]) : 3, argv + 6,
+                     argc > 6 ? argc - 6 : 0);
+        print_load("after");
+        return EXIT_SUCCESS;
+    }
 
     printf("nvme, RAM namespace, 4 KiB random reads, %.0f s per case\n", seconds);
     ns_blocks = RAM_BLOCKS;
