@@ -17,13 +17,18 @@
  * pread's rate on this project's test machine, against about half for io_uring), and it needs locks
  * besides. Before guest memory goes away (DMA unmap, reset, the client leaving) the controller
  * waits for every operation in flight: the kernel cannot cancel a read that is already copying into
- * guest memory. RAM namespaces, Write Zeroes and Dataset Management (fallocate) stay synchronous;
- * so does everything with `aio: sync`, or where the kernel refuses io_uring (see
- * vfio-userd-nvme(7)).
+ * guest memory. Write Zeroes and Dataset Management's deallocate go to the ring as well, since a
+ * fallocate may take as long as the storage likes: one IORING_OP_FALLOCATE per range, all ranges
+ * at once, one completion when the last is done and the first error reported; where fallocate
+ * cannot (a file system without FALLOC_FL_ZERO_RANGE or holes, a device that cannot zero), the
+ * zeros are written from a shared zero buffer, one chunk after the other, as the synchronous
+ * path does. RAM namespaces stay synchronous (a memcpy or memset is all there is to do); so does
+ * everything with `aio: sync`, or where the kernel refuses io_uring (see vfio-userd-nvme(7)).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -216,11 +221,17 @@ void nvme_io_decode(struct nvme_command *cmd)
 }
 
 /* ---------------------------------------------------------------------------------------
- * io_uring. A command's operations carry the command as user data, its low bit telling an
- * fdatasync (1) from a read or write (0); `outstanding` counts them.
+ * io_uring. An operation's user data is the command (a read or write: tag 0; an fdatasync:
+ * tag 1) or one of its zeroing operations (tag 2), tagged in the low bits, which alignment
+ * leaves free; `outstanding` counts a command's operations.
  */
 
 #define NVME_RING_FSYNC 1u
+#define NVME_RING_ZERO  2u
+#define NVME_RING_TAGS  3u
+_Static_assert(_Alignof(struct nvme_command) > NVME_RING_TAGS &&
+                   _Alignof(struct nvme_zero_op) > NVME_RING_TAGS,
+               "the ring's tags fit below the alignment of what they tag");
 
 static bool nvme_async(const struct nvme_controller *ctrl, const struct nvme_namespace *ns)
 {
@@ -240,9 +251,10 @@ static struct io_uring_sqe *nvme_ring_sqe(struct nvme_controller *ctrl)
     return sqe;
 }
 
-static void nvme_ring_queued(struct nvme_command *cmd, struct io_uring_sqe *sqe, uintptr_t tag)
+/* `data`: the command or zeroing operation, with its tag. */
+static void nvme_ring_queued(struct nvme_command *cmd, struct io_uring_sqe *sqe, uintptr_t data)
 {
-    io_uring_sqe_set_data(sqe, (void *)((uintptr_t)cmd | tag));
+    io_uring_sqe_set_data(sqe, (void *)data);
     cmd->outstanding++;
     cmd->ctrl->in_flight++;
     cmd->ctrl->unsubmitted++;
@@ -260,7 +272,7 @@ static int nvme_ring_rw(struct nvme_command *cmd)
         io_uring_prep_writev(sqe, cmd->io_ns->fd, iov, cmd->io_iov_count, cmd->io_offset);
     else
         io_uring_prep_readv(sqe, cmd->io_ns->fd, iov, cmd->io_iov_count, cmd->io_offset);
-    nvme_ring_queued(cmd, sqe, 0);
+    nvme_ring_queued(cmd, sqe, (uintptr_t)cmd);
     return 0;
 }
 
@@ -271,7 +283,7 @@ static int nvme_ring_fsync(struct nvme_command *cmd, struct nvme_namespace *ns)
     if (sqe == NULL)
         return -EBUSY;
     io_uring_prep_fsync(sqe, ns->fd, IORING_FSYNC_DATASYNC);
-    nvme_ring_queued(cmd, sqe, NVME_RING_FSYNC);
+    nvme_ring_queued(cmd, sqe, (uintptr_t)cmd | NVME_RING_FSYNC);
     return 0;
 }
 
@@ -331,26 +343,113 @@ static int nvme_ring_rw_done(struct nvme_command *cmd, uint32_t done)
     return 0;
 }
 
+/* Zeros for `op`'s next chunk, from the controller's zero buffer. */
+static int nvme_ring_zero_write(struct nvme_command *cmd, struct nvme_zero_op *op)
+{
+    struct nvme_controller *ctrl = cmd->ctrl;
+    uint32_t chunk = op->length < NVME_MAX_TRANSFER ? (uint32_t)op->length : NVME_MAX_TRANSFER;
+    struct io_uring_sqe *sqe;
+
+    /* Before the entry is taken: one taken is submitted, whatever it holds. */
+    if (ctrl->zeros == NULL) {
+        ctrl->zeros = aligned_alloc(NVME_PAGE_SIZE, NVME_MAX_TRANSFER);
+        if (ctrl->zeros == NULL)
+            return -ENOMEM;
+        memset(ctrl->zeros, 0, NVME_MAX_TRANSFER);
+    }
+    sqe = nvme_ring_sqe(ctrl);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_write(sqe, cmd->io_ns->fd, ctrl->zeros, chunk, op->offset);
+    nvme_ring_queued(cmd, sqe, (uintptr_t)op | NVME_RING_ZERO);
+    return 0;
+}
+
+static int nvme_ring_zero_start(struct nvme_command *cmd, struct nvme_zero_op *op)
+{
+    int mode = op->deallocate ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE;
+    struct io_uring_sqe *sqe = nvme_ring_sqe(cmd->ctrl);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_fallocate(sqe, cmd->io_ns->fd, mode, (off_t)op->offset, (off_t)op->length);
+    nvme_ring_queued(cmd, sqe, (uintptr_t)op | NVME_RING_ZERO);
+    return 0;
+}
+
+/* A zeroing operation's fallocate or write finished with `result`: what nvme_backend_zero()
+ * does synchronously, one step at a time. 0, or -errno to fail the command. */
+static int nvme_ring_zero_done(struct nvme_command *cmd, struct nvme_zero_op *op, int result)
+{
+    if (!op->writing) {
+        if (result >= 0)
+            return 0;
+        if (op->deallocate && cmd->io_ns->block_device)
+            return 0; /* a hint only: DLFEAT promises nothing for block devices */
+        /* No such fallocate here (a file system without the mode, a device that cannot):
+         * the zeros are written, so that the blocks read as zeros all the same. */
+        op->writing = true;
+        return nvme_ring_zero_write(cmd, op);
+    }
+    if (result < 0)
+        return result;
+    if (result == 0)
+        return -EIO;
+    op->offset += (uint64_t)result;
+    op->length -= (uint64_t)result;
+    return op->length > 0 ? nvme_ring_zero_write(cmd, op) : 0;
+}
+
+static const char *nvme_io_name(uint8_t opcode)
+{
+    switch (opcode) {
+    case NVME_IO_READ:
+        return "read";
+    case NVME_IO_WRITE:
+        return "write";
+    case NVME_IO_WRITE_ZEROES:
+        return "write zeroes";
+    case NVME_IO_DSM:
+        return "deallocate";
+    default:
+        return "flush";
+    }
+}
+
 static void nvme_ring_complete(struct nvme_controller *ctrl, uint64_t data, int result)
 {
-    struct nvme_command *cmd = (struct nvme_command *)(uintptr_t)(data & ~(uint64_t)1);
-    bool fsync = (data & NVME_RING_FSYNC) != 0;
+    uintptr_t tag = (uintptr_t)data & NVME_RING_TAGS;
+    struct nvme_zero_op *op = NULL;
+    struct nvme_command *cmd;
     int rc = result < 0 ? result : 0;
 
+    if (tag == NVME_RING_ZERO) {
+        op = (struct nvme_zero_op *)((uintptr_t)data & ~(uintptr_t)NVME_RING_TAGS);
+        cmd = op->cmd;
+    } else {
+        cmd = (struct nvme_command *)((uintptr_t)data & ~(uintptr_t)NVME_RING_TAGS);
+    }
     ctrl->in_flight--;
-    /* An abandoned command (its queue or controller reset) only winds down. */
-    if (rc == 0 && !fsync && !cmd->abandoned && cmd->io_error == 0)
-        rc = nvme_ring_rw_done(cmd, (uint32_t)result);
-    if (rc < 0 && cmd->io_error == 0)
+    /* An abandoned command (its queue or controller reset) only winds down, and so does one
+     * that failed already: the first error is the one reported. */
+    if (!cmd->abandoned && cmd->io_error == 0) {
+        if (op != NULL)
+            rc = nvme_ring_zero_done(cmd, op, result);
+        else if (rc == 0 && tag != NVME_RING_FSYNC)
+            rc = nvme_ring_rw_done(cmd, (uint32_t)result);
+    }
+    if (rc < 0 && cmd->io_error == 0) {
         cmd->io_error = rc;
+        if (op != NULL)
+            cmd->io_offset = op->offset;
+    }
     cmd->outstanding--;
     if (cmd->outstanding > 0)
         return;
     if (!cmd->abandoned) {
         if (cmd->io_error < 0) {
             nvme_guest_log(ctrl, "namespace %u: %s at byte %llu failed: %s",
-                           cmd->io_ns != NULL ? cmd->io_ns->nsid : 0,
-                           cmd->sqe.opcode == NVME_IO_READ ? "read" : "write or flush",
+                           cmd->io_ns != NULL ? cmd->io_ns->nsid : 0, nvme_io_name(cmd->sqe.opcode),
                            (unsigned long long)cmd->io_offset, strerror(-cmd->io_error));
             cmd->status = nvme_status_of_errno(cmd->io_error, cmd->io_write);
         } else {
@@ -515,6 +614,35 @@ bool nvme_io_direct_ok(const struct nvme_command *cmd)
     return true;
 }
 
+/* Starts the command's first `count` zeroing operations on the io_uring, all at once; the
+ * last completion resumes the command, with the first error if any failed. */
+static void nvme_zero_async(struct nvme_command *cmd, struct nvme_namespace *ns, uint32_t count)
+{
+    int rc = 0;
+
+    cmd->io_ns = ns;
+    cmd->io_write = true;
+    cmd->io_flush_after = false;
+    cmd->io_error = 0;
+    cmd->io_offset = count > 0 ? cmd->zero_ops[0].offset : 0;
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        cmd->zero_ops[i].cmd = cmd;
+        cmd->zero_ops[i].writing = false;
+        rc = nvme_ring_zero_start(cmd, &cmd->zero_ops[i]);
+    }
+    if (rc < 0 && cmd->outstanding > 0)
+        cmd->io_error = rc; /* what went waits for its completions, which report this */
+    else if (rc < 0)
+        cmd->status = nvme_status_of_errno(rc, true);
+}
+
+static int nvme_command_zero_ops(struct nvme_command *cmd)
+{
+    if (cmd->zero_ops == NULL)
+        cmd->zero_ops = calloc(NVME_DSM_RANGES, sizeof(*cmd->zero_ops));
+    return cmd->zero_ops != NULL ? 0 : -ENOMEM;
+}
+
 /* Starts a Read or Write on the io_uring; the completion resumes the command. */
 static void nvme_read_write_async(struct nvme_command *cmd, struct nvme_namespace *ns,
                                   uint64_t offset, bool write, bool flush_after)
@@ -589,8 +717,9 @@ static void nvme_read_write(struct nvme_command *cmd, struct nvme_namespace *ns,
 
 static void nvme_dataset_management(struct nvme_command *cmd, struct nvme_namespace *ns)
 {
-    uint32_t ranges = cmd->data_length / 16;
-    uint8_t list[256 * 16];
+    uint32_t ranges = cmd->data_length / 16, count = 0;
+    bool async = nvme_async(cmd->ctrl, ns);
+    uint8_t list[NVME_DSM_RANGES * 16];
     int rc;
 
     if ((cmd->sqe.cdw11 & 0x4) == 0)
@@ -608,6 +737,10 @@ static void nvme_dataset_management(struct nvme_command *cmd, struct nvme_namesp
             return;
         }
     }
+    if (async && nvme_command_zero_ops(cmd) < 0) {
+        cmd->status = NVME_INTERNAL_ERROR;
+        return;
+    }
     for (uint32_t i = 0; i < ranges; i++) {
         uint32_t blocks;
         uint64_t slba;
@@ -615,6 +748,15 @@ static void nvme_dataset_management(struct nvme_command *cmd, struct nvme_namesp
         memcpy(&slba, list + 16 * i + 8, sizeof(slba));
         if (blocks == 0)
             continue;
+        if (async) {
+            /* Every range at once; one completion when the last is done. */
+            cmd->zero_ops[count++] = (struct nvme_zero_op){
+                .offset = slba << ns->block_shift,
+                .length = (uint64_t)blocks << ns->block_shift,
+                .deallocate = true,
+            };
+            continue;
+        }
         rc = nvme_backend_zero(cmd, ns, slba << ns->block_shift,
                                (uint64_t)blocks << ns->block_shift, true);
         if (rc < 0) {
@@ -622,6 +764,8 @@ static void nvme_dataset_management(struct nvme_command *cmd, struct nvme_namesp
             return;
         }
     }
+    if (async)
+        nvme_zero_async(cmd, ns, count);
 }
 
 void nvme_io_execute(struct nvme_command *cmd)
@@ -661,6 +805,19 @@ void nvme_io_execute(struct nvme_command *cmd)
         break;
     case NVME_IO_WRITE_ZEROES:
         /* DEAC (bit 25) lets the blocks be deallocated: a hole in a file. */
+        if (nvme_async(ctrl, ns)) {
+            if (nvme_command_zero_ops(cmd) < 0) {
+                cmd->status = NVME_INTERNAL_ERROR;
+                break;
+            }
+            cmd->zero_ops[0] = (struct nvme_zero_op){
+                .offset = slba << ns->block_shift,
+                .length = blocks << ns->block_shift,
+                .deallocate = (cmd->sqe.cdw12 & (1u << 25)) != 0,
+            };
+            nvme_zero_async(cmd, ns, 1);
+            break;
+        }
         rc = nvme_backend_zero(cmd, ns, slba << ns->block_shift, blocks << ns->block_shift,
                                (cmd->sqe.cdw12 & (1u << 25)) != 0);
         if (rc < 0)

@@ -452,13 +452,16 @@ static void nvme_free(struct nvme_controller *ctrl)
     }
     if (ctrl->sqs != NULL) {
         for (uint32_t q = 0; q <= ctrl->config.io_queues; q++) {
-            for (uint32_t i = 0; i < ctrl->sqs[q].slots; i++)
+            for (uint32_t i = 0; i < ctrl->sqs[q].slots; i++) {
                 free(ctrl->sqs[q].commands[i].bounce);
+                free(ctrl->sqs[q].commands[i].zero_ops);
+            }
             free(ctrl->sqs[q].commands);
         }
     }
     free(ctrl->sqs);
     free(ctrl->cqs);
+    free(ctrl->zeros);
     free(ctrl);
 }
 

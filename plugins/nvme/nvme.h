@@ -193,6 +193,20 @@ enum nvme_stage {
 
 struct nvme_controller;
 struct nvme_sq;
+struct nvme_command;
+
+/* Ranges of one Dataset Management command (NR, 8 bits, plus one). */
+#define NVME_DSM_RANGES 256u
+
+/* One range of a Write Zeroes or Dataset Management on the io_uring: a fallocate, or where
+ * that fails, zeros written from the controller's zero buffer one chunk after the other. */
+struct nvme_zero_op {
+    struct nvme_command *cmd;
+    uint64_t offset;
+    uint64_t length; /* still to zero */
+    bool deallocate; /* a hole (FALLOC_FL_PUNCH_HOLE), else FALLOC_FL_ZERO_RANGE */
+    bool writing;    /* fallocate refused: writing zeros */
+};
 
 /* A command in progress, in one of its submission queue's slots. */
 struct nvme_command {
@@ -233,6 +247,9 @@ struct nvme_command {
     uint64_t io_offset;
     int io_error; /* first failure among the command's backend operations */
     struct nvme_namespace *io_ns;
+    /* Write Zeroes and Dataset Management in flight: NVME_DSM_RANGES operations, allocated
+     * when first needed and kept with the slot. */
+    struct nvme_zero_op *zero_ops;
     struct nvme_cqe cqe;
     uint8_t *bounce; /* NVME_MAX_TRANSFER bytes, allocated when first needed */
 };
@@ -343,6 +360,9 @@ struct nvme_controller {
     /* The host asked to quiesce (ABI 1.1): no command starts; `quiesce_pending` until the
      * last operation in flight is reaped and the host is told (host->quiesced). */
     bool quiescing, quiesce_pending;
+    /* NVME_MAX_TRANSFER bytes of zeros, page aligned, for zeroing where fallocate cannot;
+     * only ever read, so every command shares it. Allocated when first needed. */
+    uint8_t *zeros;
     uint32_t unsubmitted; /* prepared in the ring, not yet submitted */
 
     /* Doorbell Buffer Config (doorbell.c): the Shadow Doorbell and EventIdx pages, client

@@ -618,6 +618,8 @@ void nvme_sq_teardown(struct nvme_controller *ctrl, struct nvme_sq *sq)
         if (cmd->outstanding == 0) {
             free(cmd->bounce);
             cmd->bounce = NULL;
+            free(cmd->zero_ops);
+            cmd->zero_ops = NULL;
         }
     }
     sq->created = false;

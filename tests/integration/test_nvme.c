@@ -847,6 +847,155 @@ START_TEST(flush_zeroes_deallocate)
 }
 END_TEST
 
+/* Where `path` (a 512-byte-block namespace) has a hole: [offset, offset + length) is one. */
+static void expect_hole(int fd, off_t offset, off_t length)
+{
+    off_t data = lseek(fd, offset, SEEK_DATA);
+
+    ck_assert_int_eq(lseek(fd, offset, SEEK_HOLE), offset);
+    ck_assert_msg(data < 0 || data >= offset + length, "data at %lld in the hole at %lld",
+                  (long long)data, (long long)offset);
+}
+
+static void expect_file_zeros(int fd, off_t offset, size_t length)
+{
+    uint8_t bytes[16384];
+
+    ck_assert_uint_le(length, sizeof(bytes));
+    ck_assert_int_eq(pread(fd, bytes, length, offset), (ssize_t)length);
+    for (size_t i = 0; i < length; i++)
+        ck_assert_msg(bytes[i] == 0, "byte %lld is %u, not zero", (long long)offset + (long long)i,
+                      bytes[i]);
+}
+
+/* The file holds the pattern written by check_zeroes_and_deallocate() at `offset`. */
+static void expect_file_pattern(int fd, off_t offset, size_t length)
+{
+    static uint8_t pattern[128 << 10];
+    uint8_t bytes[16384];
+
+    ck_assert_uint_le(length, sizeof(bytes));
+    fill_pattern(pattern, sizeof(pattern), 5);
+    ck_assert_int_eq(pread(fd, bytes, length, offset), (ssize_t)length);
+    ck_assert_int_eq(memcmp(bytes, pattern + offset % sizeof(pattern), length), 0);
+}
+
+/*
+ * Write Zeroes and Dataset Management on the image at `path` (one namespace of 8 MiB, 512-byte
+ * blocks) with `aio`, checked in the file itself: zeros where zeroed, holes where deallocated,
+ * data everywhere else, and nothing changed by a command that fails.
+ */
+static void check_zeroes_and_deallocate(const char *path, const char *aio)
+{
+    /* LBAs and lengths in blocks, 4 KiB aligned so that any file system can punch them. */
+    static const uint32_t dsm[3][2] = {{4096, 256}, {5120, 512}, {7168, 1024}};
+    char params[512];
+    uint8_t list[3 * 16];
+    struct stat before, after;
+    struct sqe sqe;
+    int fd;
+
+    stop_device();
+    unmap_guest();
+    snprintf(params, sizeof(params), "{\"path\": \"%s\", \"size\": \"8M\", \"aio\": \"%s\"}", path,
+             aio);
+    start_device(params);
+    map_guest(true);
+    enable_controller();
+    create_io_queues(1);
+    fill_pattern(guest + DATA_OFF, 128 << 10, 5);
+    for (uint64_t lba = 0; lba < 8192; lba += 256)
+        ck_assert_uint_eq(rw(1, 0x01, 1, lba, 256, DATA_OFF, 128 << 10), SC_SUCCESS);
+    sqe = (struct sqe){.opcode = 0x00, .nsid = 1};
+    ck_assert_uint_eq(run(1, &sqe).status, SC_SUCCESS);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+
+    /* Write Zeroes of 24 blocks at LBA 8: zeros in the file, the blocks around it kept. */
+    sqe = (struct sqe){.opcode = 0x08, .nsid = 1};
+    sqe.cdw[0] = 8;
+    sqe.cdw[2] = 23;
+    ck_assert_uint_eq(run(1, &sqe).status, SC_SUCCESS);
+    expect_file_pattern(fd, 0, 4096);
+    expect_file_zeros(fd, 4096, 12288);
+    expect_file_pattern(fd, 16384, 4096);
+    /* With DEAC, 1 MiB from LBA 2048: a hole, which reads as zeros. */
+    sqe.cdw[0] = 2048;
+    sqe.cdw[2] = 2047 | 1u << 25;
+    ck_assert_uint_eq(run(1, &sqe).status, SC_SUCCESS);
+    expect_hole(fd, 1 << 20, 1 << 20);
+    expect_file_zeros(fd, (1 << 20) + 4096, 4096);
+    expect_file_pattern(fd, 2 << 20, 4096);
+    /* Beyond the end: LBA Out of Range. */
+    sqe.cdw[0] = 16383;
+    sqe.cdw[2] = 1;
+    ck_assert_uint_eq(run(1, &sqe).status, SC_LBA_RANGE);
+
+    /* Dataset Management, deallocate, three ranges in one command: three holes, the data
+     * between them kept, and the file holds fewer blocks. */
+    ck_assert_int_eq(fstat(fd, &before), 0);
+    memset(list, 0, sizeof(list));
+    for (int i = 0; i < 3; i++) {
+        uint64_t slba = dsm[i][0];
+        memcpy(list + 16 * i + 4, &dsm[i][1], 4);
+        memcpy(list + 16 * i + 8, &slba, 8);
+    }
+    memcpy(guest + DATA2_OFF, list, sizeof(list));
+    sqe = (struct sqe){.opcode = 0x09, .nsid = 1, .prp1 = GUEST + DATA2_OFF};
+    sqe.cdw[0] = 2; /* three ranges */
+    sqe.cdw[1] = 0x4;
+    ck_assert_uint_eq(run(1, &sqe).status, SC_SUCCESS);
+    for (int i = 0; i < 3; i++)
+        expect_hole(fd, (off_t)dsm[i][0] * 512, (off_t)dsm[i][1] * 512);
+    expect_file_pattern(fd, (4096 + 256) * 512, 4096);
+    expect_file_pattern(fd, (7168 - 8) * 512, 4096);
+    ck_assert_int_eq(fstat(fd, &after), 0);
+    /* Less 32 KiB (64 sectors) for what the file system may add to describe the holes. */
+    ck_assert_int_le(after.st_blocks, before.st_blocks - (256 + 512 + 1024) + 64);
+    memset(guest + DATA_OFF, 0xff, 4096);
+    ck_assert_uint_eq(rw(1, 0x02, 1, 5120, 8, DATA_OFF, 4096), SC_SUCCESS);
+    for (int i = 0; i < 4096; i++)
+        ck_assert_uint_eq(guest[DATA_OFF + i], 0);
+
+    /* A range beyond the namespace among good ones: LBA Out of Range, nothing deallocated. */
+    fill_pattern(guest + DATA_OFF, 128 << 10, 5);
+    ck_assert_uint_eq(rw(1, 0x01, 1, 4096, 256, DATA_OFF, 128 << 10), SC_SUCCESS);
+    {
+        uint64_t slba = 16383;
+        uint32_t blocks = 2;
+        memcpy(list + 16 + 4, &blocks, 4);
+        memcpy(list + 16 + 8, &slba, 8);
+        memcpy(guest + DATA2_OFF, list, sizeof(list));
+    }
+    ck_assert_uint_eq(run(1, &sqe).status, SC_LBA_RANGE);
+    expect_file_pattern(fd, 4096 * 512, 4096);
+    close(fd);
+    ck_assert_uint_eq(read32(REG_CSTS), CSTS_RDY);
+}
+
+START_TEST(zeroes_and_deallocate_both_engines)
+{
+    check_zeroes_and_deallocate(image0, "io_uring");
+    check_zeroes_and_deallocate(image0, "sync");
+}
+END_TEST
+
+START_TEST(zeroes_written_where_fallocate_cannot)
+{
+    /* tmpfs punches holes but has no FALLOC_FL_ZERO_RANGE: Write Zeroes writes the zeros. */
+    char path[128];
+    struct stat st;
+
+    if (stat("/dev/shm", &st) < 0 || !S_ISDIR(st.st_mode))
+        return;
+    snprintf(path, sizeof(path), "/dev/shm/test_nvme.%d.img", (int)getpid());
+    check_zeroes_and_deallocate(path, "io_uring");
+    check_zeroes_and_deallocate(path, "sync");
+    stop_device();
+    unlink(path);
+}
+END_TEST
+
 START_TEST(read_only_namespace)
 {
     char params[512];
@@ -1750,6 +1899,8 @@ static Suite *nvme_suite(void)
         {"io", chained_prp_list},
         {"io", io_errors},
         {"io", flush_zeroes_deallocate},
+        {"io", zeroes_and_deallocate_both_engines},
+        {"io", zeroes_written_where_fallocate_cannot},
         {"io", read_only_namespace},
         {"io", ram_namespace},
         {"io", message_dma},
