@@ -33,6 +33,9 @@
  *    has nothing left to do, the controller stores EventIdx = the tail it saw, so the next
  *    command is announced, then reads the tail once more (the guest may have stored a new
  *    tail in between, seeing the old EventIdx).
+ *  - With doorbell_poll_us the controller keeps reading the shadow that long after the last
+ *    command it started before it sets EventIdx (nvme_dbbuf_poll_event), so that a driver
+ *    that goes on submitting never pays a BAR0 write and the device never a wake-up.
  *  - Completion queue heads are read from the shadow whenever the controller needs room;
  *    only a submission queue held back by a full completion queue asks for a BAR0 write of
  *    the head (EventIdx = the head it saw), in the same store-then-read-again way.
