@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "rpc_client.h"
+#include "log.h"
 
 #define RPC_CLIENT_INITIAL_BUFFER (64u * 1024)
 /* How often a connect() refused for a full backlog is tried again. */
@@ -29,10 +30,7 @@ struct rpc_client {
 
 static int64_t now_ms(void)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (int64_t)(vu_monotonic_usec() / 1000);
 }
 
 /* Milliseconds left before `deadline`, at least 0. */

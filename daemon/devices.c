@@ -1027,18 +1027,10 @@ int device_manager_persist(struct device_manager *manager, struct managed_device
 
 /* --- What a device is doing. --- */
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 /* Time left, at most one call's worth; 0 when none is left. */
 static uint64_t query_left(const struct device_query *query)
 {
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
     uint64_t left = query->end > now ? query->end - now : 0;
 
     return left < WORKERS_CALL_TIMEOUT_USEC ? left : WORKERS_CALL_TIMEOUT_USEC;
@@ -1046,7 +1038,7 @@ static uint64_t query_left(const struct device_query *query)
 
 void device_query_start(struct device_manager *manager, struct device_query *query)
 {
-    query->end = monotonic_usec() + DEVICE_QUERY_DEADLINE_USEC;
+    query->end = vu_monotonic_usec() + DEVICE_QUERY_DEADLINE_USEC;
     query->given_up = calloc(workers_count(manager->workers), sizeof(bool));
     workers_probe(manager->workers, query_left(query));
 }

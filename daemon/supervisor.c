@@ -81,14 +81,6 @@ struct supervisor_host {
     struct vu_log_ratelimit open_log; /* lines the host's open requests cause */
 };
 
-static uint64_t now_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 /* --- Where and as whom hosts run. --- */
 
 const char *supervisor_host_binary(void)
@@ -324,7 +316,7 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     /* Every attempt counts against the start limit and starts the clock of the back-off,
      * including one that fails before a process exists (a plugin file gone, no descriptors):
      * such a failure must not retry unbounded. */
-    host->started_usec = now_usec();
+    host->started_usec = vu_monotonic_usec();
     record_start(host, host->started_usec);
     argv[count++] = (char *)DEVICE_HOST_BINARY;
     if (host->change_user) {
@@ -527,7 +519,7 @@ static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, v
 static int wait_message(struct supervisor_host *host, const char *type, uint64_t sequence,
                         uint64_t timeout_usec, json_t **reply)
 {
-    uint64_t deadline = now_usec() + timeout_usec, now;
+    uint64_t deadline = vu_monotonic_usec() + timeout_usec, now;
     json_t *message;
     int ret = -EAGAIN;
 
@@ -539,7 +531,8 @@ static int wait_message(struct supervisor_host *host, const char *type, uint64_t
         if (host->channel_fd < 0)
             return -ESRCH;
         /* The deadline holds however fast the host sends other messages. */
-        while (now_usec() < deadline && (ret = control_receive(host->channel_fd, &message)) > 0) {
+        while (vu_monotonic_usec() < deadline &&
+               (ret = control_receive(host->channel_fd, &message)) > 0) {
             note_message(host, message);
             if (strcmp(control_type(message), type) == 0 &&
                 (sequence == 0 || control_sequence(message) == sequence)) {
@@ -552,7 +545,7 @@ static int wait_message(struct supervisor_host *host, const char *type, uint64_t
             }
             json_decref(message);
         }
-        now = now_usec();
+        now = vu_monotonic_usec();
         if (now >= deadline)
             return -ETIMEDOUT;
         if (ret != -EAGAIN)
@@ -593,7 +586,7 @@ static void handle_end(struct supervisor_host *host, const siginfo_t *info)
 {
     bool clean = info->si_code == CLD_EXITED && info->si_status == 0;
     bool stuck = host->state == SUPERVISOR_STUCK;
-    uint64_t now = now_usec(), delay;
+    uint64_t now = vu_monotonic_usec(), delay;
     char cause[128];
 
     describe_exit(info, cause, sizeof(cause));
@@ -679,14 +672,14 @@ static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdat
 
     if (period < HEALTH_CHECK_MIN_USEC)
         period = HEALTH_CHECK_MIN_USEC;
-    sd_event_source_set_time(source, now_usec() + period);
+    sd_event_source_set_time(source, vu_monotonic_usec() + period);
     if (host->pid == 0 || host->state == SUPERVISOR_STUCK || host->stopping)
         return 0;
     /* Answers may wait unread, for instance while the main loop waited on another host:
      * they count before the host is judged. */
     if (host->channel_source != NULL && !drain_channel(host))
         host->channel_source = sd_event_source_disable_unref(host->channel_source);
-    now = now_usec();
+    now = vu_monotonic_usec();
     if (!host->ready) {
         if (now - host->started_usec > SUPERVISOR_START_TIMEOUT_USEC) {
             host->state = SUPERVISOR_STUCK;
@@ -823,7 +816,7 @@ fail:
 int supervisor_await(struct supervisor_host *host, struct vfio_userd_error *plugin_error,
                      char *error, size_t error_size)
 {
-    uint64_t waited = now_usec() - host->started_usec;
+    uint64_t waited = vu_monotonic_usec() - host->started_usec;
     json_t *reply = NULL;
     int ret;
 

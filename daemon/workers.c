@@ -61,14 +61,6 @@ struct workers {
     size_t count;
 };
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 static struct timespec monotonic_deadline(uint64_t usec)
 {
     return (struct timespec){.tv_sec = (time_t)(usec / 1000000),
@@ -265,7 +257,7 @@ static void report_stuck(struct worker *worker, uint64_t now)
 
 size_t workers_stop(struct workers *workers)
 {
-    uint64_t deadline = monotonic_usec() + WORKERS_CALL_TIMEOUT_USEC;
+    uint64_t deadline = vu_monotonic_usec() + WORKERS_CALL_TIMEOUT_USEC;
     size_t left = 0;
 
     if (workers == NULL)
@@ -284,7 +276,7 @@ size_t workers_stop(struct workers *workers)
         bool running = worker->thread_started, stuck;
 
         pthread_mutex_lock(&worker->lock);
-        stuck = is_stuck(worker, monotonic_usec());
+        stuck = is_stuck(worker, vu_monotonic_usec());
         pthread_mutex_unlock(&worker->lock);
         /* pthread_timedjoin_np measures against CLOCK_REALTIME: poll the end instead. A
          * worker already known to be stuck is not waited for. */
@@ -293,13 +285,13 @@ size_t workers_stop(struct workers *workers)
                 running = false;
                 break;
             }
-            if (monotonic_usec() >= deadline)
+            if (vu_monotonic_usec() >= deadline)
                 break;
             usleep(1000);
         }
         if (running) {
             pthread_mutex_lock(&worker->lock);
-            report_stuck(worker, monotonic_usec());
+            report_stuck(worker, vu_monotonic_usec());
             pthread_mutex_unlock(&worker->lock);
             left++;
             continue;
@@ -355,7 +347,7 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
                        void *argument, size_t size)
 {
     struct worker *worker = &workers->workers[index % workers->count];
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
     uint64_t timeout = call->timeout_usec > 0 && call->timeout_usec < WORKERS_CALL_TIMEOUT_USEC
                            ? call->timeout_usec
                            : WORKERS_CALL_TIMEOUT_USEC;
@@ -417,7 +409,7 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     /* A full wait in vain makes the worker stuck; a shorter one only asks it to answer. */
     if (timeout >= WORKERS_STUCK_USEC) {
         worker->timed_out = true;
-        report_stuck(worker, monotonic_usec());
+        report_stuck(worker, vu_monotonic_usec());
     }
     pthread_mutex_unlock(&worker->lock);
     if (withdrawn) {
@@ -432,7 +424,7 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
 bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck)
 {
     struct worker *worker = &workers->workers[index % workers->count];
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
     bool result;
 
     pthread_mutex_lock(&worker->lock);
@@ -445,7 +437,7 @@ bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *s
 
 bool workers_heartbeat(struct workers *workers)
 {
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
     bool recovered = false;
 
     for (size_t i = 0; i < workers->count; i++) {
@@ -467,7 +459,7 @@ bool workers_heartbeat(struct workers *workers)
 
 size_t workers_probe(struct workers *workers, uint64_t timeout_usec)
 {
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
     struct timespec deadline = monotonic_deadline(now + timeout_usec);
     size_t stuck = 0;
 
@@ -487,7 +479,7 @@ size_t workers_probe(struct workers *workers, uint64_t timeout_usec)
             ;
         if (worker->heartbeat_pending) {
             worker->timed_out = true;
-            report_stuck(worker, monotonic_usec());
+            report_stuck(worker, vu_monotonic_usec());
             stuck++;
         }
         pthread_mutex_unlock(&worker->lock);

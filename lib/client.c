@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "client.h"
+#include "log.h"
 
 /* The kernel's limit on descriptors in one SCM_RIGHTS message (SCM_MAX_FD). */
 #define VU_CLIENT_MAX_FDS 253u
@@ -63,10 +64,7 @@ struct vu_client {
 
 static int64_t now_ms(void)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (int64_t)(vu_monotonic_usec() / 1000);
 }
 
 /* A negative deadline never expires. */

@@ -43,19 +43,19 @@ void vu_device_track_callbacks(struct vu_callback_tracker *new_tracker)
 static void track(const struct vu_device *device, const char *callback)
 {
     struct vu_callback_tracker *own = tracker;
-    struct timespec now = {0};
+    uint64_t now = 0;
     unsigned sequence;
 
     if (own == NULL)
         return;
     if (callback != NULL)
-        clock_gettime(CLOCK_MONOTONIC, &now);
+        now = vu_monotonic_usec();
     sequence = atomic_load_explicit(&own->sequence, memory_order_relaxed);
     atomic_store_explicit(&own->sequence, sequence + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     own->state.callback = callback;
     if (callback != NULL) {
-        own->state.since_usec = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+        own->state.since_usec = now;
         own->state.plugin = device->plugin->name;
         if (own->named != device) {
             snprintf(own->state.device, sizeof(own->state.device), "%s",
@@ -761,14 +761,6 @@ static int host_open_file(struct vfio_userd_device *public, const char *path, in
  * afterwards so that DMA messages the callback queued leave and their deadline is armed.
  */
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 /* Enters plugin code for `device` from the loop; returns what to hand to callback_end. */
 static struct vu_device *callback_begin(struct vu_device *device, const char *callback)
 {
@@ -888,7 +880,7 @@ static int host_add_fd(struct vfio_userd_device *public, int fd, uint32_t events
 
 static uint64_t deadline_of(uint64_t usec)
 {
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
 
     if (usec == VFIO_USERD_TIMER_OFF)
         return VFIO_USERD_TIMER_OFF;

@@ -703,14 +703,6 @@ static void connection_work(struct connection *connection, int channel, uint32_t
     vu_fault_guard_enter(previous);
 }
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 /* Requests a polling endpoint serves in one wake-up before it lets the loop run (a host's
  * health checks, other devices of a worker): then the loop comes straight back. */
 #define POLL_REQUESTS_PER_WAKEUP 256
@@ -732,7 +724,7 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
      * up to poll_usec after each one. The client may go meanwhile: the connection is then
      * gone, and so is this loop.
      */
-    deadline = monotonic_usec() + endpoint->poll_usec;
+    deadline = vu_monotonic_usec() + endpoint->poll_usec;
     while (endpoint->connection == connection && served < POLL_REQUESTS_PER_WAKEUP &&
            !vu_session_holding(connection->session)) {
         struct pollfd ready = {.fd = fd, .events = POLLIN};
@@ -742,9 +734,9 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
                             (ready.revents & POLLIN ? EPOLLIN : 0) |
                                 (ready.revents & POLLHUP ? EPOLLHUP : 0) |
                                 (ready.revents & POLLERR ? EPOLLERR : 0));
-            deadline = monotonic_usec() + endpoint->poll_usec;
+            deadline = vu_monotonic_usec() + endpoint->poll_usec;
             served++;
-        } else if (monotonic_usec() >= deadline) {
+        } else if (vu_monotonic_usec() >= deadline) {
             break;
         }
     }

@@ -52,7 +52,7 @@ void vu_log(enum vfio_userd_log_level level, const char *device, const char *for
     va_end(args);
 }
 
-static uint64_t monotonic_usec(void)
+uint64_t vu_monotonic_usec(void)
 {
     struct timespec now;
 
@@ -62,7 +62,7 @@ static uint64_t monotonic_usec(void)
 
 bool vu_log_ratelimit_allow(struct vu_log_ratelimit *limit, unsigned *suppressed)
 {
-    uint64_t now = monotonic_usec();
+    uint64_t now = vu_monotonic_usec();
 
     if (limit->begin_usec == 0 || now - limit->begin_usec >= limit->interval_usec) {
         limit->begin_usec = now;

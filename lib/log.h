@@ -15,6 +15,13 @@
 typedef void (*vu_log_sink_fn)(enum vfio_userd_log_level level, const char *device,
                                const char *message);
 
+/*
+ * CLOCK_MONOTONIC in microseconds: the one clock for deadlines, rate limits and "how long
+ * has this taken", which no clock adjustment moves. Every part of the daemon includes this
+ * header, so it lives here rather than in a header of its own.
+ */
+uint64_t vu_monotonic_usec(void);
+
 /* Lines above `level` (less important) are dropped. Default: VFIO_USERD_LOG_INFO. */
 void vu_log_set_level(enum vfio_userd_log_level level);
 enum vfio_userd_log_level vu_log_get_level(void);

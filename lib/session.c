@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -188,14 +187,6 @@ static enum vu_channel dma_channel(const struct vu_session *session)
     return session->twin_socket >= 0 ? VU_CHANNEL_TWIN : VU_CHANNEL_MAIN;
 }
 
-static uint64_t monotonic_usec(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 static void dma_pump(struct vu_session *session)
 {
     if (session->dma_pumping)
@@ -234,7 +225,7 @@ static void dma_pump(struct vu_session *session)
         request->host_private[DMA_PRIVATE_CHUNK] = chunk;
         request->host_private[DMA_PRIVATE_MESSAGE] = session->next_message_id;
         session->dma_in_flight = true;
-        session->dma_sent_usec = monotonic_usec();
+        session->dma_sent_usec = vu_monotonic_usec();
     }
     session->dma_pumping = false;
 }

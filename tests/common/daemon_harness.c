@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "daemon_harness.h"
+#include "test_process.h"
 #include "test_runner.h"
 
 extern char **environ;
@@ -33,14 +34,6 @@ static const char *const inherited_systemd_variables[] = {
 };
 
 static char base_directory[sizeof(BASE_TEMPLATE)];
-
-static long long now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int milliseconds)
 {
@@ -402,12 +395,12 @@ static int check_alive(struct daemon_harness *harness)
 
 int daemon_harness_wait_exit(struct daemon_harness *harness, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = (long long)test_now_ms() + timeout_ms;
 
     for (;;) {
         if (check_alive(harness) == -ECHILD)
             return 0;
-        if (now_ms() >= deadline)
+        if ((long long)test_now_ms() >= deadline)
             return -ETIMEDOUT;
         sleep_ms(5);
     }
@@ -475,7 +468,7 @@ size_t daemon_harness_count_notify(const struct daemon_harness *harness, const c
 int daemon_harness_wait_notify(struct daemon_harness *harness, const char *line_prefix,
                                int timeout_ms, char *line, size_t line_size)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = (long long)test_now_ms() + timeout_ms;
 
     for (;;) {
         struct pollfd readable = {.fd = harness->notify_fd, .events = POLLIN};
@@ -497,7 +490,7 @@ int daemon_harness_wait_notify(struct daemon_harness *harness, const char *line_
             continue;
         if (!alive)
             return -ECHILD;
-        if (now_ms() >= deadline)
+        if ((long long)test_now_ms() >= deadline)
             return -ETIMEDOUT;
         /* Short, so that a daemon that died is noticed too. */
         poll(&readable, 1, 20);
@@ -514,14 +507,14 @@ static bool is_socket(const char *path)
 int daemon_harness_wait_socket(struct daemon_harness *harness, const char *path, bool present,
                                int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = (long long)test_now_ms() + timeout_ms;
 
     for (;;) {
         if (is_socket(path) == present)
             return 0;
         if (check_alive(harness) < 0)
             return -ECHILD;
-        if (now_ms() >= deadline)
+        if ((long long)test_now_ms() >= deadline)
             return -ETIMEDOUT;
         sleep_ms(5);
     }
@@ -568,14 +561,14 @@ bool daemon_harness_log_contains(const struct daemon_harness *harness, const cha
 
 int daemon_harness_wait_log(struct daemon_harness *harness, const char *text, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = (long long)test_now_ms() + timeout_ms;
 
     for (;;) {
         if (daemon_harness_log_contains(harness, text))
             return 0;
         if (check_alive(harness) < 0)
             return daemon_harness_log_contains(harness, text) ? 0 : -ECHILD;
-        if (now_ms() >= deadline)
+        if ((long long)test_now_ms() >= deadline)
             return -ETIMEDOUT;
         sleep_ms(5);
     }

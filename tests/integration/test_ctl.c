@@ -27,6 +27,7 @@
 
 #include "client.h"
 #include "daemon_harness.h"
+#include "test_process.h"
 #include "wire.h"
 #include "test_runner.h"
 
@@ -66,14 +67,6 @@ static void result_clear(void)
     memset(&last, 0, sizeof(last));
 }
 
-static long long now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 struct capture {
     int fd;
     char *data;
@@ -107,7 +100,7 @@ static struct ctl_result *run_argv(const char *const *arguments)
     const char *argv[CTL_MAX_ARGUMENTS + 2] = {binary};
     struct capture captures[2] = {{.fd = -1}, {.fd = -1}};
     int out_pipe[2], err_pipe[2], status;
-    long long deadline = now_ms() + CTL_RUN_LIMIT_MS;
+    long long deadline = (long long)test_now_ms() + CTL_RUN_LIMIT_MS;
     size_t count = 0;
     pid_t parent = getpid(), child;
 
@@ -137,7 +130,7 @@ static struct ctl_result *run_argv(const char *const *arguments)
     while (captures[0].fd >= 0 || captures[1].fd >= 0) {
         struct pollfd entries[2] = {{.fd = captures[0].fd, .events = POLLIN},
                                     {.fd = captures[1].fd, .events = POLLIN}};
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - (long long)test_now_ms());
         if (left <= 0) {
             kill(child, SIGKILL);
             waitpid(child, NULL, 0);
@@ -740,9 +733,9 @@ START_TEST(test_unreachable)
     expect_contains(last.err, "too long");
 
     /* A server that never answers: --timeout bounds the wait. */
-    started = now_ms();
+    started = (long long)test_now_ms();
     expect_exit(list_from_fake(NULL, false, false, "0.3"), EXIT_UNREACHABLE);
-    ck_assert_int_lt(now_ms() - started, 5000);
+    ck_assert_int_lt((long long)test_now_ms() - started, 5000);
     expect_contains(last.err, "no answer from ");
 }
 END_TEST
