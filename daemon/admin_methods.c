@@ -198,7 +198,7 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
     device_manager_report(&daemon->devices, device, query, &report);
     known = report.known;
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
-        messages += report.statistics.messages[i];
+        messages += report.counters.statistics.messages[i];
     if (report.worker_stuck) {
         stuck_text(&report.stuck, text, sizeof(text));
         error = json_string(text);
@@ -206,23 +206,24 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
     } else if (report.error != NULL) {
         error = json_string(report.error);
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:s, s:o, s:i, s:o, s:o, s:o, s:o, "
-                     "s:o, s:o, s:o, s:o, s:o, s:o}",
-                     "name", device->config->name, "plugin", device->plugin->name, "socket",
-                     device->socket_path, "source", device->config->origin, "persistent",
-                     device->source != NULL, "state", report.state, "error", error, "stuck",
-                     stuck_data, "isolation", device_isolation_name(device->isolation), "pid",
-                     report.pid > 0 ? json_integer(report.pid) : json_null(), "restarts",
-                     (int)report.restarts, "last_failure",
-                     report.last_failure != NULL ? json_string(report.last_failure) : json_null(),
-                     "client_pid", report.connected ? json_integer(report.client_pid) : json_null(),
-                     "connections", counter(known, report.statistics.connections), "messages",
-                     counter(known, messages), "errors", counter(known, report.statistics.errors),
-                     "bytes_received", counter(known, report.statistics.bytes_received),
-                     "bytes_sent", counter(known, report.statistics.bytes_sent), "dma_maps",
-                     counter(known, report.dma_maps), "client_fds",
-                     counter(known, report.client_fds), "config",
-                     config_device_to_json(device->config));
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:s, s:o, s:i, s:o, s:o, s:o, s:o, "
+        "s:o, s:o, s:o, s:o, s:o, s:o}",
+        "name", device->config->name, "plugin", device->plugin->name, "socket", device->socket_path,
+        "source", device->config->origin, "persistent", device->source != NULL, "state",
+        report.state, "error", error, "stuck", stuck_data, "isolation",
+        device_isolation_name(device->isolation), "pid",
+        report.pid > 0 ? json_integer(report.pid) : json_null(), "restarts", (int)report.restarts,
+        "last_failure",
+        report.last_failure != NULL ? json_string(report.last_failure) : json_null(), "client_pid",
+        report.counters.connected ? json_integer(report.counters.client_pid) : json_null(),
+        "connections", counter(known, report.counters.statistics.connections), "messages",
+        counter(known, messages), "errors", counter(known, report.counters.statistics.errors),
+        "bytes_received", counter(known, report.counters.statistics.bytes_received), "bytes_sent",
+        counter(known, report.counters.statistics.bytes_sent), "dma_maps",
+        counter(known, report.counters.dma_maps), "client_fds",
+        counter(known, report.counters.client_fds), "config",
+        config_device_to_json(device->config));
 }
 
 /* --- Methods. --- */
@@ -491,8 +492,8 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
                 strcmp(report.state, "stuck") == 0 || strcmp(report.state, "unknown") == 0;
             continue;
         }
-        connected += report.connected;
-        client_fds += report.client_fds;
+        connected += report.counters.connected;
+        client_fds += report.counters.client_fds;
         serving++;
     }
     device_query_finish(&query);

@@ -1052,23 +1052,20 @@ void device_query_finish(struct device_query *query)
 struct snapshot_task {
     struct vu_device *device;
     struct vu_endpoint *endpoint;
-    struct vu_device_statistics statistics;
-    uint32_t dma_maps;
-    bool connected;
-    pid_t client_pid;
-    uint32_t client_fds; /* descriptors the client made the device hold */
+    struct device_counters counters;
 };
 
 static int run_snapshot(sd_event *event, void *argument)
 {
     struct snapshot_task *task = argument;
+    struct device_counters *counters = &task->counters;
 
-    task->statistics = task->device->statistics;
-    task->dma_maps = task->device->dma.count;
+    counters->statistics = task->device->statistics;
+    counters->dma_maps = task->device->dma.count;
     if (task->endpoint != NULL) {
-        task->connected = vu_endpoint_connected(task->endpoint);
-        task->client_pid = vu_endpoint_client_pid(task->endpoint);
-        vu_endpoint_client_fds(task->endpoint, &task->client_fds, &(uint32_t){0});
+        counters->connected = vu_endpoint_connected(task->endpoint);
+        counters->client_pid = vu_endpoint_client_pid(task->endpoint);
+        vu_endpoint_client_fds(task->endpoint, &counters->client_fds, &(uint32_t){0});
     }
     return 0;
 }
@@ -1076,7 +1073,7 @@ static int run_snapshot(sd_event *event, void *argument)
 /* Reads the counters of a device on a worker, within `query` when not NULL. */
 static bool read_worker_counters(struct device_manager *manager,
                                  const struct managed_device *device, struct device_query *query,
-                                 struct device_report *report)
+                                 struct device_counters *counters)
 {
     struct snapshot_task task = {.device = device->device, .endpoint = device->endpoint};
     struct worker_call call = {.task = run_snapshot};
@@ -1095,30 +1092,18 @@ static bool read_worker_counters(struct device_manager *manager,
             *given_up = true;
         return false;
     }
-    report->statistics = task.statistics;
-    report->dma_maps = task.dma_maps;
-    report->connected = task.connected;
-    report->client_pid = task.client_pid;
-    report->client_fds = task.client_fds;
+    *counters = task.counters;
     return true;
 }
 
 /* Asks a device host for its counters, within `query` when not NULL. */
 static bool read_host_counters(const struct managed_device *device, struct device_query *query,
-                               struct device_report *report)
+                               struct device_counters *counters)
 {
     uint64_t timeout = query != NULL ? query_left(query) : WORKERS_CALL_TIMEOUT_USEC;
-    struct supervisor_status status;
 
-    if (device->host == NULL || timeout == 0 ||
-        supervisor_status(device->host, timeout, &status) < 0)
-        return false;
-    report->statistics = status.statistics;
-    report->dma_maps = status.dma_maps;
-    report->connected = status.connected;
-    report->client_pid = status.client_pid;
-    report->client_fds = status.client_fds;
-    return true;
+    return device->host != NULL && timeout != 0 &&
+           supervisor_status(device->host, timeout, counters) == 0;
 }
 
 bool device_manager_stuck(struct device_manager *manager, const struct managed_device *device,
@@ -1141,10 +1126,10 @@ void device_manager_report(struct device_manager *manager, const struct managed_
         report->pid = supervisor_pid(device->host);
         report->restarts = supervisor_restarts(device->host);
         report->last_failure = supervisor_last_failure(device->host);
-        report->known = read_host_counters(device, query, report);
+        report->known = read_host_counters(device, query, &report->counters);
     } else if (!process) {
         report->pid = getpid();
-        report->known = read_worker_counters(manager, device, query, report);
+        report->known = read_worker_counters(manager, device, query, &report->counters);
     }
     if (!report->known && device_manager_stuck(manager, device, &report->stuck)) {
         report->state = "stuck";
@@ -1158,7 +1143,9 @@ void device_manager_report(struct device_manager *manager, const struct managed_
         report->error = host_state == SUPERVISOR_STUCK ? "stopped answering health checks"
                                                        : report->last_failure;
     } else {
-        report->state = !report->known ? "unknown" : report->connected ? "connected" : "listening";
+        report->state = !report->known               ? "unknown"
+                        : report->counters.connected ? "connected"
+                                                     : "listening";
     }
 }
 

@@ -163,12 +163,8 @@ struct device_report {
     const char *error; /* why it is not serving, or NULL; valid until the manager changes */
     bool worker_stuck; /* thread isolation: its worker is stuck, and `stuck` says on what */
     struct worker_stuck stuck;
-    bool known; /* the counters below were read */
-    struct vu_device_statistics statistics;
-    uint32_t dma_maps;
-    uint32_t client_fds;
-    bool connected;
-    pid_t client_pid;
+    bool known; /* `counters` were read */
+    struct device_counters counters;
     pid_t pid;                /* the process it runs in; 0 while its device host is down */
     unsigned restarts;        /* device hosts started after the first */
     const char *last_failure; /* why the last device host ended, or NULL */

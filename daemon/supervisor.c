@@ -925,7 +925,7 @@ static int request(struct supervisor_host *host, const char *type, uint64_t time
 }
 
 int supervisor_status(struct supervisor_host *host, uint64_t timeout_usec,
-                      struct supervisor_status *status)
+                      struct device_counters *status)
 {
     json_t *reply;
     int ret = request(host, "status", timeout_usec, &reply);

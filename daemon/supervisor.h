@@ -53,11 +53,15 @@ struct supervisor_config {
     bool validate_only;
 };
 
-/* What the host reported when asked (supervisor_status). */
-struct supervisor_status {
+/*
+ * A device's counters at one moment, however it runs: what a device host reports when asked
+ * (supervisor_status), and what the daemon reads on a worker for a device in thread
+ * isolation. One struct, so both ways fill the same report.
+ */
+struct device_counters {
     bool connected;
     pid_t client_pid;
-    uint32_t client_fds;
+    uint32_t client_fds; /* descriptors the client made the device hold */
     uint32_t dma_maps;
     struct vu_device_statistics statistics;
 };
@@ -94,7 +98,7 @@ const char *supervisor_last_failure(const struct supervisor_host *host);
 /* Asks the running host for its counters, waiting at most `timeout_usec`: -ETIMEDOUT, or
  * -ESRCH between hosts. */
 int supervisor_status(struct supervisor_host *host, uint64_t timeout_usec,
-                      struct supervisor_status *status);
+                      struct device_counters *status);
 
 /*
  * DEVICE_RESET in the running host, within `timeout_usec`; the device's own refusal is its
