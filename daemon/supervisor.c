@@ -469,26 +469,26 @@ static void kill_host(struct supervisor_host *host)
 }
 
 /*
- * Reads what the host sent: false once the channel is closed (the host is ending: its exit
- * follows) or broken. A host that breaks the protocol is killed.
+ * Reads and notes the host's next message: 1 with it in *message (the caller's to free),
+ * -EAGAIN when none is waiting, else 0 or a negative errno once the channel is closed (the
+ * host is ending: its exit follows) or broken. A host that breaks the protocol is killed.
+ * The one place messages are read, whether the loop drains the channel or a caller waits
+ * for an answer.
  */
-static bool drain_channel(struct supervisor_host *host)
+static int next_message(struct supervisor_host *host, json_t **message)
 {
-    json_t *message;
-    unsigned count = 0;
-    int ret = -EAGAIN;
+    int ret;
 
+    *message = NULL;
     if (host->channel_fd < 0)
-        return false;
-    /* A bounded number per wake-up: a host that floods its channel must not keep the main
-     * loop from everything else. The rest waits for the next turn of the loop. */
-    while (count++ < SUPERVISOR_MESSAGES_PER_WAKEUP &&
-           (ret = control_receive(host->channel_fd, &message)) > 0) {
-        note_message(host, message);
-        json_decref(message);
+        return 0;
+    ret = control_receive(host->channel_fd, message);
+    if (ret > 0) {
+        note_message(host, *message);
+        return 1;
     }
-    if (count > SUPERVISOR_MESSAGES_PER_WAKEUP || ret == -EAGAIN)
-        return true;
+    if (ret == -EAGAIN)
+        return ret;
     /* A host that closes its channel but lives on could no longer be checked or stopped:
      * it goes (a host that is ending anyway is merely hurried). */
     if (ret == 0 && host->pid != 0 && !host->stopping)
@@ -499,7 +499,24 @@ static bool drain_channel(struct supervisor_host *host)
                strerror(-ret));
         kill_host(host);
     }
-    return false;
+    return ret;
+}
+
+/* Reads what the host sent: false once the channel is closed or broken. */
+static bool drain_channel(struct supervisor_host *host)
+{
+    json_t *message;
+    int ret;
+
+    /* A bounded number per wake-up: a host that floods its channel must not keep the main
+     * loop from everything else. The rest waits for the next turn of the loop. */
+    for (unsigned count = 0; count < SUPERVISOR_MESSAGES_PER_WAKEUP; count++) {
+        ret = next_message(host, &message);
+        if (ret <= 0)
+            return ret == -EAGAIN;
+        json_decref(message);
+    }
+    return true;
 }
 
 static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
@@ -528,12 +545,9 @@ static int wait_message(struct supervisor_host *host, const char *type, uint64_t
         struct pollfd fds[2] = {{.fd = host->channel_fd, .events = POLLIN},
                                 {.fd = host->pidfd, .events = POLLIN}};
 
-        if (host->channel_fd < 0)
-            return -ESRCH;
-        /* The deadline holds however fast the host sends other messages. */
-        while (vu_monotonic_usec() < deadline &&
-               (ret = control_receive(host->channel_fd, &message)) > 0) {
-            note_message(host, message);
+        /* The clock is read before each message, so the deadline holds however fast the
+         * host sends other messages. */
+        while ((now = vu_monotonic_usec()) < deadline && (ret = next_message(host, &message)) > 0) {
             if (strcmp(control_type(message), type) == 0 &&
                 (sequence == 0 || control_sequence(message) == sequence)) {
                 *reply = message;
@@ -545,7 +559,6 @@ static int wait_message(struct supervisor_host *host, const char *type, uint64_t
             }
             json_decref(message);
         }
-        now = vu_monotonic_usec();
         if (now >= deadline)
             return -ETIMEDOUT;
         if (ret != -EAGAIN)
