@@ -73,7 +73,7 @@ static void *serve(void *argument)
     if (ret >= 0)
         ret = vu_device_create(server->plugin, "bench", params, &device, &error);
     if (ret >= 0)
-        ret = vu_socket_listen(server->path, &fd);
+        ret = vu_socket_listen(server->path, NULL, &fd);
     if (ret >= 0)
         ret = vu_endpoint_new(device, server->event, fd, &endpoint);
     if (ret >= 0)

@@ -663,6 +663,7 @@ static int activated_socket(void)
 
 static int create_socket(struct admin_server *server, const struct config_daemon *settings)
 {
+    struct vu_socket_access access = {(uid_t)-1, (gid_t)-1, settings->admin_socket_mode};
     char path[CONFIG_SOCKET_PATH_MAX];
     int ret;
 
@@ -672,27 +673,20 @@ static int create_socket(struct admin_server *server, const struct config_daemon
     server->path = strdup(path);
     if (server->path == NULL)
         return -ENOMEM;
-    ret = vu_socket_listen(path, &server->listen_fd);
+    if (settings->admin_socket_group != NULL &&
+        device_lookup_group(settings->admin_socket_group, &access.gid) < 0) {
+        /* A name or a number, as for device sockets. */
+        vu_log(VFIO_USERD_LOG_ERR, NULL, "admin socket: no group '%s'",
+               settings->admin_socket_group);
+        return -ENOENT;
+    }
+    ret = vu_socket_listen(path, &access, &server->listen_fd);
     if (ret < 0) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "admin socket %s: %s", path,
                ret == -EADDRINUSE ? "another daemon is listening on it" : strerror(-ret));
         return ret;
     }
     server->created = true;
-    if (settings->admin_socket_group != NULL) {
-        /* A name or a number, as for device sockets. */
-        gid_t group;
-
-        if (device_lookup_group(settings->admin_socket_group, &group) < 0) {
-            vu_log(VFIO_USERD_LOG_ERR, NULL, "admin socket: no group '%s'",
-                   settings->admin_socket_group);
-            return -ENOENT;
-        }
-        if (chown(path, (uid_t)-1, group) < 0)
-            return -errno;
-    }
-    if (chmod(path, settings->admin_socket_mode) < 0)
-        return -errno;
     return 0;
 }
 

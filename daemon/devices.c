@@ -323,7 +323,8 @@ static int resolve_socket_owner(struct device_manager *manager, const struct con
     return 0;
 }
 
-/* Gives the socket file the owner, group and mode the configuration asks for. */
+/* Gives a listening socket file the owner, group and mode the configuration now asks for
+ * (a replaced device that keeps its socket). */
 static int apply_socket_access(struct device_manager *manager, const struct config_device *config,
                                const char *path, char *error, size_t error_size)
 {
@@ -370,14 +371,21 @@ static int make_parents(const char *path)
     return 0;
 }
 
+/* Listens on the device's socket, which appears with the owner, group and mode the
+ * configuration asks for. */
 static int open_socket(struct device_manager *manager, const struct config_device *config,
                        const char *path, int *fd, char *error, size_t error_size)
 {
+    struct vu_socket_access access = {.mode = config->socket_mode};
     char location[512];
-    int ret = make_parents(path);
+    int ret;
 
+    ret = resolve_socket_owner(manager, config, &access.uid, &access.gid, error, error_size);
+    if (ret < 0)
+        return ret;
+    ret = make_parents(path);
     if (ret == 0)
-        ret = vu_socket_listen(path, fd);
+        ret = vu_socket_listen(path, &access, fd);
     if (ret < 0) {
         note_field(manager, "socket.path");
         config_device_location(config, "socket.path", location, sizeof(location));
@@ -385,12 +393,6 @@ static int open_socket(struct device_manager *manager, const struct config_devic
                  ret == -EADDRINUSE ? "a live process is listening on it"
                  : ret == -EEXIST   ? "the path exists and is not a socket"
                                     : strerror(-ret));
-        return ret;
-    }
-    ret = apply_socket_access(manager, config, path, error, error_size);
-    if (ret < 0) {
-        close(*fd);
-        unlink(path);
     }
     return ret;
 }

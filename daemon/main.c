@@ -140,37 +140,22 @@ static int resolve_owner(const char *owner, uid_t *uid, gid_t *gid)
     return 0;
 }
 
-/* Listens on the socket, created private and then given its owner and mode. */
+/* Listens on the socket, which appears with its owner and mode. */
 static int listen_single(const struct single_socket *socket_settings, int *listen_fd)
 {
-    uid_t uid = (uid_t)-1;
-    gid_t gid = (gid_t)-1;
+    struct vu_socket_access access = {(uid_t)-1, (gid_t)-1, socket_settings->mode};
     const char *path = socket_settings->path;
     int ret;
 
-    if (socket_settings->owner != NULL && resolve_owner(socket_settings->owner, &uid, &gid) < 0)
+    if (socket_settings->owner != NULL &&
+        resolve_owner(socket_settings->owner, &access.uid, &access.gid) < 0)
         return -EINVAL;
-    /* The caller's umask does not decide who may connect: the mode below does. */
+    /* The caller's umask does not decide who may connect: the mode does. */
     umask(0077);
-    ret = vu_socket_listen(path, listen_fd);
-    if (ret < 0) {
+    ret = vu_socket_listen(path, &access, listen_fd);
+    if (ret < 0)
         vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: %s", path,
                ret == -EADDRINUSE ? "a live process is listening on it" : strerror(-ret));
-        return ret;
-    }
-    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) < 0) {
-        ret = -errno;
-        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: cannot give it its owner: %s", path,
-               strerror(-ret));
-    } else if (chmod(path, socket_settings->mode) < 0) {
-        ret = -errno;
-        vu_log(VFIO_USERD_LOG_ERR, NULL, "socket %s: cannot set its mode: %s", path,
-               strerror(-ret));
-    }
-    if (ret < 0) {
-        close(*listen_fd);
-        unlink(path);
-    }
     return ret;
 }
 

@@ -186,27 +186,100 @@ int vu_socket_remove_stale(const char *path)
     return 1;
 }
 
-int vu_socket_listen(const char *path, int *result)
+/* Names tried for the socket before it takes its final one. */
+#define SOCKET_TEMPORARY_ATTEMPTS 16
+
+/*
+ * A name, in the directory of `path`, for the socket until it listens: a dot and letters,
+ * as long as `path`'s last component but at least 8 characters, so that it fits wherever
+ * `path` does (but for a very short last component) and names already taken are few.
+ */
+static int temporary_address(const char *path, struct sockaddr_un *address)
 {
-    struct sockaddr_un address;
-    int fd, ret;
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyz012345";
+    static unsigned serial;
+    const char *slash = strrchr(path, '/');
+    size_t directory = slash != NULL ? (size_t)(slash - path) + 1 : 0;
+    size_t length = strlen(path + directory);
+    uint64_t bits =
+        ((uint64_t)getpid() << 32) ^ vu_monotonic_usec() ^
+        (uint64_t)__atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED) * 0x9e3779b97f4a7c15ULL;
+
+    if (length < 8)
+        length = 8;
+    if (directory + length >= sizeof(address->sun_path))
+        return -ENAMETOOLONG;
+    *address = (struct sockaddr_un){.sun_family = AF_UNIX};
+    memcpy(address->sun_path, path, directory);
+    address->sun_path[directory] = '.';
+    for (size_t i = 1; i < length; i++, bits = bits >> 5 | bits << 59)
+        address->sun_path[directory + i] = letters[bits & 31];
+    return 0;
+}
+
+static int apply_access(const char *path, const struct vu_socket_access *access)
+{
+    if ((access->uid != (uid_t)-1 || access->gid != (gid_t)-1) &&
+        fchownat(AT_FDCWD, path, access->uid, access->gid, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (chmod(path, access->mode) < 0)
+        return -errno;
+    return 0;
+}
+
+int vu_socket_listen(const char *path, const struct vu_socket_access *access, int *result)
+{
+    struct sockaddr_un address, temporary;
+    bool bound = false;
+    int fd = -1, ret;
 
     ret = fill_address(path, &address);
     if (ret < 0)
-        return ret;
+        goto out;
     ret = vu_socket_remove_stale(path);
     if (ret < 0)
-        return ret;
+        goto out;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || listen(fd, 16) < 0) {
+    if (fd < 0) {
         ret = -errno;
-        close(fd);
-        return ret;
+        goto out;
     }
+    /* Bound under another name, the socket is made ready to serve there; the rename then
+     * shows it at `path` as it will stay. Between a bind and a listen at `path` itself, a
+     * client would be refused. */
+    for (unsigned attempt = 0; !bound; attempt++) {
+        ret =
+            attempt < SOCKET_TEMPORARY_ATTEMPTS ? temporary_address(path, &temporary) : -EADDRINUSE;
+        if (ret < 0)
+            goto out;
+        bound = bind(fd, (struct sockaddr *)&temporary, sizeof(temporary)) == 0;
+        if (!bound && errno != EADDRINUSE) {
+            ret = -errno;
+            goto out;
+        }
+    }
+    if (listen(fd, 16) < 0) {
+        ret = -errno;
+        goto out;
+    }
+    if (access != NULL && (ret = apply_access(temporary.sun_path, access)) < 0)
+        goto out;
+    /* No replace: a socket a live process made at `path` since the stale check stays its
+     * own, as a bind at `path` would have left it. */
+    if (renameat2(AT_FDCWD, temporary.sun_path, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+        ret = errno == EEXIST ? -EADDRINUSE : -errno;
+        goto out;
+    }
+    bound = false;
     *result = fd;
-    return 0;
+    fd = -1;
+    ret = 0;
+out:
+    if (bound)
+        unlink(temporary.sun_path);
+    if (fd >= 0)
+        close(fd);
+    return ret;
 }
 
 /* ---------------------------------------------------------------------------------------

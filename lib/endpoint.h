@@ -18,12 +18,23 @@
 struct vu_device;
 struct vu_endpoint;
 
+/* Who may connect to a socket: its owner and group ((uid_t)-1, (gid_t)-1: the caller's),
+ * and its mode. */
+struct vu_socket_access {
+    uid_t uid;
+    gid_t gid;
+    mode_t mode;
+};
+
 /*
- * Creates a listening socket at `path`: a stale socket file left by a dead process is
- * replaced; one a live process still listens on is -EADDRINUSE; any other kind of file is
- * -EEXIST. The socket is non-blocking and close-on-exec.
+ * Creates a listening socket at `path`, with `access` (NULL: as the umask makes it): a
+ * stale socket file left by a dead process is replaced; one a live process still listens
+ * on is -EADDRINUSE; any other kind of file is -EEXIST. The file appears at `path` only
+ * once it listens with its owner and mode, so a client that finds it is never refused nor
+ * let in by a mode that is not yet the final one; nothing is left behind on failure. The
+ * socket is non-blocking and close-on-exec.
  */
-int vu_socket_listen(const char *path, int *fd);
+int vu_socket_listen(const char *path, const struct vu_socket_access *access, int *fd);
 
 /*
  * Removes the socket file at `path` if nobody listens on it (its daemon died). Returns 1

@@ -29,10 +29,8 @@ struct admin_client {
         .fd = -1                                                                                   \
     }
 
-/*
- * A connected socket to `path`. The socket file appears at bind(), a moment before its
- * owner listens, so ECONNREFUSED is retried for up to five seconds.
- */
+/* A connected socket to `path`. No refusal is retried: the daemon's socket file appears
+ * only once it listens. */
 int admin_client_connect(const char *path);
 
 /*

@@ -65,7 +65,7 @@ static void *server_main(void *argument)
         ret = vu_device_create(server->plugin, "test0", params, &server->device, &server->error);
     json_decref(params);
     if (ret >= 0)
-        ret = vu_socket_listen(server->socket_path, &listen_fd);
+        ret = vu_socket_listen(server->socket_path, NULL, &listen_fd);
     if (ret >= 0)
         ret = vu_endpoint_new(server->device, server->event, listen_fd, &server->endpoint);
     report_started(server, ret < 0 ? ret : 0);

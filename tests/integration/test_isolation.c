@@ -268,14 +268,8 @@ static struct vu_client *connect_device(const char *name)
     int ret;
 
     daemon_harness_device_socket(&harness, name, path, sizeof(path));
-    /* A socket file appears at bind(), a moment before the daemon listens on it: a refusal
-     * then is retried (a new device's socket, just seen to appear). */
-    for (uint64_t deadline = test_now_ms() + TIMEOUT;;) {
-        ret = vu_client_connect(path, NULL, &client);
-        if (ret != -ECONNREFUSED || test_now_ms() >= deadline)
-            break;
-        usleep(10 * 1000);
-    }
+    /* No retry: a device's socket file appears only once the daemon listens on it. */
+    ret = vu_client_connect(path, NULL, &client);
     ck_assert_msg(ret == 0, "connect to %s: %s", name, strerror(-ret));
     return client;
 }

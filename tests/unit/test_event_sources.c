@@ -139,7 +139,7 @@ static void setup(void)
     snprintf(socket_path, sizeof(socket_path), "%s/device.sock", directory);
     ck_assert_int_ge(sd_event_new(&event), 0);
     ck_assert_int_eq(vu_device_create(&vfio_userd_plugin, "probe0", NULL, &device, &error), 0);
-    ck_assert_int_eq(vu_socket_listen(socket_path, &listen_fd), 0);
+    ck_assert_int_eq(vu_socket_listen(socket_path, NULL, &listen_fd), 0);
     ck_assert_int_eq(vu_endpoint_new(device, event, listen_fd, &endpoint), 0);
 }
 
@@ -366,7 +366,7 @@ START_TEST(a_1_0_plugin_loads_and_is_served)
     ck_assert_int_eq(vu_device_check_plugin(&newer, message, sizeof(message)), -EPROTONOSUPPORT);
     ck_assert_int_eq(vu_device_create(&old_plugin, "old0", NULL, &old_device, &error), 0);
     snprintf(path, sizeof(path), "%s/old.sock", directory);
-    ck_assert_int_eq(vu_socket_listen(path, &listen_fd), 0);
+    ck_assert_int_eq(vu_socket_listen(path, NULL, &listen_fd), 0);
     ck_assert_int_eq(vu_endpoint_new(old_device, event, listen_fd, &old_endpoint), 0);
     sd_event_run(event, 1000);
     vu_endpoint_free(old_endpoint);
