@@ -402,28 +402,40 @@ static int check_unique(struct device_manager *manager, const struct managed_dev
                         const struct config_device *config, const char *path, char *error,
                         size_t error_size)
 {
+    const struct managed_device *other;
     char location[512];
 
-    for (size_t i = 0; i < manager->count; i++) {
-        const struct managed_device *other = manager->devices[i];
-        if (other == self)
-            continue;
-        if (strcmp(other->config->name, config->name) == 0) {
-            note_field(manager, "name");
-            config_device_location(config, "name", location, sizeof(location));
-            snprintf(error, error_size, "%s: name: device '%s' already exists (from %s)", location,
-                     config->name, other->config->origin);
-            return -EEXIST;
-        }
-        if (strcmp(other->socket_path, path) == 0) {
-            note_field(manager, "socket.path");
-            config_device_location(config, "socket.path", location, sizeof(location));
-            snprintf(error, error_size, "%s: socket.path: %s is already used by device '%s'",
-                     location, path, other->config->name);
-            return -EEXIST;
-        }
+    other = string_index_find(&manager->by_name, config->name);
+    if (other != NULL && other != self) {
+        note_field(manager, "name");
+        config_device_location(config, "name", location, sizeof(location));
+        snprintf(error, error_size, "%s: name: device '%s' already exists (from %s)", location,
+                 config->name, other->config->origin);
+        return -EEXIST;
+    }
+    other = string_index_find(&manager->by_path, path);
+    if (other != NULL && other != self) {
+        note_field(manager, "socket.path");
+        config_device_location(config, "socket.path", location, sizeof(location));
+        snprintf(error, error_size, "%s: socket.path: %s is already used by device '%s'", location,
+                 path, other->config->name);
+        return -EEXIST;
     }
     return 0;
+}
+
+static const char *name_of(const void *item)
+{
+    const struct managed_device *managed = item;
+
+    return managed->config->name;
+}
+
+static const char *path_of(const void *item)
+{
+    const struct managed_device *managed = item;
+
+    return managed->socket_path;
 }
 
 /*
@@ -461,6 +473,26 @@ static int reserve_device(struct device_manager *manager)
         return 0;
     return resize_devices(manager,
                           manager->capacity > 0 ? 2 * manager->capacity : DEVICES_MIN_CAPACITY);
+}
+
+/* Puts `managed` in the indexes by name and by socket path; -ENOMEM. */
+static int index_device(struct device_manager *manager, struct managed_device *managed)
+{
+    int ret = string_index_add(&manager->by_name, managed);
+
+    if (ret < 0)
+        return ret;
+    ret = string_index_add(&manager->by_path, managed);
+    if (ret < 0)
+        string_index_remove(&manager->by_name, managed);
+    return ret;
+}
+
+/* Takes `managed` out of the indexes, if it is in; before its name or path change. */
+static void unindex_device(struct device_manager *manager, const struct managed_device *managed)
+{
+    string_index_remove(&manager->by_name, managed);
+    string_index_remove(&manager->by_path, managed);
 }
 
 /* After a removal: the array goes with the last device, and shrinks when mostly empty. */
@@ -516,8 +548,11 @@ static void schedule_trim(struct device_manager *manager)
 int device_manager_init(struct device_manager *manager, const struct config_daemon *settings,
                         const struct plugin_registry *plugins, struct workers *workers)
 {
-    *manager =
-        (struct device_manager){.settings = settings, .plugins = plugins, .workers = workers};
+    *manager = (struct device_manager){.settings = settings,
+                                       .plugins = plugins,
+                                       .workers = workers,
+                                       .by_name = STRING_INDEX_INIT(name_of),
+                                       .by_path = STRING_INDEX_INIT(path_of)};
     if (workers != NULL) {
         manager->worker_load = calloc(workers_count(workers), sizeof(size_t));
         if (manager->worker_load == NULL)
@@ -534,6 +569,8 @@ void device_manager_fini(struct device_manager *manager)
     while (manager->count > 0)
         device_manager_remove(manager, manager->devices[manager->count - 1]);
     resize_devices(manager, 0);
+    string_index_fini(&manager->by_name);
+    string_index_fini(&manager->by_path);
     free(manager->worker_load);
     manager->worker_load = NULL;
     manager->trim_timer = sd_event_source_disable_unref(manager->trim_timer);
@@ -542,10 +579,7 @@ void device_manager_fini(struct device_manager *manager)
 
 struct managed_device *device_manager_find(const struct device_manager *manager, const char *name)
 {
-    for (size_t i = 0; i < manager->count; i++)
-        if (strcmp(manager->devices[i]->config->name, name) == 0)
-            return manager->devices[i];
-    return NULL;
+    return string_index_find(&manager->by_name, name);
 }
 
 struct managed_device *device_manager_find_source(const struct device_manager *manager,
@@ -760,6 +794,7 @@ static void unregister(struct device_manager *manager, struct managed_device *ma
         ;
     if (index == manager->count)
         return;
+    unindex_device(manager, managed);
     memmove(&manager->devices[index], &manager->devices[index + 1],
             (manager->count - index - 1) * sizeof(manager->devices[0]));
     manager->count--;
@@ -811,6 +846,11 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
     ret = check_unique(manager, NULL, config, path, error, error_size);
     if (ret < 0)
         goto fail;
+    ret = index_device(manager, managed);
+    if (ret < 0) {
+        snprintf(error, error_size, "out of memory");
+        goto fail;
+    }
     managed->plugin = find_plugin(manager, config, error, error_size);
     if (managed->plugin == NULL) {
         ret = -ENOENT;
@@ -853,6 +893,7 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
     return 0;
 
 fail:
+    unindex_device(manager, managed);
     free_managed(managed);
     return ret;
 }
@@ -947,6 +988,9 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
         if (strcmp(path, existing->socket_path) != 0)
             unlink(existing->socket_path);
     }
+    /* Indexed again under its new name and path; a failure to (out of memory) costs only
+     * the check that they stay unique. */
+    unindex_device(manager, existing);
     config_device_free(existing->config);
     existing->config = config;
     existing->plugin = plugin;
@@ -954,6 +998,9 @@ int device_manager_replace(struct device_manager *manager, struct managed_device
     existing->worker = worker;
     free(existing->socket_path);
     existing->socket_path = path_copy;
+    if (index_device(manager, existing) < 0)
+        vu_log(VFIO_USERD_LOG_WARNING, existing->config->name,
+               "out of memory: its name and socket path are not checked for uniqueness");
     if (listen_fd < 0)
         ret = -EIO; /* a late worker closed it */
     else

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "device.h"
 #include "plugins.h"
+#include "string_index.h"
 #include "supervisor.h"
 #include "workers.h"
 
@@ -55,6 +56,8 @@ struct device_manager {
     struct managed_device **devices;
     size_t count;
     size_t capacity;             /* slots in `devices` */
+    struct string_index by_name; /* the devices in `devices`, by config->name */
+    struct string_index by_path; /* and by socket_path */
     sd_event *event;             /* the calling thread's default loop; NULL without workers */
     sd_event_source *trim_timer; /* gives freed heap memory back after devices went */
     /* The setting the last failed add or replace is about ("socket.mode", "params.ram_size"),
