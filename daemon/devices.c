@@ -101,6 +101,45 @@ static void abandon_serve(void *argument)
     task->listen_fd = -1;
 }
 
+/*
+ * A new device's create and serve in one call to its worker, so that adding a device costs
+ * the control plane one wait for the worker, not two.
+ */
+struct start_task {
+    struct create_task create;
+    struct serve_task serve;
+    bool created; /* the plugin accepted the device; what failed after is serving it */
+};
+
+static int run_start(sd_event *event, void *argument)
+{
+    struct start_task *task = argument;
+    int ret = run_create(event, &task->create);
+
+    if (ret < 0) {
+        close(task->serve.listen_fd);
+        task->serve.listen_fd = -1;
+        return ret;
+    }
+    task->created = true;
+    task->serve.device = task->create.device;
+    ret = run_serve(event, &task->serve);
+    if (ret < 0) {
+        vu_device_destroy(task->create.device);
+        task->create.device = NULL;
+    }
+    return ret;
+}
+
+/* A start the caller gave up on: the endpoint goes before the device it serves. */
+static void abandon_start(void *argument)
+{
+    struct start_task *task = argument;
+
+    abandon_serve(&task->serve);
+    abandon_create(&task->create);
+}
+
 struct stop_task {
     struct vu_device *device;
     struct vu_endpoint *endpoint;
@@ -235,6 +274,49 @@ static int stop_device(struct device_manager *manager, size_t worker, struct vu_
     if (listen_fd != NULL)
         *listen_fd = ret < 0 ? -1 : task.listen_fd;
     return ret;
+}
+
+/*
+ * Creates `managed`'s device on its worker and serves it on `listen_fd` (taken in every
+ * case), in one call.
+ */
+static int start_device(struct device_manager *manager, struct managed_device *managed,
+                        int listen_fd, char *error, size_t error_size)
+{
+    const struct config_device *config = managed->config;
+    struct start_task task = {.create = {.plugin = managed->plugin,
+                                         .name = strdup(config->name),
+                                         .params = json_deep_copy(config->params)},
+                              .serve = {.listen_fd = listen_fd,
+                                        .settings = manager->settings,
+                                        .poll_usec = config->poll_usec}};
+    const struct worker_call call = {.task = run_start, .abandon = abandon_start};
+    int ret;
+
+    if (task.create.name == NULL || task.create.params == NULL) {
+        create_task_free_copies(&task.create);
+        close(listen_fd);
+        snprintf(error, error_size, "out of memory");
+        return -ENOMEM;
+    }
+    ret = workers_call_sized(manager->workers, managed->worker, &call, &task, sizeof(task));
+    /* On -ETIMEDOUT the copies and the socket went with the task (abandon_start). */
+    if (ret != -ETIMEDOUT)
+        create_task_free_copies(&task.create);
+    if (ret < 0 && task.created) {
+        snprintf(error, error_size, "%s: cannot serve socket %s: %s", config->origin,
+                 managed->socket_path, strerror(-ret));
+        return ret;
+    }
+    if (ret < 0) {
+        note_plugin_field(manager, &task.create.error);
+        config_device_format_plugin_error(config, &task.create.error, error, error_size);
+        return ret;
+    }
+    managed->device = task.create.device;
+    managed->endpoint = task.serve.endpoint;
+    manager->worker_load[managed->worker]++;
+    return 0;
 }
 
 static int serve_device(struct device_manager *manager, size_t worker, struct serve_task *serve)
@@ -814,7 +896,6 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
                              size_t error_size)
 {
     struct managed_device *managed = calloc(1, sizeof(*managed));
-    struct vu_device *device = NULL;
     char path[CONFIG_SOCKET_PATH_MAX];
     int listen_fd = -1, ret;
 
@@ -856,20 +937,9 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
         ret = -ENOENT;
         goto fail;
     }
-    if (managed->isolation == CONFIG_ISOLATION_THREAD) {
-        managed->worker = least_loaded_worker(manager);
-        manager->last_worker = managed->worker;
-        ret = create_device(manager, managed->worker, managed->plugin, config, &device, error,
-                            error_size);
-        if (ret < 0)
-            goto fail;
-    }
     ret = open_socket(manager, config, path, &listen_fd, error, error_size);
-    if (ret < 0) {
-        if (device != NULL)
-            stop_device(manager, managed->worker, device, NULL, false, NULL);
+    if (ret < 0)
         goto fail;
-    }
     if (managed->isolation == CONFIG_ISOLATION_PROCESS) {
         ret = launch_host(manager, config, managed->plugin, listen_fd, false, &managed->host, error,
                           error_size);
@@ -883,7 +953,11 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
         *starting = managed;
         return 0;
     }
-    ret = serve_managed(manager, managed, device, listen_fd, error, error_size);
+    managed->worker = least_loaded_worker(manager);
+    manager->last_worker = managed->worker;
+    /* A device the plugin refuses takes its socket away again: the file was there for that
+     * moment only, and no client was served on it. */
+    ret = start_device(manager, managed, listen_fd, error, error_size);
     if (ret < 0) {
         unlink(path);
         goto fail;
