@@ -931,30 +931,26 @@ static void host_remove_source(struct vfio_userd_device *public, struct vfio_use
         source_free(source);
 }
 
-static int host_post(struct vfio_userd_device *public, void (*function)(void *opaque), void *opaque)
-{
-    struct vu_device *device = device_of(public);
-    struct vu_post *post, *head;
-    uint64_t one = 1;
+/*
+ * A loop's post hub: the eventfd that wakes it for post(), shared by every device the loop
+ * serves. One eventfd per device cost a descriptor each, and a daemon serving ten thousand
+ * devices on its workers would hold ten thousand more than it needs. A post that makes a
+ * device's queue non-empty puts the device on the hub's list of ready devices and, when
+ * that list was empty, writes the eventfd; the loop then runs the queues of the devices on
+ * the list. Hubs are made and freed on their loop's thread (attach, detach), found by loop.
+ */
+struct vu_post_hub {
+    sd_event *event;
+    int fd;
+    sd_event_source *source;
+    unsigned users; /* devices attached; under hubs_lock */
+    pthread_mutex_t lock;
+    struct vu_device *ready; /* under `lock`: devices with posts waiting, by post_next */
+    struct vu_post_hub *next;
+};
 
-    if (function == NULL)
-        return -EINVAL;
-    post = malloc(sizeof(*post));
-    if (post == NULL)
-        return -ENOMEM;
-    post->function = function;
-    post->opaque = opaque;
-    head = atomic_load_explicit(&device->posted, memory_order_relaxed);
-    do
-        post->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&device->posted, &head, post,
-                                                  memory_order_release, memory_order_relaxed));
-    /* Only the post that made the queue non-empty wakes the loop: the loop takes the whole
-     * queue after it read the eventfd, so a later post finds it taken or to be taken. */
-    if (head == NULL && write(device->post_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        return -errno;
-    return 0;
-}
+static pthread_mutex_t hubs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vu_post_hub *hubs;
 
 /* Takes the posted functions, oldest first. */
 static struct vu_post *take_posted(struct vu_device *device)
@@ -971,18 +967,68 @@ static struct vu_post *take_posted(struct vu_device *device)
     return ordered;
 }
 
-static int on_posted(sd_event_source *event_source, int fd, uint32_t revents, void *userdata)
+/* Under device->post_lock: puts an attached device on its hub's list, once. */
+static int mark_ready(struct vu_device *device)
 {
-    struct vu_device *device = userdata;
+    struct vu_post_hub *hub = device->post_hub;
+    uint64_t one = 1;
+    bool wake;
+
+    if (hub == NULL || device->post_ready)
+        return 0;
+    device->post_ready = true;
+    pthread_mutex_lock(&hub->lock);
+    wake = hub->ready == NULL;
+    device->post_next = hub->ready;
+    hub->ready = device;
+    pthread_mutex_unlock(&hub->lock);
+    /* Still under post_lock: the hub, and its eventfd, outlive the device's attachment. */
+    if (wake && write(hub->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+static int host_post(struct vfio_userd_device *public, void (*function)(void *opaque), void *opaque)
+{
+    struct vu_device *device = device_of(public);
+    struct vu_post *post, *head;
+    int ret = 0;
+
+    if (function == NULL)
+        return -EINVAL;
+    post = malloc(sizeof(*post));
+    if (post == NULL)
+        return -ENOMEM;
+    post->function = function;
+    post->opaque = opaque;
+    head = atomic_load_explicit(&device->posted, memory_order_relaxed);
+    do
+        post->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&device->posted, &head, post,
+                                                  memory_order_release, memory_order_relaxed));
+    /* Only the post that made the queue non-empty tells the loop: the loop takes the whole
+     * queue after it took the device off the hub's list, so a later post finds it taken or
+     * to be taken. Before attach, the queue waits, and attach looks at it. */
+    if (head == NULL) {
+        pthread_mutex_lock(&device->post_lock);
+        ret = mark_ready(device);
+        pthread_mutex_unlock(&device->post_lock);
+    }
+    return ret;
+}
+
+/* Runs what was posted to `device`, on its loop. */
+static void run_posted(struct vu_device *device)
+{
     struct vu_device *previous;
     struct vu_post *post;
-    uint64_t count;
 
-    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-        return 0;
+    pthread_mutex_lock(&device->post_lock);
+    device->post_ready = false;
+    pthread_mutex_unlock(&device->post_lock);
     post = take_posted(device);
     if (post == NULL)
-        return 0;
+        return;
     previous = callback_begin(device, "post");
     while (post != NULL) {
         struct vu_post *next = post->next;
@@ -991,21 +1037,136 @@ static int on_posted(sd_event_source *event_source, int fd, uint32_t revents, vo
         post = next;
     }
     callback_end(device, previous);
+}
+
+static int on_posted(sd_event_source *event_source, int fd, uint32_t revents, void *userdata)
+{
+    struct vu_post_hub *hub = userdata;
+    struct vu_device *ready;
+    uint64_t count;
+
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        return 0;
+    /* The devices ready now; one that posts again meanwhile is back on the list, for the
+     * next turn of the loop, so a busy poster cannot keep the loop here. Only this thread
+     * detaches devices, and no posted function does, so those taken stay attached. */
+    pthread_mutex_lock(&hub->lock);
+    ready = hub->ready;
+    hub->ready = NULL;
+    pthread_mutex_unlock(&hub->lock);
+    while (ready != NULL) {
+        struct vu_device *next = ready->post_next;
+        run_posted(ready);
+        ready = next;
+    }
     return 0;
+}
+
+/* The post hub of `event`'s loop, made on first use; on the loop's thread. */
+static int hub_get(sd_event *event, struct vu_post_hub **result)
+{
+    struct vu_post_hub *hub;
+    int ret = 0;
+
+    pthread_mutex_lock(&hubs_lock);
+    for (hub = hubs; hub != NULL && hub->event != event; hub = hub->next)
+        ;
+    if (hub == NULL) {
+        hub = calloc(1, sizeof(*hub));
+        if (hub == NULL) {
+            ret = -ENOMEM;
+            goto out;
+        }
+        hub->event = event;
+        hub->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (hub->fd < 0) {
+            ret = -errno;
+            free(hub);
+            goto out;
+        }
+        ret = sd_event_add_io(event, &hub->source, hub->fd, EPOLLIN, on_posted, hub);
+        if (ret < 0) {
+            close(hub->fd);
+            free(hub);
+            goto out;
+        }
+        pthread_mutex_init(&hub->lock, NULL);
+        hub->next = hubs;
+        hubs = hub;
+    }
+    hub->users++;
+    *result = hub;
+out:
+    pthread_mutex_unlock(&hubs_lock);
+    return ret;
+}
+
+static void hub_put(struct vu_post_hub *hub)
+{
+    struct vu_post_hub **link;
+
+    pthread_mutex_lock(&hubs_lock);
+    if (--hub->users == 0) {
+        for (link = &hubs; *link != hub; link = &(*link)->next)
+            ;
+        *link = hub->next;
+        sd_event_source_disable_unref(hub->source);
+        close(hub->fd);
+        pthread_mutex_destroy(&hub->lock);
+        free(hub);
+    }
+    pthread_mutex_unlock(&hubs_lock);
+}
+
+/* Joins `hub`; posts queued before (in create(), or while detached) are run soon. */
+static int join_hub(struct vu_device *device, struct vu_post_hub *hub)
+{
+    int ret = 0;
+
+    pthread_mutex_lock(&device->post_lock);
+    device->post_hub = hub;
+    if (atomic_load(&device->posted) != NULL)
+        ret = mark_ready(device);
+    pthread_mutex_unlock(&device->post_lock);
+    return ret;
+}
+
+/* Leaves its hub, off the hub's list if it was on it; what it queued stays queued. */
+static void leave_hub(struct vu_device *device)
+{
+    struct vu_post_hub *hub;
+
+    pthread_mutex_lock(&device->post_lock);
+    hub = device->post_hub;
+    if (hub != NULL && device->post_ready) {
+        pthread_mutex_lock(&hub->lock);
+        for (struct vu_device **link = &hub->ready; *link != NULL; link = &(*link)->post_next)
+            if (*link == device) {
+                *link = device->post_next;
+                break;
+            }
+        pthread_mutex_unlock(&hub->lock);
+    }
+    device->post_ready = false;
+    device->post_hub = NULL;
+    pthread_mutex_unlock(&device->post_lock);
+    if (hub != NULL)
+        hub_put(hub);
 }
 
 int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_endpoint *endpoint)
 {
-    int ret = 0;
+    struct vu_post_hub *hub = NULL;
+    int ret;
 
     vu_device_detach_loop(device);
     device->event = sd_event_ref(event);
     device->endpoint = endpoint;
     atomic_store_explicit(&device->loop_thread, (unsigned long)pthread_self(),
                           memory_order_relaxed);
-    if (device->post_fd >= 0)
-        ret = sd_event_add_io(event, &device->post_source, device->post_fd, EPOLLIN, on_posted,
-                              device);
+    ret = hub_get(event, &hub);
+    if (ret >= 0)
+        ret = join_hub(device, hub);
     for (struct vfio_userd_source *source = device->sources; ret >= 0 && source != NULL;
          source = source->next)
         ret = source_attach(source);
@@ -1018,7 +1179,7 @@ void vu_device_detach_loop(struct vu_device *device)
 {
     for (struct vfio_userd_source *source = device->sources; source != NULL; source = source->next)
         source_detach(source);
-    device->post_source = sd_event_source_disable_unref(device->post_source);
+    leave_hub(device);
     device->event = sd_event_unref(device->event);
     device->endpoint = NULL;
 }
@@ -1191,8 +1352,7 @@ static void free_device(struct vu_device *device)
         free(post);
         post = next;
     }
-    if (device->post_fd >= 0)
-        close(device->post_fd);
+    pthread_mutex_destroy(&device->post_lock);
     for (uint32_t i = 0; i < device->ioeventfd_count; i++)
         close(device->ioeventfds[i].fd);
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
@@ -1231,13 +1391,7 @@ int vu_device_create(const struct vfio_userd_plugin *plugin, const char *name, c
     for (unsigned i = 0; i < VFIO_USERD_REGION_COUNT; i++)
         device->regions[i].memory_fd = -1;
     /* Before create(): a thread the plugin starts there may post() at once. */
-    device->post_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (device->post_fd < 0) {
-        ret = vfio_userd_error_set(error, -errno, NULL, "cannot make an eventfd: %s",
-                                   strerror(errno));
-        free(device);
-        return ret;
-    }
+    pthread_mutex_init(&device->post_lock, NULL);
     /* As many marks as PCI allows vectors, so that other threads never see them change. */
     device->raised_vector_words = (VU_PCI_MSIX_MAX_VECTORS + 63) / 64;
     device->raised_vectors = calloc(device->raised_vector_words, sizeof(uint64_t));

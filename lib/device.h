@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -124,14 +125,18 @@ struct vu_device {
     struct vu_device_statistics statistics;
 
     /* ABI 1.1: the loop serving the device (vu_device_attach_loop), the plugin's sources on
-     * it, and the post() queue: a lock-free stack of functions and the eventfd that says it
-     * is not empty (made before create(), so any thread may post from then on). */
+     * it, and the post() queue: a lock-free stack of functions that any thread may push from
+     * create() on. The loop learns of it through its post hub (one eventfd per loop, shared
+     * by the devices it serves), which it joins at attach; post_lock guards post_hub and
+     * post_ready (the device is on the hub's list of devices with posts waiting). */
     sd_event *event;
     struct vu_endpoint *endpoint;
     struct vfio_userd_source *sources;
-    int post_fd;
-    sd_event_source *post_source;
     struct vu_post *_Atomic posted;
+    pthread_mutex_t post_lock;
+    struct vu_post_hub *post_hub;
+    bool post_ready;
+    struct vu_device *post_next; /* on the hub's list, under the hub's lock */
     struct vfio_userd_host_limits limits;
     /* The thread serving the device's loop (0 until attached), and vectors other threads
      * raised (irq_trigger) for it to deliver: a bit per vector, one post() while any is set. */

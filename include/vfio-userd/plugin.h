@@ -341,9 +341,11 @@ struct vfio_userd_host {
      * from ANY thread, including the plugin's own (the only host function that is). The
      * function runs as any other callback (SIGBUS guard, output sent afterwards) and may
      * call every host function, irq_trigger() and dma_translate() included. The queue is
-     * lock-free (one atomic exchange per post, one eventfd write when it was empty). 0 or
-     * -ENOMEM. A plugin stops posting before its destroy() returns: functions still queued
-     * when the device goes are dropped, never called.
+     * lock-free (one atomic exchange per post); the post that makes it non-empty takes a
+     * short lock, and writes an eventfd only when no other device of the loop has posts
+     * waiting (the devices of one loop share one eventfd). 0 or -ENOMEM. A plugin stops posting
+     * before its destroy() returns: functions still queued when the device goes are dropped, never
+     * called.
      */
     int (*post)(struct vfio_userd_device *device, void (*function)(void *opaque), void *opaque);
 

@@ -1134,6 +1134,32 @@ START_TEST(a_thousand_devices_added_and_removed)
 }
 END_TEST
 
+/* A device on a worker holds its listening socket and its RAM's memfd, and no more: post()
+ * wakes a worker through one eventfd for all its devices, not one per device. */
+START_TEST(thread_devices_hold_two_descriptors_each)
+{
+    char params[256];
+    int fds_before;
+
+    fds_before = daemon_open_fds();
+    for (int i = 0; i < 200; i++) {
+        FORMAT(params,
+               "{\"name\":\"t%d\",\"plugin\":\"testdev\",\"isolation\":\"thread\","
+               "\"params\":{\"ram_size\":\"8K\"}}",
+               i);
+        json_decref(call_ok("device_add", params));
+    }
+    ck_assert_int_ge(daemon_open_fds(), fds_before + 400);
+    ck_assert_int_le(daemon_open_fds(), fds_before + 400 + 16); /* 16: more than its workers */
+    for (int i = 0; i < 200; i++) {
+        FORMAT(params, "{\"name\":\"t%d\"}", i);
+        json_decref(call_ok("device_remove", params));
+    }
+    /* The workers' eventfds go with their last device. */
+    ck_assert_int_eq(daemon_open_fds(), fds_before);
+}
+END_TEST
+
 START_TEST(socket_activation)
 {
     char activate[] = "/usr/bin/systemd-socket-activate", socket_path[PATH_MAX];
@@ -1222,7 +1248,7 @@ static Suite *admin_suite(void)
           silent_connections_closed_before_they_lock_anyone_out, other_users_cannot_lock_out_root,
           admin_socket_backs_off_without_descriptors}},
         {"persistence", {persist_survives_restart, persist_never_replaces_a_drop_in}},
-        {"scale", {a_thousand_devices_added_and_removed}},
+        {"scale", {a_thousand_devices_added_and_removed, thread_devices_hold_two_descriptors_each}},
         {"activation", {socket_activation}},
     };
 
