@@ -1159,28 +1159,14 @@ static uint64_t query_left(const struct device_query *query)
     return left < WORKERS_CALL_TIMEOUT_USEC ? left : WORKERS_CALL_TIMEOUT_USEC;
 }
 
-void device_query_start(struct device_manager *manager, struct device_query *query)
-{
-    query->end = vu_monotonic_usec() + DEVICE_QUERY_DEADLINE_USEC;
-    query->given_up = calloc(workers_count(manager->workers), sizeof(bool));
-    workers_probe(manager->workers, query_left(query));
-}
-
-void device_query_finish(struct device_query *query)
-{
-    free(query->given_up);
-    query->given_up = NULL;
-}
-
 struct snapshot_task {
     struct vu_device *device;
     struct vu_endpoint *endpoint;
     struct device_counters counters;
 };
 
-static int run_snapshot(sd_event *event, void *argument)
+static void snapshot(struct snapshot_task *task)
 {
-    struct snapshot_task *task = argument;
     struct device_counters *counters = &task->counters;
 
     counters->statistics = task->device->statistics;
@@ -1190,7 +1176,121 @@ static int run_snapshot(sd_event *event, void *argument)
         counters->client_pid = vu_endpoint_client_pid(task->endpoint);
         vu_endpoint_client_fds(task->endpoint, &counters->client_fds, &(uint32_t){0});
     }
+}
+
+static int run_snapshot(sd_event *event, void *argument)
+{
+    snapshot(argument);
     return 0;
+}
+
+/* The counters of every device on one worker, in one call. The array is the task's: a
+ * caller that gave up leaves it to abandon_snapshots. */
+struct snapshots_task {
+    struct snapshot_task *entries;
+    size_t count;
+};
+
+static int run_snapshots(sd_event *event, void *argument)
+{
+    struct snapshots_task *task = argument;
+
+    for (size_t i = 0; i < task->count; i++)
+        snapshot(&task->entries[i]);
+    return 0;
+}
+
+static void abandon_snapshots(void *argument)
+{
+    struct snapshots_task *task = argument;
+
+    free(task->entries);
+    task->entries = NULL;
+}
+
+/* Reads the counters of worker `worker`'s devices into the query; false if it did not
+ * answer in time. `entries` (room for every device) is taken in every case. */
+static bool prefetch_worker(struct device_manager *manager, struct device_query *query,
+                            size_t worker, struct snapshot_task *entries, size_t *indexes)
+{
+    struct snapshots_task task = {.entries = entries};
+    struct worker_call call = {.task = run_snapshots, .abandon = abandon_snapshots};
+    int ret;
+
+    for (size_t i = 0; i < manager->count; i++) {
+        const struct managed_device *device = manager->devices[i];
+        if (device->isolation != CONFIG_ISOLATION_THREAD || device->endpoint == NULL ||
+            device->worker != worker)
+            continue;
+        entries[task.count] = (struct snapshot_task){device->device, device->endpoint, {0}};
+        indexes[task.count++] = i;
+    }
+    if (task.count == 0) {
+        free(entries);
+        return true;
+    }
+    call.timeout_usec = query_left(query);
+    ret = call.timeout_usec > 0
+              ? workers_call_sized(manager->workers, worker, &call, &task, sizeof(task))
+              : -ENOMEM;
+    if (ret < 0) {
+        /* On -ETIMEDOUT the entries went with the task (abandon_snapshots). */
+        if (ret != -ETIMEDOUT)
+            free(entries);
+        return false;
+    }
+    for (size_t i = 0; i < task.count; i++) {
+        query->counters[indexes[i]] = entries[i].counters;
+        query->known[indexes[i]] = true;
+    }
+    free(entries);
+    return true;
+}
+
+void device_query_start(struct device_manager *manager, struct device_query *query)
+{
+    size_t workers = workers_count(manager->workers), *indexes = NULL;
+
+    *query = (struct device_query){.end = vu_monotonic_usec() + DEVICE_QUERY_DEADLINE_USEC};
+    query->given_up = calloc(workers, sizeof(bool));
+    workers_probe(manager->workers, query_left(query));
+    if (query->given_up == NULL || manager->count == 0)
+        return;
+    query->counters = calloc(manager->count, sizeof(*query->counters));
+    query->known = calloc(manager->count, sizeof(*query->known));
+    indexes = calloc(manager->count, sizeof(*indexes));
+    if (query->counters == NULL || query->known == NULL || indexes == NULL) {
+        device_query_finish(query);
+        query->given_up = calloc(workers, sizeof(bool));
+        goto out;
+    }
+    query->count = manager->count;
+    for (size_t i = 0; i < manager->count; i++)
+        manager->devices[i]->index = i;
+    for (size_t worker = 0; worker < workers; worker++) {
+        struct snapshot_task *entries;
+
+        if (workers_stuck(manager->workers, worker, NULL)) {
+            query->given_up[worker] = true;
+            continue;
+        }
+        entries = calloc(manager->count, sizeof(*entries));
+        if (entries == NULL || !prefetch_worker(manager, query, worker, entries, indexes))
+            query->given_up[worker] = true;
+    }
+out:
+    free(indexes);
+}
+
+void device_query_finish(struct device_query *query)
+{
+    free(query->given_up);
+    free(query->counters);
+    free(query->known);
+    query->given_up = NULL;
+    query->counters = NULL;
+    query->known = NULL;
+    query->count = 0;
 }
 
 /* Reads the counters of a device on a worker, within `query` when not NULL. */
@@ -1204,6 +1304,13 @@ static bool read_worker_counters(struct device_manager *manager,
 
     if (device->endpoint == NULL)
         return false;
+    if (query != NULL && query->counters != NULL) {
+        /* Read at the start of the query, or its worker did not answer then. */
+        if (device->index >= query->count || !query->known[device->index])
+            return false;
+        *counters = query->counters[device->index];
+        return true;
+    }
     if (query != NULL) {
         given_up = query->given_up != NULL ? &query->given_up[device->worker] : NULL;
         call.timeout_usec = query_left(query);

@@ -40,6 +40,7 @@ struct managed_device {
     /* Process isolation. */
     struct supervisor_host *host;
     int listen_fd;
+    size_t index; /* in the manager's array when the last device_query started */
 };
 
 /* Where a device runs: its own setting, else the daemon's default_isolation. */
@@ -153,9 +154,18 @@ int device_manager_persist(struct device_manager *manager, struct managed_device
 struct device_query {
     uint64_t end;   /* CLOCK_MONOTONIC, microseconds */
     bool *given_up; /* per worker */
+    /* The counters of the devices on workers, read at the start, by index in the manager's
+     * array; NULL when they could not be (out of memory): then each is asked on its own. */
+    struct device_counters *counters;
+    bool *known;
+    size_t count;
 };
 
-/* Starts a query: one bounded wait for every worker, so stuck ones are known up front. */
+/*
+ * Starts a query: one bounded wait for every worker, so stuck ones are known up front, and
+ * one call to each worker that answers for the counters of all its devices, so that listing
+ * ten thousand devices waits for each worker once, not for each device.
+ */
 void device_query_start(struct device_manager *manager, struct device_query *query);
 void device_query_finish(struct device_query *query);
 
