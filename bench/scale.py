@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Scale figures of issue 11, for thread mode (default_isolation: thread): N testdev devices (ram_size 8K) added to one
-daemon over the admin socket, 200 requests pipelined at a time; then device_list, the
-daemon's RSS per device, its CPU while idle, and its RSS once every device is removed.
+"""Scale figures of issue 11: N testdev devices (ram_size 8K) added to one daemon over the
+admin socket, 200 requests pipelined at a time; then device_list, the daemon's RSS per
+device, its CPU while idle, and its RSS once every device is removed.
 
-    python3 bench/scale.py BUILD_DIR [N]        # N defaults to 10000
+    python3 bench/scale.py BUILD_DIR [N [MODE]]   # N defaults to 10000, MODE to thread
 
-The daemon needs two descriptors per device (its socket and BAR2's memory): raise the
-shell's `ulimit -n` above 2 N first, as systemd's LimitNOFILE is for the service.
+MODE is the daemon's default_isolation, thread or process. In process mode the figures
+add the device hosts: their CPU while idle, and their proportional set size (PSS, from
+each host's smaps_rollup, so that pages they share count once) next to the daemon's RSS.
+
+In thread mode the daemon needs two descriptors per device (its socket and BAR2's memory),
+in process mode three (its socket, the host's pidfd and control channel): raise the
+shell's `ulimit -n` above that first, as systemd's LimitNOFILE is for the service.
 """
 import json
 import os
@@ -18,10 +23,11 @@ import time
 
 build = sys.argv[1]
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
+mode = sys.argv[3] if len(sys.argv) > 3 else "thread"
 scratch = tempfile.mkdtemp(prefix="vfio-userd-scale.")
 os.mkdir(scratch + "/devices.d")
 with open(scratch + "/vfio-userd.yaml", "w") as config:
-    config.write("log_level: err\ndefault_isolation: thread\n")
+    config.write("log_level: err\ndefault_isolation: %s\n" % mode)
 daemon = subprocess.Popen([build + "/vfio-userd", "-c", scratch + "/vfio-userd.yaml",
                            "--devices-dir", scratch + "/devices.d", "--runtime-dir", scratch + "/run",
                            "--plugin-dir", build + "/plugins"],
@@ -39,10 +45,38 @@ def rss_kib():
                 return int(line.split()[1])
 
 
+def hosts():
+    """The daemon's children: its device hosts."""
+    try:
+        with open("/proc/%d/task/%d/children" % (daemon.pid, daemon.pid)) as children:
+            return [int(pid) for pid in children.read().split()]
+    except OSError:
+        return []
+
+
 def cpu_ticks():
-    with open("/proc/%d/stat" % daemon.pid) as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    total = 0
+    for pid in [daemon.pid] + hosts():
+        try:
+            with open("/proc/%d/stat" % pid) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def hosts_pss_kib():
+    total = 0
+    for pid in hosts():
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 admin = socket.socket(socket.AF_UNIX)
@@ -78,6 +112,8 @@ add_errors = in_batches("device_add", lambda i: {"name": "scale%d" % i, "plugin"
                                                   "params": {"ram_size": "8K"}})
 add_seconds = time.time() - started
 full = rss_kib()
+host_count = len(hosts())
+full_hosts = hosts_pss_kib()
 started = time.time()
 listed = len(call_all([{"jsonrpc": "2.0", "id": 0, "method": "device_list"}])[0]["result"])
 list_seconds = time.time() - started
@@ -94,13 +130,19 @@ daemon.wait()
 with open("/proc/loadavg") as load:
     load_average = load.read().split()[0]
 
+print("isolation             %s" % mode)
 print("devices added         %d of %d in %.2f s" % (count - len(add_errors), count, add_seconds))
 for message in add_errors[:3]:
     print("  refused: %s" % message)
 print("device_list           %.3f s for %d devices" % (list_seconds, listed))
 print("RSS                   %d KiB before, %d KiB with them: %.1f KiB per device"
       % (baseline, full, (full - baseline) / max(1, count - len(add_errors))))
-print("idle CPU              %d ticks in 3 s" % idle_ticks)
+if mode == "process":
+    added = max(1, count - len(add_errors))
+    print("device hosts          %d, PSS %d KiB in all: (daemon RSS increase + PSS) %.1f KiB "
+          "per device" % (host_count, full_hosts, (full - baseline + full_hosts) / added))
+print("idle CPU              %d ticks in 3 s%s" % (idle_ticks,
+                                                  " (daemon and hosts)" if mode == "process" else ""))
 print("removed               in %.2f s; RSS %d KiB after (%+.0f%% of before)"
       % (remove_seconds, after, 100.0 * (after - baseline) / baseline))
 print("load average          %s" % load_average)
