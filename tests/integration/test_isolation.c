@@ -967,7 +967,8 @@ START_TEST(a_refused_change_leaves_the_running_host_alone)
     /* As in thread isolation (config_device_format_plugin_error): the file, line and column
      * of the value, the parameter, the plugin's message. */
     FORMAT(expected,
-           "%s/misbehave0.yaml:3:13: params.behavior: expected crash, hang, leak, escape or none, "
+           "%s/misbehave0.yaml:3:13: params.behavior: expected crash, hang, leak, escape, garble "
+           "or none, "
            "found \"bogus\"",
            harness.devices_dir);
     wait_log_line(expected, "the running device is unchanged");
@@ -1056,6 +1057,29 @@ START_TEST(devices_report_their_isolation_and_process)
 }
 END_TEST
 
+/*
+ * A host that breaks the control protocol while the daemon waits for its answer (here, to
+ * device_reset) is killed and restarted, as one that does so while the daemon is not
+ * waiting: the daemon reads its messages in one place.
+ */
+START_TEST(a_host_that_garbles_an_answer_is_killed_and_restarted)
+{
+    long long first, one = 1;
+    json_t *device;
+
+    start_daemon(NULL, "plugin: misbehave\nparams:\n  behavior: garble\n");
+    first = misbehave_pid();
+    json_decref(admin_client_call(&admin, "device_reset", "{\"name\":\"misbehave0\"}"));
+    wait_log_line("misbehave0: ", "device host sent a bad control message");
+    device = wait_device("misbehave0", is_serving_after, &one, 3, NULL, 0);
+    ck_assert_int_ne(integer_of(device, "pid"), first);
+    json_decref(device);
+    expect_misbehave_answers();
+    expect_healthy_untouched();
+    stop_daemon();
+}
+END_TEST
+
 static Suite *isolation_suite(void)
 {
     Suite *suite = suite_create("isolation");
@@ -1075,6 +1099,7 @@ static Suite *isolation_suite(void)
     tcase_add_test(tcase, the_start_limit_leaves_a_crash_loop_failed_until_reset);
     tcase_add_test(tcase, a_refused_change_leaves_the_running_host_alone);
     tcase_add_test(tcase, devices_report_their_isolation_and_process);
+    tcase_add_test(tcase, a_host_that_garbles_an_answer_is_killed_and_restarted);
     suite_add_tcase(suite, tcase);
     return suite;
 }

@@ -13,11 +13,13 @@
  *   0x40 + 4 * N   read: the errno attempt N failed with (0: it succeeded or was not made)
  *
  * Parameters:
- *   behavior: crash | hang | leak | escape | none (default none)
+ *   behavior: crash | hang | leak | escape | garble | none (default none)
  *     crash   a write through a NULL pointer;
  *     hang    blocks in the callback for good (the supervisor's SIGKILL ends it);
  *     leak    allocates and touches 1 MiB blocks until malloc fails, then abort()s;
  *     escape  tries what a sandboxed device host must not be able to do;
+ *     garble  on a device reset (not a write), sends its device host's daemon a message that
+ *             is not JSON through the host's control channel, before the host's own answer;
  *     none    nothing.
  *   attempts: safe | all (default safe). Only with `all` does escape try ptrace, unshare,
  *     mount and setuid, which would change the daemon itself in thread isolation; `safe`
@@ -79,7 +81,17 @@ _Static_assert(MISBEHAVE_ERRNO_BASE + 4 * MISBEHAVE_ESCAPE_COUNT <= MISBEHAVE_RE
 /* Without a memory limit the leak stops here, so a run without one cannot take the machine. */
 #define MISBEHAVE_LEAK_CAP_MIB 2048u
 
-enum misbehave_behavior { BEHAVE_NONE, BEHAVE_CRASH, BEHAVE_HANG, BEHAVE_LEAK, BEHAVE_ESCAPE };
+enum misbehave_behavior {
+    BEHAVE_NONE,
+    BEHAVE_CRASH,
+    BEHAVE_HANG,
+    BEHAVE_LEAK,
+    BEHAVE_ESCAPE,
+    BEHAVE_GARBLE
+};
+
+/* Where a device host keeps its control channel (CONTROL_CHANNEL_FD in host/control.h). */
+#define MISBEHAVE_CONTROL_CHANNEL_FD 4
 
 struct misbehave {
     struct vfio_userd_device *device;
@@ -237,9 +249,26 @@ static int misbehave_access(void *instance, uint32_t region, uint64_t offset, vo
     case BEHAVE_ESCAPE:
         escape(device);
         break;
+    case BEHAVE_GARBLE:
     case BEHAVE_NONE:
         break;
     }
+    return 0;
+}
+
+/* garble: a message the daemon cannot parse, while it waits for the reset's answer. Only
+ * into a device host's channel, a SEQPACKET socket: in a daemon's worker, the descriptor of
+ * that number is something else, and is left alone. */
+static int misbehave_reset(void *instance)
+{
+    struct misbehave *device = instance;
+    int type = 0;
+    socklen_t length = sizeof(type);
+
+    if (device->behavior == BEHAVE_GARBLE &&
+        getsockopt(MISBEHAVE_CONTROL_CHANNEL_FD, SOL_SOCKET, SO_TYPE, &type, &length) == 0 &&
+        type == SOCK_SEQPACKET && write(MISBEHAVE_CONTROL_CHANNEL_FD, "not json", 8) < 0)
+        return -errno;
     return 0;
 }
 
@@ -275,7 +304,8 @@ static void misbehave_destroy(void *instance)
     free(instance); /* a leak's blocks stay leaked: it ends with abort() anyway */
 }
 
-static const struct vfio_userd_device_ops misbehave_ops = {.destroy = misbehave_destroy};
+static const struct vfio_userd_device_ops misbehave_ops = {.destroy = misbehave_destroy,
+                                                           .reset = misbehave_reset};
 
 /* `key`, a string among `names` (NULL-ended), as its index; missing: 0. */
 static int parse_choice(const json_t *params, const char *key, const char *const *names,
@@ -304,7 +334,8 @@ static int misbehave_create(struct vfio_userd_device *public, const json_t *para
     const struct vfio_userd_host *host = vfio_userd_host_of(public);
     static const char *const allowed[] = {"behavior", "attempts", "file", NULL};
     /* In enum misbehave_behavior's order. */
-    static const char *const behaviors[] = {"none", "crash", "hang", "leak", "escape", NULL};
+    static const char *const behaviors[] = {"none",   "crash",  "hang", "leak",
+                                            "escape", "garble", NULL};
     static const char *const attempts[] = {"safe", "all", NULL};
     const struct vfio_userd_pci_identity identity = {
         .vendor_id = 0x1af4, .device_id = 0x10fd, .class_code = 0xff0000};
@@ -317,8 +348,8 @@ static int misbehave_create(struct vfio_userd_device *public, const json_t *para
 
     ret = host->params_check_keys(params, allowed, error);
     if (ret == 0)
-        ret = parse_choice(params, "behavior", behaviors, "crash, hang, leak, escape or none",
-                           &behavior, error);
+        ret = parse_choice(params, "behavior", behaviors,
+                           "crash, hang, leak, escape, garble or none", &behavior, error);
     if (ret == 0)
         ret = parse_choice(params, "attempts", attempts, "safe or all", &all, error);
     if (ret < 0)
