@@ -15,6 +15,7 @@ shell's `ulimit -n` above that first, as systemd's LimitNOFILE is for the servic
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,6 +128,7 @@ time.sleep(1)
 after = rss_kib()
 daemon.terminate()
 daemon.wait()
+shutil.rmtree(scratch, ignore_errors=True)
 with open("/proc/loadavg") as load:
     load_average = load.read().split()[0]
 
