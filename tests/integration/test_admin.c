@@ -1139,21 +1139,29 @@ END_TEST
 START_TEST(thread_devices_hold_two_descriptors_each)
 {
     char params[256];
-    int fds_before;
+    int fds_before = 0;
 
-    fds_before = daemon_open_fds();
-    for (int i = 0; i < 200; i++) {
-        FORMAT(params,
-               "{\"name\":\"t%d\",\"plugin\":\"testdev\",\"isolation\":\"thread\","
-               "\"params\":{\"ram_size\":\"8K\"}}",
-               i);
-        json_decref(call_ok("device_add", params));
-    }
-    ck_assert_int_ge(daemon_open_fds(), fds_before + 400);
-    ck_assert_int_le(daemon_open_fds(), fds_before + 400 + 16); /* 16: more than its workers */
-    for (int i = 0; i < 200; i++) {
-        FORMAT(params, "{\"name\":\"t%d\"}", i);
-        json_decref(call_ok("device_remove", params));
+    /* A first round warms the workers up: what a worker's loop makes with its first device
+     * and keeps (its timer descriptor) is not the devices' to count. */
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            fds_before = daemon_open_fds();
+        for (int i = 0; i < 200; i++) {
+            FORMAT(params,
+                   "{\"name\":\"t%d\",\"plugin\":\"testdev\",\"isolation\":\"thread\","
+                   "\"params\":{\"ram_size\":\"8K\"}}",
+                   i);
+            json_decref(call_ok("device_add", params));
+        }
+        if (round == 1) {
+            ck_assert_int_ge(daemon_open_fds(), fds_before + 400);
+            /* 16: more than its workers */
+            ck_assert_int_le(daemon_open_fds(), fds_before + 400 + 16);
+        }
+        for (int i = 0; i < 200; i++) {
+            FORMAT(params, "{\"name\":\"t%d\"}", i);
+            json_decref(call_ok("device_remove", params));
+        }
     }
     /* The workers' eventfds go with their last device. */
     ck_assert_int_eq(daemon_open_fds(), fds_before);
