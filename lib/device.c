@@ -1218,7 +1218,9 @@ bool vu_device_quiesce_done(const struct vu_device *device)
 
 void vu_device_resume(struct vu_device *device)
 {
-    if (device->quiesce_state == VU_QUIESCE_NONE)
+    /* Only a finished quiesce ends here: one still WAITING belongs to whoever asked for it,
+     * and the plugin has yet to report it done (its quiesced() would then be refused). */
+    if (device->quiesce_state != VU_QUIESCE_DONE)
         return;
     device->quiesce_state = VU_QUIESCE_NONE;
     if (device->ops.resume != NULL) {
@@ -1758,8 +1760,13 @@ int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unm
 
 int vu_device_reset_quiesced(struct vu_device *device)
 {
-    int ret = vu_device_quiesce(device);
+    int ret;
 
+    /* Quiet already, for a held command or a departure that has not run yet: reset, but
+     * leave the resume to that operation, which must still find the device quiet. */
+    if (device->quiesce_state == VU_QUIESCE_DONE)
+        return vu_device_reset(device);
+    ret = vu_device_quiesce(device);
     if (ret < 0)
         return ret;
     ret = vu_device_reset(device);

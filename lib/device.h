@@ -259,6 +259,7 @@ void vu_device_finish_detach(struct vu_device *device);
  */
 int vu_device_quiesce(struct vu_device *device);
 bool vu_device_quiesce_done(const struct vu_device *device);
+/* Ends a finished quiesce (ops->resume); nothing while none is, or while one still waits. */
 void vu_device_resume(struct vu_device *device);
 /* Whether DMA_UNMAP would change anything: 0 (nothing to do: no maps for "all"), 1, or
  * -errno for a request it would refuse. */
@@ -306,7 +307,8 @@ int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unm
 
 int vu_device_reset(struct vu_device *device);
 /* A reset the control plane asks for: quiesced first like a client's, but it cannot wait
- * in a socket, so -EBUSY when the device needs time (the caller may ask again). */
+ * in a socket, so -EBUSY when the device needs time (the caller may ask again). A device
+ * already quiet for a client's command or departure is reset without resuming it. */
 int vu_device_reset_quiesced(struct vu_device *device);
 
 /* Raises `vector` through whichever interrupt type is enabled (host->irq_trigger). */

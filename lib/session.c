@@ -416,9 +416,8 @@ static int handle_dma_map(struct vu_session *session, const uint8_t *payload, si
     return vu_device_dma_map(session->device, &map, fd);
 }
 
-/* Carries out a checked DMA_UNMAP or DEVICE_RESET; the device was quiesced for it. */
-static int run_quiescing_command(struct vu_session *session, struct held_command *command,
-                                 struct reply *reply)
+/* The DMA_UNMAP or DEVICE_RESET itself, and its reply. */
+static int carry_out(struct vu_session *session, struct held_command *command, struct reply *reply)
 {
     struct vu_dma_unmap *unmap = &command->unmap;
     int ret;
@@ -433,6 +432,15 @@ static int run_quiescing_command(struct vu_session *session, struct held_command
             reply->length = sizeof(*unmap);
         }
     }
+    return ret;
+}
+
+/* Carries out a checked DMA_UNMAP or DEVICE_RESET; the device was quiesced for it. */
+static int run_quiescing_command(struct vu_session *session, struct held_command *command,
+                                 struct reply *reply)
+{
+    int ret = carry_out(session, command, reply);
+
     vu_device_resume(session->device);
     return ret;
 }
@@ -460,7 +468,11 @@ static int handle_quiescing_command(struct vu_session *session, const struct vu_
     } else if (length != 0) {
         return -EINVAL;
     }
-    if (ret > 0 && vu_device_quiesce(session->device) == -EBUSY) {
+    /* Nothing to take away: no quiesce of its own, so none (a control-plane reset's, say)
+     * to end either. */
+    if (ret == 0)
+        return carry_out(session, &command, reply);
+    if (vu_device_quiesce(session->device) == -EBUSY) {
         command.present = true;
         session->held = command;
         return COMMAND_HELD;

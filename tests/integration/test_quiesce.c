@@ -30,6 +30,16 @@ struct quiet {
     struct vfio_userd_device *device;
     const struct vfio_userd_host *host;
     bool busy; /* quiesce() answers -EBUSY: I/O is "in flight" */
+    /* Between a finished quiesce (0 from quiesce(), or quiesced() reported) and resume():
+     * only then may the host unmap, reset or disconnect. A call outside it notes '!'. */
+    bool quiet;
+    /* quiesce() reports quiesced() itself before it answers -EBUSY. */
+    bool report_inside;
+    /* quiesce() starts a DMA_READ through messages and reports quiesced() when it is done. */
+    bool read_in_quiesce;
+    struct vfio_userd_dma_request request;
+    uint8_t data[4];
+    int dma_status;
     char events[EVENT_MAX];
     unsigned event_count; /* q: quiesce, u: dma_unmap, r: reset, d: disconnect, s: resume */
 };
@@ -43,30 +53,66 @@ static void note(char event)
         quiet.events[quiet.event_count++] = event;
 }
 
+/* The host acts on a device that has not quiesced, or resumes one still quiescing. */
+static void check_quiet(void)
+{
+    if (!quiet.quiet)
+        note('!');
+}
+
+static void quiesce_read_done(struct vfio_userd_dma_request *request, int status)
+{
+    quiet.dma_status = status;
+    quiet.quiet = true;
+    quiet.host->quiesced(quiet.device);
+}
+
 static int quiet_quiesce(void *instance)
 {
     note('q');
+    if (quiet.read_in_quiesce) {
+        quiet.request = (struct vfio_userd_dma_request){
+            .address = 0x200000,
+            .length = sizeof(quiet.data),
+            .buffer = quiet.data,
+            .complete = quiesce_read_done,
+        };
+        quiet.dma_status = 1;
+        ck_assert_int_eq(quiet.host->dma_submit(quiet.device, &quiet.request), -EINPROGRESS);
+        return -EBUSY;
+    }
+    if (quiet.report_inside) {
+        quiet.quiet = true;
+        ck_assert_int_eq(quiet.host->quiesced(quiet.device), 0);
+        return -EBUSY;
+    }
+    quiet.quiet = !quiet.busy;
     return quiet.busy ? -EBUSY : 0;
 }
 
 static void quiet_resume(void *instance)
 {
+    check_quiet();
     note('s');
+    quiet.quiet = false;
 }
 
 static void quiet_dma_unmap(void *instance, uint64_t address, uint64_t size)
 {
+    check_quiet();
     note('u');
 }
 
 static int quiet_reset(void *instance)
 {
+    check_quiet();
     note('r');
     return 0;
 }
 
 static void quiet_disconnect(void *instance)
 {
+    check_quiet();
     note('d');
 }
 
@@ -149,6 +195,7 @@ static void set_busy(struct test_server *target, void *argument)
 /* The device's I/O is over: it reports the quiesce done, as a plugin does on its thread. */
 static void report_quiesced(struct test_server *target, void *argument)
 {
+    quiet.quiet = true;
     *(int *)argument = quiet.host->quiesced(quiet.device);
 }
 
@@ -336,6 +383,93 @@ START_TEST(a_control_plane_reset_is_refused_while_the_device_is_busy)
 }
 END_TEST
 
+/* A control-plane reset -EBUSY leaves a quiesce nobody waits for; a client's DMA_UNMAP of
+ * nothing then must not resume the device in the middle of it. */
+START_TEST(a_request_with_nothing_to_do_leaves_a_quiesce_alone)
+{
+    int ret = 1;
+
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0x100000, MEMORY_SIZE, 0), 0);
+    events_are("qus");
+    busy(true);
+    test_server_call(&server, control_plane_reset, &ret);
+    ck_assert_int_eq(ret, -EBUSY);
+    ck_assert_int_eq(vu_client_dma_unmap(client, 0, 0, VU_DMA_UNMAP_FLAG_ALL), 0);
+    events_are("qusq");
+    ck_assert_int_eq(quiesced(), 0);
+    usleep(50 * 1000);
+    events_are("qusqs");
+}
+END_TEST
+
+/* The device reports its quiesce for a held DMA_UNMAP, and a control-plane reset comes
+ * before the unmap has run: the unmap must still find the device quiet. */
+static void quiesced_then_control_plane_reset(struct test_server *target, void *argument)
+{
+    quiet.quiet = true;
+    ck_assert_int_eq(quiet.host->quiesced(quiet.device), 0);
+    *(int *)argument = vu_device_reset_quiesced(target->device);
+}
+
+START_TEST(a_control_plane_reset_between_quiesced_and_the_held_command)
+{
+    uint16_t id;
+    int ret = 1;
+
+    busy(true);
+    id = send_unmap();
+    expect_no_reply();
+    test_server_call(&server, quiesced_then_control_plane_reset, &ret);
+    ck_assert_int_eq(ret, 0);
+    expect_reply(id, VU_COMMAND_DMA_UNMAP);
+    events_are("qrus");
+}
+END_TEST
+
+START_TEST(a_control_plane_reset_between_quiesced_and_the_departure)
+{
+    int ret = 1;
+
+    busy(true);
+    vu_client_close(client);
+    client = NULL;
+    usleep(100 * 1000);
+    events_are("q");
+    test_server_call(&server, quiesced_then_control_plane_reset, &ret);
+    ck_assert_int_eq(ret, 0);
+    usleep(100 * 1000);
+    events_are("qruds");
+}
+END_TEST
+
+/* A quiesce reported from inside quiesce() leaves its end to the loop; a second quiesce
+ * begun before that must not be resumed by it. */
+static void two_control_plane_resets(struct test_server *target, void *argument)
+{
+    int *results = argument;
+
+    quiet.report_inside = true;
+    results[0] = vu_device_reset_quiesced(target->device);
+    quiet.report_inside = false;
+    quiet.busy = true;
+    results[1] = vu_device_reset_quiesced(target->device);
+}
+
+START_TEST(the_end_of_one_quiesce_does_not_resume_the_next)
+{
+    int results[2] = {1, 1};
+
+    test_server_call(&server, two_control_plane_resets, results);
+    ck_assert_int_eq(results[0], 0);
+    ck_assert_int_eq(results[1], -EBUSY);
+    usleep(50 * 1000);
+    events_are("qrsq");
+    ck_assert_int_eq(quiesced(), 0);
+    usleep(50 * 1000);
+    events_are("qrsqs");
+}
+END_TEST
+
 struct raiser {
     int vectors[3];
 };
@@ -404,6 +538,10 @@ int main(void)
     tcase_add_test(test_case, a_client_leaving_while_a_command_waits);
     tcase_add_test(test_case, a_control_plane_reset_is_refused_while_the_device_is_busy);
     tcase_add_test(test_case, irq_trigger_from_a_plugin_thread);
+    tcase_add_test(test_case, a_request_with_nothing_to_do_leaves_a_quiesce_alone);
+    tcase_add_test(test_case, a_control_plane_reset_between_quiesced_and_the_held_command);
+    tcase_add_test(test_case, a_control_plane_reset_between_quiesced_and_the_departure);
+    tcase_add_test(test_case, the_end_of_one_quiesce_does_not_resume_the_next);
     suite_add_tcase(suite, test_case);
     return test_run_suite(suite);
 }
