@@ -435,8 +435,9 @@ static size_t input_read_limit(const struct channel_input *input)
 }
 
 /* Moves the bytes at head to the front when the message there would not fit after them,
- * or when they are few (cheap, and keeps the buffer's start hot in the cache). */
-static void input_compact(struct channel_input *input)
+ * or when they are few (cheap, and keeps the buffer's start hot in the cache); with `all`,
+ * always, so that all the room is after them. */
+static void input_compact(struct channel_input *input, bool all)
 {
     size_t pending = input->tail - input->head;
     uint64_t needed = input_message_size(input);
@@ -445,7 +446,7 @@ static void input_compact(struct channel_input *input)
         return;
     if (needed < VU_HEADER_SIZE || needed > VU_MAX_MESSAGE_SIZE)
         needed = VU_HEADER_SIZE;
-    if (pending > 4096 && input->head + needed <= VU_MAX_MESSAGE_SIZE)
+    if (!all && pending > 4096 && input->head + needed <= VU_MAX_MESSAGE_SIZE)
         return;
     memmove(input->buffer, input->buffer + input->head, pending);
     if (input->fds_pending)
@@ -538,8 +539,8 @@ static int input_handle_one(struct connection *connection, int channel)
 static int update_events(struct connection *connection);
 
 /* Whether the message at the head of `channel` must wait for a held command (see
- * vu_session_holding): the socket is then not read either, until the command has run. */
-static bool input_blocked(const struct connection *connection, int channel)
+ * vu_session_holding). */
+static bool input_head_waits(const struct connection *connection, int channel)
 {
     const struct channel_input *input = &connection->inputs[channel];
     struct vu_header header;
@@ -549,6 +550,57 @@ static bool input_blocked(const struct connection *connection, int channel)
         return false;
     memcpy(&header, input->buffer + input->head, sizeof(header));
     return (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY;
+}
+
+/*
+ * Whether the socket of `channel` must not be read until the held command has run: its
+ * head waits and nothing more fits behind it (the buffer is full, or descriptors wait for
+ * a message in it, which ends reads there). The socket is level-triggered: reading on
+ * would spin.
+ */
+static bool input_blocked(const struct connection *connection, int channel)
+{
+    const struct channel_input *input = &connection->inputs[channel];
+
+    return input_head_waits(connection, channel) &&
+           (input->fds_pending || input->tail - input->head >= VU_MAX_MESSAGE_SIZE);
+}
+
+/*
+ * While a command is held, the device may need answers to its own DMA_READ/DMA_WRITE to
+ * finish quiescing, and a client without a twin socket (QEMU) sends them on the main
+ * socket, possibly behind commands it sent after the held one. Replies are handled where
+ * they lie and taken out of the stream; commands keep their place and order. The scan stops
+ * at a message that is incomplete or malformed, or with or before descriptors: those wait
+ * for the held command like the commands do.
+ */
+static void input_take_replies(struct connection *connection, int channel)
+{
+    struct channel_input *input = &connection->inputs[channel];
+    size_t at = input->head;
+
+    while (input->tail - at >= VU_HEADER_SIZE) {
+        struct vu_header header;
+        size_t size;
+
+        if (vu_wire_decode_header(input->buffer + at, VU_HEADER_SIZE, &header) < 0 ||
+            header.message_size > input->tail - at)
+            return;
+        size = header.message_size;
+        if (input->fds_pending && input->fds_at < at + size)
+            return;
+        if ((header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY) {
+            at += size;
+            continue;
+        }
+        vu_session_handle_message(connection->session, channel, &header,
+                                  input->buffer + at + VU_HEADER_SIZE, size - VU_HEADER_SIZE, NULL,
+                                  0);
+        memmove(input->buffer + at, input->buffer + at + size, input->tail - at - size);
+        input->tail -= size;
+        if (input->fds_pending)
+            input->fds_at -= size; /* they came with a later message */
+    }
 }
 
 static int flush_outputs(struct connection *connection)
@@ -609,13 +661,17 @@ static int process_input(struct connection *connection, int channel, bool readab
             ret = input_handle_one(connection, channel);
             if (ret < 0)
                 return ret;
-            if (ret == 0)
+            if (ret == 0) {
+                if (input_head_waits(connection, channel))
+                    input_take_replies(connection, channel);
                 break;
+            }
             handled++;
         }
         if (!readable || input_blocked(connection, channel))
             return 0;
-        input_compact(input);
+        /* Behind a waiting command, all the room goes to what may follow it. */
+        input_compact(input, input_head_waits(connection, channel));
         limit = input_read_limit(input);
         received = input_read(connection->sockets[channel], input, limit);
         if (received <= 0)
@@ -634,7 +690,7 @@ static bool input_waiting(const struct connection *connection, int channel)
 
     if (input->discarding > 0)
         return input->tail > input->head;
-    if (input->tail - input->head < VU_HEADER_SIZE || input_blocked(connection, channel))
+    if (input->tail - input->head < VU_HEADER_SIZE || input_head_waits(connection, channel))
         return false;
     memcpy(&header, input->buffer + input->head, sizeof(header));
     /* A bad size is handled (refused) at once too. */
