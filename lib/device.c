@@ -627,13 +627,25 @@ static void deliver_raised_vectors(void *opaque)
     }
 }
 
+/* Whether `vector` is out of range for every interrupt type the device declared (INTx
+ * takes any): the counts are fixed once create() returns, so any thread may read them. */
+static bool vector_out_of_range(const struct vu_device *device, uint32_t vector)
+{
+    uint32_t msix = device->irqs[VFIO_USERD_IRQ_MSIX].count;
+    uint32_t msi = device->irqs[VFIO_USERD_IRQ_MSI].count;
+
+    if (device->irqs[VFIO_USERD_IRQ_INTX].count > 0)
+        return false;
+    return vector >= (msix > msi ? msix : msi);
+}
+
 /* irq_trigger() from a plugin's own thread: marks the vector, and wakes the device's
  * thread once for all the marks it finds then. */
 static int raise_from_other_thread(struct vu_device *device, uint32_t vector)
 {
     int ret;
 
-    if (vector / 64 >= device->raised_vector_words)
+    if (vector / 64 >= device->raised_vector_words || vector_out_of_range(device, vector))
         return -EINVAL;
     atomic_fetch_or_explicit(&device->raised_vectors[vector / 64], UINT64_C(1) << (vector % 64),
                              memory_order_release);
