@@ -618,7 +618,7 @@ static void deliver_raised_vectors(void *opaque)
     atomic_store_explicit(&device->raised_posted, false, memory_order_seq_cst);
     for (uint32_t word = 0; word < device->raised_vector_words; word++) {
         uint64_t bits =
-            atomic_exchange_explicit(&device->raised_vectors[word], 0, memory_order_acquire);
+            atomic_exchange_explicit(&device->raised_vectors[word], 0, memory_order_seq_cst);
         while (bits != 0) {
             uint32_t bit = (uint32_t)__builtin_ctzll(bits);
             bits &= bits - 1;
@@ -647,8 +647,12 @@ static int raise_from_other_thread(struct vu_device *device, uint32_t vector)
 
     if (vector / 64 >= device->raised_vector_words || vector_out_of_range(device, vector))
         return -EINVAL;
+    /* seq_cst, as the flag's: the mark and the flag are two objects, and only a single
+     * total order over all four accesses guarantees that a raiser who finds the flag set
+     * has its mark seen by the delivery that clears it next (release/acquire would allow
+     * the mark to be missed until the next raise, on weakly ordered CPUs). */
     atomic_fetch_or_explicit(&device->raised_vectors[vector / 64], UINT64_C(1) << (vector % 64),
-                             memory_order_release);
+                             memory_order_seq_cst);
     if (atomic_exchange_explicit(&device->raised_posted, true, memory_order_seq_cst))
         return 0;
     ret = host_post(&device->public, deliver_raised_vectors, device);
