@@ -122,28 +122,49 @@ struct pci_identity_1_0 {
 #define PLUGIN_STRUCT_MAX 4096u
 
 /*
- * Copies a sized structure (`struct_size` first) into `copy`, the host's version of
- * `host_size` bytes. Size 0 stands for the layout of the plugin's own header, which for a
- * 1.1 plugin is this host's. Smaller than 1.1's: -EINVAL. Larger, from a later header:
- * accepted when the members this host does not know are zero, as unused members are;
- * -E2BIG otherwise, since the plugin asks for something this host cannot do.
+ * The sizes the structures had in ABI 1.1, the first with struct_size: the least a plugin
+ * may hand over. A later minor version appends members and keeps these, so that a 1.1
+ * plugin's structures stay acceptable; the assertions catch a member inserted before.
  */
-static int copy_sized(void *copy, size_t host_size, const void *source)
+#define DEVICE_OPS_SIZE_1_1                                                                        \
+    (offsetof(struct vfio_userd_device_ops, resume) + sizeof(void (*)(void *)))
+#define REGION_SIZE_1_1   (offsetof(struct vfio_userd_region, access) + sizeof(void *))
+#define IDENTITY_SIZE_1_1 (offsetof(struct vfio_userd_pci_identity, interrupt_pin) + 1)
+_Static_assert(offsetof(struct vfio_userd_device_ops, quiesce) == 8 * sizeof(void *),
+               "ABI 1.1 device ops keep their layout");
+#if defined(__x86_64__) || defined(__aarch64__)
+_Static_assert(offsetof(struct vfio_userd_region, access) == 32,
+               "ABI 1.1 regions keep their layout");
+_Static_assert(offsetof(struct vfio_userd_pci_identity, interrupt_pin) == 17,
+               "ABI 1.1 PCI identities keep their layout");
+#endif
+
+/*
+ * Copies a sized structure (`struct_size` first) into `copy`, the host's version of
+ * `host_size` bytes, of which `minimum_size` (its size in 1.1) is the least a plugin may
+ * give. Size 0 stands for the layout of the plugin's own header: for a 1.1 plugin, the 1.1
+ * size. What a plugin built for an older version lacks reads as zero (a callback it does
+ * not have, a field left unset). Larger than the host's, from a later header: accepted
+ * when the members this host does not know are zero, as unused members are; -E2BIG
+ * otherwise, since the plugin asks for something this host cannot do.
+ */
+static int copy_sized(void *copy, size_t host_size, size_t minimum_size, const void *source)
 {
     const uint8_t *bytes = source;
     uint32_t size;
 
     memcpy(&size, source, sizeof(size));
     if (size == 0)
-        size = (uint32_t)host_size;
-    if (size < host_size)
+        size = (uint32_t)minimum_size;
+    if (size < minimum_size)
         return -EINVAL;
     if (size > PLUGIN_STRUCT_MAX)
         return -E2BIG;
     for (size_t i = host_size; i < size; i++)
         if (bytes[i] != 0)
             return -E2BIG;
-    memcpy(copy, source, host_size);
+    memset(copy, 0, host_size);
+    memcpy(copy, source, size < host_size ? size : host_size);
     memcpy(copy, &(uint32_t){(uint32_t)host_size}, sizeof(uint32_t));
     return 0;
 }
@@ -159,7 +180,7 @@ static int import_ops(const struct vu_device *device, const void *source,
     const struct device_ops_1_0 *old = source;
 
     if (!plugin_is_1_0(device))
-        return copy_sized(ops, sizeof(*ops), source);
+        return copy_sized(ops, sizeof(*ops), DEVICE_OPS_SIZE_1_1, source);
     *ops = (struct vfio_userd_device_ops){
         .struct_size = sizeof(*ops),
         .reset = old->reset,
@@ -179,7 +200,7 @@ static int import_region(const struct vu_device *device, const void *source,
     const struct region_1_0 *old = source;
 
     if (!plugin_is_1_0(device))
-        return copy_sized(region, sizeof(*region), source);
+        return copy_sized(region, sizeof(*region), REGION_SIZE_1_1, source);
     *region = (struct vfio_userd_region){
         .struct_size = sizeof(*region),
         .size = old->size,
@@ -197,7 +218,7 @@ static int import_identity(const struct vu_device *device, const void *source,
     const struct pci_identity_1_0 *old = source;
 
     if (!plugin_is_1_0(device))
-        return copy_sized(identity, sizeof(*identity), source);
+        return copy_sized(identity, sizeof(*identity), IDENTITY_SIZE_1_1, source);
     *identity = (struct vfio_userd_pci_identity){
         .struct_size = sizeof(*identity),
         .vendor_id = old->vendor_id,
