@@ -9,6 +9,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <check.h>
+#include <linux/pci_regs.h>
+
+#include "client.h"
 #include "device.h"
 #include "endpoint.h"
 #include "test_server.h"
@@ -146,6 +150,22 @@ void test_server_stop(struct test_server *server)
     rmdir(server->directory);
     pthread_mutex_destroy(&server->lock);
     pthread_cond_destroy(&server->done);
+}
+
+uint8_t test_enable_msix(struct vu_client *client)
+{
+    uint16_t control = PCI_MSIX_FLAGS_ENABLE;
+    uint8_t config[256], msix = 0;
+
+    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_CONFIG, 0, config, 256), 0);
+    for (uint8_t at = config[PCI_CAPABILITY_LIST]; at != 0; at = config[at + 1])
+        if (config[at] == PCI_CAP_ID_MSIX)
+            msix = at;
+    ck_assert_uint_ne(msix, 0);
+    ck_assert_int_eq(vu_client_region_write(client, VFIO_USERD_REGION_CONFIG, msix + PCI_MSIX_FLAGS,
+                                            &control, 2),
+                     0);
+    return msix;
 }
 
 int test_count_open_fds(void)

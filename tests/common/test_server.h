@@ -46,6 +46,12 @@ void test_server_stop(struct test_server *server);
 void test_server_call(struct test_server *server,
                       void (*call)(struct test_server *server, void *argument), void *argument);
 
+struct vu_client;
+
+/* Turns MSI-X on in the device's capability, as a guest driver does, through `client`;
+ * returns the capability's offset in config space (the test fails if there is none). */
+uint8_t test_enable_msix(struct vu_client *client);
+
 /* Number of open file descriptors of this process. */
 int test_count_open_fds(void);
 

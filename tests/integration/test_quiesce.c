@@ -634,18 +634,7 @@ START_TEST(irq_trigger_from_a_plugin_thread)
     uint64_t count;
     pthread_t thread;
 
-    uint8_t config[256];
-    uint16_t control = PCI_MSIX_FLAGS_ENABLE;
-    uint8_t msix = 0;
-
-    ck_assert_int_eq(vu_client_region_read(client, VFIO_USERD_REGION_CONFIG, 0, config, 256), 0);
-    for (uint8_t at = config[PCI_CAPABILITY_LIST]; at != 0; at = config[at + 1])
-        if (config[at] == PCI_CAP_ID_MSIX)
-            msix = at;
-    ck_assert_uint_ne(msix, 0);
-    ck_assert_int_eq(vu_client_region_write(client, VFIO_USERD_REGION_CONFIG, msix + PCI_MSIX_FLAGS,
-                                            &control, 2),
-                     0);
+    test_enable_msix(client);
     for (unsigned i = 0; i < 4; i++) {
         fds[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         ck_assert_int_ge(fds[i], 0);
