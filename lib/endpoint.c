@@ -59,6 +59,11 @@ struct connection {
     sd_event_source *sources[2];
     sd_event_source *dma_timer; /* the client's answer to a DMA_READ/DMA_WRITE is due */
     sd_event_source *resume;    /* complete messages wait in an input buffer */
+    /* What update_events() last gave sd-event, so that a request that changes none of it
+     * (nearly all of them) makes no calls into sd-event besides the loop's own. */
+    uint32_t io_events[2];    /* of sources[]: EPOLLIN when added */
+    bool dma_timer_may_run;   /* armed since it was last disabled (it may have fired) */
+    bool handshake_timer_off; /* disabled once the session was negotiated */
     struct channel_input inputs[2];
     struct vu_session *session;
     pid_t pid;
@@ -332,6 +337,7 @@ static int watch_twin_socket(struct connection *connection)
     if (connection->inputs[1].buffer == NULL)
         return -ENOMEM;
     connection->sockets[1] = twin;
+    connection->io_events[1] = EPOLLIN;
     ret = sd_event_add_io(connection->endpoint->event, &connection->sources[1], twin, EPOLLIN,
                           on_socket_event, connection);
     return ret;
@@ -608,7 +614,7 @@ static int flush_outputs(struct connection *connection)
     struct vu_device_statistics *statistics = &connection->endpoint->device->statistics;
 
     for (int round = 0; round < 2; round++) {
-        bool drained = true;
+        bool drained = true, sent = false;
         for (int channel = 0; channel < 2; channel++) {
             struct vu_output_queue *queue = vu_session_output(connection->session, channel);
             size_t before = vu_output_queue_pending(queue);
@@ -620,9 +626,12 @@ static int flush_outputs(struct connection *connection)
             if (ret < 0)
                 return ret;
             statistics->bytes_sent += before - vu_output_queue_pending(queue);
+            sent = true;
             drained = drained && vu_output_queue_pending(queue) == 0;
         }
-        if (!drained)
+        /* Still full, or nothing sent (most requests' second round): no room was made for
+         * the DMA requests that wait, which took what room there was when last pumped. */
+        if (!drained || !sent)
             break;
         /* Room again: queued DMA requests may go out now. */
         vu_session_output_drained(connection->session);
@@ -717,10 +726,13 @@ static int update_dma_timer(struct connection *connection)
     uint64_t deadline =
         vu_session_dma_deadline(connection->session, connection->endpoint->dma_timeout_usec);
 
-    if (deadline == 0)
-        return connection->dma_timer != NULL
-                   ? sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_OFF)
-                   : 0;
+    if (deadline == 0) {
+        if (!connection->dma_timer_may_run)
+            return 0;
+        connection->dma_timer_may_run = false;
+        return sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_OFF);
+    }
+    connection->dma_timer_may_run = true;
     if (connection->dma_timer == NULL)
         return sd_event_add_time(connection->endpoint->event, &connection->dma_timer,
                                  CLOCK_MONOTONIC, deadline, 0, on_dma_timeout, connection);
@@ -752,10 +764,11 @@ static int update_events(struct connection *connection)
 
     if (ret < 0)
         return ret;
-    if (vu_session_negotiated(connection->session)) {
+    if (!connection->handshake_timer_off && vu_session_negotiated(connection->session)) {
         ret = sd_event_source_set_enabled(connection->endpoint->handshake_timer, SD_EVENT_OFF);
         if (ret < 0)
             return ret;
+        connection->handshake_timer_off = true;
     }
     for (int channel = 0; channel < 2; channel++) {
         uint32_t events = 0;
@@ -766,9 +779,12 @@ static int update_events(struct connection *connection)
             events |= EPOLLIN;
         if (vu_output_queue_pending(vu_session_output(connection->session, channel)) > 0)
             events |= EPOLLOUT;
+        if (events == connection->io_events[channel])
+            continue;
         ret = sd_event_source_set_io_events(connection->sources[channel], events);
         if (ret < 0)
             return ret;
+        connection->io_events[channel] = events;
     }
     return 0;
 }
@@ -910,6 +926,7 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
     if (ret < 0)
         goto fail;
     vu_session_set_dma_chunk_size(connection->session, endpoint->dma_chunk_size);
+    connection->io_events[0] = EPOLLIN;
     ret = sd_event_add_io(endpoint->event, &connection->sources[0], fd, EPOLLIN, on_socket_event,
                           connection);
     if (ret < 0)
