@@ -1238,8 +1238,11 @@ int vu_device_quiesce(struct vu_device *device)
     track(device, "quiesce");
     ret = device->ops.quiesce(device->instance);
     track(device, NULL);
-    if (ret == -EBUSY && device->quiesce_state == VU_QUIESCE_WAITING)
+    if (ret == -EBUSY && device->quiesce_state == VU_QUIESCE_WAITING) {
+        if (device->endpoint != NULL)
+            vu_endpoint_quiesce_waiting(device->endpoint);
         return -EBUSY;
+    }
     if (ret < 0 && ret != -EBUSY)
         vu_log(VFIO_USERD_LOG_WARNING, device->name,
                "quiesce failed (%s); going ahead, the client's request cannot wait",

@@ -88,6 +88,10 @@ struct vu_endpoint {
     unsigned refusals;       /* second clients refused while this one is connected */
     struct connection *connection;
     sd_event_source *quiesced_source; /* the device's quiesce is done: go on (a defer) */
+    sd_event_source *quiesce_watch;   /* a quiesce taking long is reported (a timer) */
+    uint64_t quiesce_warning_usec;    /* after this long, then twice as long, ... */
+    uint64_t quiesce_next_usec;       /* the next report's delay */
+    uint64_t quiesce_began_usec;
     /* The device's I/O eventfds are served here, client or not: KVM may keep them. */
     sd_event_source *ioeventfd_sources[VFIO_USERD_MAX_IOEVENTFDS];
 };
@@ -1105,6 +1109,54 @@ static int on_quiesced(sd_event_source *source, void *userdata)
     return 0;
 }
 
+/* sd-event's default accuracy (250 ms) would blur the first report of a short warning. */
+#define QUIESCE_WATCH_ACCURACY_USEC 10000
+
+static int on_quiesce_watch(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    struct vu_endpoint *endpoint = userdata;
+    struct vu_device *device = endpoint->device;
+    uint64_t waited = vu_monotonic_usec() - endpoint->quiesce_began_usec;
+
+    if (vu_device_quiesce_done(device))
+        return 0;
+    vu_log(VFIO_USERD_LOG_WARNING, device->name,
+           "the device (plugin %s) has not finished quiescing after %.1f s; %s waits for it",
+           device->plugin->name, (double)waited / 1e6,
+           vu_device_detaching(device) ? "the next client" : "its client's request");
+    endpoint->quiesce_next_usec = endpoint->quiesce_next_usec < VU_ENDPOINT_QUIESCE_WARNING_MAX / 2
+                                      ? endpoint->quiesce_next_usec * 2
+                                      : VU_ENDPOINT_QUIESCE_WARNING_MAX;
+    if (sd_event_source_set_time_relative(source, endpoint->quiesce_next_usec) >= 0)
+        sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+    return 0;
+}
+
+void vu_endpoint_quiesce_waiting(struct vu_endpoint *endpoint)
+{
+    int ret;
+
+    endpoint->quiesce_began_usec = vu_monotonic_usec();
+    endpoint->quiesce_next_usec = endpoint->quiesce_warning_usec;
+    if (endpoint->quiesce_watch == NULL)
+        ret = sd_event_add_time_relative(endpoint->event, &endpoint->quiesce_watch, CLOCK_MONOTONIC,
+                                         endpoint->quiesce_next_usec, QUIESCE_WATCH_ACCURACY_USEC,
+                                         on_quiesce_watch, endpoint);
+    else
+        ret =
+            sd_event_source_set_time_relative(endpoint->quiesce_watch, endpoint->quiesce_next_usec);
+    if (ret >= 0)
+        ret = sd_event_source_set_enabled(endpoint->quiesce_watch, SD_EVENT_ONESHOT);
+    if (ret < 0)
+        vu_log(VFIO_USERD_LOG_DEBUG, endpoint->device->name, "no watch on the quiesce: %s",
+               strerror(-ret));
+}
+
+void vu_endpoint_set_quiesce_warning(struct vu_endpoint *endpoint, uint64_t usec)
+{
+    endpoint->quiesce_warning_usec = usec;
+}
+
 void vu_endpoint_quiesced(struct vu_endpoint *endpoint)
 {
     if (sd_event_source_set_enabled(endpoint->quiesced_source, SD_EVENT_ONESHOT) < 0)
@@ -1128,6 +1180,7 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
     endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
     endpoint->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
     endpoint->handshake_timeout_usec = VU_ENDPOINT_HANDSHAKE_TIMEOUT_USEC;
+    endpoint->quiesce_warning_usec = VU_ENDPOINT_QUIESCE_WARNING_USEC;
     endpoint->accept_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(
         CONNECTION_LOG_INTERVAL_USEC, ACCEPT_LOG_BURST);
     endpoint->connection_log = (struct vu_log_ratelimit)VU_LOG_RATELIMIT_INIT(
@@ -1169,6 +1222,7 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
         sd_event_source_disable_unref(endpoint->ioeventfd_sources[i]);
     sd_event_source_disable_unref(endpoint->accept_retry);
     sd_event_source_disable_unref(endpoint->quiesced_source);
+    sd_event_source_disable_unref(endpoint->quiesce_watch);
     sd_event_source_disable_unref(endpoint->handshake_timer);
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)

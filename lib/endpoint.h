@@ -66,6 +66,16 @@ void vu_endpoint_flush(struct vu_endpoint *endpoint);
 /* Disconnects the current client (for device removal or tests). */
 void vu_endpoint_disconnect(struct vu_endpoint *endpoint);
 
+/*
+ * The device started a quiesce it needs time for: if it has not finished after
+ * `quiesce_warning` (VU_ENDPOINT_QUIESCE_WARNING_USEC unless set), a warning says who waits,
+ * again at doubling intervals; a plugin that never reports it holds its client for good.
+ */
+void vu_endpoint_quiesce_waiting(struct vu_endpoint *endpoint);
+void vu_endpoint_set_quiesce_warning(struct vu_endpoint *endpoint, uint64_t usec);
+#define VU_ENDPOINT_QUIESCE_WARNING_USEC (5u * 1000 * 1000)
+#define VU_ENDPOINT_QUIESCE_WARNING_MAX  (60u * 1000 * 1000)
+
 /* The device finished a quiesce it needed time for (its plugin called host->quiesced): the
  * command or the client's departure that waited for it goes on from the next loop pass. */
 void vu_endpoint_quiesced(struct vu_endpoint *endpoint);

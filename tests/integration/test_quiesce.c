@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,8 @@
 
 #include "client.h"
 #include "device.h"
+#include "endpoint.h"
+#include "log.h"
 #include "session.h"
 #include "test_runner.h"
 #include "test_server.h"
@@ -222,11 +225,22 @@ static void busy(bool value)
 static struct vu_client *client;
 static int memory_fd = -1;
 
+/* Warnings about a quiesce that takes long, counted from the server thread's log. */
+static atomic_uint slow_quiesce_warnings;
+
+static void count_warnings(enum vfio_userd_log_level level, const char *device, const char *message)
+{
+    if (level == VFIO_USERD_LOG_WARNING && strstr(message, "has not finished quiescing") != NULL)
+        atomic_fetch_add(&slow_quiesce_warnings, 1);
+    fprintf(stderr, "<%d>%s: %s\n", (int)level, device != NULL ? device : "", message);
+}
+
 static void setup(void)
 {
     struct vu_client_options options;
 
     quiet = (struct quiet){0};
+    vu_log_set_sink(count_warnings);
     ck_assert_int_eq(test_server_start(&server, &vfio_userd_plugin, NULL), 0);
     vu_client_options_default(&options);
     options.timeout_ms = 2000;
@@ -363,6 +377,35 @@ START_TEST(a_client_leaving_while_a_command_waits)
     ck_assert_int_eq(quiesced(), 0);
     usleep(100 * 1000);
     events_are("quds");
+}
+END_TEST
+
+static void set_quiesce_warning(struct test_server *target, void *argument)
+{
+    vu_endpoint_set_quiesce_warning(target->endpoint, *(uint64_t *)argument);
+}
+
+START_TEST(a_quiesce_that_takes_long_is_reported)
+{
+    uint64_t warning = 100 * 1000, began;
+    uint16_t id;
+    unsigned seen;
+
+    test_server_call(&server, set_quiesce_warning, &warning);
+    busy(true);
+    began = vu_monotonic_usec();
+    id = send_unmap();
+    /* After 100 ms, then 200 ms later: the second report comes 300 ms in at the earliest. */
+    while (atomic_load(&slow_quiesce_warnings) < 2 && vu_monotonic_usec() - began < 5000000)
+        usleep(10 * 1000);
+    ck_assert_uint_ge(atomic_load(&slow_quiesce_warnings), 2);
+    ck_assert_uint_ge(vu_monotonic_usec() - began, 290 * 1000);
+    ck_assert_int_eq(quiesced(), 0);
+    expect_reply(id, VU_COMMAND_DMA_UNMAP);
+    /* Done: no report after it, though the next was due. */
+    seen = atomic_load(&slow_quiesce_warnings);
+    usleep(800 * 1000);
+    ck_assert_uint_eq(atomic_load(&slow_quiesce_warnings), seen);
 }
 END_TEST
 
@@ -669,6 +712,7 @@ int main(void)
     tcase_add_test(test_case, a_departed_clients_memory_stays_until_the_device_is_quiet);
     tcase_add_test(test_case, a_client_leaving_while_a_command_waits);
     tcase_add_test(test_case, a_control_plane_reset_is_refused_while_the_device_is_busy);
+    tcase_add_test(test_case, a_quiesce_that_takes_long_is_reported);
     tcase_add_test(test_case, irq_trigger_from_a_plugin_thread);
     tcase_add_test(test_case, a_request_with_nothing_to_do_leaves_a_quiesce_alone);
     tcase_add_test(test_case, a_control_plane_reset_between_quiesced_and_the_held_command);
