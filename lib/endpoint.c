@@ -482,6 +482,24 @@ static void input_discard(struct connection *connection, struct channel_input *i
 }
 
 /*
+ * Whether the message at the head of `channel` must wait for a held command (see
+ * vu_session_holding): anything but a well-formed reply does. Handling, reading, the
+ * resume check and the events asked of the loop all judge by this, so that what waits
+ * never looks ready to any of them.
+ */
+static bool input_head_waits(const struct connection *connection, int channel)
+{
+    const struct channel_input *input = &connection->inputs[channel];
+    struct vu_header header;
+
+    if (!vu_session_holding(connection->session) || input->discarding > 0 ||
+        input->tail - input->head < VU_HEADER_SIZE)
+        return false;
+    return vu_wire_decode_header(input->buffer + input->head, VU_HEADER_SIZE, &header) < 0 ||
+           (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY;
+}
+
+/*
  * Handles the message at head if it is complete. 1: handled (or rejected), go on; 0: it is
  * not complete yet; <0: drop the client.
  */
@@ -497,11 +515,9 @@ static int input_handle_one(struct connection *connection, int channel)
 
     if (available < VU_HEADER_SIZE)
         return 0;
-    ret = vu_wire_decode_header(input->buffer + input->head, VU_HEADER_SIZE, &header);
-    /* While a command waits for the device to quiesce, only replies go past it. */
-    if (vu_session_holding(connection->session) &&
-        (ret < 0 || (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY))
+    if (input_head_waits(connection, channel))
         return 0;
+    ret = vu_wire_decode_header(input->buffer + input->head, VU_HEADER_SIZE, &header);
     if (ret < 0 && header.message_size < VU_HEADER_SIZE) {
         /* No way to find the next message boundary. */
         vu_log(VFIO_USERD_LOG_WARNING, connection->endpoint->device->name,
@@ -547,20 +563,6 @@ static int input_handle_one(struct connection *connection, int channel)
 }
 
 static int update_events(struct connection *connection);
-
-/* Whether the message at the head of `channel` must wait for a held command (see
- * vu_session_holding). */
-static bool input_head_waits(const struct connection *connection, int channel)
-{
-    const struct channel_input *input = &connection->inputs[channel];
-    struct vu_header header;
-
-    if (!vu_session_holding(connection->session) || input->discarding > 0 ||
-        input->tail - input->head < VU_HEADER_SIZE)
-        return false;
-    memcpy(&header, input->buffer + input->head, sizeof(header));
-    return (header.flags & VU_FLAGS_TYPE_MASK) != VU_FLAGS_TYPE_REPLY;
-}
 
 /*
  * Whether the socket of `channel` must not be read until the held command has run: its

@@ -653,6 +653,30 @@ START_TEST(a_map_behind_a_held_command_costs_no_cpu)
 }
 END_TEST
 
+/* A reply with a flag no message may carry, behind a held command: it waits there like a
+ * command (it is refused once the command has run), and waiting costs no CPU. */
+START_TEST(a_malformed_reply_behind_a_held_command_costs_no_cpu)
+{
+    uint8_t message[VU_HEADER_SIZE];
+    uint64_t before;
+    uint16_t id;
+
+    busy(true);
+    id = send_unmap();
+    vu_wire_encode_header(message, 0x7001, VU_COMMAND_DMA_READ, sizeof(message),
+                          VU_FLAGS_TYPE_REPLY | (1u << 8), 0);
+    ck_assert_int_eq(write(vu_client_socket(client), message, sizeof(message)), sizeof(message));
+    usleep(100 * 1000);
+    before = cpu_usec();
+    usleep(300 * 1000);
+    ck_assert_uint_lt(cpu_usec() - before, 30 * 1000);
+    events_are("q");
+    ck_assert_int_eq(quiesced(), 0);
+    expect_reply(id, VU_COMMAND_DMA_UNMAP);
+    events_are("qus");
+}
+END_TEST
+
 struct raiser {
     int vectors[3];
 };
@@ -713,6 +737,7 @@ int main(void)
     tcase_add_test(test_case, a_client_leaving_while_a_command_waits);
     tcase_add_test(test_case, a_control_plane_reset_is_refused_while_the_device_is_busy);
     tcase_add_test(test_case, a_quiesce_that_takes_long_is_reported);
+    tcase_add_test(test_case, a_malformed_reply_behind_a_held_command_costs_no_cpu);
     tcase_add_test(test_case, irq_trigger_from_a_plugin_thread);
     tcase_add_test(test_case, a_request_with_nothing_to_do_leaves_a_quiesce_alone);
     tcase_add_test(test_case, a_control_plane_reset_between_quiesced_and_the_held_command);
