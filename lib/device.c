@@ -779,13 +779,15 @@ static int host_open_file(struct vfio_userd_device *public, const char *path, in
                           unsigned int mode)
 {
     struct vu_device *device = device_of(public);
-    int ret = vu_device_check_open_file(device->params, path, flags);
+    int ret;
 
+    if (file_opener == NULL)
+        return vu_device_open_named_file(device->params, path, flags, mode);
+    /* Checked here as well as by the daemon: a refused path costs no round trip. */
+    ret = vu_device_check_open_file(device->params, path, flags);
     if (ret < 0)
         return ret;
-    if (file_opener != NULL)
-        return file_opener(device->name, path, flags, mode & 0666);
-    return vu_device_open_named_file(device->params, path, flags, mode);
+    return file_opener(device->name, path, flags, mode & 0666);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1523,6 +1525,12 @@ static void remove_dma_range(struct vu_device *device, uint32_t index)
     vu_dma_table_remove(&device->dma, index);
 }
 
+static void remove_all_dma_ranges(struct vu_device *device)
+{
+    while (device->dma.count > 0)
+        remove_dma_range(device, device->dma.count - 1);
+}
+
 void vu_device_detach_session(struct vu_device *device)
 {
     vu_device_release_client_interrupts(device);
@@ -1545,8 +1553,7 @@ bool vu_device_detaching(const struct vu_device *device)
 void vu_device_finish_detach(struct vu_device *device)
 {
     device->detach_pending = false;
-    while (device->dma.count > 0)
-        remove_dma_range(device, device->dma.count - 1);
+    remove_all_dma_ranges(device);
     device->dma.limit = VU_SERVER_MAX_DMA_MAPS;
     if (device->ops.client_disconnect != NULL) {
         track(device, "client_disconnect");
@@ -1780,21 +1787,15 @@ int vu_device_dma_unmap_check(const struct vu_device *device, const struct vu_dm
 
 int vu_device_dma_unmap(struct vu_device *device, const struct vu_dma_unmap *unmap)
 {
-    int index;
+    int ret = vu_device_dma_unmap_check(device, unmap);
 
-    if (unmap->flags == VU_DMA_UNMAP_FLAG_ALL) {
-        if (unmap->address != 0 || unmap->size != 0)
-            return -EINVAL;
-        while (device->dma.count > 0)
-            remove_dma_range(device, device->dma.count - 1);
-        return 0;
-    }
-    if (unmap->flags != 0)
-        return unmap->flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP ? -ENOTSUP : -EINVAL;
-    index = vu_dma_table_find_exact(&device->dma, unmap->address, unmap->size);
-    if (index < 0)
-        return index;
-    remove_dma_range(device, (uint32_t)index);
+    if (ret <= 0)
+        return ret;
+    if (unmap->flags == VU_DMA_UNMAP_FLAG_ALL)
+        remove_all_dma_ranges(device);
+    else
+        remove_dma_range(
+            device, (uint32_t)vu_dma_table_find_exact(&device->dma, unmap->address, unmap->size));
     return 0;
 }
 
