@@ -1096,6 +1096,9 @@ static int on_quiesced(sd_event_source *source, void *userdata)
     struct vu_endpoint *endpoint = userdata;
     struct vu_device *previous = vu_fault_guard_enter(endpoint->device);
 
+    /* Done: no report of a slow quiesce is due any more. */
+    if (endpoint->quiesce_watch != NULL)
+        sd_event_source_set_enabled(endpoint->quiesce_watch, SD_EVENT_OFF);
     if (vu_device_detaching(endpoint->device) && vu_device_quiesce_done(endpoint->device)) {
         vu_device_finish_detach(endpoint->device);
         sd_event_source_set_enabled(endpoint->listen_source, SD_EVENT_ON);
