@@ -23,6 +23,7 @@
 #include "client.h"
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "plugin_loader.h"
 #include "session.h"
 
@@ -42,7 +43,7 @@
 
 struct server {
     pthread_t thread;
-    sd_event *event;
+    struct vu_loop *loop;
     int stop_fd;
     const struct vfio_userd_plugin *plugin;
     uint32_t dma_chunk_size;
@@ -66,16 +67,16 @@ static void *serve(void *argument)
     json_t *params = json_pack("{s:s}", "ram_size", "16M");
     int fd = -1, ret;
 
-    ret = sd_event_new(&server->event);
+    ret = vu_loop_new(&server->loop);
     if (ret >= 0)
-        ret =
-            sd_event_add_io(server->event, NULL, server->stop_fd, EPOLLIN, on_stop, server->event);
+        ret = sd_event_add_io(vu_loop_event(server->loop), NULL, server->stop_fd, EPOLLIN, on_stop,
+                              vu_loop_event(server->loop));
     if (ret >= 0)
         ret = vu_device_create(server->plugin, "bench", params, &device, &error);
     if (ret >= 0)
         ret = vu_socket_listen(server->path, NULL, &fd);
     if (ret >= 0)
-        ret = vu_endpoint_new(device, server->event, fd, &endpoint);
+        ret = vu_endpoint_new(device, server->loop, fd, &endpoint);
     if (ret >= 0)
         ret = vu_endpoint_set_dma_chunk_size(endpoint, server->dma_chunk_size);
     json_decref(params);
@@ -84,10 +85,10 @@ static void *serve(void *argument)
     pthread_cond_broadcast(&server->changed);
     pthread_mutex_unlock(&server->lock);
     if (ret >= 0)
-        sd_event_loop(server->event);
+        vu_loop_run(server->loop);
     vu_endpoint_free(endpoint);
     vu_device_destroy(device);
-    sd_event_unref(server->event);
+    vu_loop_unref(server->loop);
     return NULL;
 }
 

@@ -39,7 +39,7 @@ static void create_task_free_copies(struct create_task *task)
     task->params = NULL;
 }
 
-static int run_create(sd_event *event, void *argument)
+static int run_create(struct vu_loop *loop, void *argument)
 {
     struct create_task *task = argument;
 
@@ -75,10 +75,10 @@ struct serve_task {
     struct vu_endpoint *endpoint;
 };
 
-static int run_serve(sd_event *event, void *argument)
+static int run_serve(struct vu_loop *loop, void *argument)
 {
     struct serve_task *task = argument;
-    int ret = vu_endpoint_new(task->device, event, task->listen_fd, &task->endpoint);
+    int ret = vu_endpoint_new(task->device, loop, task->listen_fd, &task->endpoint);
 
     task->listen_fd = -1; /* taken over by vu_endpoint_new, whatever its result */
     if (ret >= 0) {
@@ -111,10 +111,10 @@ struct start_task {
     bool created; /* the plugin accepted the device; what failed after is serving it */
 };
 
-static int run_start(sd_event *event, void *argument)
+static int run_start(struct vu_loop *loop, void *argument)
 {
     struct start_task *task = argument;
-    int ret = run_create(event, &task->create);
+    int ret = run_create(loop, &task->create);
 
     if (ret < 0) {
         close(task->serve.listen_fd);
@@ -123,7 +123,7 @@ static int run_start(sd_event *event, void *argument)
     }
     task->created = true;
     task->serve.device = task->create.device;
-    ret = run_serve(event, &task->serve);
+    ret = run_serve(loop, &task->serve);
     if (ret < 0) {
         vu_device_destroy(task->create.device);
         task->create.device = NULL;
@@ -147,7 +147,7 @@ struct stop_task {
     int listen_fd; /* out, with keep_socket */
 };
 
-static int run_stop(sd_event *event, void *argument)
+static int run_stop(struct vu_loop *loop, void *argument)
 {
     struct stop_task *task = argument;
 
@@ -1178,7 +1178,7 @@ static void snapshot(struct snapshot_task *task)
     }
 }
 
-static int run_snapshot(sd_event *event, void *argument)
+static int run_snapshot(struct vu_loop *loop, void *argument)
 {
     snapshot(argument);
     return 0;
@@ -1191,7 +1191,7 @@ struct snapshots_task {
     size_t count;
 };
 
-static int run_snapshots(sd_event *event, void *argument)
+static int run_snapshots(struct vu_loop *loop, void *argument)
 {
     struct snapshots_task *task = argument;
 
@@ -1384,7 +1384,7 @@ struct reset_task {
     struct vu_endpoint *endpoint;
 };
 
-static int run_reset(sd_event *event, void *argument)
+static int run_reset(struct vu_loop *loop, void *argument)
 {
     struct reset_task *task = argument;
     struct vu_device *previous = vu_fault_guard_enter(task->device);

@@ -21,6 +21,7 @@
 #include "device.h"
 #include "devices.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "log.h"
 #include "plugins.h"
 
@@ -168,7 +169,8 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
     struct vfio_userd_error error = {0};
     struct vu_device *device = NULL;
     struct vu_endpoint *endpoint = NULL;
-    sd_event *event = NULL;
+    struct vu_loop *loop = NULL;
+    sd_event *event;
     sigset_t signals;
     int listen_fd = -1, ret, status = EXIT_FAILURE;
 
@@ -190,10 +192,9 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
     sigaddset(&signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* A loop of its own, not the thread's default: sd-event checks the default loop's
-     * thread (a gettid) on every pass, one more system call per request. */
-    if ((ret = sd_event_new(&event)) < 0 ||
-        (ret = sd_event_add_signal(event, NULL, SIGTERM, on_single_signal, NULL)) < 0 ||
+    ret = vu_loop_new(&loop);
+    event = ret < 0 ? NULL : vu_loop_event(loop);
+    if (ret < 0 || (ret = sd_event_add_signal(event, NULL, SIGTERM, on_single_signal, NULL)) < 0 ||
         (ret = sd_event_add_signal(event, NULL, SIGINT, on_single_signal, NULL)) < 0 ||
         (ret = sd_event_set_watchdog(event, true)) < 0) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "event loop: %s", strerror(-ret));
@@ -208,7 +209,7 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
     ret = listen_single(socket_settings, &listen_fd);
     if (ret < 0)
         goto out;
-    ret = vu_endpoint_new(device, event, listen_fd, &endpoint);
+    ret = vu_endpoint_new(device, loop, listen_fd, &endpoint);
     if (ret < 0) {
         vu_log(VFIO_USERD_LOG_ERR, NULL, "serving %s: %s", socket_path, strerror(-ret));
         unlink(socket_path);
@@ -217,13 +218,13 @@ static int run_single(const struct config_daemon *settings, const char *plugin_n
     device_endpoint_configure(endpoint, settings);
     vu_log(VFIO_USERD_LOG_INFO, NULL, "serving one %s device on %s", plugin->name, socket_path);
     sd_notify(0, "READY=1");
-    ret = sd_event_loop(event);
+    ret = vu_loop_run(loop);
     status = ret < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
     vu_endpoint_free(endpoint);
     unlink(socket_path);
 out:
     vu_device_destroy(device);
-    sd_event_unref(event);
+    vu_loop_unref(loop);
     plugin_registry_free(&plugins);
     return status;
 }

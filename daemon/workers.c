@@ -1,5 +1,5 @@
 /*
- * Worker threads with their own sd-event loops, and the control plane's bounded waits on
+ * Worker threads with their own device loops, and the control plane's bounded waits on
  * them; see workers.h.
  */
 #include <errno.h>
@@ -36,7 +36,7 @@ struct worker {
     size_t index;
     pthread_t thread;
     bool thread_started;
-    sd_event *event;
+    struct vu_loop *loop;
     sd_event_source *wake_source;
     int wake_fd;
     /* Written by the worker before each plugin callback; read by the control plane. */
@@ -83,7 +83,7 @@ static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *user
         task->state = TASK_RUNNING;
         /* Tasks run unlocked: they may take long and may log. */
         pthread_mutex_unlock(&worker->lock);
-        int result = task->function(worker->event, task->argument);
+        int result = task->function(worker->loop, task->argument);
         pthread_mutex_lock(&worker->lock);
         if (task->abandoned) {
             /* Its caller gave up on it: what the result holds goes here, on this thread,
@@ -104,7 +104,7 @@ static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *user
     worker->timed_out = false;
     pthread_cond_broadcast(&worker->finished);
     if (worker->stopping)
-        sd_event_exit(worker->event, 0);
+        sd_event_exit(vu_loop_event(worker->loop), 0);
     pthread_mutex_unlock(&worker->lock);
     return 0;
 }
@@ -115,7 +115,7 @@ static void *worker_main(void *argument)
     int ret;
 
     vu_device_track_callbacks(&worker->tracker);
-    ret = sd_event_loop(worker->event);
+    ret = vu_loop_run(worker->loop);
     if (ret < 0)
         vu_log(VFIO_USERD_LOG_ERR, NULL, "worker event loop failed: %s", strerror(-ret));
     return NULL;
@@ -144,11 +144,11 @@ static int worker_init(struct worker *worker, struct workers *owner, size_t inde
     pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
     pthread_cond_init(&worker->finished, &attributes);
     pthread_condattr_destroy(&attributes);
-    ret = sd_event_new(&worker->event);
+    ret = vu_loop_new(&worker->loop);
     if (ret < 0)
         return ret;
-    ret = sd_event_add_io(worker->event, &worker->wake_source, worker->wake_fd, EPOLLIN, on_wake,
-                          worker);
+    ret = sd_event_add_io(vu_loop_event(worker->loop), &worker->wake_source, worker->wake_fd,
+                          EPOLLIN, on_wake, worker);
     if (ret < 0)
         return ret;
     /* Queued work first when the worker comes back: a device being stopped must not serve
@@ -165,7 +165,7 @@ static int worker_init(struct worker *worker, struct workers *owner, size_t inde
 static void worker_fini(struct worker *worker)
 {
     sd_event_source_disable_unref(worker->wake_source);
-    sd_event_unref(worker->event);
+    worker->loop = vu_loop_unref(worker->loop);
     if (worker->wake_fd >= 0)
         close(worker->wake_fd);
     pthread_mutex_destroy(&worker->lock);

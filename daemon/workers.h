@@ -1,5 +1,5 @@
 /*
- * Worker threads: each runs its own sd-event loop and hosts a set of devices, whose
+ * Worker threads: each runs its own device loop (event_loop.h) and hosts a set of devices, whose
  * plugin callbacks and socket I/O then all happen on that thread. The control plane hands
  * work to a worker through a queue it wakes with an eventfd, and waits for the result, but
  * never without a deadline: a plugin that hangs in a callback holds its worker, and the
@@ -18,9 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <systemd/sd-event.h>
-
 #include "device.h"
+#include "event_loop.h"
 
 /* How long the control plane waits for a worker's answer (vfio-userd(8), STUCK DEVICES). */
 #define WORKERS_CALL_TIMEOUT_USEC 1000000
@@ -31,7 +30,7 @@
 
 struct workers;
 
-typedef int (*worker_task_fn)(sd_event *event, void *argument);
+typedef int (*worker_task_fn)(struct vu_loop *loop, void *argument);
 
 /* What holds a stuck worker. */
 struct worker_stuck {

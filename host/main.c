@@ -19,6 +19,7 @@
 #include "control.h"
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "fault_guard.h"
 #include "log.h"
 #include "plugin_loader.h"
@@ -34,7 +35,8 @@
 
 struct host {
     const char *name;
-    sd_event *event;
+    struct vu_loop *loop;
+    sd_event *event; /* the loop's */
     sd_event_source *control_source;
     struct vu_plugin_module module;
     struct vu_device *device;
@@ -226,7 +228,7 @@ static int become_device(struct host *host, const json_t *start)
     }
     if (json_is_true(json_object_get(start, "validate_only")))
         return 0;
-    ret = vu_endpoint_new(host->device, host->event, CONTROL_LISTEN_FD, &host->endpoint);
+    ret = vu_endpoint_new(host->device, host->loop, CONTROL_LISTEN_FD, &host->endpoint);
     host->listen_fd_taken = true; /* whatever the result */
     if (ret < 0) {
         snprintf(message, sizeof(message), "cannot serve the device socket: %s", strerror(-ret));
@@ -359,11 +361,12 @@ int main(int argc, char **argv)
         vu_log(VFIO_USERD_LOG_ERR, NULL, "device host: no start request: %s", strerror(-ret));
         goto out;
     }
-    /* A loop of its own: the default loop checks its thread on every pass (a gettid). */
-    ret = sd_event_new(&host.event);
-    if (ret >= 0)
+    ret = vu_loop_new(&host.loop);
+    if (ret >= 0) {
+        host.event = vu_loop_event(host.loop);
         ret = sd_event_add_io(host.event, &host.control_source, CONTROL_CHANNEL_FD, EPOLLIN,
                               on_control, &host);
+    }
     if (ret < 0) {
         refuse(host.name, -ret, "", "cannot set up the event loop");
         goto out;
@@ -381,7 +384,7 @@ int main(int argc, char **argv)
     }
     send_or_log(&host, json_pack("{s:s, s:I}", "type", "ready", "pid", (json_int_t)getpid()));
     /* Validating only, it waits for "stop" like any host, without serving. */
-    ret = sd_event_loop(host.event);
+    ret = vu_loop_run(host.loop);
     status = ret < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
     if (host.endpoint != NULL)
@@ -390,7 +393,7 @@ out:
         close(CONTROL_LISTEN_FD);
     vu_device_destroy(host.device);
     sd_event_source_disable_unref(host.control_source);
-    sd_event_unref(host.event);
+    vu_loop_unref(host.loop);
     if (host.module.handle != NULL)
         vu_plugin_unload(&host.module);
     json_decref(start);

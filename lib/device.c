@@ -18,6 +18,7 @@
 
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "fault_guard.h"
 #include "log.h"
 #include "params.h"
@@ -866,6 +867,13 @@ static void source_detach(struct vfio_userd_source *source)
     source->event_source = sd_event_source_disable_unref(source->event_source);
 }
 
+/* A plugin may change its sources from any callback, a client socket's too, which sd-event
+ * does not dispatch: the device loop lets sd-event run a pass before it sleeps. */
+static void sources_changed(struct vu_device *device)
+{
+    vu_loop_changed(device->loop);
+}
+
 static void source_free(struct vfio_userd_source *source)
 {
     struct vu_device *device = source->device;
@@ -890,6 +898,7 @@ static int source_add(struct vu_device *device, struct vfio_userd_source *source
     if (device->sources != NULL)
         device->sources->previous = source;
     device->sources = source;
+    sources_changed(device);
     ret = source_attach(source);
     if (ret < 0) {
         source_free(source);
@@ -956,6 +965,7 @@ static int host_timer_set(struct vfio_userd_device *public, struct vfio_userd_so
     source->deadline = deadline_of(usec);
     if (source->event_source == NULL)
         return 0; /* armed when the device joins its loop */
+    sources_changed(source->device);
     if (source->deadline == VFIO_USERD_TIMER_OFF)
         return sd_event_source_set_enabled(source->event_source, SD_EVENT_OFF);
     ret = sd_event_source_set_time(source->event_source, source->deadline);
@@ -966,8 +976,10 @@ static int host_timer_set(struct vfio_userd_device *public, struct vfio_userd_so
 
 static void host_remove_source(struct vfio_userd_device *public, struct vfio_userd_source *source)
 {
-    if (source != NULL && source->device == device_of(public))
+    if (source != NULL && source->device == device_of(public)) {
+        sources_changed(source->device);
         source_free(source);
+    }
 }
 
 /*
@@ -1193,13 +1205,17 @@ static void leave_hub(struct vu_device *device)
         hub_put(hub);
 }
 
-int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_endpoint *endpoint)
+int vu_device_attach_loop(struct vu_device *device, struct vu_loop *loop,
+                          struct vu_endpoint *endpoint)
 {
+    sd_event *event = vu_loop_event(loop);
     struct vu_post_hub *hub = NULL;
     int ret;
 
     vu_device_detach_loop(device);
-    device->event = sd_event_ref(event);
+    device->loop = vu_loop_ref(loop);
+    device->event = event;
+    sources_changed(device);
     device->endpoint = endpoint;
     atomic_store_explicit(&device->loop_thread, (unsigned long)pthread_self(),
                           memory_order_relaxed);
@@ -1219,7 +1235,9 @@ void vu_device_detach_loop(struct vu_device *device)
     for (struct vfio_userd_source *source = device->sources; source != NULL; source = source->next)
         source_detach(source);
     leave_hub(device);
-    device->event = sd_event_unref(device->event);
+    sources_changed(device);
+    device->loop = vu_loop_unref(device->loop);
+    device->event = NULL;
     device->endpoint = NULL;
 }
 

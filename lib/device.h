@@ -29,6 +29,7 @@
 
 struct vu_session;
 struct vu_endpoint;
+struct vu_loop;
 
 /* An event source a plugin added (ABI 1.1 add_fd, add_timer); see "Event loop" in device.c. */
 struct vfio_userd_source {
@@ -129,7 +130,8 @@ struct vu_device {
      * create() on. The loop learns of it through its post hub (one eventfd per loop, shared
      * by the devices it serves), which it joins at attach; post_lock guards post_hub and
      * post_ready (the device is on the hub's list of devices with posts waiting). */
-    sd_event *event;
+    struct vu_loop *loop;
+    sd_event *event; /* the loop's */
     struct vu_endpoint *endpoint;
     struct vfio_userd_source *sources;
     struct vu_post *_Atomic posted;
@@ -195,12 +197,13 @@ int vu_device_check_open_file(const json_t *params, const char *path, int flags)
 int vu_device_open_named_file(const json_t *params, const char *path, int flags, unsigned int mode);
 
 /*
- * The device is served from `event`'s loop by `endpoint` (vu_endpoint_new calls this on the
+ * The device is served from `loop` by `endpoint` (vu_endpoint_new calls this on the
  * loop's thread): the plugin's sources (add_fd, add_timer) and its post() queue start
  * working there, and each of their callbacks is followed by vu_endpoint_flush(endpoint).
  * 0 or -errno (then nothing is attached).
  */
-int vu_device_attach_loop(struct vu_device *device, sd_event *event, struct vu_endpoint *endpoint);
+int vu_device_attach_loop(struct vu_device *device, struct vu_loop *loop,
+                          struct vu_endpoint *endpoint);
 /* No longer served from that loop (the endpoint goes): sources stay, idle, until a next
  * attach or the device's end. */
 void vu_device_detach_loop(struct vu_device *device);

@@ -1,6 +1,7 @@
 /*
  * Device endpoint: listening socket, accept, message reassembly with SCM_RIGHTS, output
- * flushing, all on sd-event. See endpoint.h.
+ * flushing. The client's sockets are served by the device loop directly, everything else
+ * (listening, timers, deferred work) by its sd-event loop. See endpoint.h.
  */
 #include <errno.h>
 #include <poll.h>
@@ -16,6 +17,7 @@
 
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "fault_guard.h"
 #include "log.h"
 #include "session.h"
@@ -56,12 +58,11 @@ struct channel_input {
 struct connection {
     struct vu_endpoint *endpoint;
     int sockets[2]; /* main, twin */
-    sd_event_source *sources[2];
+    struct vu_loop_socket watches[2];
     sd_event_source *dma_timer; /* the client's answer to a DMA_READ/DMA_WRITE is due */
     sd_event_source *resume;    /* complete messages wait in an input buffer */
-    /* What update_events() last gave sd-event, so that a request that changes none of it
-     * (nearly all of them) makes no calls into sd-event besides the loop's own. */
-    uint32_t io_events[2];    /* of sources[]: EPOLLIN when added */
+    /* update_events() calls sd-event only when a request changed what it waits for, which
+     * nearly none does: then the device loop needs no pass of sd-event either. */
     bool dma_timer_may_run;   /* armed since it was last disabled (it may have fired) */
     bool handshake_timer_off; /* disabled once the session was negotiated */
     struct channel_input inputs[2];
@@ -71,7 +72,8 @@ struct connection {
 
 struct vu_endpoint {
     struct vu_device *device;
-    sd_event *event;
+    struct vu_loop *loop;
+    sd_event *event; /* the loop's */
     int listen_fd;
     sd_event_source *listen_source;
     /* Both timers are made once and re-armed. They share the loop's CLOCK_MONOTONIC timerfd,
@@ -311,8 +313,9 @@ static void connection_free(struct connection *connection)
 
     sd_event_source_disable_unref(connection->dma_timer);
     sd_event_source_disable_unref(connection->resume);
+    vu_loop_changed(endpoint->loop);
     for (int i = 0; i < 2; i++) {
-        sd_event_source_disable_unref(connection->sources[i]);
+        vu_loop_socket_remove(&connection->watches[i]);
         input_drop_fds(&connection->inputs[i]);
         free(connection->inputs[i].buffer);
     }
@@ -328,22 +331,22 @@ static void connection_free(struct connection *connection)
     free(connection);
 }
 
-static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+static void on_socket_ready(struct vu_loop_socket *socket, uint32_t revents);
 
 static int watch_twin_socket(struct connection *connection)
 {
     int twin = vu_session_twin_socket(connection->session);
     int ret;
 
-    if (twin < 0 || connection->sources[1] != NULL)
+    if (twin < 0 || connection->watches[1].loop != NULL)
         return 0;
-    connection->inputs[1].buffer = malloc(VU_MAX_MESSAGE_SIZE);
+    if (connection->inputs[1].buffer == NULL)
+        connection->inputs[1].buffer = malloc(VU_MAX_MESSAGE_SIZE);
     if (connection->inputs[1].buffer == NULL)
         return -ENOMEM;
     connection->sockets[1] = twin;
-    connection->io_events[1] = EPOLLIN;
-    ret = sd_event_add_io(connection->endpoint->event, &connection->sources[1], twin, EPOLLIN,
-                          on_socket_event, connection);
+    ret = vu_loop_socket_add(connection->endpoint->loop, &connection->watches[1], twin, EPOLLIN,
+                             on_socket_ready, connection);
     return ret;
 }
 
@@ -645,8 +648,6 @@ static int flush_outputs(struct connection *connection)
     return 0;
 }
 
-static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
-
 /*
  * Handles what waits in a socket's buffer and what arrived on it (when `readable`); <0 means
  * drop the client. A read that returns less than it asked for emptied the socket, so the
@@ -739,6 +740,7 @@ static int update_dma_timer(struct connection *connection)
         return sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_OFF);
     }
     connection->dma_timer_may_run = true;
+    vu_loop_changed(connection->endpoint->loop); /* sd-event arms its timer in a pass */
     if (connection->dma_timer == NULL)
         return sd_event_add_time(connection->endpoint->event, &connection->dma_timer,
                                  CLOCK_MONOTONIC, deadline, 0, on_dma_timeout, connection);
@@ -755,6 +757,7 @@ static int update_resume(struct connection *connection)
     if (!vu_session_ready(connection->session) ||
         !(input_waiting(connection, 0) || input_waiting(connection, 1)))
         return 0;
+    vu_loop_changed(connection->endpoint->loop);
     if (connection->resume == NULL)
         return sd_event_add_defer(connection->endpoint->event, &connection->resume, on_resume,
                                   connection);
@@ -774,23 +777,21 @@ static int update_events(struct connection *connection)
         ret = sd_event_source_set_enabled(connection->endpoint->handshake_timer, SD_EVENT_OFF);
         if (ret < 0)
             return ret;
+        vu_loop_changed(connection->endpoint->loop);
         connection->handshake_timer_off = true;
     }
     for (int channel = 0; channel < 2; channel++) {
         uint32_t events = 0;
 
-        if (connection->sources[channel] == NULL)
+        if (connection->watches[channel].loop == NULL)
             continue;
         if (vu_session_ready(connection->session) && !input_blocked(connection, channel))
             events |= EPOLLIN;
         if (vu_output_queue_pending(vu_session_output(connection->session, channel)) > 0)
             events |= EPOLLOUT;
-        if (events == connection->io_events[channel])
-            continue;
-        ret = sd_event_source_set_io_events(connection->sources[channel], events);
+        ret = vu_loop_socket_set_events(&connection->watches[channel], events);
         if (ret < 0)
             return ret;
-        connection->io_events[channel] = events;
     }
     return 0;
 }
@@ -858,17 +859,18 @@ static void connection_work(struct connection *connection, int channel, uint32_t
  * health checks, other devices of a worker): then the loop comes straight back. */
 #define POLL_REQUESTS_PER_WAKEUP 256
 
-static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+static void on_socket_ready(struct vu_loop_socket *socket, uint32_t revents)
 {
-    struct connection *connection = userdata;
+    struct connection *connection = socket->userdata;
     struct vu_endpoint *endpoint = connection->endpoint;
-    int channel = fd == connection->sockets[0] ? 0 : 1;
+    int channel = socket == &connection->watches[0] ? 0 : 1;
+    int fd = socket->fd;
     uint64_t deadline;
     unsigned served = 0;
 
     connection_work(connection, channel, revents);
     if (endpoint->poll_usec == 0 || !(revents & EPOLLIN))
-        return 0;
+        return;
     /*
      * Polling (poll_us): rather than sleep in the loop and pay a wake-up for the next request
      * (tens of microseconds when client and device run on different CPUs), look again for
@@ -891,7 +893,6 @@ static int on_socket_event(sd_event_source *source, int fd, uint32_t revents, vo
             break;
         }
     }
-    return 0;
 }
 
 void vu_endpoint_set_poll(struct vu_endpoint *endpoint, uint64_t poll_usec)
@@ -932,9 +933,8 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
     if (ret < 0)
         goto fail;
     vu_session_set_dma_chunk_size(connection->session, endpoint->dma_chunk_size);
-    connection->io_events[0] = EPOLLIN;
-    ret = sd_event_add_io(endpoint->event, &connection->sources[0], fd, EPOLLIN, on_socket_event,
-                          connection);
+    ret = vu_loop_socket_add(endpoint->loop, &connection->watches[0], fd, EPOLLIN, on_socket_ready,
+                             connection);
     if (ret < 0)
         goto fail;
     if (endpoint->handshake_timeout_usec > 0) {
@@ -948,7 +948,7 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
         if (ret >= 0)
             ret = sd_event_source_set_enabled(endpoint->handshake_timer, SD_EVENT_ONESHOT);
         if (ret < 0) {
-            sd_event_source_disable_unref(connection->sources[0]);
+            vu_loop_socket_remove(&connection->watches[0]);
             goto fail;
         }
     }
@@ -1152,6 +1152,7 @@ void vu_endpoint_quiesce_waiting(struct vu_endpoint *endpoint)
             sd_event_source_set_time_relative(endpoint->quiesce_watch, endpoint->quiesce_next_usec);
     if (ret >= 0)
         ret = sd_event_source_set_enabled(endpoint->quiesce_watch, SD_EVENT_ONESHOT);
+    vu_loop_changed(endpoint->loop);
     if (ret < 0)
         vu_log(VFIO_USERD_LOG_DEBUG, endpoint->device->name, "no watch on the quiesce: %s",
                strerror(-ret));
@@ -1164,15 +1165,17 @@ void vu_endpoint_set_quiesce_warning(struct vu_endpoint *endpoint, uint64_t usec
 
 void vu_endpoint_quiesced(struct vu_endpoint *endpoint)
 {
+    vu_loop_changed(endpoint->loop);
     if (sd_event_source_set_enabled(endpoint->quiesced_source, SD_EVENT_ONESHOT) < 0)
         vu_log(VFIO_USERD_LOG_ERR, endpoint->device->name,
                "cannot schedule the end of a quiesce; the client's request stays waiting");
 }
 
-int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
+int vu_endpoint_new(struct vu_device *device, struct vu_loop *loop, int listen_fd,
                     struct vu_endpoint **result)
 {
     struct vu_endpoint *endpoint = calloc(1, sizeof(*endpoint));
+    sd_event *event = vu_loop_event(loop);
     int ret;
 
     if (endpoint == NULL) {
@@ -1180,7 +1183,8 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
         return -ENOMEM;
     }
     endpoint->device = device;
-    endpoint->event = sd_event_ref(event);
+    endpoint->loop = vu_loop_ref(loop);
+    endpoint->event = event;
     endpoint->listen_fd = listen_fd;
     endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
     endpoint->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
@@ -1201,7 +1205,7 @@ int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
                               EPOLLIN, on_ioeventfd, endpoint);
     /* The plugin's own descriptors, timers and post() queue (ABI 1.1) join this loop. */
     if (ret >= 0)
-        ret = vu_device_attach_loop(device, event, endpoint);
+        ret = vu_device_attach_loop(device, loop, endpoint);
     if (ret < 0) {
         vu_endpoint_free(endpoint);
         return ret;
@@ -1232,7 +1236,8 @@ void vu_endpoint_free(struct vu_endpoint *endpoint)
     sd_event_source_disable_unref(endpoint->listen_source);
     if (endpoint->listen_fd >= 0)
         close(endpoint->listen_fd);
-    sd_event_unref(endpoint->event);
+    vu_loop_changed(endpoint->loop);
+    vu_loop_unref(endpoint->loop);
     free(endpoint);
 }
 

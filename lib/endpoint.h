@@ -1,6 +1,6 @@
 /*
  * A device endpoint: the listening UNIX socket of one device and the one client connected
- * to it, driven by an sd-event loop.
+ * to it, driven by a device loop (event_loop.h).
  *
  * All socket I/O is non-blocking. Messages are reassembled from as many reads as they
  * take, with the descriptors that came with them; replies leave through per-socket output
@@ -13,10 +13,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <systemd/sd-event.h>
 
 struct vu_device;
 struct vu_endpoint;
+struct vu_loop;
 
 /* Who may connect to a socket: its owner and group ((uid_t)-1, (gid_t)-1: the caller's),
  * and its mode. */
@@ -43,8 +43,8 @@ int vu_socket_listen(const char *path, const struct vu_socket_access *access, in
  */
 int vu_socket_remove_stale(const char *path);
 
-/* Serves `device` on `listen_fd` (taken over) from `event`'s loop. */
-int vu_endpoint_new(struct vu_device *device, sd_event *event, int listen_fd,
+/* Serves `device` on `listen_fd` (taken over) from `loop`. */
+int vu_endpoint_new(struct vu_device *device, struct vu_loop *loop, int listen_fd,
                     struct vu_endpoint **endpoint);
 
 /* Disconnects the client, if any, and closes the listening socket (the path is left). */

@@ -15,6 +15,7 @@
 #include "client.h"
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "test_server.h"
 
 static int on_wake(sd_event_source *source, int fd, uint32_t revents, void *userdata)
@@ -61,27 +62,30 @@ static void *server_main(void *argument)
             return NULL;
         }
     }
-    ret = sd_event_new(&server->event);
-    if (ret >= 0)
+    ret = vu_loop_new(&server->loop);
+    if (ret >= 0) {
+        server->event = vu_loop_event(server->loop);
         ret =
             sd_event_add_io(server->event, &wake_source, server->wake_fd, EPOLLIN, on_wake, server);
+    }
     if (ret >= 0)
         ret = vu_device_create(server->plugin, "test0", params, &server->device, &server->error);
     json_decref(params);
     if (ret >= 0)
         ret = vu_socket_listen(server->socket_path, NULL, &listen_fd);
     if (ret >= 0)
-        ret = vu_endpoint_new(server->device, server->event, listen_fd, &server->endpoint);
+        ret = vu_endpoint_new(server->device, server->loop, listen_fd, &server->endpoint);
     report_started(server, ret < 0 ? ret : 0);
     if (ret >= 0)
-        sd_event_loop(server->event);
+        vu_loop_run(server->loop);
 
     vu_endpoint_free(server->endpoint);
     server->endpoint = NULL;
     vu_device_destroy(server->device);
     server->device = NULL;
     sd_event_source_disable_unref(wake_source);
-    server->event = sd_event_unref(server->event);
+    server->event = NULL;
+    server->loop = vu_loop_unref(server->loop);
     return NULL;
 }
 

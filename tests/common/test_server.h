@@ -1,6 +1,6 @@
 /*
  * Test harness: serves one device on a UNIX socket in a temporary directory from a
- * server thread with its own sd-event loop, the way a daemon worker does.
+ * server thread with its own device loop, the way a daemon worker does.
  */
 #ifndef TEST_SERVER_H
 #define TEST_SERVER_H
@@ -13,11 +13,13 @@
 
 struct vu_device;
 struct vu_endpoint;
+struct vu_loop;
 
 struct test_server {
     pthread_t thread;
-    sd_event *event;
-    int wake_fd; /* eventfd: run the queued call, or stop */
+    struct vu_loop *loop;
+    sd_event *event; /* the loop's */
+    int wake_fd;     /* eventfd: run the queued call, or stop */
     struct vu_device *device;
     struct vu_endpoint *endpoint;
     const struct vfio_userd_plugin *plugin;

@@ -17,6 +17,7 @@
 
 #include "device.h"
 #include "endpoint.h"
+#include "event_loop.h"
 #include "fault_guard.h"
 #include "test_runner.h"
 
@@ -121,7 +122,7 @@ VFIO_USERD_PLUGIN_DEFINE(.name = "probe", .version = "1", .create = probe_create
 
 static char directory[] = "/tmp/test-event-sources.XXXXXX";
 static char socket_path[96];
-static sd_event *event;
+static struct vu_loop *loop;
 static struct vu_device *device;
 static struct vu_endpoint *endpoint;
 
@@ -137,10 +138,10 @@ static void setup(void)
     ck_assert_int_ge(probe.fd, 0);
     ck_assert_ptr_nonnull(mkdtemp(directory));
     snprintf(socket_path, sizeof(socket_path), "%s/device.sock", directory);
-    ck_assert_int_ge(sd_event_new(&event), 0);
+    ck_assert_int_ge(vu_loop_new(&loop), 0);
     ck_assert_int_eq(vu_device_create(&vfio_userd_plugin, "probe0", NULL, &device, &error), 0);
     ck_assert_int_eq(vu_socket_listen(socket_path, NULL, &listen_fd), 0);
-    ck_assert_int_eq(vu_endpoint_new(device, event, listen_fd, &endpoint), 0);
+    ck_assert_int_eq(vu_endpoint_new(device, loop, listen_fd, &endpoint), 0);
 }
 
 static void teardown(void)
@@ -148,7 +149,7 @@ static void teardown(void)
     vu_endpoint_free(endpoint);
     vu_device_destroy(device);
     ck_assert(probe.destroyed);
-    sd_event_unref(event);
+    loop = vu_loop_unref(loop);
     close(probe.fd);
     unlink(socket_path);
     rmdir(directory);
@@ -159,7 +160,7 @@ static void teardown(void)
 static bool run_until(bool (*done)(void))
 {
     for (int i = 0; i < 1000 && !done(); i++)
-        ck_assert_int_ge(sd_event_run(event, 1000), 0);
+        ck_assert_int_ge(vu_loop_iterate(loop, 1000), 0);
     return done();
 }
 
@@ -197,7 +198,7 @@ START_TEST(fd_source_added_in_create_works_once_served)
     probe.fd_source = NULL;
     ck_assert_int_eq(write(probe.fd, &one, sizeof(one)), sizeof(one));
     for (int i = 0; i < 5; i++)
-        sd_event_run(event, 1000);
+        vu_loop_iterate(loop, 1000);
     ck_assert_uint_eq(probe.fd_calls, 1);
 }
 END_TEST
@@ -212,7 +213,7 @@ START_TEST(timers_fire_once_and_rearm)
     ck_assert(probe.guarded);
     /* One-shot: nothing more without timer_set(). */
     for (int i = 0; i < 5; i++)
-        sd_event_run(event, 2000);
+        vu_loop_iterate(loop, 2000);
     ck_assert_uint_eq(probe.timer_calls, 1);
     /* Re-armed for 20 ms: not much sooner or much later (accuracy is 1 us, not 250 ms). */
     clock_gettime(CLOCK_MONOTONIC, &before);
@@ -227,7 +228,7 @@ START_TEST(timers_fire_once_and_rearm)
     ck_assert_int_eq(probe.host->timer_set(probe.device, probe.timer, 1000), 0);
     ck_assert_int_eq(probe.host->timer_set(probe.device, probe.timer, VFIO_USERD_TIMER_OFF), 0);
     for (int i = 0; i < 10; i++)
-        sd_event_run(event, 2000);
+        vu_loop_iterate(loop, 2000);
     ck_assert_uint_eq(probe.timer_calls, 2);
     ck_assert_uint_eq(probe.idle_calls, 0);
 }
@@ -239,7 +240,7 @@ START_TEST(a_callback_may_remove_its_own_source)
         probe.host->add_timer(probe.device, 0, on_self_removing, &probe, &probe.self_removing), 0);
     ck_assert(run_until(self_called));
     for (int i = 0; i < 5; i++)
-        sd_event_run(event, 1000);
+        vu_loop_iterate(loop, 1000);
     ck_assert_uint_eq(probe.self_calls, 1);
 }
 END_TEST
@@ -288,7 +289,7 @@ START_TEST(post_from_many_threads_runs_each_once_in_order_on_the_loop)
                          0);
     /* The loop runs while they post. */
     for (int i = 0; i < 20000 && !all_posted_ran(); i++)
-        ck_assert_int_ge(sd_event_run(event, 1000), 0);
+        ck_assert_int_ge(vu_loop_iterate(loop, 1000), 0);
     for (unsigned i = 0; i < POSTING_THREADS; i++)
         pthread_join(threads[i], NULL);
     ck_assert(run_until(all_posted_ran));
@@ -312,7 +313,7 @@ START_TEST(posted_functions_wait_for_the_loop_and_go_with_the_device)
     endpoint = NULL;
     ck_assert_int_eq(probe.host->post(probe.device, never_called, NULL), 0);
     for (int i = 0; i < 5; i++)
-        sd_event_run(event, 1000);
+        vu_loop_iterate(loop, 1000);
 }
 END_TEST
 
@@ -367,8 +368,8 @@ START_TEST(a_1_0_plugin_loads_and_is_served)
     ck_assert_int_eq(vu_device_create(&old_plugin, "old0", NULL, &old_device, &error), 0);
     snprintf(path, sizeof(path), "%s/old.sock", directory);
     ck_assert_int_eq(vu_socket_listen(path, NULL, &listen_fd), 0);
-    ck_assert_int_eq(vu_endpoint_new(old_device, event, listen_fd, &old_endpoint), 0);
-    sd_event_run(event, 1000);
+    ck_assert_int_eq(vu_endpoint_new(old_device, loop, listen_fd, &old_endpoint), 0);
+    vu_loop_iterate(loop, 1000);
     vu_endpoint_free(old_endpoint);
     vu_device_destroy(old_device);
     unlink(path);
