@@ -90,23 +90,35 @@ void vu_loop_changed(struct vu_loop *loop)
 }
 
 /*
- * Lets sd-event dispatch what it has, one source per pass, until a pass finds nothing: that
- * pass's prepare step armed every timer and saw every defer, so the loop may sleep on the
- * descriptor alone. 1 once sd_event_exit() was handled.
+ * Lets sd-event dispatch what it has, one source at a time, and leaves it prepared (ARMED):
+ * its timers armed, no defer pending, so that the loop may sleep on its descriptor alone.
+ * Between turns sd-event stays ARMED rather than going back through an empty pass, which
+ * would cost a wait of its own (an epoll_wait) on every wake-up. 1 once sd_event_exit() was
+ * handled.
  */
 static int run_event(struct vu_loop *loop)
 {
-    for (int pass = 0; pass < EVENT_PASSES_PER_TURN; pass++) {
-        int ret = sd_event_run(loop->event, 0);
+    sd_event *event = loop->event;
 
+    for (int pass = 0; pass < EVENT_PASSES_PER_TURN; pass++) {
+        int ret = 0;
+
+        /* Prepared last turn: what became ready since (or nothing) is collected first. */
+        if (sd_event_get_state(event) == SD_EVENT_ARMED)
+            ret = sd_event_wait(event, 0);
+        if (ret == 0) {
+            ret = sd_event_prepare(event);
+            if (ret == 0) {
+                loop->event_due = false;
+                return 0;
+            }
+        }
+        if (ret > 0)
+            ret = sd_event_dispatch(event);
         if (ret < 0)
             return ret;
-        if (sd_event_get_state(loop->event) == SD_EVENT_FINISHED)
+        if (sd_event_get_state(event) == SD_EVENT_FINISHED)
             return 1;
-        if (ret == 0) {
-            loop->event_due = false;
-            return 0;
-        }
     }
     loop->event_due = true;
     return 0;
@@ -168,9 +180,8 @@ int vu_loop_run(struct vu_loop *loop)
     return code;
 }
 
-int vu_loop_socket_add(struct vu_loop *loop, struct vu_loop_socket *socket, int fd,
-                       uint32_t events, void (*callback)(struct vu_loop_socket *, uint32_t),
-                       void *userdata)
+int vu_loop_socket_add(struct vu_loop *loop, struct vu_loop_socket *socket, int fd, uint32_t events,
+                       void (*callback)(struct vu_loop_socket *, uint32_t), void *userdata)
 {
     struct epoll_event watch = {.events = events, .data.ptr = socket};
 
