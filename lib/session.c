@@ -189,7 +189,7 @@ static enum vu_channel dma_channel(const struct vu_session *session)
 
 static void dma_pump(struct vu_session *session)
 {
-    if (session->dma_pumping)
+    if (session->dma_pumping || session->dma_head == NULL)
         return;
     session->dma_pumping = true;
     while (session->dma_head != NULL && !session->dma_in_flight && !session->closing) {
@@ -859,13 +859,16 @@ bool vu_session_holding(const struct vu_session *session)
 int vu_session_run_held(struct vu_session *session)
 {
     struct vu_output_queue *queue = &session->output[VU_CHANNEL_MAIN];
-    struct held_command command = session->held;
+    struct held_command command;
     struct reply reply = {0};
     uint8_t *out;
     int ret;
 
-    if (!command.present || !vu_device_quiesce_done(session->device) || !vu_session_ready(session))
+    /* Called before every request: nothing is copied while nothing is held. */
+    if (!session->held.present || !vu_device_quiesce_done(session->device) ||
+        !vu_session_ready(session))
         return 0;
+    command = session->held;
     out = vu_output_queue_reserve(queue, VU_MAX_MESSAGE_SIZE);
     if (out == NULL)
         return 0;
