@@ -57,9 +57,8 @@ int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec);
  * before the loop sleeps again. NULL is ignored. */
 void vu_loop_changed(struct vu_loop *loop);
 
-int vu_loop_socket_add(struct vu_loop *loop, struct vu_loop_socket *socket, int fd,
-                       uint32_t events, void (*callback)(struct vu_loop_socket *, uint32_t),
-                       void *userdata);
+int vu_loop_socket_add(struct vu_loop *loop, struct vu_loop_socket *socket, int fd, uint32_t events,
+                       void (*callback)(struct vu_loop_socket *, uint32_t), void *userdata);
 /* Changes what the loop waits for; no system call when `events` is what it waits for. */
 int vu_loop_socket_set_events(struct vu_loop_socket *socket, uint32_t events);
 /* Before its descriptor is closed; a socket not added is ignored. */

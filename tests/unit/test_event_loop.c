@@ -114,9 +114,8 @@ static void enable_defer_on_request(struct vu_loop_socket *socket, uint32_t reve
 
 START_TEST(a_defer_enabled_by_a_socket_runs)
 {
-    ck_assert_int_ge(sd_event_add_defer(vu_loop_event(fixture.loop), &fixture.source, on_defer,
-                                        NULL),
-                     0);
+    ck_assert_int_ge(
+        sd_event_add_defer(vu_loop_event(fixture.loop), &fixture.source, on_defer, NULL), 0);
     ck_assert_int_ge(sd_event_source_set_enabled(fixture.source, SD_EVENT_OFF), 0);
     ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[0], fixture.pairs[0][0],
                                         EPOLLIN, enable_defer_on_request, NULL),
@@ -175,8 +174,8 @@ static void remove_the_other(struct vu_loop_socket *socket, uint32_t revents)
 START_TEST(a_socket_removed_during_a_turn_is_not_called)
 {
     for (int i = 0; i < 2; i++)
-        ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[i],
-                                            fixture.pairs[i][0], EPOLLIN, remove_the_other, NULL),
+        ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[i], fixture.pairs[i][0],
+                                            EPOLLIN, remove_the_other, NULL),
                          0);
     ck_assert_int_eq(vu_loop_iterate(fixture.loop, 0), 0);
     send_byte(0);
@@ -212,9 +211,8 @@ static int on_busy_defer(sd_event_source *source, void *userdata)
 START_TEST(a_busy_sd_event_source_does_not_starve_sockets)
 {
     /* Always ready: sd-event would dispatch it on every pass for ever. */
-    ck_assert_int_ge(sd_event_add_defer(vu_loop_event(fixture.loop), &fixture.source,
-                                        on_busy_defer, NULL),
-                     0);
+    ck_assert_int_ge(
+        sd_event_add_defer(vu_loop_event(fixture.loop), &fixture.source, on_busy_defer, NULL), 0);
     ck_assert_int_ge(sd_event_source_set_enabled(fixture.source, SD_EVENT_ON), 0);
     ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[0], fixture.pairs[0][0],
                                         EPOLLIN, count_request, NULL),
