@@ -25,6 +25,10 @@ struct task {
     worker_task_fn function;
     worker_abandon_fn abandon;
     void *argument;
+    size_t size; /* of the argument */
+    uint64_t timeout_usec;
+    bool must_run;
+    struct worker *worker;
     int result;
     enum task_state state;
     bool abandoned;
@@ -312,15 +316,22 @@ size_t workers_count(const struct workers *workers)
     return workers->count;
 }
 
-/* Under the worker's lock. */
+/*
+ * Under the worker's lock. Only a task into an empty queue wakes the worker: one already
+ * queued did, and the worker takes every task the queue holds, under this lock, before it
+ * goes back to its loop; so a burst of tasks costs it one wake-up, not one per task.
+ */
 static void enqueue(struct worker *worker, struct task *task)
 {
+    bool was_empty = worker->head == NULL;
+
     if (worker->tail != NULL)
         worker->tail->next = task;
     else
         worker->head = task;
     worker->tail = task;
-    wake(worker);
+    if (was_empty)
+        wake(worker);
 }
 
 /* Under the worker's lock: takes a task that has not started out of the queue. */
@@ -343,21 +354,16 @@ static void free_task(struct task *task)
     free(task);
 }
 
-int workers_call_sized(struct workers *workers, size_t index, const struct worker_call *call,
-                       void *argument, size_t size)
+int workers_submit_sized(struct workers *workers, size_t index, const struct worker_call *call,
+                         void *argument, size_t size, struct worker_task **submitted)
 {
     struct worker *worker = &workers->workers[index % workers->count];
-    uint64_t now = vu_monotonic_usec();
-    uint64_t timeout = call->timeout_usec > 0 && call->timeout_usec < WORKERS_CALL_TIMEOUT_USEC
-                           ? call->timeout_usec
-                           : WORKERS_CALL_TIMEOUT_USEC;
-    struct timespec deadline = monotonic_deadline(now + timeout);
     struct task *task;
-    bool stuck, withdrawn;
-    int ret;
+    bool stuck;
 
+    *submitted = NULL;
     pthread_mutex_lock(&worker->lock);
-    stuck = is_stuck(worker, now);
+    stuck = is_stuck(worker, vu_monotonic_usec());
     pthread_mutex_unlock(&worker->lock);
     if (stuck && !call->must_run) {
         if (call->abandon != NULL)
@@ -376,6 +382,12 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     memcpy(task->argument, argument, size);
     task->function = call->task;
     task->abandon = call->abandon;
+    task->size = size;
+    task->timeout_usec = call->timeout_usec > 0 && call->timeout_usec < WORKERS_CALL_TIMEOUT_USEC
+                             ? call->timeout_usec
+                             : WORKERS_CALL_TIMEOUT_USEC;
+    task->must_run = call->must_run;
+    task->worker = worker;
 
     pthread_mutex_lock(&worker->lock);
     if (stuck) {
@@ -386,13 +398,32 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
         return -ETIMEDOUT;
     }
     enqueue(worker, task);
-    while (task->state != TASK_DONE) {
+    pthread_mutex_unlock(&worker->lock);
+    *submitted = (struct worker_task *)task;
+    return 0;
+}
+
+int workers_wait(struct worker_task *submitted, void *argument)
+{
+    struct task *task = (struct task *)submitted;
+    struct worker *worker = task->worker;
+    uint64_t now = vu_monotonic_usec();
+    /* From now, not from the submission: a task queued behind others gets as long as it
+     * would have had, called on its own after them. */
+    struct timespec deadline = monotonic_deadline(now + task->timeout_usec);
+    bool withdrawn;
+    int ret;
+
+    pthread_mutex_lock(&worker->lock);
+    /* A worker found stuck meanwhile (a wait for an earlier task ran out) is not waited for
+     * again, as a call would not be. */
+    while (task->state != TASK_DONE && !is_stuck(worker, now)) {
         if (pthread_cond_timedwait(&worker->finished, &worker->lock, &deadline) == ETIMEDOUT &&
             task->state != TASK_DONE)
             break;
     }
     if (task->state == TASK_DONE) {
-        memcpy(argument, task->argument, size);
+        memcpy(argument, task->argument, task->size);
         ret = task->result;
         free_task(task);
         pthread_mutex_unlock(&worker->lock);
@@ -400,25 +431,34 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     }
 
     /* No answer in time. */
-    withdrawn = task->state == TASK_QUEUED && !call->must_run;
+    withdrawn = task->state == TASK_QUEUED && !task->must_run;
     if (withdrawn)
         withdraw(worker, task);
     else
         task->abandoned = true; /* the worker releases it once it has run */
     send_heartbeat(worker, now);
     /* A full wait in vain makes the worker stuck; a shorter one only asks it to answer. */
-    if (timeout >= WORKERS_STUCK_USEC) {
+    if (task->timeout_usec >= WORKERS_STUCK_USEC) {
         worker->timed_out = true;
         report_stuck(worker, vu_monotonic_usec());
     }
     pthread_mutex_unlock(&worker->lock);
     if (withdrawn) {
         /* Withdrawn, so never run: released here. */
-        if (call->abandon != NULL)
-            call->abandon(task->argument);
+        if (task->abandon != NULL)
+            task->abandon(task->argument);
         free_task(task);
     }
     return -ETIMEDOUT;
+}
+
+int workers_call_sized(struct workers *workers, size_t index, const struct worker_call *call,
+                       void *argument, size_t size)
+{
+    struct worker_task *task;
+    int ret = workers_submit_sized(workers, index, call, argument, size, &task);
+
+    return ret < 0 ? ret : workers_wait(task, argument);
 }
 
 bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck)

@@ -85,6 +85,23 @@ int workers_call_sized(struct workers *workers, size_t index, const struct worke
     workers_call_sized(workers, index, &(struct worker_call){.task = (function)}, argument,        \
                        sizeof(*(argument)))
 
+/*
+ * workers_call_sized() in two halves, so that the control plane can hand a worker several
+ * tasks before it waits for the first (device_adds pipelined on the admin socket): the
+ * worker runs them back to back and wakes the waiting thread once. _submit queues a copy of
+ * the argument and returns at once; it fails as workers_call_sized would before waiting
+ * (-ETIMEDOUT on a stuck worker, with the same release of the argument). _wait waits for
+ * that task, at most its timeout counted from the wait's start (so a task queued behind
+ * others gets as long as it would have had on its own after them), and not at all once
+ * the worker is known stuck (an earlier wait ran out); it returns as workers_call_sized
+ * does, copies the argument back into `argument`, and frees the task in every case. Every
+ * submitted task must be waited for, in any order, by the main thread.
+ */
+struct worker_task;
+int workers_submit_sized(struct workers *workers, size_t index, const struct worker_call *call,
+                         void *argument, size_t size, struct worker_task **task);
+int workers_wait(struct worker_task *task, void *argument);
+
 /* Whether worker `index` is stuck; if so, and `stuck` is not NULL, what holds it. */
 bool workers_stuck(struct workers *workers, size_t index, struct worker_stuck *stuck);
 
