@@ -184,18 +184,18 @@ static json_t *counter(bool known, uint64_t value)
 
 /*
  * The device as device_get shows it: its configuration, its state and its counters, which
- * are null when the device could not be asked in time (`query`, or NULL for one device).
+ * are null when the device could not be asked in time; `report` as device_manager_report()
+ * gives it.
  */
-static json_t *describe_device(struct daemon *daemon, struct managed_device *device,
-                               struct device_query *query)
+static json_t *describe_report(struct daemon *daemon, struct managed_device *device,
+                               const struct device_report *given)
 {
-    struct device_report report;
+    struct device_report report = *given;
     uint64_t messages = 0;
     bool known;
     char text[512];
     json_t *error = json_null(), *stuck_data = json_null();
 
-    device_manager_report(&daemon->devices, device, query, &report);
     known = report.known;
     for (size_t i = 0; i <= VU_COMMAND_MAX; i++)
         messages += report.counters.statistics.messages[i];
@@ -224,6 +224,16 @@ static json_t *describe_device(struct daemon *daemon, struct managed_device *dev
         counter(known, report.counters.dma_maps), "client_fds",
         counter(known, report.counters.client_fds), "config",
         config_device_to_json(device->config));
+}
+
+/* describe_report() of what `query` (NULL for one device) reads of the device. */
+static json_t *describe_device(struct daemon *daemon, struct managed_device *device,
+                               struct device_query *query)
+{
+    struct device_report report;
+
+    device_manager_report(&daemon->devices, device, query, &report);
+    return describe_report(daemon, device, &report);
 }
 
 /* --- Methods. --- */
@@ -282,74 +292,131 @@ static bool drop_in_exists(const struct daemon *daemon, const char *file, char *
     return device_manager_find_source(&daemon->devices, file) != NULL;
 }
 
-static json_t *method_device_add(struct daemon *daemon, const struct admin_peer *peer,
-                                 json_t *params, struct method_error *error)
+/* A device_add whose device is starting: device_manager_add_begin() took it. */
+struct pending_add {
+    struct managed_device *starting;
+    size_t worker; /* the one chosen for it, for the error when it does not answer */
+    bool persist;
+    char name[CONFIG_NAME_MAX + 1];
+};
+
+/* The error of a device_add the device manager refused (`ret`, explained in `message`). */
+static json_t *fail_add(struct daemon *daemon, int ret, size_t worker, const char *name,
+                        const char *message, struct method_error *error)
+{
+    if (ret == -ETIMEDOUT) {
+        /* The worker chosen for it does not answer: that one, not any other stuck one. */
+        struct worker_stuck stuck = {.worker = worker};
+        workers_stuck(daemon->workers, worker, &stuck);
+        return fail_stuck(error, name, &stuck);
+    }
+    return fail(error,
+                ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
+                field_or_none(daemon->devices.error_field), "%s", message);
+}
+
+/*
+ * The first half of device_add: checks the request and begins the device. 1 when it is
+ * starting (`add` says which), 0 when refused (`error` says why), -EAGAIN when
+ * `others_starting` and it must wait for them: it persists, or its name or socket path is
+ * one that a device still starting holds, and whether that one comes up decides whether
+ * this one may. Nothing is changed then.
+ */
+static int begin_add(struct daemon *daemon, json_t *params, bool others_starting,
+                     struct pending_add *add, struct method_error *error)
 {
     static const char *const allowed[] = {"name",    "plugin",    "enabled", "socket",
                                           "params",  "isolation", "restart", "user",
                                           "poll_us", "persist",   NULL};
     struct config_device *config = NULL;
-    struct managed_device *device;
     json_t *settings = NULL;
-    char message[1024], source[CONFIG_NAME_MAX + 8], name[CONFIG_NAME_MAX + 1];
+    char message[1024], source[CONFIG_NAME_MAX + 8];
     char field[CONFIG_FIELD_MAX] = "";
-    bool persist;
     int ret;
 
-    if (!check_params(params, allowed, error) || !optional_bool(params, "persist", &persist, error))
-        return NULL;
+    if (!check_params(params, allowed, error) ||
+        !optional_bool(params, "persist", &add->persist, error))
+        return 0;
     settings = json_deep_copy(params);
-    if (settings == NULL)
-        return fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+    if (settings == NULL) {
+        fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+        return 0;
+    }
     json_object_del(settings, "persist");
     ret = config_device_from_json_field(settings, "device_add", NULL, &config, message,
                                         sizeof(message), field);
     json_decref(settings);
-    if (ret < 0)
-        return fail(error, ADMIN_INVALID_PARAMS, field_or_none(field), "%s", message);
-    if (!config->enabled) {
-        config_device_free(config);
-        return fail(error, ADMIN_INVALID_PARAMS, field_data("enabled"),
-                    "device_add: enabled: a disabled device cannot be added");
+    if (ret < 0) {
+        fail(error, ADMIN_INVALID_PARAMS, field_or_none(field), "%s", message);
+        return 0;
     }
-    if (device_manager_find(&daemon->devices, config->name) != NULL) {
+    if (others_starting && (add->persist || device_manager_starting(&daemon->devices, config))) {
+        config_device_free(config);
+        return -EAGAIN;
+    }
+    ret = 0;
+    if (!config->enabled)
+        fail(error, ADMIN_INVALID_PARAMS, field_data("enabled"),
+             "device_add: enabled: a disabled device cannot be added");
+    else if (device_manager_find(&daemon->devices, config->name) != NULL)
         fail(error, ADMIN_DEVICE_EXISTS, field_data("name"), "device '%s' already exists",
              config->name);
-        config_device_free(config);
-        return NULL;
-    }
-    if (plugin_registry_find(&daemon->plugins, config->plugin) == NULL) {
+    else if (plugin_registry_find(&daemon->plugins, config->plugin) == NULL)
         fail(error, ADMIN_PLUGIN_NOT_FOUND, field_data("plugin"), "no plugin named '%s'",
              config->plugin);
+    else
+        ret = 1;
+    if (ret == 0) {
         config_device_free(config);
-        return NULL;
+        return 0;
     }
     snprintf(source, sizeof(source), "%s.yaml", config->name);
-    snprintf(name, sizeof(name), "%s", config->name);
-    if (persist && drop_in_exists(daemon, source, message, sizeof(message))) {
+    snprintf(add->name, sizeof(add->name), "%s", config->name);
+    if (add->persist && drop_in_exists(daemon, source, message, sizeof(message))) {
         config_device_free(config);
-        return fail(error, ADMIN_PERSIST_FAILED, field_data("name"),
-                    "%s already exists; persisting device '%s' would replace it", message, name);
+        fail(error, ADMIN_PERSIST_FAILED, field_data("name"),
+             "%s already exists; persisting device '%s' would replace it", message, add->name);
+        return 0;
     }
-    ret = device_manager_add(&daemon->devices, config, persist ? source : NULL, message,
-                             sizeof(message));
-    if (ret == -ETIMEDOUT) {
-        /* The worker chosen for it does not answer: that one, not any other stuck one. */
-        struct worker_stuck stuck = {.worker = daemon->devices.last_worker};
-        workers_stuck(daemon->workers, daemon->devices.last_worker, &stuck);
-        return fail_stuck(error, name, &stuck);
+    ret = device_manager_add_begin(&daemon->devices, config, add->persist ? source : NULL,
+                                   &add->starting, message, sizeof(message));
+    add->worker = daemon->devices.last_worker;
+    if (ret < 0) {
+        fail_add(daemon, ret, add->worker, add->name, message, error);
+        return 0;
     }
+    return 1;
+}
+
+/* The second half: waits for the device, persists it if asked, and describes it. */
+static json_t *finish_add(struct daemon *daemon, const struct admin_peer *peer,
+                          struct pending_add *add, struct method_error *error)
+{
+    struct managed_device *device = add->starting;
+    struct device_report report;
+    char message[1024];
+    int ret =
+        device_manager_add_finish(&daemon->devices, device, &report, message, sizeof(message));
+
     if (ret < 0)
-        return fail(
-            error, ret == -EINVAL || ret == -ERANGE ? ADMIN_INVALID_PARAMS : ADMIN_OPERATION_FAILED,
-            field_or_none(daemon->devices.error_field), "%s", message);
-    device = device_manager_find(&daemon->devices, name);
-    if (persist && device_manager_persist(&daemon->devices, device, message, sizeof(message)) < 0) {
+        return fail_add(daemon, ret, add->worker, add->name, message, error);
+    if (add->persist &&
+        device_manager_persist(&daemon->devices, device, message, sizeof(message)) < 0) {
         device_manager_remove(&daemon->devices, device);
         return fail(error, ADMIN_PERSIST_FAILED, NULL, "%s", message);
     }
-    log_change(peer, persist ? "added (persistent)" : "added", device->config->name);
-    return describe_device(daemon, device, NULL);
+    log_change(peer, add->persist ? "added (persistent)" : "added", device->config->name);
+    return describe_report(daemon, device, &report);
+}
+
+static json_t *method_device_add(struct daemon *daemon, const struct admin_peer *peer,
+                                 json_t *params, struct method_error *error)
+{
+    struct pending_add add = {0};
+
+    if (begin_add(daemon, params, false, &add, error) <= 0)
+        return NULL;
+    return finish_add(daemon, peer, &add, error);
 }
 
 static json_t *method_device_remove(struct daemon *daemon, const struct admin_peer *peer,

@@ -124,13 +124,14 @@ static int load_drop_in(const struct config_dirs_entry *entry, struct config_dev
 }
 
 /*
- * New process-isolation devices start their hosts this many at a time: each host loads and
- * checks its plugin on its own CPU while the daemon starts the next, rather than one after
- * the other; within the hosts' start deadline however many devices a directory holds.
+ * New devices start this many at a time: each process-isolation host loads and checks its
+ * plugin on its own CPU, and each worker creates its thread-isolation devices one after the
+ * other, while the daemon starts the next, rather than the daemon waiting for each in turn;
+ * within the hosts' start deadline however many devices a directory holds.
  */
 #define SYNC_STARTING_MAX 32
 
-/* Waits for the device hosts started by device_manager_add_begin(); how many failed. */
+/* Waits for the devices started by device_manager_add_begin(); how many failed. */
 static size_t finish_starting(struct daemon *daemon, json_t *reported,
                               struct managed_device **starting, size_t *count)
 {
@@ -138,8 +139,14 @@ static size_t finish_starting(struct daemon *daemon, json_t *reported,
     size_t failed = 0;
 
     for (size_t i = 0; i < *count; i++) {
-        if (device_manager_add_finish(&daemon->devices, starting[i], error, sizeof(error)) < 0) {
-            report_problem(daemon, reported, "%s", error);
+        int ret =
+            device_manager_add_finish(&daemon->devices, starting[i], NULL, error, sizeof(error));
+        if (ret < 0) {
+            /* As for a device that could not even begin (daemon_synchronize). */
+            if (ret == -ETIMEDOUT)
+                daemon->deferred++;
+            report_problem(daemon, reported, "%s%s", error,
+                           ret == -ETIMEDOUT ? "; tried again once the worker answers" : "");
             failed++;
         }
     }

@@ -101,14 +101,29 @@ static void abandon_serve(void *argument)
     task->listen_fd = -1;
 }
 
+/* A device's counters, on its worker. */
+static void read_counters(const struct vu_device *device, struct vu_endpoint *endpoint,
+                          struct device_counters *counters)
+{
+    counters->statistics = device->statistics;
+    counters->dma_maps = device->dma.count;
+    if (endpoint != NULL) {
+        counters->connected = vu_endpoint_connected(endpoint);
+        counters->client_pid = vu_endpoint_client_pid(endpoint);
+        vu_endpoint_client_fds(endpoint, &counters->client_fds, &(uint32_t){0});
+    }
+}
+
 /*
- * A new device's create and serve in one call to its worker, so that adding a device costs
- * the control plane one wait for the worker, not two.
+ * A new device's create and serve in one call to its worker, and the counters its admin
+ * reply shows, so that adding a device costs the control plane one wait for the worker,
+ * not three.
  */
 struct start_task {
     struct create_task create;
     struct serve_task serve;
     bool created; /* the plugin accepted the device; what failed after is serving it */
+    struct device_counters counters; /* once it serves */
 };
 
 static int run_start(struct vu_loop *loop, void *argument)
@@ -127,8 +142,10 @@ static int run_start(struct vu_loop *loop, void *argument)
     if (ret < 0) {
         vu_device_destroy(task->create.device);
         task->create.device = NULL;
+        return ret;
     }
-    return ret;
+    read_counters(task->create.device, task->serve.endpoint, &task->counters);
+    return 0;
 }
 
 /* A start the caller gave up on: the endpoint goes before the device it serves. */
@@ -277,10 +294,11 @@ static int stop_device(struct device_manager *manager, size_t worker, struct vu_
 }
 
 /*
- * Creates `managed`'s device on its worker and serves it on `listen_fd` (taken in every
- * case), in one call.
+ * Hands `managed`'s device to its worker, to be created and served on `listen_fd` (taken in
+ * every case) in one task, without waiting: finish_start() waits for it. The worker counts
+ * it from here, so that the devices started together spread over the workers.
  */
-static int start_device(struct device_manager *manager, struct managed_device *managed,
+static int submit_start(struct device_manager *manager, struct managed_device *managed,
                         int listen_fd, char *error, size_t error_size)
 {
     const struct config_device *config = managed->config;
@@ -299,10 +317,39 @@ static int start_device(struct device_manager *manager, struct managed_device *m
         snprintf(error, error_size, "out of memory");
         return -ENOMEM;
     }
-    ret = workers_call_sized(manager->workers, managed->worker, &call, &task, sizeof(task));
-    /* On -ETIMEDOUT the copies and the socket went with the task (abandon_start). */
-    if (ret != -ETIMEDOUT)
+    ret = workers_submit_sized(manager->workers, managed->worker, &call, &task, sizeof(task),
+                               &managed->start);
+    if (ret == -ETIMEDOUT) {
+        /* The worker is stuck: the copies and the socket went (abandon_start), and the
+         * refusal is the plugin's empty one, as for a wait that ran out. */
+        note_plugin_field(manager, &task.create.error);
+        config_device_format_plugin_error(config, &task.create.error, error, error_size);
+        return ret;
+    }
+    if (ret < 0) {
         create_task_free_copies(&task.create);
+        close(listen_fd);
+        snprintf(error, error_size, "out of memory");
+        return ret;
+    }
+    manager->worker_load[managed->worker]++;
+    return 0;
+}
+
+/* Waits for the start submit_start() handed to the worker; its counters go to `counters`. */
+static int finish_start(struct device_manager *manager, struct managed_device *managed,
+                        struct device_counters *counters, char *error, size_t error_size)
+{
+    const struct config_device *config = managed->config;
+    /* Left as it is on -ETIMEDOUT, when the copies and the socket went with the task
+     * (abandon_start). */
+    struct start_task task = {0};
+    int ret = workers_wait(managed->start, &task);
+
+    managed->start = NULL;
+    if (ret < 0)
+        manager->worker_load[managed->worker]--;
+    create_task_free_copies(&task.create);
     if (ret < 0 && task.created) {
         snprintf(error, error_size, "%s: cannot serve socket %s: %s", config->origin,
                  managed->socket_path, strerror(-ret));
@@ -315,7 +362,7 @@ static int start_device(struct device_manager *manager, struct managed_device *m
     }
     managed->device = task.create.device;
     managed->endpoint = task.serve.endpoint;
-    manager->worker_load[managed->worker]++;
+    *counters = task.counters;
     return 0;
 }
 
@@ -949,6 +996,7 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
             goto fail;
         }
         managed->listen_fd = listen_fd;
+        managed->starting = true;
         manager->devices[manager->count++] = managed;
         *starting = managed;
         return 0;
@@ -957,13 +1005,14 @@ int device_manager_add_begin(struct device_manager *manager, struct config_devic
     manager->last_worker = managed->worker;
     /* A device the plugin refuses takes its socket away again: the file was there for that
      * moment only, and no client was served on it. */
-    ret = start_device(manager, managed, listen_fd, error, error_size);
+    ret = submit_start(manager, managed, listen_fd, error, error_size);
     if (ret < 0) {
         unlink(path);
         goto fail;
     }
+    managed->starting = true;
     manager->devices[manager->count++] = managed;
-    log_serving(managed);
+    *starting = managed;
     return 0;
 
 fail:
@@ -972,33 +1021,60 @@ fail:
     return ret;
 }
 
-int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
-                              char *error, size_t error_size)
+bool device_manager_starting(const struct device_manager *manager,
+                             const struct config_device *config)
 {
-    int ret = await_host(manager, starting->config, starting->host, error, error_size);
+    const struct managed_device *holder = string_index_find(&manager->by_name, config->name);
+    char path[CONFIG_SOCKET_PATH_MAX];
 
+    if (holder != NULL && holder->starting)
+        return true;
+    if (config_daemon_device_socket(manager->settings, config, path, sizeof(path)) < 0)
+        return false; /* refused on its own */
+    holder = string_index_find(&manager->by_path, path);
+    return holder != NULL && holder->starting;
+}
+
+/* The report of a thread device that has just started, from what its start read. */
+static void started_report(const struct device_counters *counters, struct device_report *report)
+{
+    memset(report, 0, sizeof(*report));
+    report->pid = getpid();
+    report->known = true;
+    report->counters = *counters;
+    report->state = counters->connected ? "connected" : "listening";
+}
+
+int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
+                              struct device_report *report, char *error, size_t error_size)
+{
+    struct device_counters counters = {0};
+    int ret;
+
+    starting->starting = false;
+    if (starting->isolation == CONFIG_ISOLATION_THREAD) {
+        ret = finish_start(manager, starting, &counters, error, error_size);
+    } else {
+        ret = await_host(manager, starting->config, starting->host, error, error_size);
+        /* The host is gone already (supervisor_await). */
+        if (ret < 0)
+            starting->host = NULL;
+    }
     if (ret < 0) {
-        /* The host is gone already (supervisor_await); its socket and entry go too. */
-        starting->host = NULL;
-        close(starting->listen_fd);
+        /* Its socket and entry go too. */
+        if (starting->listen_fd >= 0)
+            close(starting->listen_fd);
         unlink(starting->socket_path);
         unregister(manager, starting);
         free_managed(starting);
         return ret;
     }
     log_serving(starting);
+    if (report != NULL && starting->isolation == CONFIG_ISOLATION_THREAD)
+        started_report(&counters, report);
+    else if (report != NULL)
+        device_manager_report(manager, starting, NULL, report);
     return 0;
-}
-
-int device_manager_add(struct device_manager *manager, struct config_device *config,
-                       const char *source, char *error, size_t error_size)
-{
-    struct managed_device *starting;
-    int ret = device_manager_add_begin(manager, config, source, &starting, error, error_size);
-
-    if (ret < 0 || starting == NULL)
-        return ret;
-    return device_manager_add_finish(manager, starting, error, error_size);
 }
 
 int device_manager_replace(struct device_manager *manager, struct managed_device *existing,
@@ -1167,15 +1243,7 @@ struct snapshot_task {
 
 static void snapshot(struct snapshot_task *task)
 {
-    struct device_counters *counters = &task->counters;
-
-    counters->statistics = task->device->statistics;
-    counters->dma_maps = task->device->dma.count;
-    if (task->endpoint != NULL) {
-        counters->connected = vu_endpoint_connected(task->endpoint);
-        counters->client_pid = vu_endpoint_client_pid(task->endpoint);
-        vu_endpoint_client_fds(task->endpoint, &counters->client_fds, &(uint32_t){0});
-    }
+    read_counters(task->device, task->endpoint, &task->counters);
 }
 
 static int run_snapshot(struct vu_loop *loop, void *argument)

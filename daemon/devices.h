@@ -37,6 +37,8 @@ struct managed_device {
     size_t worker;
     struct vu_device *device;
     struct vu_endpoint *endpoint;
+    bool starting;             /* begun, not finished (device_manager_add_begin) */
+    struct worker_task *start; /* thread isolation, while starting: its start on its worker */
     /* Process isolation. */
     struct supervisor_host *host;
     int listen_fd;
@@ -85,28 +87,39 @@ struct managed_device *device_manager_find(const struct device_manager *manager,
 struct managed_device *device_manager_find_source(const struct device_manager *manager,
                                                   const char *source);
 
-/*
- * Creates and starts serving the device `config` describes (taken over in every case) on
- * the least loaded worker that answers (`last_worker` says which). `source` names the
- * drop-in file it came from, or is NULL. On failure, `error` holds one line naming the
- * file, line and column where one is known; -ETIMEDOUT when the worker does not answer.
- */
-int device_manager_add(struct device_manager *manager, struct config_device *config,
-                       const char *source, char *error, size_t error_size);
+struct device_report;
 
 /*
- * device_manager_add() in two halves, so that the device hosts of several new devices start
- * at once. _begin does everything but wait for a process-isolation device's host: it
- * returns that device in `starting` (already registered, so that names and sockets stay
- * unique), and _finish waits for it, or takes it away again and says why. For a thread
- * device _begin does it all and `starting` is NULL. Every started device must be finished
- * before anything else touches the manager.
+ * Adding a device, in two halves so that several new devices start at once: their device
+ * hosts (process isolation) or their workers (thread isolation) bring them up while the
+ * control plane goes on with the next.
+ *
+ * _begin creates and starts serving the device `config` describes (taken over in every
+ * case) on the least loaded worker that answers (`last_worker` says which), or in a device
+ * host, but does not wait for the worker or the host: it returns the device in `starting`,
+ * already registered, so that names and socket paths stay unique (see
+ * device_manager_starting). `source` names the drop-in file it came from, or is NULL.
+ * _finish waits for it, or takes it away again and says why; with `report`, it also
+ * gives the device's state and counters as device_manager_report() would (for a thread
+ * device, as its start read them, without asking its worker again).
+ *
+ * On failure, `error` holds one line naming the file, line and column where one is known;
+ * -ETIMEDOUT when the worker does not answer. Every started device must be finished before
+ * anything else touches the manager.
  */
 int device_manager_add_begin(struct device_manager *manager, struct config_device *config,
                              const char *source, struct managed_device **starting, char *error,
                              size_t error_size);
 int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
-                              char *error, size_t error_size);
+                              struct device_report *report, char *error, size_t error_size);
+
+/*
+ * Whether a device still starting (begun, not finished) holds the name or the socket path
+ * `config` asks for: an add of `config` must then wait for it, whose success or failure
+ * decides whether the name or path is free.
+ */
+bool device_manager_starting(const struct device_manager *manager,
+                             const struct config_device *config);
 
 /* Replaces `existing` by a device built from `config` (taken over), or leaves it as it
  * was and explains why. */
