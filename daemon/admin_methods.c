@@ -631,63 +631,158 @@ json_t *admin_error_response(json_t *id, int code, const char *message, json_t *
                      id != NULL ? id : json_null());
 }
 
-static json_t *handle_one(struct daemon *daemon, const struct admin_peer *peer, json_t *request)
+/*
+ * Checks a request's envelope. NULL when it is a request for a known method (`function`,
+ * `id`, `notification` and `params` set), else the response refusing it, which
+ * `*notification` says whether to drop.
+ */
+static json_t *open_envelope(json_t *request, json_t **id, bool *notification, method_fn *function,
+                             json_t **params)
 {
-    struct method_error error = {0};
-    json_t *id, *method, *params, *version, *result = NULL, *response;
-    bool notification;
-    method_fn function = NULL;
+    json_t *method, *version;
+    char message[256];
 
+    *notification = false;
+    *function = NULL;
     if (!json_is_object(request))
         return admin_error_response(NULL, ADMIN_INVALID_REQUEST, "a request must be a JSON object",
                                     NULL);
-    id = json_object_get(request, "id");
-    notification = id == NULL;
-    if (id != NULL && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id))
+    *id = json_object_get(request, "id");
+    if (*id != NULL && !json_is_string(*id) && !json_is_integer(*id) && !json_is_null(*id))
         return admin_error_response(NULL, ADMIN_INVALID_REQUEST,
                                     "id must be a string, an integer or null", NULL);
     version = json_object_get(request, "jsonrpc");
     method = json_object_get(request, "method");
-    params = json_object_get(request, "params");
+    *params = json_object_get(request, "params");
     if (!json_is_string(version) || strcmp(json_string_value(version), "2.0") != 0 ||
         !json_is_string(method) ||
-        (params != NULL && !json_is_object(params) && !json_is_array(params))) {
+        (*params != NULL && !json_is_object(*params) && !json_is_array(*params))) {
         /* Not a request at all, so not a notification either: JSON-RPC 2.0 answers it,
          * with a null id when it has none. */
-        return admin_error_response(id, ADMIN_INVALID_REQUEST,
+        return admin_error_response(*id, ADMIN_INVALID_REQUEST,
                                     "not a JSON-RPC 2.0 request (jsonrpc \"2.0\", a method "
                                     "string, params an object if present)",
                                     NULL);
     }
+    *notification = *id == NULL;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
         if (strcmp(methods[i].name, json_string_value(method)) == 0)
-            function = methods[i].function;
-    if (function == NULL) {
-        char message[256];
-        snprintf(message, sizeof(message), "no method '%.128s' (see rpc_get_methods)",
-                 json_string_value(method));
-        response = admin_error_response(id, ADMIN_METHOD_NOT_FOUND, message, NULL);
-        goto out;
-    }
-    if (params == NULL) {
-        json_t *empty = json_object();
-        result = function(daemon, peer, empty, &error);
-        json_decref(empty);
-    } else {
-        result = function(daemon, peer, params, &error);
-    }
-    if (result == NULL && error.code == 0)
-        fail(&error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
+            *function = methods[i].function;
+    if (*function != NULL)
+        return NULL;
+    snprintf(message, sizeof(message), "no method '%.128s' (see rpc_get_methods)",
+             json_string_value(method));
+    return admin_error_response(*id, ADMIN_METHOD_NOT_FOUND, message, NULL);
+}
+
+/* The response to a request with `id` from a method's `result` or `error` (taken); NULL
+ * for a notification. */
+static json_t *respond(json_t *id, bool notification, json_t *result, struct method_error *error)
+{
+    json_t *response;
+
+    if (result == NULL && error->code == 0)
+        fail(error, ADMIN_INTERNAL_ERROR, NULL, "out of memory");
     response = result != NULL ? json_pack("{s:s, s:o, s:O}", "jsonrpc", "2.0", "result", result,
                                           "id", id != NULL ? id : json_null())
-                              : admin_error_response(id, error.code, error.message, error.data);
-    json_decref(error.data);
-out:
+                              : admin_error_response(id, error->code, error->message, error->data);
+    json_decref(error->data);
+    error->data = NULL;
     if (notification) {
         json_decref(response);
         return NULL;
     }
     return response;
+}
+
+static json_t *handle_one(struct daemon *daemon, const struct admin_peer *peer, json_t *request)
+{
+    struct method_error error = {0};
+    json_t *id = NULL, *params = NULL, *empty = NULL, *result, *refusal;
+    bool notification;
+    method_fn function;
+
+    refusal = open_envelope(request, &id, &notification, &function, &params);
+    if (refusal != NULL) {
+        if (!notification)
+            return refusal;
+        json_decref(refusal);
+        return NULL;
+    }
+    if (params == NULL)
+        params = empty = json_object();
+    result = function(daemon, peer, params, &error);
+    json_decref(empty);
+    return respond(id, notification, result, &error);
+}
+
+/* A device_add begun by admin_start(), with what its response needs. */
+struct admin_started {
+    json_t *id; /* a reference, or NULL */
+    bool notification;
+    struct admin_peer peer;
+    struct pending_add add;
+};
+
+int admin_start(struct daemon *daemon, const struct admin_peer *peer, json_t *request,
+                bool others_started, json_t **reply, struct admin_started **started)
+{
+    struct method_error error = {0};
+    struct pending_add add = {0};
+    json_t *id = NULL, *params = NULL, *empty = NULL, *refusal;
+    bool notification;
+    method_fn function;
+    int ret;
+
+    *reply = NULL;
+    *started = NULL;
+    refusal = open_envelope(request, &id, &notification, &function, &params);
+    if (refusal != NULL) {
+        /* Changes nothing, so it may be answered after the started ones. */
+        if (!notification)
+            *reply = refusal;
+        else
+            json_decref(refusal);
+        return 0;
+    }
+    if (function != method_device_add) {
+        if (others_started)
+            return -EAGAIN;
+        *reply = handle_one(daemon, peer, request);
+        return 0;
+    }
+    if (params == NULL)
+        params = empty = json_object();
+    ret = begin_add(daemon, params, others_started, &add, &error);
+    json_decref(empty);
+    if (ret < 0)
+        return ret;
+    if (ret == 0) {
+        *reply = respond(id, notification, NULL, &error);
+        return 0;
+    }
+    *started = calloc(1, sizeof(**started));
+    if (*started == NULL || add.persist) {
+        /* Persisting writes a drop-in: carried out whole, as on its own. */
+        *reply = respond(id, notification, finish_add(daemon, peer, &add, &error), &error);
+        free(*started);
+        *started = NULL;
+        return 0;
+    }
+    **started = (struct admin_started){
+        .id = json_incref(id), .notification = notification, .peer = *peer, .add = add};
+    return 0;
+}
+
+json_t *admin_finish(struct daemon *daemon, struct admin_started *started)
+{
+    struct method_error error = {0};
+    json_t *result = finish_add(daemon, &started->peer, &started->add, &error);
+    json_t *reply = respond(started->id, started->notification, result, &error);
+
+    json_decref(started->id);
+    free(started);
+    return reply;
 }
 
 json_t *admin_handle(struct daemon *daemon, const struct admin_peer *peer, json_t *message)

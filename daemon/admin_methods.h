@@ -8,6 +8,7 @@
 #define VFIO_USERD_ADMIN_METHODS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 
 struct daemon;
@@ -37,6 +38,24 @@ struct admin_peer {
  * (an object or an array) or NULL when nothing is to be sent back.
  */
 json_t *admin_handle(struct daemon *daemon, const struct admin_peer *peer, json_t *message);
+
+/*
+ * admin_handle() of one request in two halves, so that the device_add requests a client
+ * pipelines start on their workers together, before the daemon waits for the first.
+ *
+ * admin_start() carries out `request` whole and sets `*reply` (NULL: nothing to send
+ * back), or, for a device_add, begins the device and sets `*started`: admin_finish() then
+ * waits for it and returns the reply. With `others_started` (requests started and not yet
+ * finished), it returns -EAGAIN, changing nothing, for a request whose outcome could depend
+ * on theirs: any method but device_add, a device_add that persists, or one whose name or
+ * socket path a device still starting holds. Finish those, in order, and call it again;
+ * that way every reply is what the requests carried out one by one would have given.
+ * Every started request must be finished before the control plane does anything else.
+ */
+struct admin_started;
+int admin_start(struct daemon *daemon, const struct admin_peer *peer, json_t *request,
+                bool others_started, json_t **reply, struct admin_started **started);
+json_t *admin_finish(struct daemon *daemon, struct admin_started *started);
 
 /* An error response with a null id, for input that could not even be parsed. */
 json_t *admin_error_response(json_t *id, int code, const char *message, json_t *data);

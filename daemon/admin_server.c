@@ -51,6 +51,16 @@ struct batch_progress {
     bool opened;        /* "[" is queued */
 };
 
+/*
+ * A reply that waits for its turn: the requests of one turn are carried out in order, but a
+ * device_add is only started (admin_start) and finished at the end of the turn, so that the
+ * adds a client pipelines go to the workers together; the replies behind it wait with it.
+ */
+struct reply_slot {
+    json_t *reply;                 /* a reply made already, or NULL */
+    struct admin_started *started; /* or a request to finish */
+};
+
 struct admin_connection {
     struct admin_server *server;
     struct admin_connection *next;
@@ -63,6 +73,9 @@ struct admin_connection {
     /* Where framing stopped in `input`, so a trickled request is not rescanned per recv(). */
     struct json_stream_scanner scanner;
     struct batch_progress batch;
+    /* This turn's replies, in request order, once a request was started. */
+    struct reply_slot slots[ADMIN_REQUESTS_PER_TURN];
+    size_t slot_count, started_count;
     char *output;
     size_t output_head, output_length, output_capacity;
     bool answered_once; /* a complete request arrived: the idle timeout applies */
@@ -110,6 +123,13 @@ static void connection_close(struct admin_connection *connection)
     struct admin_connection **link = &server->connections;
     bool trim = connection->output_capacity >= BUFFER_TRIM_SIZE ||
                 connection->input_capacity >= BUFFER_TRIM_SIZE;
+
+    /* None are left between turns; should one be, its device is not left half started. */
+    for (size_t i = 0; i < connection->slot_count; i++) {
+        struct reply_slot *slot = &connection->slots[i];
+        json_decref(slot->started != NULL ? admin_finish(server->daemon, slot->started)
+                                          : slot->reply);
+    }
 
     while (*link != connection)
         link = &(*link)->next;
@@ -205,7 +225,83 @@ static int queue_reply(struct admin_connection *connection, json_t *reply)
 }
 
 /*
- * Carries out one request of a stream or a batch; returns its response, or NULL for a
+ * Finishes the requests started this turn and queues every reply held behind them, in
+ * order. All are finished even when a reply cannot be queued (the connection is dropped
+ * then): a started device must not be left half way.
+ */
+static int finish_started(struct admin_connection *connection)
+{
+    struct daemon *daemon = connection->server->daemon;
+    int ret = 0;
+
+    for (size_t i = 0; i < connection->slot_count; i++) {
+        struct reply_slot *slot = &connection->slots[i];
+        json_t *reply = slot->started != NULL ? admin_finish(daemon, slot->started) : slot->reply;
+
+        if (ret == 0)
+            ret = queue_reply(connection, reply);
+        else
+            json_decref(reply);
+    }
+    connection->slot_count = connection->started_count = 0;
+    return ret;
+}
+
+/* Queues a reply (taking it) behind those still waiting this turn; NULL queues nothing. */
+static int queue_in_order(struct admin_connection *connection, json_t *reply)
+{
+    int ret;
+
+    /* Room for one more (a turn holds no more requests than slots: this only keeps it so). */
+    if (connection->slot_count == ADMIN_REQUESTS_PER_TURN) {
+        ret = finish_started(connection);
+        if (ret < 0) {
+            json_decref(reply);
+            return ret;
+        }
+    }
+    if (connection->slot_count == 0)
+        return queue_reply(connection, reply);
+    if (reply != NULL)
+        connection->slots[connection->slot_count++] = (struct reply_slot){.reply = reply};
+    return 0;
+}
+
+/*
+ * Carries out or starts one request of the stream (not of a batch): a device_add joins the
+ * others started this turn unless its outcome could depend on theirs (admin_start), and
+ * every other request waits for them first.
+ */
+static int start_request(struct admin_connection *connection, json_t *request)
+{
+    struct daemon *daemon = connection->server->daemon;
+    struct admin_started *started;
+    json_t *reply;
+    int ret;
+
+    /* Room for one more, as in queue_in_order(). */
+    if (connection->slot_count == ADMIN_REQUESTS_PER_TURN) {
+        ret = finish_started(connection);
+        if (ret < 0)
+            return ret;
+    }
+    if (admin_start(daemon, &connection->peer, request, connection->started_count > 0, &reply,
+                    &started) == -EAGAIN) {
+        ret = finish_started(connection);
+        if (ret < 0)
+            return ret;
+        /* With none started, nothing is refused with -EAGAIN. */
+        admin_start(daemon, &connection->peer, request, false, &reply, &started);
+    }
+    if (started == NULL)
+        return queue_in_order(connection, reply);
+    connection->slots[connection->slot_count++] = (struct reply_slot){.started = started};
+    connection->started_count++;
+    return 0;
+}
+
+/*
+ * Carries out one request of a batch; returns its response, or NULL for a
  * notification.
  */
 static json_t *answer(struct admin_connection *connection, json_t *request)
@@ -328,23 +424,31 @@ static int handle_text(struct admin_connection *connection, size_t start, size_t
     json_error_t error;
     json_t *message = json_loadb(connection->input + start, end - start,
                                  JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &error);
-    json_t *reply;
     char text[256];
+    int ret;
 
     if (message == NULL) {
         snprintf(text, sizeof(text), "parse error: %s", error.text);
         /* The stream cannot be trusted past malformed JSON: answer, then close. */
         connection->closing = true;
-        return queue_reply(connection, admin_error_response(NULL, ADMIN_PARSE_ERROR, text, NULL));
+        return queue_in_order(connection,
+                              admin_error_response(NULL, ADMIN_PARSE_ERROR, text, NULL));
     }
     connection->answered_once = true;
     sd_event_source_set_time_relative(connection->timer, (uint64_t)ADMIN_IDLE_SECONDS * 1000000);
     --*turn;
-    if (json_is_array(message))
+    if (json_is_array(message)) {
+        /* A batch is carried out one request at a time, after what came before it. */
+        ret = finish_started(connection);
+        if (ret < 0) {
+            json_decref(message);
+            return ret;
+        }
         return start_batch(connection, message);
-    reply = answer(connection, message);
+    }
+    ret = start_request(connection, message);
     json_decref(message);
-    return queue_reply(connection, reply);
+    return ret;
 }
 
 /*
@@ -379,8 +483,8 @@ static int process_requests(struct admin_connection *connection)
             snprintf(text, sizeof(text), "parse error: %s at byte %zu of the request; closing",
                      scanner->error, scanner->error_offset - consumed);
             connection->closing = true;
-            ret =
-                queue_reply(connection, admin_error_response(NULL, ADMIN_PARSE_ERROR, text, NULL));
+            ret = queue_in_order(connection,
+                                 admin_error_response(NULL, ADMIN_PARSE_ERROR, text, NULL));
             break;
         }
         if (end == 0) {
@@ -390,6 +494,12 @@ static int process_requests(struct admin_connection *connection)
         }
         ret = handle_text(connection, consumed, end, &turn);
         consumed = end;
+    }
+    /* Whatever stopped the turn, what it started is finished within it. */
+    if (connection->slot_count > 0) {
+        int finished = finish_started(connection);
+        if (ret == 0)
+            ret = finished;
     }
     /* Only after a whole request: moving a trickled partial one per recv() is quadratic. */
     if (consumed > 0) {

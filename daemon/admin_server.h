@@ -12,7 +12,9 @@
  * ADMIN_RESERVED_CONNECTIONS of them only for root and the daemon's own user, and any other
  * user holds at most ADMIN_MAX_CONNECTIONS_PER_UID. Nothing a client does ends the daemon or
  * stalls another client for long: requests are carried out a few at a time
- * (ADMIN_REQUESTS_PER_TURN), with the rest of the daemon served in between.
+ * (ADMIN_REQUESTS_PER_TURN), with the rest of the daemon served in between. Within such a
+ * turn, consecutive device_adds of the stream are started together and finished at its end
+ * (admin_start), their replies and those behind them sent in request order.
  */
 #ifndef VFIO_USERD_ADMIN_SERVER_H
 #define VFIO_USERD_ADMIN_SERVER_H
