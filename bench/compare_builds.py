@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Region I/O of two builds against the floor, in the same run: before and after a change.
 
-Usage: compare_builds.py BEFORE_BUILD AFTER_BUILD [ROUNDS] [REQUESTS_1CPU] [REQUESTS_2CPUS]
+Usage: compare_builds.py [--after-env NAME=VALUE]... BEFORE_BUILD AFTER_BUILD [ROUNDS]
+                         [REQUESTS_1CPU] [REQUESTS_2CPUS]
+
+With --after-env, the "after" servers run with that variable added to their environment:
+the same build twice then measures a setting such as GLIBC_TUNABLES.
 
 Starts run_bench.py's servers for both builds (one floor), then, in each round, for each
 pinning (client on CPU 0 or CPU 1, every server on CPU 0) and each case (read8, write4,
@@ -10,6 +14,7 @@ that neither build always runs right after the floor. Each ratio is the median o
 rounds of the ratio to the floor of the same round, and "p50 - floor" the median of the
 differences: on a shared machine the floor moves from round to round, and these follow it.
 """
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,18 +34,26 @@ def client(build, cpu, path, case, requests):
 
 
 def main():
-    before, after = sys.argv[1], sys.argv[2]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 9
-    requests = {"1 CPU": int(sys.argv[4]) if len(sys.argv) > 4 else 20000,
-                "2 CPUs": int(sys.argv[5]) if len(sys.argv) > 5 else 4000}
+    args, after_env = sys.argv[1:], {}
+    while args and args[0] == "--after-env":
+        name, _, value = args[1].partition("=")
+        after_env[name] = value
+        args = args[2:]
+    before, after = args[0], args[1]
+    rounds = int(args[2]) if len(args) > 2 else 9
+    requests = {"1 CPU": int(args[3]) if len(args) > 3 else 20000,
+                "2 CPUs": int(args[4]) if len(args) > 4 else 4000}
     pinnings = {"1 CPU": 0, "2 CPUs": 1}
     print(f"load average before: {run_bench.loadavg()}", flush=True)
-    scratch = {build: tempfile.mkdtemp(prefix="vfio-userd-compare.") for build in (before, after)}
+    if after_env:
+        print("after: " + " ".join(f"{k}={v}" for k, v in after_env.items()), flush=True)
+    scratch = {tag: tempfile.mkdtemp(prefix="vfio-userd-compare.") for tag in ("before", "after")}
     started, paths = [], {}
     results = {}  # (pinning, server, case, round) -> (ops, p50)
     try:
         for tag, build in (("before", before), ("after", after)):
-            servers = run_bench.start_servers(build, scratch[build])
+            env = dict(os.environ, **after_env) if tag == "after" and after_env else None
+            servers = run_bench.start_servers(build, scratch[tag], env)
             started.append(servers)
             if tag == "before":
                 paths["floor"] = servers["floor"][1]

@@ -50,7 +50,8 @@ def wait_for_socket(path, process, seconds=10):
     raise SystemExit(f"no socket at {path}")
 
 
-def start_servers(build, scratch):
+def start_servers(build, scratch, env=None):
+    """`env`: the environment of the two vfio-userd servers (the floor keeps the caller's)."""
     servers = {}
     floor = os.path.join(scratch, "floor.sock")
     servers["floor"] = (subprocess.Popen(["taskset", "-c", "0", f"{build}/bench/floor_server",
@@ -58,7 +59,7 @@ def start_servers(build, scratch):
     single = os.path.join(scratch, "single.sock")
     servers["--single"] = (subprocess.Popen(
         ["taskset", "-c", "0", f"{build}/vfio-userd", "--single", f"{build}/plugins/testdev.so",
-         "--socket", single, "--param", "ram_size=64K", "--log-level", "warning"]), single)
+         "--socket", single, "--param", "ram_size=64K", "--log-level", "warning"], env=env), single)
     devices = os.path.join(scratch, "devices.d")
     os.mkdir(devices)
     with open(os.path.join(scratch, "vfio-userd.yaml"), "w") as f:
@@ -73,7 +74,7 @@ def start_servers(build, scratch):
     servers["daemon"] = (subprocess.Popen(
         ["taskset", "-c", "0", f"{build}/vfio-userd", "-c", os.path.join(scratch, "vfio-userd.yaml"),
          "--devices-dir", devices, "--runtime-dir", runtime, "--plugin-dir", f"{build}/plugins",
-         "--log-level", "warning"]), daemon_socket)
+         "--log-level", "warning"], env=env), daemon_socket)
     servers["polling"] = (servers["daemon"][0], os.path.join(runtime, "devices", "polling.sock"))
     try:
         for process, path in servers.values():
