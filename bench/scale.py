@@ -9,12 +9,17 @@ MODE is the daemon's default_isolation, thread or process. In process mode the f
 add the device hosts: their CPU while idle, and their proportional set size (PSS, from
 each host's smaps_rollup, so that pages they share count once) next to the daemon's RSS.
 
+The daemon runs with the environment systemd/vfio-userd.service gives it (its Environment=
+lines: GLIBC_TUNABLES), so that the figures are those of the daemon as the unit runs it;
+the output says which.
+
 In thread mode the daemon needs two descriptors per device (its socket and BAR2's memory),
 in process mode three (its socket, the host's pidfd and control channel): raise the
 shell's `ulimit -n` above that first, as systemd's LimitNOFILE is for the service.
 """
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -22,6 +27,22 @@ import sys
 import tempfile
 import time
 
+
+def unit_environment():
+    """The assignments of the shipped unit's Environment= lines."""
+    unit = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "systemd",
+                        "vfio-userd.service")
+    assignments = {}
+    with open(unit) as lines:
+        for line in lines:
+            if line.startswith("Environment="):
+                for word in shlex.split(line[len("Environment="):]):
+                    name, _, value = word.partition("=")
+                    assignments[name] = value
+    return assignments
+
+
+unit_env = unit_environment()
 build = sys.argv[1]
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 mode = sys.argv[3] if len(sys.argv) > 3 else "thread"
@@ -32,7 +53,8 @@ with open(scratch + "/vfio-userd.yaml", "w") as config:
 daemon = subprocess.Popen([build + "/vfio-userd", "-c", scratch + "/vfio-userd.yaml",
                            "--devices-dir", scratch + "/devices.d", "--runtime-dir", scratch + "/run",
                            "--plugin-dir", build + "/plugins"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=dict(os.environ, **unit_env))
 admin_path = scratch + "/run/admin.sock"
 while not os.path.exists(admin_path):
     time.sleep(0.05)
@@ -133,6 +155,8 @@ with open("/proc/loadavg") as load:
     load_average = load.read().split()[0]
 
 print("isolation             %s" % mode)
+print("environment           %s (systemd/vfio-userd.service's)"
+      % (" ".join("%s=%s" % item for item in unit_env.items()) or "none added"))
 print("devices added         %d of %d in %.2f s" % (count - len(add_errors), count, add_seconds))
 for message in add_errors[:3]:
     print("  refused: %s" % message)

@@ -353,6 +353,8 @@ int main(int argc, char **argv)
      *  - a fixed mmap threshold: large blocks (a plugin's buffers) get mappings of their
      *    own, unmapped when freed. glibc would otherwise raise the threshold after the
      *    first such block is freed and serve later ones from the heap.
+     * A third, no per-thread cache (tcache: freed blocks malloc_trim() cannot release), has
+     * no mallopt(): the systemd unit sets it in GLIBC_TUNABLES, see vfio-userd(8).
      */
     mallopt(M_ARENA_MAX, 1);
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
