@@ -15,6 +15,7 @@
 #include "config_dirs.h"
 #include "daemon.h"
 #include "log.h"
+#include "supervisor.h"
 
 /* What a method reports when it fails. */
 struct method_error {
@@ -565,7 +566,7 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
     }
     device_query_finish(&query);
     return json_pack("{s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I, s:I, s:s, s:s, "
-                     "s:o}",
+                     "s:o, s:I}",
                      "version", VFIO_USERD_VERSION, "pid", (int)getpid(), "uptime_seconds",
                      (json_int_t)((now - daemon->started_usec) / 1000000), "devices", "total",
                      (json_int_t)daemon->devices.count, "listening",
@@ -575,7 +576,8 @@ static json_t *method_daemon_status(struct daemon *daemon, const struct admin_pe
                      stuck_workers, "plugins", (json_int_t)daemon->plugins.count, "worker_threads",
                      (json_int_t)workers_count(daemon->workers), "drop_in_problems",
                      (json_int_t)daemon->problems, "plugin_abi", PLUGIN_ABI_TEXT, "protocol", "0.1",
-                     "descriptors", descriptors_json(daemon, client_fds));
+                     "descriptors", descriptors_json(daemon, client_fds), "health_pings",
+                     (json_int_t)supervisor_health_pings());
 }
 
 static json_t *method_daemon_reload(struct daemon *daemon, const struct admin_peer *peer,

@@ -1,6 +1,12 @@
 /*
  * Supervisor of device-host processes: spawning, health checks, crash handling and the
  * restart policy; see supervisor.h.
+ *
+ * Health checks cost an idle host nothing: each host's loop marks its waits in a page it
+ * shares with the daemon (host/liveness.h), and one timer for all hosts reads the pages.
+ * A host that waits is healthy; one whose loop has been out of its wait for health_timeout
+ * is stuck. Only a host whose page says nothing (its waits unmarked) is pinged, as every
+ * host was before, which costs a wake-up of the host and of the daemon per check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +25,7 @@
 
 #include "control.h"
 #include "devices.h"
+#include "liveness.h"
 #include "log.h"
 #include "supervisor.h"
 
@@ -28,9 +35,13 @@
  * its regions, eventfds, the plugin's own files). */
 #define HOST_SPARE_FILES 256
 
-/* A health check goes out this many times per health_timeout. */
+/* The hosts' pages are read (and a ping goes to a host without marks) this many times per
+ * health_timeout: a host that hangs is seen awake before its deadline, and then judged at
+ * the deadline itself. */
 #define HEALTH_CHECKS_PER_TIMEOUT 4
 #define HEALTH_CHECK_MIN_USEC     20000u
+/* How late the health timer may fire, so that it can share a wake-up with other timers. */
+#define HEALTH_CHECK_ACCURACY_USEC 10000u
 
 /* Messages read from one host per wake-up of the main loop. */
 #define SUPERVISOR_MESSAGES_PER_WAKEUP 64
@@ -63,13 +74,19 @@ struct supervisor_host {
     bool ready;    /* it said "ready": it serves the socket */
     bool stopping; /* the daemon asked it to end */
     uint64_t started_usec;
-    /* When the oldest health check still unanswered went out; 0: none is. Judged from the
-     * check rather than from the last answer, so that a main loop that was busy (and sent
-     * no check) never makes a host look silent. */
+    /* When the oldest ping still unanswered went out; 0: none is. Judged from the ping
+     * rather than from the last answer, so that a main loop that was busy (and sent no
+     * ping) never makes a host look silent. Only for a host whose page says nothing. */
     uint64_t check_sent_usec;
+    /* The host's liveness page (its loop's waits), and when its last message was read: a
+     * host awake because it waits on the daemon (an open) is not stuck. */
+    struct liveness_slot *liveness;
+    uint64_t heard_usec;
+
+    /* In the list of hosts the health timer checks. */
+    struct supervisor_host *watch_previous, *watch_next;
 
     enum supervisor_state state;
-    sd_event_source *health_timer;
     sd_event_source *restart_timer;
     uint64_t next_sequence;
     unsigned restarts;
@@ -196,22 +213,28 @@ static char **host_environment(void)
 
 /*
  * Starts the host program with the device's listening socket, its end of the control
- * channel and its plugin at CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD and CONTROL_PLUGIN_FD,
- * and no other descriptor of the daemon's (no other device's socket, no admin connection).
+ * channel, its plugin and its liveness page at CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD,
+ * CONTROL_PLUGIN_FD and CONTROL_LIVENESS_FD, and no other descriptor of the daemon's (no
+ * other device's socket, no admin connection).
  * posix_spawn shares the daemon's memory until the exec instead of copying its page tables,
  * which a fork of a daemon serving thousands of devices paid on every start.
  */
-static int spawn_process(const char *binary, char *const *argv, const int sources[3], pid_t *pid)
+#define SPAWN_FDS 4
+static int spawn_process(const char *binary, char *const *argv, const int sources[SPAWN_FDS],
+                         pid_t *pid)
 {
-    static const int targets[3] = {CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD, CONTROL_PLUGIN_FD};
+    static const int targets[SPAWN_FDS] = {CONTROL_LISTEN_FD, CONTROL_CHANNEL_FD, CONTROL_PLUGIN_FD,
+                                           CONTROL_LIVENESS_FD};
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
-    int moved[3] = {-1, -1, -1}, ret;
+    int moved[SPAWN_FDS] = {-1, -1, -1, -1}, ret;
     sigset_t none;
 
-    /* Out of the way of the targets first: a source may itself sit at 3, 4 or 5. */
-    for (int i = 0; i < 3; i++) {
-        moved[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, CONTROL_PLUGIN_FD + 1);
+    _Static_assert(CONTROL_LIVENESS_FD == CONTROL_LISTEN_FD + SPAWN_FDS - 1,
+                   "the host's descriptors are consecutive, the last one the highest");
+    /* Out of the way of the targets first: a source may itself sit at one of them. */
+    for (int i = 0; i < SPAWN_FDS; i++) {
+        moved[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, CONTROL_LIVENESS_FD + 1);
         if (moved[i] < 0) {
             ret = -errno;
             goto out_moved;
@@ -223,10 +246,10 @@ static int spawn_process(const char *binary, char *const *argv, const int source
     ret = -posix_spawnattr_init(&attributes);
     if (ret < 0)
         goto out_actions;
-    for (int i = 0; i < 3 && ret == 0; i++)
+    for (int i = 0; i < SPAWN_FDS && ret == 0; i++)
         ret = -posix_spawn_file_actions_adddup2(&actions, moved[i], targets[i]);
     if (ret == 0)
-        ret = -posix_spawn_file_actions_addclosefrom_np(&actions, CONTROL_PLUGIN_FD + 1);
+        ret = -posix_spawn_file_actions_addclosefrom_np(&actions, CONTROL_LIVENESS_FD + 1);
     sigemptyset(&none);
     if (ret == 0)
         ret = -posix_spawnattr_setsigmask(&attributes, &none);
@@ -239,7 +262,7 @@ static int spawn_process(const char *binary, char *const *argv, const int source
 out_actions:
     posix_spawn_file_actions_destroy(&actions);
 out_moved:
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < SPAWN_FDS; i++)
         if (moved[i] >= 0)
             close(moved[i]);
     return ret;
@@ -253,6 +276,8 @@ static void close_process(struct supervisor_host *host)
         close(host->pidfd);
     if (host->channel_fd >= 0)
         close(host->channel_fd);
+    liveness_slot_unmap(host->liveness);
+    host->liveness = NULL;
     host->pidfd = -1;
     host->channel_fd = -1;
     host->pid = 0;
@@ -260,6 +285,7 @@ static void close_process(struct supervisor_host *host)
 }
 
 static int on_exit_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
+static void watch_soon(const struct supervisor_host *host);
 static int on_channel_event(sd_event_source *source, int fd, uint32_t revents, void *userdata);
 
 static void record_start(struct supervisor_host *host, uint64_t now)
@@ -304,7 +330,8 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     char uid[24], gid[24], memory[24], files[24];
     char *argv[12];
     size_t count = 0;
-    int fds[2] = {-1, -1}, plugin_fd = -1;
+    int fds[2] = {-1, -1}, plugin_fd = -1, liveness_fd = -1;
+    struct liveness_slot *liveness = NULL;
     json_t *start = NULL;
     pid_t pid;
     int ret;
@@ -355,7 +382,16 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         snprintf(error, error_size, "cannot open plugin %s: %s", host->plugin_path, strerror(-ret));
         goto out;
     }
-    ret = spawn_process(binary, argv, (const int[3]){host->listen_fd, fds[1], plugin_fd}, &pid);
+    /* A new page per process: one a killed host may have written last says nothing about the
+     * next. */
+    ret = liveness_slot_create(&liveness, &liveness_fd);
+    if (ret < 0) {
+        snprintf(error, error_size, "cannot create the liveness page: %s", strerror(-ret));
+        goto out;
+    }
+    ret = spawn_process(binary, argv,
+                        (const int[SPAWN_FDS]){host->listen_fd, fds[1], plugin_fd, liveness_fd},
+                        &pid);
     if (ret < 0) {
         snprintf(error, error_size, "cannot start the device host %s: %s", binary, strerror(-ret));
         goto out;
@@ -364,7 +400,10 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
     host->pidfd = pidfd_open_process(pid);
     host->channel_fd = fds[0];
     fds[0] = -1;
+    host->liveness = liveness;
+    liveness = NULL;
     host->check_sent_usec = 0;
+    host->heard_usec = 0;
     host->ready = false;
     host->stopping = false;
     if (host->pidfd < 0) {
@@ -388,6 +427,7 @@ static int spawn(struct supervisor_host *host, char *error, size_t error_size)
         goto fail;
     }
     vu_log(VFIO_USERD_LOG_DEBUG, host->name, "device host pid %d started (%s)", (int)pid, binary);
+    watch_soon(host);
     ret = 0;
     goto out;
 fail:
@@ -399,6 +439,9 @@ out:
         close(fds[1]);
     if (plugin_fd >= 0)
         close(plugin_fd);
+    if (liveness_fd >= 0)
+        close(liveness_fd);
+    liveness_slot_unmap(liveness);
     json_decref(start);
     return ret;
 }
@@ -442,7 +485,9 @@ static void note_message(struct supervisor_host *host, const json_t *message)
 {
     const char *type = control_type(message);
 
-    host->check_sent_usec = 0; /* any message shows the host's loop runs */
+    /* Any message shows the host's loop runs (or waits on the daemon). */
+    host->check_sent_usec = 0;
+    host->heard_usec = vu_monotonic_usec();
     if (strcmp(type, "open") == 0) {
         answer_open(host, message);
     } else if (strcmp(type, "ready") == 0 && !host->ready) {
@@ -675,19 +720,93 @@ static int on_restart_timer(sd_event_source *source, uint64_t usec, void *userda
     return 0;
 }
 
-/* Health checks, and the deadline of a host that is starting. */
-static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdata)
+/* --- Health checks: one timer for every host. --- */
+
+/* The hosts on the daemon's loop, and the one timer that checks them all: a timer per host
+ * made sd-event sort thousands of them, and woke the daemon once for each. */
+static struct {
+    sd_event *event;
+    sd_event_source *timer;
+    struct supervisor_host *first;
+    unsigned count;
+    uint64_t pings;
+} watch;
+
+static uint64_t check_period(const struct supervisor_host *host)
 {
-    struct supervisor_host *host = userdata;
-    uint64_t now, timeout = host->settings->health_timeout_usec;
-    uint64_t period = timeout / HEALTH_CHECKS_PER_TIMEOUT;
+    uint64_t period = host->settings->health_timeout_usec / HEALTH_CHECKS_PER_TIMEOUT;
+
+    return period > HEALTH_CHECK_MIN_USEC ? period : HEALTH_CHECK_MIN_USEC;
+}
+
+static void earliest(uint64_t *next, uint64_t usec)
+{
+    if (usec < *next)
+        *next = usec;
+}
+
+static void declare_stuck(struct supervisor_host *host, uint64_t silent_usec)
+{
+    host->state = SUPERVISOR_STUCK;
+    vu_log(VFIO_USERD_LOG_ERR, host->name,
+           "device host pid %d (plugin %s) has not answered for %.1f s (health_timeout): "
+           "killing it",
+           (int)host->pid, host->plugin_name, (double)silent_usec / 1e6);
+    kill_host(host);
+}
+
+/*
+ * Where the host's loop is, from its page, or LIVENESS_UNKNOWN. A host awake because it
+ * waits for the daemon's answer (an open) counts from when the daemon last heard it.
+ */
+static enum liveness_state host_liveness(const struct supervisor_host *host, uint64_t now,
+                                         uint64_t *since)
+{
+    enum liveness_state state =
+        host->liveness != NULL ? liveness_read(host->liveness, now, since) : LIVENESS_UNKNOWN;
+
+    if (state == LIVENESS_AWAKE && host->heard_usec > *since && host->heard_usec <= now)
+        *since = host->heard_usec;
+    return state;
+}
+
+/* The old way, for a host whose page says nothing: a ping, answered within the timeout. */
+static void ping_host(struct supervisor_host *host, uint64_t now, uint64_t *next)
+{
+    uint64_t timeout = host->settings->health_timeout_usec;
     json_t *ping;
 
-    if (period < HEALTH_CHECK_MIN_USEC)
-        period = HEALTH_CHECK_MIN_USEC;
-    sd_event_source_set_time(source, vu_monotonic_usec() + period);
+    if (host->check_sent_usec != 0 && now - host->check_sent_usec > timeout) {
+        declare_stuck(host, now - host->check_sent_usec);
+        return;
+    }
+    /* A full queue means it is not reading: the check already out catches that. */
+    /* A check that could not even be sent counts as unanswered all the same. */
+    ping = json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
+    if (ping != NULL && host->channel_fd >= 0 && control_send(host->channel_fd, ping) == 0)
+        watch.pings++;
+    if (host->check_sent_usec == 0)
+        host->check_sent_usec = now;
+    json_decref(ping);
+    earliest(next, now + check_period(host));
+}
+
+/* Checks one host at `now`; `next` comes no later than when it must be checked again. */
+static void check_host(struct supervisor_host *host, uint64_t now, uint64_t *next)
+{
+    uint64_t timeout = host->settings->health_timeout_usec, since = 0;
+    enum liveness_state state;
+
     if (host->pid == 0 || host->state == SUPERVISOR_STUCK || host->stopping)
-        return 0;
+        return;
+    state = host_liveness(host, now, &since);
+    if (state == LIVENESS_WAITING)
+        host->check_sent_usec = 0;
+    if (state == LIVENESS_WAITING || (state == LIVENESS_AWAKE && now - since <= timeout)) {
+        earliest(next, state == LIVENESS_AWAKE ? since + timeout + 1 : now + check_period(host));
+        if (host->ready)
+            return;
+    }
     /* Answers may wait unread, for instance while the main loop waited on another host:
      * they count before the host is judged. */
     if (host->channel_source != NULL && !drain_channel(host))
@@ -700,27 +819,90 @@ static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdat
                    "device host pid %d did not come up within %u s: killing it", (int)host->pid,
                    SUPERVISOR_START_TIMEOUT_USEC / 1000000);
             kill_host(host);
+            return;
         }
-        return 0;
+        earliest(next, host->started_usec + SUPERVISOR_START_TIMEOUT_USEC + 1);
+        return;
     }
-    if (host->check_sent_usec != 0 && now - host->check_sent_usec > timeout) {
-        host->state = SUPERVISOR_STUCK;
-        vu_log(VFIO_USERD_LOG_ERR, host->name,
-               "device host pid %d (plugin %s) has not answered for %.1f s (health_timeout): "
-               "killing it",
-               (int)host->pid, host->plugin_name, (double)(now - host->check_sent_usec) / 1e6);
-        kill_host(host);
-        return 0;
-    }
-    /* A full queue means it is not reading: the check already out catches that. */
-    /* A check that could not even be sent counts as unanswered all the same. */
-    ping = json_pack("{s:s, s:I}", "type", "ping", "seq", (json_int_t)++host->next_sequence);
-    if (ping != NULL && host->channel_fd >= 0)
-        control_send(host->channel_fd, ping);
-    if (host->check_sent_usec == 0)
-        host->check_sent_usec = now;
-    json_decref(ping);
+    state = host_liveness(host, now, &since);
+    if (state == LIVENESS_UNKNOWN)
+        ping_host(host, now, next);
+    else if (state == LIVENESS_AWAKE && now - since > timeout)
+        declare_stuck(host, now - since);
+    else
+        earliest(next, state == LIVENESS_AWAKE ? since + timeout + 1 : now + check_period(host));
+}
+
+static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+    uint64_t now = vu_monotonic_usec(), next = UINT64_MAX;
+
+    /* Checking a host never frees one (a killed host ends through its exit event later). */
+    for (struct supervisor_host *host = watch.first; host != NULL; host = host->watch_next)
+        check_host(host, now, &next);
+    if (next == UINT64_MAX || next < now + HEALTH_CHECK_MIN_USEC)
+        next = now + (next == UINT64_MAX ? SUPERVISOR_START_TIMEOUT_USEC : HEALTH_CHECK_MIN_USEC);
+    sd_event_source_set_time(source, next);
     return 0;
+}
+
+/* Adds the host to the health timer's list (the first host makes the timer). */
+static int watch_host(sd_event *event, struct supervisor_host *host)
+{
+    int ret;
+
+    if (watch.timer == NULL) {
+        ret =
+            sd_event_add_time_relative(event, &watch.timer, CLOCK_MONOTONIC, HEALTH_CHECK_MIN_USEC,
+                                       HEALTH_CHECK_ACCURACY_USEC, on_health_timer, NULL);
+        if (ret >= 0)
+            ret = sd_event_source_set_enabled(watch.timer, SD_EVENT_ON);
+        if (ret < 0) {
+            watch.timer = sd_event_source_disable_unref(watch.timer);
+            return ret;
+        }
+        watch.event = event;
+    } else if (watch.event != event) {
+        return -EXDEV; /* the daemon has one loop for its hosts */
+    }
+    host->watch_next = watch.first;
+    if (watch.first != NULL)
+        watch.first->watch_previous = host;
+    watch.first = host;
+    watch.count++;
+    return 0;
+}
+
+static void unwatch_host(struct supervisor_host *host)
+{
+    if (host->watch_previous == NULL && watch.first != host)
+        return; /* never watched */
+    if (host->watch_previous != NULL)
+        host->watch_previous->watch_next = host->watch_next;
+    else
+        watch.first = host->watch_next;
+    if (host->watch_next != NULL)
+        host->watch_next->watch_previous = host->watch_previous;
+    host->watch_previous = host->watch_next = NULL;
+    if (--watch.count == 0) {
+        watch.timer = sd_event_source_disable_unref(watch.timer);
+        watch.event = NULL;
+    }
+}
+
+/* A host that just started is checked (its start deadline, then its page) within one period,
+ * however far off the timer was set. */
+static void watch_soon(const struct supervisor_host *host)
+{
+    uint64_t when = 0, soon = vu_monotonic_usec() + check_period(host);
+
+    if (watch.timer != NULL && sd_event_source_get_time(watch.timer, &when) >= 0 && when > soon)
+        sd_event_source_set_time(watch.timer, soon);
+}
+
+uint64_t supervisor_health_pings(void)
+{
+    return watch.pings;
 }
 
 /* --- Public. --- */
@@ -728,7 +910,7 @@ static int on_health_timer(sd_event_source *source, uint64_t usec, void *userdat
 static void host_free(struct supervisor_host *host)
 {
     close_process(host);
-    sd_event_source_disable_unref(host->health_timer);
+    unwatch_host(host);
     sd_event_source_disable_unref(host->restart_timer);
     if (host->owns_listen_fd && host->listen_fd >= 0)
         close(host->listen_fd);
@@ -767,7 +949,6 @@ int supervisor_launch(sd_event *event, const struct supervisor_config *config, i
                       struct supervisor_host **result, char *error, size_t error_size)
 {
     struct supervisor_host *host = calloc(1, sizeof(*host));
-    uint64_t period;
     int ret;
 
     *result = NULL;
@@ -801,12 +982,7 @@ int supervisor_launch(sd_event *event, const struct supervisor_config *config, i
         if (ret < 0)
             goto fail;
     }
-    period = config->settings->health_timeout_usec / HEALTH_CHECKS_PER_TIMEOUT;
-    ret = sd_event_add_time_relative(
-        event, &host->health_timer, CLOCK_MONOTONIC,
-        period > HEALTH_CHECK_MIN_USEC ? period : HEALTH_CHECK_MIN_USEC, 0, on_health_timer, host);
-    if (ret >= 0)
-        ret = sd_event_source_set_enabled(host->health_timer, SD_EVENT_ON);
+    ret = watch_host(event, host);
     if (ret >= 0)
         ret = sd_event_add_time(event, &host->restart_timer, CLOCK_MONOTONIC, 0, 0,
                                 on_restart_timer, host);

@@ -7,8 +7,10 @@
  * the socket stays bound, so the VMM's next connection waits in its backlog for the next
  * host; the device is restarted as its `restart` policy says, after a back-off that doubles
  * from SUPERVISOR_BACKOFF_MIN_USEC, and at most start_limit_burst times per
- * start_limit_interval before it stays "failed" until reset. A host that stops answering
- * health checks for health_timeout is "stuck": it is killed, then treated as crashed.
+ * start_limit_interval before it stays "failed" until reset. A host whose loop has not come
+ * back to its wait for health_timeout (a plugin stuck in a callback) is "stuck": it is
+ * killed, then treated as crashed. The daemon reads that from a page each host shares with
+ * it (host/liveness.h), so an idle host is never woken to be checked.
  * Every wait for a host has a deadline; none stalls the main loop.
  */
 #ifndef VFIO_USERD_SUPERVISOR_H
@@ -88,6 +90,9 @@ const char *supervisor_state_name(enum supervisor_state state);
 
 /* The running host's process id, or 0 between hosts. */
 pid_t supervisor_pid(const struct supervisor_host *host);
+
+/* Pings sent to hosts whose liveness page said nothing, since the daemon started. */
+uint64_t supervisor_health_pings(void);
 
 /* Hosts started after the first. */
 unsigned supervisor_restarts(const struct supervisor_host *host);

@@ -11,8 +11,9 @@
  *                        open {seq, path, flags, mode} (a plugin's open_file())
  *
  * The host is started with its device's listening socket at CONTROL_LISTEN_FD, its end of
- * the socketpair at CONTROL_CHANNEL_FD and its plugin at CONTROL_PLUGIN_FD; everything else
- * it gets through "start". Both sides
+ * the socketpair at CONTROL_CHANNEL_FD, its plugin at CONTROL_PLUGIN_FD and its liveness page
+ * (liveness.h) at CONTROL_LIVENESS_FD; everything else it gets through "start". A ping goes
+ * only to a host whose page says nothing (its waits are not marked). Both sides
  * send without blocking: a peer that stops reading cannot stall the other.
  */
 #ifndef VFIO_USERD_CONTROL_H
@@ -29,6 +30,8 @@
 /* The plugin's file, opened by the daemon: the host loads it from /proc/self/fd, so that it
  * needs no right to the plugin directory, and loads the very file the daemon checked. */
 #define CONTROL_PLUGIN_FD 5
+/* The memfd of the page where the host's loop marks its waits (liveness.h). */
+#define CONTROL_LIVENESS_FD 6
 
 /* The largest packet either side sends or accepts (a device's parameters must fit). Well
  * under a socket's default send buffer (208 KiB), which a packet must fit whole. */

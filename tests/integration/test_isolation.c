@@ -458,17 +458,27 @@ START_TEST(a_crash_costs_one_device_which_is_restarted)
 }
 END_TEST
 
-START_TEST(a_hang_is_killed_and_restarted)
+/*
+ * The hang: misbehave0's plugin blocks in the trigger's callback for good. The host is found
+ * stuck and killed no sooner than health_timeout (1 s) after the trigger, and soon after it
+ * (`bound_ms`), whether the daemon reads the host's liveness page (`marked`) or, for a host
+ * that does not mark its loop's waits, pings it as it used to.
+ */
+static void expect_hang_killed(const char *label, bool marked, uint64_t bound_ms)
 {
     struct reader readers[2];
     struct vu_client *client;
-    long long first, second, one = 1;
+    long long first, second, one = 1, pings;
     char states[256], text[128];
-    json_t *device;
+    uint64_t triggered, found;
+    json_t *device, *status;
 
+    if (!marked)
+        next_environment = "VFIO_USERD_HOST_UNMARKED=1";
     start_daemon(NULL, "plugin: misbehave\nparams:\n  behavior: hang\n");
     first = misbehave_pid();
     start_readers(readers);
+    triggered = test_now_ms();
     client = misbehave_now();
 
     /* No admin call until the supervisor has found the hang: one that waits on the hung host
@@ -476,19 +486,95 @@ START_TEST(a_hang_is_killed_and_restarted)
      * below, skipped until that is fixed). */
     FORMAT(text, "device host pid %lld (plugin misbehave) has not answered for", first);
     wait_log_line("misbehave0: ", text);
+    found = test_now_ms() - triggered;
     ck_assert(log_has_line(text, "(health_timeout): killing it"));
     device = wait_device("misbehave0", is_serving_after, &one, 3, states, sizeof(states));
     second = integer_of(device, "pid");
-    printf("hang: misbehave0 went %s; pid %lld, then %lld\n", states, first, second);
+    printf("%s: misbehave0 went %s; pid %lld, then %lld; found stuck %llu ms after the "
+           "trigger\n",
+           label, states, first, second, (unsigned long long)found);
+    ck_assert_uint_le(found, bound_ms);
+    /* A host reading its page is judged from when its loop woke: not before the timeout. */
+    if (marked)
+        ck_assert_uint_ge(found, 1000);
     ck_assert(log_has_line("misbehave0: ", "was stuck and is killed"));
     ck_assert_int_ne(second, first);
     ck_assert_str_eq(string_of(device, "last_failure"), "stopped answering and was killed");
     json_decref(device);
     vu_client_close(client);
     expect_misbehave_answers();
+    status = admin_client_call_ok(&admin, "daemon_status", NULL);
+    pings = integer_of(status, "health_pings");
+    json_decref(status);
+    printf("%s: %lld health pings\n", label, pings);
+    if (marked)
+        ck_assert_int_eq(pings, 0);
+    else
+        ck_assert_int_gt(pings, 0);
 
-    stop_readers(readers, "hang");
+    stop_readers(readers, label);
     expect_healthy_untouched();
+    stop_daemon();
+}
+
+START_TEST(a_hang_is_killed_and_restarted)
+{
+    /* health_timeout, and then the timer's own latency on a loaded machine. */
+    expect_hang_killed("hang", true, 1500);
+}
+END_TEST
+
+START_TEST(a_hang_in_a_host_without_marks_is_found_by_pings)
+{
+    /* The last ping before the hang may have gone out a check period (250 ms) before it, the
+     * first one it misses up to a period after: up to health_timeout and two periods. */
+    expect_hang_killed("hang, pinged", false, 2000);
+}
+END_TEST
+
+/* How often `pid`'s main thread was put to sleep and woken, or preempted, so far. */
+static unsigned long long switches_of(pid_t pid)
+{
+    char voluntary[32], involuntary[32];
+
+    ck_assert_int_eq(test_proc_status(pid, "voluntary_ctxt_switches", voluntary, sizeof(voluntary)),
+                     0);
+    ck_assert_int_eq(
+        test_proc_status(pid, "nonvoluntary_ctxt_switches", involuntary, sizeof(involuntary)), 0);
+    return strtoull(voluntary, NULL, 10) + strtoull(involuntary, NULL, 10);
+}
+
+/*
+ * Health checks cost an idle device host nothing: the daemon reads the page where the host's
+ * loop marks its waits instead of pinging it, so over three health_timeouts (twelve rounds
+ * of checks) neither idle host is woken once, and the daemon sends no ping.
+ */
+START_TEST(idle_hosts_are_not_woken_by_health_checks)
+{
+    unsigned long long before[2], after[2];
+    pid_t hosts[2];
+    json_t *device, *status;
+
+    start_daemon(NULL, "plugin: misbehave\n");
+    hosts[0] = (pid_t)misbehave_pid();
+    device = get_device("testdev0");
+    hosts[1] = (pid_t)integer_of(device, "pid");
+    json_decref(device);
+    ck_assert_int_gt(hosts[1], 0);
+    /* Both answered device_get (a status request) and wait again. */
+    usleep(200 * 1000);
+    for (int i = 0; i < 2; i++)
+        before[i] = switches_of(hosts[i]);
+    sleep(3);
+    for (int i = 0; i < 2; i++)
+        after[i] = switches_of(hosts[i]);
+    printf("idle: misbehave0's host woken %llu times, testdev0's %llu times in 3 s\n",
+           after[0] - before[0], after[1] - before[1]);
+    for (int i = 0; i < 2; i++)
+        ck_assert_uint_eq(after[i], before[i]);
+    status = admin_client_call_ok(&admin, "daemon_status", NULL);
+    ck_assert_int_eq(integer_of(status, "health_pings"), 0);
+    json_decref(status);
     stop_daemon();
 }
 END_TEST
@@ -1089,6 +1175,8 @@ static Suite *isolation_suite(void)
     tcase_set_timeout(tcase, 90);
     tcase_add_test(tcase, a_crash_costs_one_device_which_is_restarted);
     tcase_add_test(tcase, a_hang_is_killed_and_restarted);
+    tcase_add_test(tcase, a_hang_in_a_host_without_marks_is_found_by_pings);
+    tcase_add_test(tcase, idle_hosts_are_not_woken_by_health_checks);
     tcase_add_test(tcase, admin_calls_during_a_hang_leave_healthy_hosts_alone);
     tcase_add_test(tcase, a_leak_ends_at_the_memory_limit);
     tcase_add_test(tcase, the_sandbox_refuses_an_escape);
