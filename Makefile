@@ -16,9 +16,9 @@
 #
 # Layout: lib/*.c is the protocol core (a static archive), config/*.c the configuration
 # parser (a static archive the daemon, the CLI and the tests link), plugins/NAME/*.c
-# become plugins/NAME.so, daemon/*.c is vfio-userd, host/main.c and host/loop_marks.c are
-# the device host (vfio-userd-device-host, with the rest of host/*.c, which the daemon links
-# too, for the supervisor's side of the control channel), ctl/*.c is vfio-userctl,
+# become plugins/NAME.so, daemon/*.c is vfio-userd, host/main.c is the device host
+# (vfio-userd-device-host, with the rest of host/*.c, which the daemon links too, for the
+# supervisor's side of the control channel), ctl/*.c is vfio-userctl,
 # each tests/{unit,integration}/test_*.c is one check binary that links
 # tests/common/*.c. New files are picked up without editing this file.
 
@@ -83,9 +83,7 @@ DAEMON         := $(if $(wildcard daemon/main.c),$(BUILD)/vfio-userd)
 # The device host: one sandboxed process per device in process isolation.
 HOST_SRCS      := $(wildcard host/*.c)
 HOST_OBJS      := $(HOST_SRCS:%.c=$(BUILD)/%.o)
-# loop_marks.c defines epoll_wait() for the host program alone: never in the archive.
-HOST_MAIN_SRCS := host/main.c host/loop_marks.c
-HOST_LIB_OBJS  := $(filter-out $(HOST_MAIN_SRCS:%.c=$(BUILD)/%.o),$(HOST_OBJS))
+HOST_LIB_OBJS  := $(filter-out $(BUILD)/host/main.o,$(HOST_OBJS))
 HOST_ARCHIVE   := $(BUILD)/libvfio-userd-host.a
 DEVICE_HOST    := $(if $(wildcard host/main.c),$(BUILD)/vfio-userd-device-host)
 
@@ -205,7 +203,7 @@ $(BUILD)/vfio-userd: $(DAEMON_OBJS) $(HOST_ARCHIVE) $(CONFIG_ARCHIVE) $(LIB_ARCH
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -lpthread
 
-$(BUILD)/vfio-userd-device-host: $(HOST_MAIN_SRCS:%.c=$(BUILD)/%.o) $(HOST_ARCHIVE) $(LIB_ARCHIVE)
+$(BUILD)/vfio-userd-device-host: $(BUILD)/host/main.o $(HOST_ARCHIVE) $(LIB_ARCHIVE)
 	$(call quiet,LD,$@)
 	$(Q)$(CC) $^ -o $@ $(ALL_LDFLAGS) $(PKG_LIBS) -ldl
 
@@ -269,7 +267,7 @@ FUZZ_TARGETS   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.
 FUZZ_BINS      := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SECONDS   ?= 20
 FUZZ_RUNS      ?= 1000000
-FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS)) $(filter-out $(HOST_MAIN_SRCS),$(HOST_SRCS)) \
+FUZZ_DAEMON_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS)) $(filter-out host/main.c,$(HOST_SRCS)) \
                     $(CONFIG_SRCS)
 FUZZ_FLAGS     := -max_len=8192 -timeout=10 -print_final_stats=1
 

@@ -7,8 +7,8 @@
  * stuck in one, say). So the daemon reads the page instead of pinging: a host that waits is
  * healthy however long it has been idle, and one that has been awake for health_timeout is
  * stuck. An idle host costs neither side anything; the daemon reads every page on one
- * timer. The host writes the page (host/loop_marks.c); the daemon only reads it, and takes
- * what it reads as a claim, not a fact: a plugin can write there too.
+ * timer. The host writes the page (host/main.c, around its loop's waits); the daemon only reads it,
+ * and takes what it reads as a claim, not a fact: a plugin can write there too.
  */
 #ifndef VFIO_USERD_LIVENESS_H
 #define VFIO_USERD_LIVENESS_H

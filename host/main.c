@@ -26,7 +26,6 @@
 #include "fault_guard.h"
 #include "liveness.h"
 #include "log.h"
-#include "loop_marks.h"
 #include "plugin_loader.h"
 #include "session.h"
 #include "sandbox.h"
@@ -293,6 +292,17 @@ static int open_through_daemon(const char *device, const char *path, int flags, 
     return ret < 0 ? ret : fd;
 }
 
+/* The loop's waits, marked in the liveness page for the daemon (liveness.h). */
+static void mark_wait(void *userdata, bool waiting)
+{
+    struct liveness_slot *slot = userdata;
+
+    if (waiting)
+        liveness_mark_waiting(slot);
+    else
+        liveness_mark_awake(slot, vu_monotonic_usec());
+}
+
 static bool env_is_set(const char *name)
 {
     const char *value = getenv(name);
@@ -388,7 +398,7 @@ int main(int argc, char **argv)
      * VFIO_USERD_HOST_UNMARKED=1 asks for (the tests of that way). */
     if (!env_is_set("VFIO_USERD_HOST_UNMARKED") &&
         liveness_slot_map(CONTROL_LIVENESS_FD, &host.liveness) == 0)
-        loop_marks_start(host.liveness);
+        vu_loop_set_wait_hook(host.loop, mark_wait, host.liveness);
     close(CONTROL_LIVENESS_FD);
     current_host = &host;
     vu_device_set_file_opener(open_through_daemon);

@@ -27,6 +27,8 @@ struct vu_loop {
      * is struck off, so that no callback reaches freed memory. */
     struct epoll_event *ready;
     int ready_count;
+    void (*wait_hook)(void *userdata, bool waiting);
+    void *wait_hook_userdata;
 };
 
 int vu_loop_new(struct vu_loop **result)
@@ -81,6 +83,13 @@ struct vu_loop *vu_loop_unref(struct vu_loop *loop)
 sd_event *vu_loop_event(struct vu_loop *loop)
 {
     return loop->event;
+}
+
+void vu_loop_set_wait_hook(struct vu_loop *loop, void (*hook)(void *userdata, bool waiting),
+                           void *userdata)
+{
+    loop->wait_hook = hook;
+    loop->wait_hook_userdata = userdata;
 }
 
 void vu_loop_changed(struct vu_loop *loop)
@@ -141,7 +150,11 @@ int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec)
         timeout_msec = -1;
     else
         timeout_msec = (int)((timeout_usec + 999) / 1000);
+    if (loop->wait_hook != NULL)
+        loop->wait_hook(loop->wait_hook_userdata, true);
     count = epoll_wait(loop->epoll_fd, ready, READY_MAX, timeout_msec);
+    if (loop->wait_hook != NULL)
+        loop->wait_hook(loop->wait_hook_userdata, false);
     if (count < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < count; i++)

@@ -53,6 +53,14 @@ int vu_loop_run(struct vu_loop *loop);
  */
 int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec);
 
+/*
+ * `hook` is called on the loop's thread right before each wait for events (`waiting`
+ * true) and right after it (false): a loop between the two cannot be stuck in a callback,
+ * which a watchdog on another thread or process can tell from them. NULL removes it.
+ */
+void vu_loop_set_wait_hook(struct vu_loop *loop, void (*hook)(void *userdata, bool waiting),
+                           void *userdata);
+
 /* Sources of vu_loop_event() changed outside an sd-event callback: sd-event runs a pass
  * before the loop sleeps again. NULL is ignored. */
 void vu_loop_changed(struct vu_loop *loop);
