@@ -2,6 +2,7 @@
  * Runs the real vfio-userd in a private directory for integration tests; see
  * daemon_harness.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -587,4 +588,19 @@ int daemon_harness_run_suite(Suite *suite)
     /* Also what failed tests left: check's fork mode skips their teardown. */
     daemon_harness_global_cleanup();
     return status;
+}
+
+int daemon_harness_open_fds(const struct daemon_harness *harness)
+{
+    char path[64];
+    int count = 0;
+    DIR *directory;
+
+    FORMAT(path, "/proc/%d/fd", (int)harness->pid);
+    directory = opendir(path);
+    ck_assert_ptr_nonnull(directory);
+    for (struct dirent *entry; (entry = readdir(directory)) != NULL;)
+        count += entry->d_name[0] != '.';
+    closedir(directory);
+    return count;
 }

@@ -110,6 +110,9 @@ size_t daemon_harness_count_notify(const struct daemon_harness *harness, const c
 int daemon_harness_wait_socket(struct daemon_harness *harness, const char *path, bool present,
                                int timeout_ms);
 
+/* How many descriptors the running daemon holds (fails the test when it cannot tell). */
+int daemon_harness_open_fds(const struct daemon_harness *harness);
+
 /* Whether the daemon's log holds `text`; how many times. */
 bool daemon_harness_log_contains(const struct daemon_harness *harness, const char *text);
 size_t daemon_harness_log_count(const struct daemon_harness *harness, const char *text);

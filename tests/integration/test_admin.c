@@ -6,7 +6,6 @@
  * 1,000 devices added and removed with no descriptor left behind, and socket activation.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -154,20 +153,6 @@ static int call_error(const char *method, const char *params, char *field, size_
     }
     json_decref(response);
     return code;
-}
-
-static int daemon_open_fds(void)
-{
-    char path[64];
-    int count = 0;
-
-    FORMAT(path, "/proc/%d/fd", (int)harness.pid);
-    DIR *directory = opendir(path);
-    ck_assert_ptr_nonnull(directory);
-    for (struct dirent *entry; (entry = readdir(directory)) != NULL;)
-        count += entry->d_name[0] != '.';
-    closedir(directory);
-    return count;
 }
 
 /* --- Methods ------------------------------------------------------------------------ */
@@ -1111,7 +1096,7 @@ START_TEST(a_thousand_devices_added_and_removed)
     json_decref(call_ok("device_add", "{\"name\":\"warm\",\"plugin\":\"testdev\","
                                       "\"params\":{\"ram_size\":\"8K\"}}"));
     json_decref(call_ok("device_remove", "{\"name\":\"warm\"}"));
-    fds_before = daemon_open_fds();
+    fds_before = daemon_harness_open_fds(&harness);
     for (int i = 0; i < 1000; i++) {
         FORMAT(params, "{\"name\":\"d%d\",\"plugin\":\"testdev\",\"params\":{\"ram_size\":\"8K\"}}",
                i);
@@ -1122,12 +1107,12 @@ START_TEST(a_thousand_devices_added_and_removed)
         json_integer_value(json_object_get(json_object_get(status, "devices"), "total")), 1000);
     json_decref(status);
     /* Each device holds its listening socket and its RAM's memfd. */
-    ck_assert_int_ge(daemon_open_fds(), fds_before + 2000);
+    ck_assert_int_ge(daemon_harness_open_fds(&harness), fds_before + 2000);
     for (int i = 0; i < 1000; i++) {
         FORMAT(params, "{\"name\":\"d%d\"}", i);
         json_decref(call_ok("device_remove", params));
     }
-    ck_assert_int_eq(daemon_open_fds(), fds_before);
+    ck_assert_int_eq(daemon_harness_open_fds(&harness), fds_before);
     char path[PATH_MAX];
     daemon_harness_device_socket(&harness, "d999", path, sizeof(path));
     ck_assert_int_ne(access(path, F_OK), 0);
@@ -1145,7 +1130,7 @@ START_TEST(thread_devices_hold_two_descriptors_each)
      * and keeps (its timer descriptor) is not the devices' to count. */
     for (int round = 0; round < 2; round++) {
         if (round == 1)
-            fds_before = daemon_open_fds();
+            fds_before = daemon_harness_open_fds(&harness);
         for (int i = 0; i < 200; i++) {
             FORMAT(params,
                    "{\"name\":\"t%d\",\"plugin\":\"testdev\",\"isolation\":\"thread\","
@@ -1154,9 +1139,9 @@ START_TEST(thread_devices_hold_two_descriptors_each)
             json_decref(call_ok("device_add", params));
         }
         if (round == 1) {
-            ck_assert_int_ge(daemon_open_fds(), fds_before + 400);
+            ck_assert_int_ge(daemon_harness_open_fds(&harness), fds_before + 400);
             /* 16: more than its workers */
-            ck_assert_int_le(daemon_open_fds(), fds_before + 400 + 16);
+            ck_assert_int_le(daemon_harness_open_fds(&harness), fds_before + 400 + 16);
         }
         for (int i = 0; i < 200; i++) {
             FORMAT(params, "{\"name\":\"t%d\"}", i);
@@ -1164,7 +1149,7 @@ START_TEST(thread_devices_hold_two_descriptors_each)
         }
     }
     /* The workers' eventfds go with their last device. */
-    ck_assert_int_eq(daemon_open_fds(), fds_before);
+    ck_assert_int_eq(daemon_harness_open_fds(&harness), fds_before);
 }
 END_TEST
 

@@ -10,7 +10,6 @@
  * nothing half started.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -389,20 +388,6 @@ static size_t existing_devices(struct admin_client *client, bool *exists, size_t
     return found;
 }
 
-static int daemon_open_fds(void)
-{
-    char path[64];
-    int count = 0;
-
-    FORMAT(path, "/proc/%d/fd", (int)harness.pid);
-    DIR *directory = opendir(path);
-    ck_assert_ptr_nonnull(directory);
-    for (struct dirent *entry; (entry = readdir(directory)) != NULL;)
-        count += entry->d_name[0] != '.';
-    closedir(directory);
-    return count;
-}
-
 START_TEST(connection_closed_mid_burst)
 {
     enum { COUNT = 100 };
@@ -417,7 +402,7 @@ START_TEST(connection_closed_mid_burst)
     json_decref(admin_client_call_ok(&client, "device_add",
                                      "{\"name\":\"first\",\"plugin\":\"testdev\","
                                      "\"isolation\":\"thread\"}"));
-    baseline = daemon_open_fds();
+    baseline = daemon_harness_open_fds(&harness);
     ck_assert_ptr_nonnull(burst);
     for (int i = 0; i < COUNT; i++)
         used += (size_t)snprintf(burst + used, size - used,
@@ -457,7 +442,7 @@ START_TEST(connection_closed_mid_burst)
     }
     /* Nothing held for a device that was started and left: as many descriptors as before
      * (the closed connection's included). */
-    ck_assert_int_eq(daemon_open_fds(), baseline);
+    ck_assert_int_eq(daemon_harness_open_fds(&harness), baseline);
     json_decref(admin_client_call_ok(&client, "daemon_status", NULL));
     admin_client_close(&client);
 }
