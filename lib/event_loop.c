@@ -159,16 +159,16 @@ int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < count; i++)
         event_ready = event_ready || ready[i].data.ptr == loop;
-    /* sd-event first: a worker's queued work (a device being stopped) goes before any of
-     * its clients is served again. */
-    if (event_ready) {
-        ret = run_event(loop);
-        if (ret != 0)
-            return ret;
-    }
+    /* From here on a removed socket is struck off the list: sd-event's callbacks may remove
+     * some too (a worker stopping a device). */
     loop->ready = ready;
     loop->ready_count = count;
-    for (int i = 0; i < count; i++) {
+    ret = 0;
+    /* sd-event first: a worker's queued work (a device being stopped) goes before any of
+     * its clients is served again. */
+    if (event_ready)
+        ret = run_event(loop);
+    for (int i = 0; ret == 0 && i < count; i++) {
         struct vu_loop_socket *socket = ready[i].data.ptr;
 
         /* NULL: removed by an earlier callback of this turn. */
@@ -177,7 +177,7 @@ int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec)
     }
     loop->ready = NULL;
     loop->ready_count = 0;
-    return 0;
+    return ret;
 }
 
 int vu_loop_run(struct vu_loop *loop)

@@ -187,6 +187,35 @@ START_TEST(a_socket_removed_during_a_turn_is_not_called)
 }
 END_TEST
 
+/* An sd-event source's callback removes a socket that is ready in the same turn, as a
+ * worker stopping a device frees its client's connection. */
+static int remove_socket_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+    drain(fd);
+    record('e');
+    vu_loop_socket_remove(&fixture.sockets[0]);
+    memset(&fixture.sockets[0], 0xa5, sizeof(fixture.sockets[0]));
+    fixture.sockets[0].loop = NULL;
+    return 0;
+}
+
+START_TEST(a_socket_removed_by_sd_event_is_not_called)
+{
+    ck_assert_int_ge(sd_event_add_io(vu_loop_event(fixture.loop), &fixture.source,
+                                     fixture.pairs[1][0], EPOLLIN, remove_socket_on_io, NULL),
+                     0);
+    ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[0], fixture.pairs[0][0],
+                                        EPOLLIN, count_request, NULL),
+                     0);
+    ck_assert_int_eq(vu_loop_iterate(fixture.loop, 0), 0);
+    send_byte(0);
+    send_byte(1);
+    ck_assert_int_eq(vu_loop_iterate(fixture.loop, 1000000), 0);
+    ck_assert_str_eq(fixture.order, "e");
+    ck_assert_int_eq(fixture.calls[0], 0);
+}
+END_TEST
+
 START_TEST(events_say_what_the_loop_waits_for)
 {
     ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[0], fixture.pairs[0][0],
@@ -237,6 +266,7 @@ int main(void)
     tcase_add_test(test_case, a_defer_enabled_by_a_socket_runs);
     tcase_add_test(test_case, sd_event_goes_first_in_a_turn);
     tcase_add_test(test_case, a_socket_removed_during_a_turn_is_not_called);
+    tcase_add_test(test_case, a_socket_removed_by_sd_event_is_not_called);
     tcase_add_test(test_case, events_say_what_the_loop_waits_for);
     tcase_add_test(test_case, a_busy_sd_event_source_does_not_starve_sockets);
     suite_add_tcase(suite, test_case);
