@@ -1139,17 +1139,19 @@ static int on_quiesce_watch(sd_event_source *source, uint64_t usec, void *userda
 
 void vu_endpoint_quiesce_waiting(struct vu_endpoint *endpoint)
 {
+    uint64_t due;
     int ret;
 
     endpoint->quiesce_began_usec = vu_monotonic_usec();
     endpoint->quiesce_next_usec = endpoint->quiesce_warning_usec;
+    /* From the clock, not sd_event_now(): a client's request is served outside sd-event,
+     * whose time is that of its last pass, which may be long past. */
+    due = endpoint->quiesce_began_usec + endpoint->quiesce_next_usec;
     if (endpoint->quiesce_watch == NULL)
-        ret = sd_event_add_time_relative(endpoint->event, &endpoint->quiesce_watch, CLOCK_MONOTONIC,
-                                         endpoint->quiesce_next_usec, QUIESCE_WATCH_ACCURACY_USEC,
-                                         on_quiesce_watch, endpoint);
+        ret = sd_event_add_time(endpoint->event, &endpoint->quiesce_watch, CLOCK_MONOTONIC, due,
+                                QUIESCE_WATCH_ACCURACY_USEC, on_quiesce_watch, endpoint);
     else
-        ret =
-            sd_event_source_set_time_relative(endpoint->quiesce_watch, endpoint->quiesce_next_usec);
+        ret = sd_event_source_set_time(endpoint->quiesce_watch, due);
     if (ret >= 0)
         ret = sd_event_source_set_enabled(endpoint->quiesce_watch, SD_EVENT_ONESHOT);
     vu_loop_changed(endpoint->loop);

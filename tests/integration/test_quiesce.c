@@ -409,6 +409,27 @@ START_TEST(a_quiesce_that_takes_long_is_reported)
 }
 END_TEST
 
+/* The loop has been asleep a while when the request comes: sd-event's idea of "now" is
+ * from its last pass, and a warning counted from there would be due at once. */
+START_TEST(a_quiesce_after_a_quiet_spell_is_reported_no_sooner)
+{
+    uint64_t warning = 300 * 1000, began;
+    uint16_t id;
+
+    test_server_call(&server, set_quiesce_warning, &warning);
+    busy(true);
+    usleep(500 * 1000);
+    began = vu_monotonic_usec();
+    id = send_unmap();
+    while (atomic_load(&slow_quiesce_warnings) < 1 && vu_monotonic_usec() - began < 5000000)
+        usleep(10 * 1000);
+    ck_assert_uint_ge(atomic_load(&slow_quiesce_warnings), 1);
+    ck_assert_uint_ge(vu_monotonic_usec() - began, 290 * 1000);
+    ck_assert_int_eq(quiesced(), 0);
+    expect_reply(id, VU_COMMAND_DMA_UNMAP);
+}
+END_TEST
+
 static void control_plane_reset(struct test_server *target, void *argument)
 {
     *(int *)argument = vu_device_reset_quiesced(target->device);
@@ -737,6 +758,7 @@ int main(void)
     tcase_add_test(test_case, a_client_leaving_while_a_command_waits);
     tcase_add_test(test_case, a_control_plane_reset_is_refused_while_the_device_is_busy);
     tcase_add_test(test_case, a_quiesce_that_takes_long_is_reported);
+    tcase_add_test(test_case, a_quiesce_after_a_quiet_spell_is_reported_no_sooner);
     tcase_add_test(test_case, a_malformed_reply_behind_a_held_command_costs_no_cpu);
     tcase_add_test(test_case, irq_trigger_from_a_plugin_thread);
     tcase_add_test(test_case, a_request_with_nothing_to_do_leaves_a_quiesce_alone);
