@@ -136,7 +136,7 @@ static int run_event(struct vu_loop *loop)
 int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec)
 {
     struct epoll_event ready[READY_MAX];
-    int count, timeout_msec, ret;
+    int count, timeout_msec, ret, exit_code;
     bool event_ready = false;
 
     if (loop->event_due) {
@@ -175,6 +175,12 @@ int vu_loop_iterate(struct vu_loop *loop, uint64_t timeout_usec)
         if (socket != NULL && ready[i].data.ptr != loop)
             socket->callback(socket, ready[i].events);
     }
+    /* An sd_event_exit() from a socket's callback (a device host told to stop while its
+     * plugin waits for a file) shows on no descriptor either: sd-event runs before the
+     * loop sleeps, and ends it. */
+    if (ret == 0 && count > 0 && !loop->event_due &&
+        sd_event_get_exit_code(loop->event, &exit_code) >= 0)
+        loop->event_due = true;
     loop->ready = NULL;
     loop->ready_count = 0;
     return ret;

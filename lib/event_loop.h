@@ -62,7 +62,7 @@ void vu_loop_set_wait_hook(struct vu_loop *loop, void (*hook)(void *userdata, bo
                            void *userdata);
 
 /* Sources of vu_loop_event() changed outside an sd-event callback: sd-event runs a pass
- * before the loop sleeps again. NULL is ignored. */
+ * before the loop sleeps again. NULL is ignored. (sd_event_exit() needs no call.) */
 void vu_loop_changed(struct vu_loop *loop);
 
 int vu_loop_socket_add(struct vu_loop *loop, struct vu_loop_socket *socket, int fd, uint32_t events,

@@ -135,6 +135,31 @@ static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userda
     return 0;
 }
 
+/* Ends the loop from a socket's callback, as a device host does when "stop" comes while a
+ * plugin waits for a file it opens at run time. */
+static void exit_on_request(struct vu_loop_socket *socket, uint32_t revents)
+{
+    drain(socket->fd);
+    ck_assert_int_ge(sd_event_exit(vu_loop_event(socket->loop), 5), 0);
+}
+
+START_TEST(sd_event_exit_from_a_socket_ends_the_loop)
+{
+    uint64_t began;
+
+    ck_assert_int_eq(vu_loop_socket_add(fixture.loop, &fixture.sockets[0], fixture.pairs[0][0],
+                                        EPOLLIN, exit_on_request, NULL),
+                     0);
+    ck_assert_int_eq(vu_loop_iterate(fixture.loop, 0), 0);
+    send_byte(0);
+    ck_assert_int_eq(vu_loop_iterate(fixture.loop, 1000000), 0);
+    /* Nothing else wakes the loop: it must not sleep before it ends. */
+    began = vu_monotonic_usec();
+    ck_assert_int_eq(vu_loop_iterate(fixture.loop, 500000), 1);
+    ck_assert_uint_lt(vu_monotonic_usec() - began, 250000);
+}
+END_TEST
+
 static void count_request(struct vu_loop_socket *socket, uint32_t revents)
 {
     drain(socket->fd);
@@ -269,6 +294,7 @@ int main(void)
     tcase_add_test(test_case, a_socket_removed_by_sd_event_is_not_called);
     tcase_add_test(test_case, events_say_what_the_loop_waits_for);
     tcase_add_test(test_case, a_busy_sd_event_source_does_not_starve_sockets);
+    tcase_add_test(test_case, sd_event_exit_from_a_socket_ends_the_loop);
     suite_add_tcase(suite, test_case);
     return test_run_suite(suite);
 }
