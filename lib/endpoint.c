@@ -878,8 +878,10 @@ static void on_socket_ready(struct vu_loop_socket *socket, uint32_t revents)
      * gone, and so is this loop.
      */
     deadline = vu_monotonic_usec() + endpoint->poll_usec;
+    /* Not while replies cannot leave (the client does not read them): the loop waits for
+     * room then, rather than this loop reading requests it cannot answer. */
     while (endpoint->connection == connection && served < POLL_REQUESTS_PER_WAKEUP &&
-           !vu_session_holding(connection->session)) {
+           !vu_session_holding(connection->session) && vu_session_ready(connection->session)) {
         struct pollfd ready = {.fd = fd, .events = POLLIN};
 
         if (poll(&ready, 1, 0) > 0) {
