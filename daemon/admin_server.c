@@ -247,18 +247,20 @@ static int finish_started(struct admin_connection *connection)
     return ret;
 }
 
+/* Room for one more slot (a turn holds no more requests than slots: this only keeps it so). */
+static int make_room(struct admin_connection *connection)
+{
+    return connection->slot_count < ADMIN_REQUESTS_PER_TURN ? 0 : finish_started(connection);
+}
+
 /* Queues a reply (taking it) behind those still waiting this turn; NULL queues nothing. */
 static int queue_in_order(struct admin_connection *connection, json_t *reply)
 {
-    int ret;
+    int ret = make_room(connection);
 
-    /* Room for one more (a turn holds no more requests than slots: this only keeps it so). */
-    if (connection->slot_count == ADMIN_REQUESTS_PER_TURN) {
-        ret = finish_started(connection);
-        if (ret < 0) {
-            json_decref(reply);
-            return ret;
-        }
+    if (ret < 0) {
+        json_decref(reply);
+        return ret;
     }
     if (connection->slot_count == 0)
         return queue_reply(connection, reply);
@@ -277,14 +279,10 @@ static int start_request(struct admin_connection *connection, json_t *request)
     struct daemon *daemon = connection->server->daemon;
     struct admin_started *started;
     json_t *reply;
-    int ret;
+    int ret = make_room(connection);
 
-    /* Room for one more, as in queue_in_order(). */
-    if (connection->slot_count == ADMIN_REQUESTS_PER_TURN) {
-        ret = finish_started(connection);
-        if (ret < 0)
-            return ret;
-    }
+    if (ret < 0)
+        return ret;
     if (admin_start(daemon, &connection->peer, request, connection->started_count > 0, &reply,
                     &started) == -EAGAIN) {
         ret = finish_started(connection);
