@@ -1035,15 +1035,9 @@ bool device_manager_starting(const struct device_manager *manager,
     return holder != NULL && holder->starting;
 }
 
-/* The report of a thread device that has just started, from what its start read. */
-static void started_report(const struct device_counters *counters, struct device_report *report)
-{
-    memset(report, 0, sizeof(*report));
-    report->pid = getpid();
-    report->known = true;
-    report->counters = *counters;
-    report->state = counters->connected ? "connected" : "listening";
-}
+static void fill_report(struct device_manager *manager, const struct managed_device *device,
+                        struct device_query *query, const struct device_counters *read,
+                        struct device_report *report);
 
 int device_manager_add_finish(struct device_manager *manager, struct managed_device *starting,
                               struct device_report *report, char *error, size_t error_size)
@@ -1070,10 +1064,10 @@ int device_manager_add_finish(struct device_manager *manager, struct managed_dev
         return ret;
     }
     log_serving(starting);
-    if (report != NULL && starting->isolation == CONFIG_ISOLATION_THREAD)
-        started_report(&counters, report);
-    else if (report != NULL)
-        device_manager_report(manager, starting, NULL, report);
+    /* A thread device's counters came with its start: no second call to its worker. */
+    if (report != NULL)
+        fill_report(manager, starting, NULL,
+                    starting->isolation == CONFIG_ISOLATION_THREAD ? &counters : NULL, report);
     return 0;
 }
 
@@ -1412,8 +1406,11 @@ bool device_manager_stuck(struct device_manager *manager, const struct managed_d
     return workers_stuck(manager->workers, device->worker, stuck);
 }
 
-void device_manager_report(struct device_manager *manager, const struct managed_device *device,
-                           struct device_query *query, struct device_report *report)
+/* device_manager_report(), with a thread device's counters already read (`read`) or not
+ * (NULL). */
+static void fill_report(struct device_manager *manager, const struct managed_device *device,
+                        struct device_query *query, const struct device_counters *read,
+                        struct device_report *report)
 {
     bool process = device->isolation == CONFIG_ISOLATION_PROCESS;
     enum supervisor_state host_state = SUPERVISOR_RUNNING;
@@ -1425,6 +1422,10 @@ void device_manager_report(struct device_manager *manager, const struct managed_
         report->restarts = supervisor_restarts(device->host);
         report->last_failure = supervisor_last_failure(device->host);
         report->known = read_host_counters(device, query, &report->counters);
+    } else if (!process && read != NULL) {
+        report->pid = getpid();
+        report->known = true;
+        report->counters = *read;
     } else if (!process) {
         report->pid = getpid();
         report->known = read_worker_counters(manager, device, query, &report->counters);
@@ -1445,6 +1446,12 @@ void device_manager_report(struct device_manager *manager, const struct managed_
                         : report->counters.connected ? "connected"
                                                      : "listening";
     }
+}
+
+void device_manager_report(struct device_manager *manager, const struct managed_device *device,
+                           struct device_query *query, struct device_report *report)
+{
+    fill_report(manager, device, query, NULL, report);
 }
 
 struct reset_task {
