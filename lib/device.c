@@ -845,11 +845,13 @@ static int on_source_time(sd_event_source *event_source, uint64_t usec, void *us
 /* Puts `source` on the device's loop, as its deadline or events say. */
 static int source_attach(struct vfio_userd_source *source)
 {
-    sd_event *event = source->device->event;
+    struct vu_loop *loop = source->device->loop;
+    sd_event *event;
     int ret;
 
-    if (event == NULL || source->event_source != NULL)
+    if (loop == NULL || source->event_source != NULL)
         return 0;
+    event = vu_loop_event(loop);
     if (!source->is_timer)
         return sd_event_add_io(event, &source->event_source, source->fd, source->events,
                                on_source_io, source);
@@ -1214,7 +1216,6 @@ int vu_device_attach_loop(struct vu_device *device, struct vu_loop *loop,
 
     vu_device_detach_loop(device);
     device->loop = vu_loop_ref(loop);
-    device->event = event;
     sources_changed(device);
     device->endpoint = endpoint;
     atomic_store_explicit(&device->loop_thread, (unsigned long)pthread_self(),
@@ -1237,7 +1238,6 @@ void vu_device_detach_loop(struct vu_device *device)
     leave_hub(device);
     sources_changed(device);
     device->loop = vu_loop_unref(device->loop);
-    device->event = NULL;
     device->endpoint = NULL;
 }
 

@@ -131,7 +131,6 @@ struct vu_device {
      * by the devices it serves), which it joins at attach; post_lock guards post_hub and
      * post_ready (the device is on the hub's list of devices with posts waiting). */
     struct vu_loop *loop;
-    sd_event *event; /* the loop's */
     struct vu_endpoint *endpoint;
     struct vfio_userd_source *sources;
     struct vu_post *_Atomic posted;

@@ -73,7 +73,6 @@ struct connection {
 struct vu_endpoint {
     struct vu_device *device;
     struct vu_loop *loop;
-    sd_event *event; /* the loop's */
     int listen_fd;
     sd_event_source *listen_source;
     /* Both timers are made once and re-armed. They share the loop's CLOCK_MONOTONIC timerfd,
@@ -742,7 +741,7 @@ static int update_dma_timer(struct connection *connection)
     connection->dma_timer_may_run = true;
     vu_loop_changed(connection->endpoint->loop); /* sd-event arms its timer in a pass */
     if (connection->dma_timer == NULL)
-        return sd_event_add_time(connection->endpoint->event, &connection->dma_timer,
+        return sd_event_add_time(vu_loop_event(connection->endpoint->loop), &connection->dma_timer,
                                  CLOCK_MONOTONIC, deadline, 0, on_dma_timeout, connection);
     sd_event_source_set_time(connection->dma_timer, deadline);
     return sd_event_source_set_enabled(connection->dma_timer, SD_EVENT_ONESHOT);
@@ -759,8 +758,8 @@ static int update_resume(struct connection *connection)
         return 0;
     vu_loop_changed(connection->endpoint->loop);
     if (connection->resume == NULL)
-        return sd_event_add_defer(connection->endpoint->event, &connection->resume, on_resume,
-                                  connection);
+        return sd_event_add_defer(vu_loop_event(connection->endpoint->loop), &connection->resume,
+                                  on_resume, connection);
     return sd_event_source_set_enabled(connection->resume, SD_EVENT_ONESHOT);
 }
 
@@ -941,9 +940,9 @@ static int connection_new(struct vu_endpoint *endpoint, int fd)
         goto fail;
     if (endpoint->handshake_timeout_usec > 0) {
         if (endpoint->handshake_timer == NULL)
-            ret = sd_event_add_time_relative(endpoint->event, &endpoint->handshake_timer,
-                                             CLOCK_MONOTONIC, endpoint->handshake_timeout_usec, 0,
-                                             on_handshake_timeout, endpoint);
+            ret = sd_event_add_time_relative(
+                vu_loop_event(endpoint->loop), &endpoint->handshake_timer, CLOCK_MONOTONIC,
+                endpoint->handshake_timeout_usec, 0, on_handshake_timeout, endpoint);
         else
             ret = sd_event_source_set_time_relative(endpoint->handshake_timer,
                                                     endpoint->handshake_timeout_usec);
@@ -987,8 +986,9 @@ static void pause_accepting(struct vu_endpoint *endpoint)
     int ret;
 
     if (endpoint->accept_retry == NULL)
-        ret = sd_event_add_time_relative(endpoint->event, &endpoint->accept_retry, CLOCK_MONOTONIC,
-                                         ACCEPT_BACKOFF_USEC, 0, on_accept_retry, endpoint);
+        ret = sd_event_add_time_relative(vu_loop_event(endpoint->loop), &endpoint->accept_retry,
+                                         CLOCK_MONOTONIC, ACCEPT_BACKOFF_USEC, 0, on_accept_retry,
+                                         endpoint);
     else
         ret = sd_event_source_set_time_relative(endpoint->accept_retry, ACCEPT_BACKOFF_USEC);
     if (ret >= 0)
@@ -1150,8 +1150,9 @@ void vu_endpoint_quiesce_waiting(struct vu_endpoint *endpoint)
      * whose time is that of its last pass, which may be long past. */
     due = endpoint->quiesce_began_usec + endpoint->quiesce_next_usec;
     if (endpoint->quiesce_watch == NULL)
-        ret = sd_event_add_time(endpoint->event, &endpoint->quiesce_watch, CLOCK_MONOTONIC, due,
-                                QUIESCE_WATCH_ACCURACY_USEC, on_quiesce_watch, endpoint);
+        ret = sd_event_add_time(vu_loop_event(endpoint->loop), &endpoint->quiesce_watch,
+                                CLOCK_MONOTONIC, due, QUIESCE_WATCH_ACCURACY_USEC, on_quiesce_watch,
+                                endpoint);
     else
         ret = sd_event_source_set_time(endpoint->quiesce_watch, due);
     if (ret >= 0)
@@ -1188,7 +1189,6 @@ int vu_endpoint_new(struct vu_device *device, struct vu_loop *loop, int listen_f
     }
     endpoint->device = device;
     endpoint->loop = vu_loop_ref(loop);
-    endpoint->event = event;
     endpoint->listen_fd = listen_fd;
     endpoint->dma_timeout_usec = VU_ENDPOINT_DMA_TIMEOUT_USEC;
     endpoint->dma_chunk_size = VU_DMA_CHUNK_SIZE_DEFAULT;
